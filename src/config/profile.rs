@@ -1,0 +1,557 @@
+//! Device profiles: how a vendor's registers map to canonical metrics.
+//!
+//! A profile named in a config is looked up in a `devices/` folder beside the config file
+//! first, then among the profiles built into the binary (this repository's `devices/`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::metrics::Catalog;
+use super::reader::{Cx, Sp, TableReader, parse_document};
+use super::source::{Diagnostic, Diagnostics, SourceFile};
+use crate::sources::modbus::planner::{Span, fits_address_space};
+use crate::sources::modbus::registers::{ByteOrder, Table, ValueType};
+
+include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
+
+/// How sure we are of a profile's register map (reference/domain.md's marks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confidence {
+    /// From the primary document.
+    Primary,
+    /// From vendor pages or other people's code.
+    Secondary,
+    /// Representative or unconfirmed: check against the vendor's manual.
+    Unconfirmed,
+}
+
+impl Confidence {
+    pub fn mark(self) -> &'static str {
+        match self {
+            Confidence::Primary => "[P]",
+            Confidence::Secondary => "[S]",
+            Confidence::Unconfirmed => "[U]",
+        }
+    }
+}
+
+/// One value a device holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Register {
+    pub metric: String,
+    pub measurement: String,
+    pub table: Table,
+    pub address: u16,
+    pub ty: ValueType,
+    pub order: ByteOrder,
+    /// For a bool in a 16-bit register: the bit (0 = least significant).
+    pub bit: Option<u8>,
+    pub scale: f64,
+    pub offset: f64,
+    pub writable: bool,
+    pub note: Option<String>,
+}
+
+impl Register {
+    pub fn span(&self) -> Span {
+        Span {
+            table: self.table,
+            address: self.address,
+            count: self.ty.width(),
+        }
+    }
+}
+
+/// A validated Modbus device profile.
+#[derive(Debug, Clone)]
+pub struct ModbusProfile {
+    pub name: String,
+    /// The file it came from, as shown in messages.
+    pub origin: String,
+    pub description: String,
+    pub vendor: Option<String>,
+    pub model: Option<String>,
+    pub source: String,
+    pub confidence: Confidence,
+    pub line: Option<String>,
+    pub max_read: Option<u16>,
+    pub max_gap: Option<u16>,
+    pub read_singly: Option<bool>,
+    pub registers: Vec<Register>,
+}
+
+/// Where profiles are looked up, with a cache so each file is read and reported once.
+pub struct ProfileLoader {
+    dirs: Vec<PathBuf>,
+    cache: HashMap<String, Option<Arc<ModbusProfile>>>,
+}
+
+/// Why a profile could not be used.
+pub enum ProfileError {
+    /// No file by that name; the message lists the places searched.
+    NotFound(String),
+    /// The file exists but has problems (already recorded in the diagnostics).
+    Invalid,
+}
+
+impl ProfileLoader {
+    /// `dirs` are searched in order before the built-in profiles.
+    pub fn new(dirs: Vec<PathBuf>) -> Self {
+        Self {
+            dirs,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The loader for a config file: `devices/` beside it, then built-ins.
+    pub fn for_config(config_path: &Path) -> Self {
+        let dir = config_path
+            .parent()
+            .map_or_else(|| PathBuf::from("devices"), |p| p.join("devices"));
+        Self::new(vec![dir])
+    }
+
+    pub fn builtin_names() -> impl Iterator<Item = &'static str> {
+        BUILTIN_DEVICES.iter().map(|(n, _)| *n)
+    }
+
+    /// Loads (once) and validates a profile, recording its problems in `diags`.
+    pub fn load(
+        &mut self,
+        name: &str,
+        diags: &mut Diagnostics,
+    ) -> Result<Arc<ModbusProfile>, ProfileError> {
+        if let Some(cached) = self.cache.get(name) {
+            return cached.clone().ok_or(ProfileError::Invalid);
+        }
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return Err(ProfileError::NotFound(format!(
+                "profile name \"{name}\" may hold only lowercase letters, digits, '-' and '_'"
+            )));
+        }
+        let file = match self.find(name) {
+            Some(Ok(f)) => f,
+            Some(Err(d)) => {
+                diags.push(d);
+                self.cache.insert(name.to_string(), None);
+                return Err(ProfileError::Invalid);
+            }
+            None => {
+                let mut places: Vec<String> = self
+                    .dirs
+                    .iter()
+                    .map(|d| d.join(format!("{name}.toml")).display().to_string())
+                    .collect();
+                places.push("the built-in profiles".to_string());
+                let builtin: Vec<&str> = Self::builtin_names().collect();
+                return Err(ProfileError::NotFound(format!(
+                    "no device profile \"{name}\" (looked in {}); built-in profiles: {}",
+                    places.join(", "),
+                    builtin.join(", ")
+                )));
+            }
+        };
+        let before = diags.len();
+        let profile = parse_profile(name, &file, Catalog::builtin(), diags);
+        let result = if diags.len() == before {
+            profile.map(Arc::new)
+        } else {
+            None
+        };
+        self.cache.insert(name.to_string(), result.clone());
+        result.ok_or(ProfileError::Invalid)
+    }
+
+    fn find(&self, name: &str) -> Option<Result<Arc<SourceFile>, Diagnostic>> {
+        for dir in &self.dirs {
+            let path = dir.join(format!("{name}.toml"));
+            if path.is_file() {
+                return Some(SourceFile::read(&path));
+            }
+        }
+        BUILTIN_DEVICES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(n, text)| {
+                Ok(SourceFile::new(
+                    format!("devices/{n}.toml (built in)"),
+                    None,
+                    (*text).to_string(),
+                ))
+            })
+    }
+}
+
+fn is_snake_case(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Parses and validates one profile file. Problems go to `diags`.
+pub fn parse_profile(
+    name: &str,
+    file: &Arc<SourceFile>,
+    catalog: &Catalog,
+    diags: &mut Diagnostics,
+) -> Option<ModbusProfile> {
+    let mut cx = Cx { file, diags };
+    let doc = parse_document(&mut cx, &file.text)?;
+    let mut root = TableReader::root(&doc);
+
+    if root.has("field") || root.has("event") {
+        cx.error(
+            &root.span(),
+            "",
+            format!(
+                "profile \"{name}\" maps JSON payloads (MQTT); a Modbus device needs a profile with [[register]]"
+            ),
+        );
+        return None;
+    }
+
+    let description = root.req::<String>(&mut cx, "description");
+    let vendor = root.opt::<String>(&mut cx, "vendor");
+    let model = root.opt::<String>(&mut cx, "model");
+    let source = root.req::<String>(&mut cx, "source");
+    let confidence = root.req::<String>(&mut cx, "confidence").and_then(|c| {
+        let v = match c.value.as_str() {
+            "P" => Confidence::Primary,
+            "S" => Confidence::Secondary,
+            "U" => Confidence::Unconfirmed,
+            other => {
+                cx.error(
+                    &c.span,
+                    "confidence",
+                    format!("unknown confidence \"{other}\": expected \"P\", \"S\" or \"U\""),
+                );
+                return None;
+            }
+        };
+        Some(v)
+    });
+    let line = root.opt::<String>(&mut cx, "line");
+    let max_read = root
+        .opt::<i64>(&mut cx, "max_read")
+        .and_then(|v| in_range(&mut cx, &v, "max_read", 1, 125));
+    let max_gap = root
+        .opt::<i64>(&mut cx, "max_gap")
+        .and_then(|v| in_range(&mut cx, &v, "max_gap", 0, 124));
+    let read_singly = root.opt::<bool>(&mut cx, "read_singly");
+    let default_measurement = root.opt::<String>(&mut cx, "measurement");
+
+    let mut registers: Vec<(Register, Sp<()>)> = Vec::new();
+    let tables = root.tables(&mut cx, "register");
+    if tables.is_empty() {
+        cx.error(
+            &root.span(),
+            "register",
+            "a Modbus profile needs at least one [[register]]",
+        );
+    }
+    for mut t in tables {
+        let path = t.path().to_string();
+        let metric = t.req::<String>(&mut cx, "metric");
+        let table = t.req::<String>(&mut cx, "table").and_then(|s| {
+            s.value
+                .parse::<Table>()
+                .map_err(|e| cx.error(&s.span, &t.key_path("table"), e))
+                .ok()
+                .map(|v| Sp::new(v, s.span))
+        });
+        let address = t
+            .req::<i64>(&mut cx, "address")
+            .and_then(|v| in_range(&mut cx, &v, &t.key_path("address"), 0, 65535));
+        let ty = t.req::<String>(&mut cx, "type").and_then(|s| {
+            s.value
+                .parse::<ValueType>()
+                .map_err(|e| cx.error(&s.span, &t.key_path("type"), e))
+                .ok()
+                .map(|v| Sp::new(v, s.span))
+        });
+        let order = t.opt::<String>(&mut cx, "order").and_then(|s| {
+            s.value
+                .parse::<ByteOrder>()
+                .map_err(|e| cx.error(&s.span, &t.key_path("order"), e))
+                .ok()
+        });
+        let bit = t
+            .opt::<i64>(&mut cx, "bit")
+            .and_then(|v| in_range(&mut cx, &v, &t.key_path("bit"), 0, 15));
+        let scale = t.opt::<f64>(&mut cx, "scale");
+        let offset = t.opt::<f64>(&mut cx, "offset");
+        let writable = t.opt::<bool>(&mut cx, "writable");
+        let measurement = t.opt::<String>(&mut cx, "measurement");
+        let note = t.opt::<String>(&mut cx, "note");
+        let span = t.span();
+        t.finish(&mut cx);
+
+        let (Some(metric), Some(table), Some(address), Some(ty)) = (metric, table, address, ty)
+        else {
+            continue;
+        };
+        let key = |k: &str| format!("{path}.{k}");
+        if !is_snake_case(&metric.value) {
+            cx.error(
+                &metric.span,
+                &key("metric"),
+                format!(
+                    "metric \"{}\" must be snake_case (lowercase letters, digits, '_')",
+                    metric.value
+                ),
+            );
+        }
+        if table.value.is_bits() && ty.value != ValueType::Bool {
+            cx.error(
+                &ty.span,
+                &key("type"),
+                format!(
+                    "a {} holds single bits: its type must be \"bool\", not \"{}\"",
+                    table.value, ty.value
+                ),
+            );
+        }
+        if bit.is_some() && (ty.value != ValueType::Bool || table.value.is_bits()) {
+            cx.error(
+                &span,
+                &key("bit"),
+                "`bit` selects one bit of a holding or input register and needs type = \"bool\"",
+            );
+        }
+        if let Some(w) = &writable {
+            if w.value && !matches!(table.value, Table::Coil | Table::Holding) {
+                cx.error(
+                    &w.span,
+                    &key("writable"),
+                    format!(
+                        "only coils and holding registers can be written, not a {} register",
+                        table.value
+                    ),
+                );
+            }
+        }
+        if let Some(s) = &scale {
+            if s.value == 0.0 {
+                cx.error(&s.span, &key("scale"), "scale must not be 0");
+            }
+        }
+        let span_regs = Span {
+            table: table.value,
+            address: address.value,
+            count: ty.value.width(),
+        };
+        if !fits_address_space(&span_regs) {
+            cx.error(
+                &address.span,
+                &key("address"),
+                format!(
+                    "a {} at address {} runs past the last address 65535",
+                    ty.value, address.value
+                ),
+            );
+        }
+        let canonical = catalog.get(&metric.value);
+        let measurement = match (canonical, measurement, &default_measurement) {
+            (Some(info), Some(m), _) if m.value != info.measurement => {
+                cx.error(
+                    &m.span,
+                    &key("measurement"),
+                    format!(
+                        "\"{}\" is a canonical metric and always goes to measurement \"{}\"",
+                        metric.value, info.measurement
+                    ),
+                );
+                info.measurement.clone()
+            }
+            (Some(info), _, _) => info.measurement.clone(),
+            (None, Some(m), _) => m.value,
+            (None, None, Some(m)) => m.value.clone(),
+            (None, None, None) => {
+                cx.error(
+                    &metric.span,
+                    &key("metric"),
+                    format!(
+                        "\"{}\" is not a canonical metric, so it needs a measurement: set `measurement` on the register or the profile",
+                        metric.value
+                    ),
+                );
+                String::new()
+            }
+        };
+        let reg = Register {
+            metric: metric.value,
+            measurement,
+            table: table.value,
+            address: address.value,
+            ty: ty.value,
+            order: order.unwrap_or_default(),
+            bit: bit.map(|b| b.value),
+            scale: scale.map_or(1.0, |s| s.value),
+            offset: offset.map_or(0.0, |s| s.value),
+            writable: writable.is_some_and(|w| w.value),
+            note: note.map(|n| n.value),
+        };
+        // One metric once; registers must not overlap (bits of one register may share it).
+        for (other, other_span) in &registers {
+            if other.metric == reg.metric {
+                cx.error(
+                    &span,
+                    &key("metric"),
+                    format!(
+                        "metric \"{}\" is already mapped at line {}",
+                        reg.metric,
+                        file.position(other_span.span.start).0
+                    ),
+                );
+            }
+            let a = other.span();
+            let b = reg.span();
+            let overlap = a.table == b.table
+                && u32::from(a.address) < u32::from(b.address) + u32::from(b.count)
+                && u32::from(b.address) < u32::from(a.address) + u32::from(a.count);
+            let shared_bits = other.bit.is_some() && reg.bit.is_some() && a == b;
+            if overlap && !shared_bits {
+                cx.error(
+                    &span,
+                    &key("address"),
+                    format!(
+                        "registers overlap: {} {} ({} at {}, {} register(s)) and {} ({} at {}, line {})",
+                        reg.table,
+                        reg.metric,
+                        reg.ty,
+                        reg.address,
+                        reg.ty.width(),
+                        other.metric,
+                        other.ty,
+                        other.address,
+                        file.position(other_span.span.start).0
+                    ),
+                );
+            }
+        }
+        registers.push((reg, Sp::new((), span)));
+    }
+    root.finish(&mut cx);
+
+    Some(ModbusProfile {
+        name: name.to_string(),
+        origin: file.name.clone(),
+        description: description?.value,
+        vendor: vendor.map(|v| v.value),
+        model: model.map(|v| v.value),
+        source: source?.value,
+        confidence: confidence?,
+        line: line.map(|v| v.value),
+        max_read: max_read.map(|v| v.value),
+        max_gap: max_gap.map(|v| v.value),
+        read_singly: read_singly.map(|v| v.value),
+        registers: registers.into_iter().map(|(r, _)| r).collect(),
+    })
+}
+
+/// Checks an integer's range and narrows it.
+pub fn in_range<T: TryFrom<i64>>(
+    cx: &mut Cx<'_>,
+    v: &Sp<i64>,
+    key_path: &str,
+    lo: i64,
+    hi: i64,
+) -> Option<Sp<T>> {
+    if v.value < lo || v.value > hi {
+        cx.error(
+            &v.span,
+            key_path,
+            format!("{} is out of range: expected {lo}..={hi}", v.value),
+        );
+        return None;
+    }
+    T::try_from(v.value)
+        .ok()
+        .map(|x| Sp::new(x, v.span.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_profile_is_valid() {
+        let mut loader = ProfileLoader::new(vec![]);
+        let mut diags = Diagnostics::default();
+        let names: Vec<&str> = ProfileLoader::builtin_names().collect();
+        assert!(names.len() >= 7, "{names:?}");
+        for name in names {
+            let p = loader.load(name, &mut diags);
+            assert!(p.is_ok(), "{name}: {diags}");
+        }
+        assert!(diags.is_empty(), "{diags}");
+        let ph = loader.load("phg-2091-ph", &mut diags).ok().unwrap();
+        let r = ph.registers.iter().find(|r| r.metric == "ph").unwrap();
+        assert_eq!(
+            (r.address, r.ty, r.order),
+            (0x2602, ValueType::F32, ByteOrder::Dcba)
+        );
+        let relay = loader.load("relay-module-8ch", &mut diags).ok().unwrap();
+        assert!(
+            relay
+                .registers
+                .iter()
+                .any(|r| r.metric == "fog_cannon_on" && r.writable)
+        );
+    }
+
+    #[test]
+    fn profile_problems_are_all_reported_with_positions() {
+        let text = r#"description = "x"
+source = "y"
+confidence = "Q"
+[[register]]
+metric = "pm10"
+table = "holding"
+address = 0
+type = "u32"
+[[register]]
+metric = "pm25"
+table = "holding"
+address = 1
+type = "u16"
+[[register]]
+metric = "relay"
+table = "coil"
+address = 0
+type = "u16"
+writable = true
+colour = "red"
+"#;
+        let file = SourceFile::new("p.toml", None, text.to_string());
+        let mut diags = Diagnostics::default();
+        parse_profile("p", &file, Catalog::builtin(), &mut diags);
+        let all = diags.to_string();
+        assert!(
+            all.contains("p.toml:3:14: confidence: unknown confidence \"Q\""),
+            "{all}"
+        );
+        assert!(
+            all.contains("p.toml:9:1: register[1].address: registers overlap"),
+            "{all}"
+        );
+        assert!(
+            all.contains("register[2].type: a coil holds single bits"),
+            "{all}"
+        );
+        assert!(
+            all.contains("register[2].metric: \"relay\" is not a canonical metric"),
+            "{all}"
+        );
+        assert!(
+            all.contains("p.toml:20:1: register[2].colour: unknown key `colour`"),
+            "{all}"
+        );
+        assert_eq!(diags.len(), 5, "{all}");
+    }
+}

@@ -1,0 +1,226 @@
+//! Stage one of loading: the TOML tree read into raw types, each value with its span.
+//!
+//! Only shape is checked here (types, unknown keys, required keys); meaning and
+//! cross-references are stage two (`validate.rs`).
+
+use std::time::Duration;
+
+use super::reader::{ByteSize, Cx, Sp, Span, TableReader};
+
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    pub site: Option<RawSite>,
+    pub influx: Option<RawInflux>,
+    pub store: Option<RawStore>,
+    pub http: Option<RawHttp>,
+    pub modbus: Vec<RawBus>,
+}
+
+#[derive(Debug)]
+pub struct RawSite {
+    pub span: Span,
+    pub id: Option<Sp<String>>,
+    pub name: Option<Sp<String>>,
+    pub timezone: Option<Sp<String>>,
+    pub tags: Vec<(Sp<String>, Sp<String>)>,
+    pub standards: Option<Sp<Vec<String>>>,
+    pub health_interval: Option<Sp<Duration>>,
+}
+
+#[derive(Debug)]
+pub struct RawInflux {
+    pub span: Span,
+    pub url: Option<Sp<String>>,
+    pub api: Option<Sp<String>>,
+    pub org: Option<Sp<String>>,
+    pub bucket: Option<Sp<String>>,
+    pub token_env: Option<Sp<String>>,
+    pub token_file: Option<Sp<String>>,
+    pub database: Option<Sp<String>>,
+    pub retention_policy: Option<Sp<String>>,
+    pub username: Option<Sp<String>>,
+    pub password_env: Option<Sp<String>>,
+    pub password_file: Option<Sp<String>>,
+    pub batch_size: Option<Sp<i64>>,
+    pub flush_interval: Option<Sp<Duration>>,
+    pub timeout: Option<Sp<Duration>>,
+    pub gzip: Option<Sp<bool>>,
+    pub retry_max: Option<Sp<Duration>>,
+}
+
+#[derive(Debug)]
+pub struct RawStore {
+    pub dir: Option<Sp<String>>,
+    pub max_size: Option<Sp<ByteSize>>,
+    pub memory_max: Option<Sp<ByteSize>>,
+}
+
+#[derive(Debug)]
+pub struct RawHttp {
+    pub listen: Option<Sp<String>>,
+}
+
+#[derive(Debug)]
+pub struct RawBus {
+    pub span: Span,
+    pub path_key: String,
+    pub name: Option<Sp<String>>,
+    pub transport: Option<Sp<String>>,
+    pub address: Option<Sp<String>>,
+    pub path: Option<Sp<String>>,
+    pub baud: Option<Sp<i64>>,
+    pub parity: Option<Sp<String>>,
+    pub data_bits: Option<Sp<i64>>,
+    pub stop_bits: Option<Sp<i64>>,
+    pub timeout: Option<Sp<Duration>>,
+    pub interval: Option<Sp<Duration>>,
+    pub request_gap: Option<Sp<Duration>>,
+    pub max_read: Option<Sp<i64>>,
+    pub max_gap: Option<Sp<i64>>,
+    pub down_after: Option<Sp<i64>>,
+    pub devices: Vec<RawDevice>,
+}
+
+#[derive(Debug)]
+pub struct RawDevice {
+    pub span: Span,
+    pub path_key: String,
+    pub id: Option<Sp<String>>,
+    pub unit: Option<Sp<i64>>,
+    pub profile: Option<Sp<String>>,
+    pub interval: Option<Sp<Duration>>,
+    pub tags: Vec<(Sp<String>, Sp<String>)>,
+    pub max_read: Option<Sp<i64>>,
+    pub max_gap: Option<Sp<i64>>,
+    pub read_singly: Option<Sp<bool>>,
+    pub down_after: Option<Sp<i64>>,
+}
+
+/// Sections of the contract that later versions implement. Naming them here gives a clear
+/// message instead of "unknown key", and keeps a config with them from starting half-configured.
+const NOT_YET: &[(&str, &str)] = &[
+    ("mqtt", "MQTT ingest"),
+    ("rule", "rules and alerts"),
+    ("actuator", "dust-suppression linkage"),
+    ("compliance", "six-100% compliance"),
+    ("alerts", "alert delivery"),
+];
+
+pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> RawConfig {
+    let mut raw = RawConfig::default();
+    if let Some(mut t) = root.table(cx, "site") {
+        raw.site = Some(RawSite {
+            span: t.span(),
+            id: t.req(cx, "id"),
+            name: t.opt(cx, "name"),
+            timezone: t.opt(cx, "timezone"),
+            tags: t.string_map(cx, "tags"),
+            standards: t.opt(cx, "standards"),
+            health_interval: t.opt(cx, "health_interval"),
+        });
+        t.finish(cx);
+    }
+    if let Some(mut t) = root.table(cx, "influx") {
+        for (key, instead) in [
+            ("token", "token_env or token_file"),
+            ("password", "password_env or password_file"),
+        ] {
+            if t.has(key) {
+                let _ = t.opt::<String>(cx, key).map(|v| {
+                    cx.error(
+                        &v.span,
+                        &t.key_path(key),
+                        format!("secrets never go in the config file: name them with {instead}"),
+                    )
+                });
+            }
+        }
+        raw.influx = Some(RawInflux {
+            span: t.span(),
+            url: t.req(cx, "url"),
+            api: t.opt(cx, "api"),
+            org: t.opt(cx, "org"),
+            bucket: t.opt(cx, "bucket"),
+            token_env: t.opt(cx, "token_env"),
+            token_file: t.opt(cx, "token_file"),
+            database: t.opt(cx, "database"),
+            retention_policy: t.opt(cx, "retention_policy"),
+            username: t.opt(cx, "username"),
+            password_env: t.opt(cx, "password_env"),
+            password_file: t.opt(cx, "password_file"),
+            batch_size: t.opt(cx, "batch_size"),
+            flush_interval: t.opt(cx, "flush_interval"),
+            timeout: t.opt(cx, "timeout"),
+            gzip: t.opt(cx, "gzip"),
+            retry_max: t.opt(cx, "retry_max"),
+        });
+        t.finish(cx);
+    }
+    if let Some(mut t) = root.table(cx, "store") {
+        raw.store = Some(RawStore {
+            dir: t.opt(cx, "dir"),
+            max_size: t.opt(cx, "max_size"),
+            memory_max: t.opt(cx, "memory_max"),
+        });
+        t.finish(cx);
+    }
+    if let Some(mut t) = root.table(cx, "http") {
+        raw.http = Some(RawHttp {
+            listen: t.opt(cx, "listen"),
+        });
+        t.finish(cx);
+    }
+    for mut b in root.tables(cx, "modbus") {
+        let mut bus = RawBus {
+            span: b.span(),
+            path_key: b.path().to_string(),
+            name: b.req(cx, "name"),
+            transport: b.req(cx, "transport"),
+            address: b.opt(cx, "address"),
+            path: b.opt(cx, "path"),
+            baud: b.opt(cx, "baud"),
+            parity: b.opt(cx, "parity"),
+            data_bits: b.opt(cx, "data_bits"),
+            stop_bits: b.opt(cx, "stop_bits"),
+            timeout: b.opt(cx, "timeout"),
+            interval: b.opt(cx, "interval"),
+            request_gap: b.opt(cx, "request_gap"),
+            max_read: b.opt(cx, "max_read"),
+            max_gap: b.opt(cx, "max_gap"),
+            down_after: b.opt(cx, "down_after"),
+            devices: Vec::new(),
+        };
+        for mut d in b.tables(cx, "device") {
+            bus.devices.push(RawDevice {
+                span: d.span(),
+                path_key: d.path().to_string(),
+                id: d.req(cx, "id"),
+                unit: d.req(cx, "unit"),
+                profile: d.req(cx, "profile"),
+                interval: d.opt(cx, "interval"),
+                tags: d.string_map(cx, "tags"),
+                max_read: d.opt(cx, "max_read"),
+                max_gap: d.opt(cx, "max_gap"),
+                read_singly: d.opt(cx, "read_singly"),
+                down_after: d.opt(cx, "down_after"),
+            });
+            d.finish(cx);
+        }
+        b.finish(cx);
+        raw.modbus.push(bus);
+    }
+    for (key, what) in NOT_YET {
+        if root.has(key) {
+            let span = root.table_span(key);
+            cx.error(
+                &span,
+                key,
+                format!(
+                    "[{key}] ({what}) is part of dustgate's design but not implemented in this version; remove it for now"
+                ),
+            );
+            root.skip(key);
+        }
+    }
+    raw
+}

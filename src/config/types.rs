@@ -1,0 +1,188 @@
+//! The validated configuration: typed values only, every cross-reference resolved.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::profile::ModbusProfile;
+use crate::sources::modbus::planner::Limits;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub file: PathBuf,
+    pub site: Site,
+    /// `None`: series go to daily line-protocol files under `[store].dir`.
+    pub influx: Option<InfluxConfig>,
+    pub store: StoreConfig,
+    pub http: HttpConfig,
+    pub buses: Vec<BusConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub id: String,
+    pub name: Option<String>,
+    pub timezone: jiff::tz::TimeZone,
+    pub timezone_name: String,
+    /// Extra tags on every point.
+    pub tags: Vec<(String, String)>,
+    pub standards: Vec<String>,
+    /// How often gateway health points are written and the health line is logged.
+    pub health_interval: Duration,
+}
+
+/// A secret is named in the config, never written in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    Env(String),
+    File(PathBuf),
+}
+
+impl Secret {
+    /// Reads the secret. The error names where it was looked for, never the value.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            Secret::Env(var) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
+            Secret::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|e| format!("cannot read secret file {}: {e}", path.display())),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Secret::Env(var) => format!("${var}"),
+            Secret::File(path) => format!("file {}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum InfluxApi {
+    /// `/write?db=..&rp=..` (InfluxDB 1.x, and 2.x/3.x compatibility endpoints).
+    V1 {
+        database: String,
+        retention_policy: Option<String>,
+        username: Option<String>,
+        password: Option<Secret>,
+    },
+    /// `/api/v2/write?org=..&bucket=..` with `Authorization: Token` (2.x, 3.x, Cloud).
+    V2 {
+        org: String,
+        bucket: String,
+        token: Secret,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct InfluxConfig {
+    pub url: String,
+    pub api: InfluxApi,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    /// Per HTTP request.
+    pub timeout: Duration,
+    pub gzip: bool,
+    /// Ceiling of the retry backoff.
+    pub retry_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    pub max_size: u64,
+    /// Bound of the in-memory buffer that holds points while InfluxDB is unreachable.
+    pub memory_max: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+impl Parity {
+    pub fn letter(self) -> char {
+        match self {
+            Parity::None => 'N',
+            Parity::Even => 'E',
+            Parity::Odd => 'O',
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialLine {
+    pub path: String,
+    pub baud: u32,
+    pub parity: Parity,
+    pub data_bits: u8,
+    pub stop_bits: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Modbus TCP (MBAP header).
+    Tcp { address: String },
+    /// RTU frames on a serial line (RS-485).
+    Rtu(SerialLine),
+    /// RTU frames through a TCP socket (a serial server in transparent mode).
+    RtuOverTcp { address: String },
+}
+
+impl Transport {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Transport::Tcp { .. } => "tcp",
+            Transport::Rtu(_) => "rtu",
+            Transport::RtuOverTcp { .. } => "rtu-over-tcp",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Transport::Tcp { address } => format!("Modbus TCP {address}"),
+            Transport::RtuOverTcp { address } => format!("RTU over TCP {address}"),
+            Transport::Rtu(l) => format!(
+                "RTU {} {} {}{}{}",
+                l.path,
+                l.baud,
+                l.data_bits,
+                l.parity.letter(),
+                l.stop_bits
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    pub name: String,
+    pub transport: Transport,
+    pub timeout: Duration,
+    /// Silence kept between the end of one exchange and the next request.
+    pub request_gap: Duration,
+    pub devices: Vec<DeviceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    pub id: String,
+    pub unit: u8,
+    pub profile: Arc<ModbusProfile>,
+    pub interval: Duration,
+    pub tags: Vec<(String, String)>,
+    pub limits: Limits,
+    /// Consecutive failed polls before the device counts as down.
+    pub down_after: u32,
+}

@@ -1,0 +1,593 @@
+//! Stage two of loading: raw values checked for meaning and cross-references, and turned into
+//! the typed [`Config`]. Every problem is recorded; nothing stops at the first.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::profile::{ProfileError, ProfileLoader, in_range};
+use super::raw::{RawBus, RawConfig, RawDevice, RawInflux};
+use super::reader::{Cx, Sp};
+use super::types::*;
+use crate::sources::modbus::planner::Limits;
+
+const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
+
+pub fn validate(
+    cx: &mut Cx<'_>,
+    raw: RawConfig,
+    config_path: &Path,
+    profiles: &mut ProfileLoader,
+) -> Option<Config> {
+    let base = config_path.parent().unwrap_or(Path::new("."));
+
+    let site = match raw.site {
+        None => {
+            cx.error(
+                &(0..0),
+                "site",
+                "missing [site] section: at least `id` is required",
+            );
+            None
+        }
+        Some(s) => {
+            let id = s.id.and_then(|id| {
+                if id.value.trim().is_empty() || id.value.chars().any(char::is_control) {
+                    cx.error(
+                        &id.span,
+                        "site.id",
+                        "site id must be non-empty printable text",
+                    );
+                    None
+                } else {
+                    Some(id.value)
+                }
+            });
+            let tz_name = s
+                .timezone
+                .clone()
+                .map_or(DEFAULT_TIMEZONE.to_string(), |t| t.value);
+            let timezone = match jiff::tz::TimeZone::get(&tz_name) {
+                Ok(tz) => Some(tz),
+                Err(_) => {
+                    let span = s.timezone.map_or(s.span.clone(), |t| t.span);
+                    cx.error(
+                        &span,
+                        "site.timezone",
+                        format!("unknown time zone \"{tz_name}\": use an IANA name such as \"Asia/Shanghai\""),
+                    );
+                    None
+                }
+            };
+            let tags = check_tags(cx, &s.tags, "site.tags");
+            let health_interval = positive(cx, s.health_interval, "site.health_interval")
+                .unwrap_or(Duration::from_secs(30));
+            match (id, timezone) {
+                (Some(id), Some(timezone)) => Some(Site {
+                    id,
+                    name: s.name.map(|n| n.value),
+                    timezone,
+                    timezone_name: tz_name,
+                    tags,
+                    standards: s.standards.map(|s| s.value).unwrap_or_default(),
+                    health_interval,
+                }),
+                _ => None,
+            }
+        }
+    };
+
+    let influx = raw.influx.and_then(|i| influx(cx, i, base));
+
+    let store = {
+        let (dir, max_size, memory_max) = match raw.store {
+            Some(s) => (s.dir, s.max_size, s.memory_max),
+            None => (None, None, None),
+        };
+        StoreConfig {
+            dir: dir.map_or_else(
+                || PathBuf::from("/var/lib/dustgate"),
+                |d| base.join(d.value),
+            ),
+            max_size: max_size.map_or(2 << 30, |s| s.value.0),
+            memory_max: memory_max.map_or(64 << 20, |s| s.value.0),
+        }
+    };
+
+    let http = {
+        let listen = raw.http.and_then(|h| h.listen);
+        match listen {
+            None => Some(HttpConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            }),
+            Some(l) => match l.value.parse::<SocketAddr>() {
+                Ok(listen) => Some(HttpConfig { listen }),
+                Err(_) => {
+                    cx.error(
+                        &l.span,
+                        "http.listen",
+                        format!(
+                            "\"{}\" is not an address:port such as \"127.0.0.1:8080\"",
+                            l.value
+                        ),
+                    );
+                    None
+                }
+            },
+        }
+    };
+
+    let mut buses = Vec::new();
+    let mut bus_names: HashMap<String, usize> = HashMap::new();
+    let mut device_ids: HashMap<String, usize> = HashMap::new();
+    for b in raw.modbus {
+        if let Some(name) = &b.name {
+            if let Some(line) = bus_names.get(&name.value) {
+                cx.error(
+                    &name.span,
+                    &format!("{}.name", b.path_key),
+                    format!("bus name \"{}\" is already used at line {line}", name.value),
+                );
+            } else {
+                bus_names.insert(name.value.clone(), cx.file.position(name.span.start).0);
+            }
+        }
+        if let Some(bus) = bus(cx, b, profiles, &mut device_ids) {
+            buses.push(bus);
+        }
+    }
+
+    Some(Config {
+        file: config_path.to_path_buf(),
+        site: site?,
+        influx,
+        store,
+        http: http?,
+        buses,
+    })
+}
+
+fn positive(cx: &mut Cx<'_>, d: Option<Sp<Duration>>, key: &str) -> Option<Duration> {
+    let d = d?;
+    if d.value.is_zero() {
+        cx.error(&d.span, key, "must be longer than zero");
+        return None;
+    }
+    Some(d.value)
+}
+
+fn check_tags(
+    cx: &mut Cx<'_>,
+    tags: &[(Sp<String>, Sp<String>)],
+    path: &str,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in tags {
+        if matches!(k.value.as_str(), "site" | "device" | "component") {
+            cx.error(
+                &k.span,
+                &format!("{path}.{}", k.value),
+                format!("tag \"{}\" is set by dustgate itself", k.value),
+            );
+        } else if v.value.is_empty() {
+            cx.error(
+                &v.span,
+                &format!("{path}.{}", k.value),
+                "a tag value must not be empty",
+            );
+        } else {
+            out.push((k.value.clone(), v.value.clone()));
+        }
+    }
+    out
+}
+
+fn secret(
+    cx: &mut Cx<'_>,
+    env: Option<Sp<String>>,
+    file: Option<Sp<String>>,
+    base: &Path,
+    path: &str,
+) -> Option<Secret> {
+    match (env, file) {
+        (Some(e), Some(f)) => {
+            cx.error(
+                &f.span,
+                path,
+                format!("set {path}_env or {path}_file, not both"),
+            );
+            let _ = e;
+            None
+        }
+        (Some(e), None) => Some(Secret::Env(e.value)),
+        (None, Some(f)) => Some(Secret::File(base.join(f.value))),
+        (None, None) => None,
+    }
+}
+
+fn influx(cx: &mut Cx<'_>, i: RawInflux, base: &Path) -> Option<InfluxConfig> {
+    let url = i.url.and_then(|u| {
+        let ok = (u.value.starts_with("http://") || u.value.starts_with("https://"))
+            && reqwest::Url::parse(&u.value).is_ok();
+        if ok {
+            Some(u.value.trim_end_matches('/').to_string())
+        } else {
+            cx.error(
+                &u.span,
+                "influx.url",
+                format!("\"{}\" is not an http:// or https:// URL", u.value),
+            );
+            None
+        }
+    });
+    let api_name = i.api.clone().map_or("v2".to_string(), |a| a.value);
+    let api = match api_name.as_str() {
+        "v2" => {
+            for (k, v) in [
+                ("database", &i.database),
+                ("retention_policy", &i.retention_policy),
+                ("username", &i.username),
+            ] {
+                if let Some(v) = v {
+                    cx.error(
+                        &v.span,
+                        &format!("influx.{k}"),
+                        format!("`{k}` is for api = \"v1\"; v2 uses org and bucket"),
+                    );
+                }
+            }
+            let token = secret(cx, i.token_env, i.token_file, base, "influx.token");
+            if token.is_none() {
+                cx.error(&i.span, "influx.token_env", "api = \"v2\" needs a token: set token_env (an environment variable) or token_file");
+            }
+            let org = i.org.map(|o| o.value);
+            let bucket = i.bucket.map(|b| b.value);
+            if org.is_none() {
+                cx.error(&i.span, "influx.org", "api = \"v2\" needs `org`");
+            }
+            if bucket.is_none() {
+                cx.error(&i.span, "influx.bucket", "api = \"v2\" needs `bucket`");
+            }
+            match (org, bucket, token) {
+                (Some(org), Some(bucket), Some(token)) => {
+                    Some(InfluxApi::V2 { org, bucket, token })
+                }
+                _ => None,
+            }
+        }
+        "v1" => {
+            for (k, v) in [
+                ("org", &i.org),
+                ("bucket", &i.bucket),
+                ("token_env", &i.token_env),
+                ("token_file", &i.token_file),
+            ] {
+                if let Some(v) = v {
+                    cx.error(
+                        &v.span,
+                        &format!("influx.{k}"),
+                        format!("`{k}` is for api = \"v2\"; v1 uses database"),
+                    );
+                }
+            }
+            let password = secret(cx, i.password_env, i.password_file, base, "influx.password");
+            match i.database {
+                None => {
+                    cx.error(&i.span, "influx.database", "api = \"v1\" needs `database`");
+                    None
+                }
+                Some(db) => Some(InfluxApi::V1 {
+                    database: db.value,
+                    retention_policy: i.retention_policy.map(|r| r.value),
+                    username: i.username.map(|u| u.value),
+                    password,
+                }),
+            }
+        }
+        other => {
+            let span = i.api.map_or(i.span.clone(), |a| a.span);
+            cx.error(
+                &span,
+                "influx.api",
+                format!("unknown api \"{other}\": expected \"v1\" or \"v2\""),
+            );
+            None
+        }
+    };
+    let batch_size = i
+        .batch_size
+        .and_then(|b| in_range::<usize>(cx, &b, "influx.batch_size", 1, 1_000_000))
+        .map_or(5000, |b| b.value);
+    let flush_interval =
+        positive(cx, i.flush_interval, "influx.flush_interval").unwrap_or(Duration::from_secs(1));
+    let timeout = positive(cx, i.timeout, "influx.timeout").unwrap_or(Duration::from_secs(10));
+    let retry_max =
+        positive(cx, i.retry_max, "influx.retry_max").unwrap_or(Duration::from_secs(60));
+    Some(InfluxConfig {
+        url: url?,
+        api: api?,
+        batch_size,
+        flush_interval,
+        timeout,
+        gzip: i.gzip.is_none_or(|g| g.value),
+        retry_max,
+    })
+}
+
+fn bus(
+    cx: &mut Cx<'_>,
+    b: RawBus,
+    profiles: &mut ProfileLoader,
+    device_ids: &mut HashMap<String, usize>,
+) -> Option<BusConfig> {
+    let key = |k: &str| format!("{}.{k}", b.path_key);
+    let transport = b.transport.as_ref().and_then(|t| {
+        let serial_keys = [("path", b.path.is_some()), ("baud", b.baud.is_some()), ("parity", b.parity.is_some()), ("data_bits", b.data_bits.is_some()), ("stop_bits", b.stop_bits.is_some())];
+        match t.value.as_str() {
+            "tcp" | "rtu-over-tcp" => {
+                for (k, present) in serial_keys {
+                    if present {
+                        cx.error(&t.span, &key(k), format!("`{k}` is for transport = \"rtu\"; a {} bus has `address = \"host:port\"`", t.value));
+                    }
+                }
+                let address = match &b.address {
+                    None => {
+                        cx.error(&b.span, &key("address"), format!("transport = \"{}\" needs `address = \"host:port\"`", t.value));
+                        None
+                    }
+                    Some(a) => match a.value.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+                        Some((h, Ok(_))) if !h.is_empty() => Some(a.value.clone()),
+                        _ => {
+                            cx.error(&a.span, &key("address"), format!("\"{}\" is not host:port, e.g. \"192.168.1.20:502\"", a.value));
+                            None
+                        }
+                    },
+                }?;
+                Some(if t.value == "tcp" {
+                    Transport::Tcp { address }
+                } else {
+                    Transport::RtuOverTcp { address }
+                })
+            }
+            "rtu" => {
+                if let Some(a) = &b.address {
+                    cx.error(&a.span, &key("address"), "`address` is for tcp and rtu-over-tcp; an rtu bus has `path` (the serial device)");
+                }
+                let path = match &b.path {
+                    Some(p) => Some(p.value.clone()),
+                    None => {
+                        cx.error(&b.span, &key("path"), "transport = \"rtu\" needs `path`, the serial device such as \"/dev/ttyUSB0\"");
+                        None
+                    }
+                };
+                let baud = b.baud.as_ref().map_or(Some(9600), |v| in_range::<u32>(cx, v, &key("baud"), 300, 4_000_000).map(|v| v.value));
+                let parity = match b.parity.as_ref().map(|p| (p.value.as_str(), p)) {
+                    None | Some(("none", _)) => Some(Parity::None),
+                    Some(("even", _)) => Some(Parity::Even),
+                    Some(("odd", _)) => Some(Parity::Odd),
+                    Some((other, p)) => {
+                        cx.error(&p.span, &key("parity"), format!("unknown parity \"{other}\": expected none, even or odd"));
+                        None
+                    }
+                };
+                let data_bits = b.data_bits.as_ref().map_or(Some(8), |v| in_range::<u8>(cx, v, &key("data_bits"), 7, 8).map(|v| v.value));
+                let stop_bits = b.stop_bits.as_ref().map_or(Some(1), |v| in_range::<u8>(cx, v, &key("stop_bits"), 1, 2).map(|v| v.value));
+                Some(Transport::Rtu(SerialLine {
+                    path: path?,
+                    baud: baud?,
+                    parity: parity?,
+                    data_bits: data_bits?,
+                    stop_bits: stop_bits?,
+                }))
+            }
+            other => {
+                cx.error(&t.span, &key("transport"), format!("unknown transport \"{other}\": expected \"tcp\", \"rtu\" or \"rtu-over-tcp\""));
+                None
+            }
+        }
+    });
+    let is_rtu_framing = !matches!(transport, Some(Transport::Tcp { .. }));
+    let timeout = positive(cx, b.timeout, &key("timeout")).unwrap_or(Duration::from_secs(1));
+    let interval = positive(cx, b.interval, &key("interval")).unwrap_or(Duration::from_secs(10));
+    let request_gap = b.request_gap.map_or(
+        if is_rtu_framing {
+            Duration::from_millis(20)
+        } else {
+            Duration::ZERO
+        },
+        |g| g.value,
+    );
+    let bus_max_read = b
+        .max_read
+        .as_ref()
+        .and_then(|v| in_range::<u16>(cx, v, &key("max_read"), 1, 125))
+        .map(|v| v.value);
+    let bus_max_gap = b
+        .max_gap
+        .as_ref()
+        .and_then(|v| in_range::<u16>(cx, v, &key("max_gap"), 0, 124))
+        .map(|v| v.value);
+    let bus_down_after = b
+        .down_after
+        .as_ref()
+        .and_then(|v| in_range::<u32>(cx, v, &key("down_after"), 1, 1000))
+        .map(|v| v.value);
+
+    let mut units: HashMap<u8, String> = HashMap::new();
+    let mut devices = Vec::new();
+    for d in b.devices {
+        if let Some(dev) = device(
+            cx,
+            &d,
+            profiles,
+            interval,
+            bus_max_read,
+            bus_max_gap,
+            bus_down_after,
+            transport.as_ref(),
+        ) {
+            if let Some(other) = units.get(&dev.unit) {
+                if let Some(u) = &d.unit {
+                    cx.error(
+                        &u.span,
+                        &format!("{}.unit", d.path_key),
+                        format!(
+                            "unit {} is already used by device \"{other}\" on this bus",
+                            dev.unit
+                        ),
+                    );
+                }
+            } else {
+                units.insert(dev.unit, dev.id.clone());
+            }
+            devices.push(dev);
+        }
+        if let Some(id) = &d.id {
+            if let Some(line) = device_ids.get(&id.value) {
+                cx.error(
+                    &id.span,
+                    &format!("{}.id", d.path_key),
+                    format!("device id \"{}\" is already used at line {line}", id.value),
+                );
+            } else {
+                device_ids.insert(id.value.clone(), cx.file.position(id.span.start).0);
+            }
+        }
+    }
+    Some(BusConfig {
+        name: b.name?.value,
+        transport: transport?,
+        timeout,
+        request_gap,
+        devices,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn device(
+    cx: &mut Cx<'_>,
+    d: &RawDevice,
+    profiles: &mut ProfileLoader,
+    bus_interval: Duration,
+    bus_max_read: Option<u16>,
+    bus_max_gap: Option<u16>,
+    bus_down_after: Option<u32>,
+    transport: Option<&Transport>,
+) -> Option<DeviceConfig> {
+    let key = |k: &str| format!("{}.{k}", d.path_key);
+    let id = d.id.as_ref().and_then(|id| {
+        if id.value.trim().is_empty() || id.value.chars().any(char::is_control) {
+            cx.error(
+                &id.span,
+                &key("id"),
+                "device id must be non-empty printable text",
+            );
+            None
+        } else {
+            Some(id.value.clone())
+        }
+    });
+    // Unit 0 is broadcast on serial lines (no reply); TCP devices often answer on 0 or 255.
+    let (lo, hi) = match transport {
+        Some(Transport::Tcp { .. }) => (0, 255),
+        _ => (1, 247),
+    };
+    let unit = d.unit.as_ref().and_then(|u| {
+        if u.value < lo || u.value > hi {
+            cx.error(
+                &u.span,
+                &key("unit"),
+                format!(
+                    "unit {} is out of range: a {} bus takes units {lo}..={hi}",
+                    u.value,
+                    transport.map_or("Modbus", Transport::kind)
+                ),
+            );
+            None
+        } else {
+            u8::try_from(u.value).ok()
+        }
+    });
+    let profile = d.profile.as_ref().and_then(|p| {
+        let before = cx.diags.len();
+        match profiles.load(&p.value, cx.diags) {
+            Ok(profile) => Some(profile),
+            Err(ProfileError::NotFound(msg)) => {
+                cx.error(&p.span, &key("profile"), msg);
+                None
+            }
+            Err(ProfileError::Invalid) => {
+                if cx.diags.len() == before {
+                    cx.error(
+                        &p.span,
+                        &key("profile"),
+                        format!("profile \"{}\" has errors (reported above)", p.value),
+                    );
+                } else {
+                    cx.error(
+                        &p.span,
+                        &key("profile"),
+                        format!("profile \"{}\" has errors, listed with its file", p.value),
+                    );
+                }
+                None
+            }
+        }
+    });
+    let interval = positive(cx, d.interval.clone(), &key("interval")).unwrap_or(bus_interval);
+    let tags = check_tags(cx, &d.tags, &key("tags"));
+    let max_read = d
+        .max_read
+        .as_ref()
+        .and_then(|v| in_range::<u16>(cx, v, &key("max_read"), 1, 125))
+        .map(|v| v.value);
+    let max_gap = d
+        .max_gap
+        .as_ref()
+        .and_then(|v| in_range::<u16>(cx, v, &key("max_gap"), 0, 124))
+        .map(|v| v.value);
+    let down_after = d
+        .down_after
+        .as_ref()
+        .and_then(|v| in_range::<u32>(cx, v, &key("down_after"), 1, 1000))
+        .map(|v| v.value);
+    let profile = profile?;
+    let limits = Limits {
+        max_read: max_read
+            .or(bus_max_read)
+            .or(profile.max_read)
+            .unwrap_or(125),
+        max_gap: max_gap.or(bus_max_gap).or(profile.max_gap).unwrap_or(0),
+        read_singly: d
+            .read_singly
+            .as_ref()
+            .map(|r| r.value)
+            .or(profile.read_singly)
+            .unwrap_or(false),
+    };
+    let widest = profile
+        .registers
+        .iter()
+        .filter(|r| !r.table.is_bits())
+        .map(|r| r.ty.width())
+        .max()
+        .unwrap_or(1);
+    if limits.max_read < widest {
+        let span = d
+            .max_read
+            .as_ref()
+            .map_or(d.span.clone(), |m| m.span.clone());
+        cx.error(&span, &key("max_read"), format!("max_read {} is smaller than the widest value of profile \"{}\" ({widest} registers)", limits.max_read, profile.name));
+        return None;
+    }
+    Some(DeviceConfig {
+        id: id?,
+        unit: unit?,
+        profile,
+        interval,
+        tags,
+        limits,
+        down_after: down_after.or(bus_down_after).unwrap_or(3),
+    })
+}

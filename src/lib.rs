@@ -1,0 +1,11 @@
+//! dustgate: a site gateway for construction-site and environmental monitoring.
+//!
+//! Data flows one way, and the modules are laid out the same way:
+//! `sources` (Modbus polling) → `pipeline` (validation) → `outputs` (InfluxDB or local files),
+//! with `config` (site.toml and device profiles) feeding all of them and `health` counting
+//! what happens on the way.
+
+pub mod config;
+pub mod model;
+pub mod outputs;
+pub mod sources;

@@ -1,0 +1,3 @@
+//! Where points go: InfluxDB over HTTP, or daily line-protocol files.
+
+pub mod line_protocol;

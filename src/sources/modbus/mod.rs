@@ -1,0 +1,4 @@
+//! Modbus polling: one owner task per bus, a pure request planner, pure decoders.
+
+pub mod planner;
+pub mod registers;
