@@ -6,6 +6,11 @@
 //! what happens on the way.
 
 pub mod config;
+pub mod gateway;
+pub mod health;
 pub mod model;
 pub mod outputs;
+pub mod pipeline;
+pub mod rand;
+pub mod sim;
 pub mod sources;

@@ -78,3 +78,73 @@ pub struct Point {
     pub fields: Vec<(FieldKey, FieldValue)>,
     pub time_ms: i64,
 }
+
+/// One value slot of a device: the metric it carries and where it goes.
+#[derive(Debug, Clone)]
+pub struct MetricSlot {
+    pub metric: String,
+    pub field: FieldKey,
+    /// Index into [`DeviceMeta::series`].
+    pub series: usize,
+}
+
+/// What the pipeline needs to know about a device to turn its readings into points. Built
+/// once, when the device is set up.
+#[derive(Debug)]
+pub struct DeviceMeta {
+    pub id: String,
+    pub slots: Vec<MetricSlot>,
+    /// One series per measurement the device writes to.
+    pub series: Vec<SeriesKey>,
+}
+
+impl DeviceMeta {
+    /// `metrics` are (metric, measurement) in slot order; tags are the site's and the device's.
+    pub fn new(
+        id: &str,
+        site_id: &str,
+        tags: &[(String, String)],
+        metrics: &[(&str, &str)],
+    ) -> Self {
+        let mut measurements: Vec<&str> = Vec::new();
+        let mut slots = Vec::with_capacity(metrics.len());
+        for (metric, measurement) in metrics {
+            let series = match measurements.iter().position(|m| m == measurement) {
+                Some(i) => i,
+                None => {
+                    measurements.push(measurement);
+                    measurements.len() - 1
+                }
+            };
+            slots.push(MetricSlot {
+                metric: (*metric).to_string(),
+                field: FieldKey::new(metric),
+                series,
+            });
+        }
+        let mut all_tags: Vec<(&str, &str)> = vec![("site", site_id), ("device", id)];
+        all_tags.extend(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let series = measurements
+            .iter()
+            .map(|m| SeriesKey::new(m, &all_tags))
+            .collect();
+        Self {
+            id: id.to_string(),
+            slots,
+            series,
+        }
+    }
+}
+
+/// The values of one device at one instant, slot by slot; `None` where a value was not read.
+#[derive(Debug, Clone)]
+pub struct Readings {
+    pub device: Arc<DeviceMeta>,
+    pub time_ms: i64,
+    pub values: Vec<Option<f64>>,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::metrics::Catalog;
 use super::reader::{Cx, Sp, TableReader, parse_document};
 use super::source::{Diagnostic, Diagnostics, SourceFile};
-use crate::sources::modbus::planner::{Span, fits_address_space};
+use crate::sources::modbus::planner::{Limits, Span, fits_address_space};
 use crate::sources::modbus::registers::{ByteOrder, Table, ValueType};
 
 include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
@@ -54,6 +54,18 @@ pub struct Register {
 }
 
 impl Register {
+    /// `raw * scale + offset`. A decimal scale such as 0.1 is applied as a division by 10, so
+    /// 609 reads as 60.9 and not as 60.900000000000006.
+    pub fn apply_scale(&self, raw: f64) -> f64 {
+        let inv = 1.0 / self.scale;
+        let scaled = if self.scale.abs() < 1.0 && (inv - inv.round()).abs() < 1e-9 {
+            raw / inv.round()
+        } else {
+            raw * self.scale
+        };
+        scaled + self.offset
+    }
+
     pub fn span(&self) -> Span {
         Span {
             table: self.table,
@@ -79,6 +91,17 @@ pub struct ModbusProfile {
     pub max_gap: Option<u16>,
     pub read_singly: Option<bool>,
     pub registers: Vec<Register>,
+}
+
+impl ModbusProfile {
+    /// The read limits the profile asks for (a device's config may override them).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_read: self.max_read.unwrap_or(125),
+            max_gap: self.max_gap.unwrap_or(0),
+            read_singly: self.read_singly.unwrap_or(false),
+        }
+    }
 }
 
 /// Where profiles are looked up, with a cache so each file is read and reported once.
@@ -478,6 +501,29 @@ pub fn in_range<T: TryFrom<i64>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_scales_give_the_decimal_value() {
+        let mut r = Register {
+            metric: "humidity".into(),
+            measurement: "air".into(),
+            table: Table::Holding,
+            address: 0,
+            ty: ValueType::U16,
+            order: ByteOrder::Abcd,
+            bit: None,
+            scale: 0.1,
+            offset: 0.0,
+            writable: false,
+            note: None,
+        };
+        assert_eq!(r.apply_scale(609.0), 60.9);
+        r.scale = 0.01;
+        assert_eq!(r.apply_scale(10132.0), 101.32);
+        r.scale = 2.5;
+        r.offset = -40.0;
+        assert_eq!(r.apply_scale(20.0), 10.0);
+    }
 
     #[test]
     fn every_builtin_profile_is_valid() {

@@ -103,14 +103,23 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect())
         .unwrap_or_default();
-    for extra in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+    for extra in [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ] {
         dirs.push(PathBuf::from(extra));
     }
-    dirs.into_iter().map(|dir| dir.join(name)).find(|candidate| {
-        fs::metadata(candidate)
-            .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    })
+    dirs.into_iter()
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            fs::metadata(candidate)
+                .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
 }
 
 fn require_program(name: &str, missing: &str) -> PathBuf {
@@ -188,7 +197,13 @@ impl Proc {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .unwrap_or_else(|e| panic!("{}: cannot start {}: {e}", self.name, self.program.display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: cannot start {}: {e}",
+                    self.name,
+                    self.program.display()
+                )
+            });
         self.child = Some(child);
         self.last_status = None;
     }
@@ -279,7 +294,14 @@ impl Proc {
         };
         // No libc in this crate's dependencies: use the shell's kill builtin.
         let status = Command::new("sh")
-            .args(["-c", "kill -s \"$1\" \"$2\"", "sh", signal, &pid.to_string()])
+            .args([
+                "-c",
+                "kill -s \"$1\" \"$2\"",
+                "sh",
+                signal,
+                &pid.to_string(),
+            ])
+            .stderr(Stdio::null())
             .status()
             .unwrap_or_else(|e| panic!("{}: cannot run sh to send {signal}: {e}", self.name));
         if !status.success() && self.is_running() {
@@ -394,13 +416,22 @@ pub fn http_get_blocking(port: u16, path: &str) -> Option<(u16, String)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .ok()?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).ok()?;
     let text = String::from_utf8_lossy(&raw);
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -429,12 +460,15 @@ fn spawn_server_with_retry<T>(
     panic!("{last_error}");
 }
 
-/// An async HTTP client for loopback peers (plain http, no proxy).
+/// An async HTTP client for loopback peers (plain http, no proxy, no
+/// keep-alive pool: after a peer restart a pooled connection would fail with
+/// "connection closed before message completed").
 pub fn http_client() -> reqwest::Client {
     // reqwest is built with rustls-no-provider: make ring the process default.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
+        .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(30))
         .build()
         .expect("build reqwest client")
@@ -459,18 +493,30 @@ where
     }
 }
 
+/// An error with its chain of causes, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 async fn get_text(http: &reqwest::Client, url: reqwest::Url) -> (u16, String) {
     let shown = url.to_string();
     let response = http
         .get(url)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("GET {shown}: {e}"));
+        .unwrap_or_else(|e| panic!("GET {shown}: {}", error_chain(&e)));
     let status = response.status().as_u16();
     let body = response
         .text()
         .await
-        .unwrap_or_else(|e| panic!("GET {shown}: reading body: {e}"));
+        .unwrap_or_else(|e| panic!("GET {shown}: reading body: {}", error_chain(&e)));
     (status, body)
 }
 
@@ -481,12 +527,12 @@ async fn post_text(http: &reqwest::Client, url: reqwest::Url, body: String) -> (
         .body(body)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("POST {shown}: {e}"));
+        .unwrap_or_else(|e| panic!("POST {shown}: {}", error_chain(&e)));
     let status = response.status().as_u16();
     let text = response
         .text()
         .await
-        .unwrap_or_else(|e| panic!("POST {shown}: reading body: {e}"));
+        .unwrap_or_else(|e| panic!("POST {shown}: reading body: {}", error_chain(&e)));
     (status, text)
 }
 
@@ -615,7 +661,8 @@ bind-address = "127.0.0.1:{rpc_port}"
     /// `CREATE DATABASE "name"`.
     pub async fn create_db(&self, name: &str) {
         let quoted = name.replace('\\', "\\\\").replace('"', "\\\"");
-        self.execute("", &format!("CREATE DATABASE \"{quoted}\"")).await;
+        self.execute("", &format!("CREATE DATABASE \"{quoted}\""))
+            .await;
     }
 
     /// Runs a statement that changes something (POST /query); panics on error.
@@ -638,9 +685,13 @@ bind-address = "127.0.0.1:{rpc_port}"
     }
 
     fn check_query(influxql: &str, status: u16, body: &str) -> Value {
-        let value: Value = serde_json::from_str(body)
-            .unwrap_or_else(|e| panic!("influx query {influxql:?}: HTTP {status}, not JSON ({e}): {body}"));
-        assert_eq!(status, 200, "influx query {influxql:?}: HTTP {status}: {body}");
+        let value: Value = serde_json::from_str(body).unwrap_or_else(|e| {
+            panic!("influx query {influxql:?}: HTTP {status}, not JSON ({e}): {body}")
+        });
+        assert_eq!(
+            status, 200,
+            "influx query {influxql:?}: HTTP {status}: {body}"
+        );
         if let Some(error) = value.get("error") {
             panic!("influx query {influxql:?}: error {error}");
         }
@@ -683,7 +734,9 @@ bind-address = "127.0.0.1:{rpc_port}"
         self.proc.respawn();
         let port = self.http_port;
         self.proc
-            .wait_until("influxd /ping 204 (restart)", START_TIMEOUT, || Self::ping(port));
+            .wait_until("influxd /ping 204 (restart)", START_TIMEOUT, || {
+                Self::ping(port)
+            });
     }
 }
 
@@ -763,11 +816,22 @@ impl Victoria {
 
     /// force_flush, then `/api/v1/export?match[]=selector`: one JSON object per
     /// series, `{"metric":{"__name__":..,labels..},"values":[..],"timestamps":[ms..]}`.
+    ///
+    /// A snapshot: VictoriaMetrics 1.79 makes accepted samples visible up to
+    /// ~1 s later even after force_flush (measured here: 0.25-1.0 s), so to
+    /// check what was just written use [`Victoria::export_until`].
     pub async fn export(&self, match_selector: &str) -> Vec<Value> {
         self.force_flush().await;
-        let url = url_with(&self.url(), "/api/v1/export", &[("match[]", match_selector)]);
+        let url = url_with(
+            &self.url(),
+            "/api/v1/export",
+            &[("match[]", match_selector)],
+        );
         let (status, body) = get_text(&self.http, url).await;
-        assert_eq!(status, 200, "victoria export {match_selector}: HTTP {status}: {body}");
+        assert_eq!(
+            status, 200,
+            "victoria export {match_selector}: HTTP {status}: {body}"
+        );
         body.lines()
             .filter(|line| !line.trim().is_empty())
             .map(|line| {
@@ -775,6 +839,38 @@ impl Victoria {
                     .unwrap_or_else(|e| panic!("victoria export: bad JSON line ({e}): {line}"))
             })
             .collect()
+    }
+
+    /// Repeats [`Victoria::export`] until `done(&series)` holds and returns
+    /// that export; panics after `timeout` showing the last export.
+    pub async fn export_until(
+        &self,
+        match_selector: &str,
+        timeout: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let series = self.export(match_selector).await;
+            if done(&series) {
+                return series;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "victoria export {match_selector}: condition not met after {timeout:?}; last export: {}",
+                    serde_json::to_string(&series).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The number of samples in an export (all series).
+    pub fn sample_count(series: &[Value]) -> usize {
+        series
+            .iter()
+            .map(|s| s["values"].as_array().map_or(0, Vec::len))
+            .sum()
     }
 
     pub fn stop(&mut self) -> Option<ExitStatus> {
@@ -816,13 +912,21 @@ pub fn python() -> PathBuf {
                 _ => repo_root().join("target/peers-venv/bin/python"),
             };
             if !candidate.exists() {
-                return Err(format!("{PYMODBUS_MISSING} [{} not found]", candidate.display()));
+                return Err(format!(
+                    "{PYMODBUS_MISSING} [{} not found]",
+                    candidate.display()
+                ));
             }
             let output = Command::new(&candidate)
                 .args(["-c", "import pymodbus, serial; print(pymodbus.__version__)"])
                 .stdin(Stdio::null())
                 .output()
-                .map_err(|e| format!("{PYMODBUS_MISSING} [cannot run {}: {e}]", candidate.display()))?;
+                .map_err(|e| {
+                    format!(
+                        "{PYMODBUS_MISSING} [cannot run {}: {e}]",
+                        candidate.display()
+                    )
+                })?;
             if !output.status.success() {
                 return Err(format!(
                     "{PYMODBUS_MISSING} [{} cannot import pymodbus/serial: {}]",
@@ -946,18 +1050,23 @@ impl ModbusSim {
     }
 
     fn count_ready(&self) -> usize {
-        self.proc.stdout().lines().filter(|line| line.trim() == "READY").count()
+        self.proc
+            .stdout()
+            .lines()
+            .filter(|line| line.trim() == "READY")
+            .count()
     }
 
     /// Waits for one more READY line than `ready_before` and the ready file.
     fn wait_ready(&mut self, ready_before: usize) {
         let stdout_path = self.proc.stdout_path();
         let ready_path = self.ready_path.clone();
-        self.proc.wait_until("READY from modbus_sim.py", START_TIMEOUT, || {
-            let stdout = fs::read_to_string(&stdout_path).unwrap_or_default();
-            stdout.lines().filter(|line| line.trim() == "READY").count() > ready_before
-                && ready_path.exists()
-        });
+        self.proc
+            .wait_until("READY from modbus_sim.py", START_TIMEOUT, || {
+                let stdout = fs::read_to_string(&stdout_path).unwrap_or_default();
+                stdout.lines().filter(|line| line.trim() == "READY").count() > ready_before
+                    && ready_path.exists()
+            });
     }
 
     fn ready_info(&self) -> Value {
@@ -967,8 +1076,9 @@ impl ModbusSim {
 
     /// The TCP port (TCP and RTU-over-TCP modes; panics for serial RTU).
     pub fn port(&self) -> u16 {
-        self.port
-            .unwrap_or_else(|| panic!("ModbusSim::port(): the serial RTU simulator has no TCP port"))
+        self.port.unwrap_or_else(|| {
+            panic!("ModbusSim::port(): the serial RTU simulator has no TCP port")
+        })
     }
 
     /// `127.0.0.1:port()`.
@@ -1006,7 +1116,8 @@ impl ModbusSim {
         let tmp = self.dir.join("regs.json.tmp");
         {
             let mut file = File::create(&tmp).expect("create regs.json.tmp");
-            file.write_all(&Self::spec_bytes(spec)).expect("write regs.json.tmp");
+            file.write_all(&Self::spec_bytes(spec))
+                .expect("write regs.json.tmp");
             file.sync_all().expect("sync regs.json.tmp");
             let mtime = file.metadata().and_then(|m| m.modified()).expect("mtime");
             // (No let-chains: rust-version is 1.85.)
@@ -1028,12 +1139,13 @@ impl ModbusSim {
             "size": meta.size(),
         });
         let ready_path = self.ready_path.clone();
-        self.proc.wait_until("modbus_sim.py to reload regs.json", START_TIMEOUT, || {
-            let text = fs::read_to_string(&ready_path).unwrap_or_default();
-            serde_json::from_str::<Value>(&text)
-                .map(|info| info["loaded"] == want)
-                .unwrap_or(false)
-        });
+        self.proc
+            .wait_until("modbus_sim.py to reload regs.json", START_TIMEOUT, || {
+                let text = fs::read_to_string(&ready_path).unwrap_or_default();
+                serde_json::from_str::<Value>(&text)
+                    .map(|info| info["loaded"] == want)
+                    .unwrap_or(false)
+            });
     }
 
     /// SIGTERM and wait; the simulator exits 0 on SIGTERM.

@@ -1,0 +1,181 @@
+//! `dustgate check`: every problem at once (exit 1), or the poll plan (exit 0).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use dustgate::config::metrics::unit_of;
+use dustgate::config::{Config, InfluxApi, Secret};
+use dustgate::sources::modbus::planner;
+
+pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let Some(cfg) = super::load_or_report(path) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    print!("{}", describe(&cfg));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn secret_state(s: &Secret) -> String {
+    let state = match s.resolve() {
+        Ok(_) => "found",
+        Err(_) => "NOT FOUND here: `run` will refuse to start without it",
+    };
+    format!("{} ({state})", s.describe())
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if v.fract() == 0.0 {
+        format!("{v} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// The plan as text: site, output, buses, devices and the Modbus requests of each cycle.
+pub fn describe(cfg: &Config) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "{} is valid.\n", cfg.file.display());
+    let s = &cfg.site;
+    let _ = write!(o, "site       {}", s.id);
+    if let Some(n) = &s.name {
+        let _ = write!(o, " \"{n}\"");
+    }
+    let _ = write!(o, ", time zone {}", s.timezone_name);
+    if !s.tags.is_empty() {
+        let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = write!(o, ", tags {}", tags.join(" "));
+    }
+    o.push('\n');
+    match &cfg.influx {
+        Some(i) => {
+            let api = match &i.api {
+                InfluxApi::V1 { database, retention_policy, username, password } => {
+                    let mut t = format!("v1 /write database {database}");
+                    if let Some(rp) = retention_policy {
+                        let _ = write!(t, " rp {rp}");
+                    }
+                    if let Some(u) = username {
+                        let _ = write!(t, ", user {u}");
+                        if let Some(p) = password {
+                            let _ = write!(t, ", password from {}", secret_state(p));
+                        }
+                    }
+                    t
+                }
+                InfluxApi::V2 { org, bucket, token } => {
+                    format!("v2 /api/v2/write org {org} bucket {bucket}, token from {}", secret_state(token))
+                }
+            };
+            let _ = writeln!(o, "output     InfluxDB {} ({api})", i.url);
+            let _ = writeln!(
+                o,
+                "           batches of {} points or every {:?}, {}, retries up to {:?} apart; while unreachable, up to {} held in memory",
+                i.batch_size,
+                i.flush_interval,
+                if i.gzip { "gzip" } else { "uncompressed" },
+                i.retry_max,
+                human_bytes(cfg.store.memory_max)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "output     daily line-protocol files in {} (no [influx] section)",
+                cfg.store.dir.join("series").display()
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "store      {} (dead-letter files for rejected batches)",
+        cfg.store.dir.display()
+    );
+    if !s.standards.is_empty() {
+        let _ = writeln!(
+            o,
+            "standards  {} (listed; rule packs are not evaluated by this version)",
+            s.standards.join(", ")
+        );
+    }
+    let _ = writeln!(o, "health     gateway points every {:?}", s.health_interval);
+
+    let mut total_reads = 0usize;
+    let mut reads_per_s = 0f64;
+    let mut devices = 0usize;
+    for bus in &cfg.buses {
+        let _ = writeln!(
+            o,
+            "\nbus {}: {}, timeout {:?}, gap {:?}, {} device(s)",
+            bus.name,
+            bus.transport.describe(),
+            bus.timeout,
+            bus.request_gap,
+            bus.devices.len()
+        );
+        for d in &bus.devices {
+            devices += 1;
+            let p = &d.profile;
+            let _ = writeln!(
+                o,
+                "  device {} unit {} every {:?}: profile {} {} ({})",
+                d.id,
+                d.unit,
+                d.interval,
+                p.name,
+                p.confidence.mark(),
+                p.origin
+            );
+            if let Some(line) = &p.line {
+                let _ = writeln!(o, "    factory line settings: {line}");
+            }
+            let spans: Vec<_> = p.registers.iter().map(|r| r.span()).collect();
+            let plan = planner::plan(&spans, &d.limits);
+            total_reads += plan.reads.len();
+            reads_per_s += plan.reads.len() as f64 / d.interval.as_secs_f64();
+            for (ri, r) in plan.reads.iter().enumerate() {
+                let metrics: Vec<String> = p
+                    .registers
+                    .iter()
+                    .zip(&plan.locations)
+                    .filter(|(_, l)| l.read == ri)
+                    .map(|(reg, _)| {
+                        let unit = unit_of(&reg.metric);
+                        if unit.is_empty() {
+                            reg.metric.clone()
+                        } else {
+                            format!("{} [{unit}]", reg.metric)
+                        }
+                    })
+                    .collect();
+                let _ = writeln!(
+                    o,
+                    "    FC{:02} {} {}..{} ({} {}): {}",
+                    r.table.read_function(),
+                    r.table,
+                    r.start,
+                    u32::from(r.start) + u32::from(r.count) - 1,
+                    r.count,
+                    if r.table.is_bits() { "bits" } else { "registers" },
+                    metrics.join(", ")
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\nplan: {} bus(es), {} device(s), {} request(s) per cycle, {:.2} requests/s",
+        cfg.buses.len(),
+        devices,
+        total_reads,
+        reads_per_s
+    );
+    o
+}

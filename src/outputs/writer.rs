@@ -1,0 +1,249 @@
+//! The writer: takes batches from the queue, sends them to the sink, and deletes them only
+//! when they were accepted or set aside as permanently rejected.
+//!
+//! Batches go out when `batch_size` points wait or every `flush_interval`. A batch that cannot
+//! be delivered now (network, 408, 429, 5xx) is held and retried with capped, jittered backoff
+//! (or after the server's Retry-After) while new points keep queueing behind it. A 413 splits
+//! the batch in halves until the parts fit; other 4xx go to the dead-letter file.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::dead_letter::DeadLetter;
+use super::queue::{Batch, PointQueue};
+use super::retry::backoff;
+use crate::rand::Jitter;
+use super::sink::{SendOutcome, Sink};
+use crate::health::{Health, WriterHealth};
+use crate::model::now_ms;
+
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub retry_max: Duration,
+    /// How long to keep trying to deliver what is queued once shutdown is signalled.
+    pub shutdown_grace: Duration,
+}
+
+pub struct Writer<S: Sink> {
+    queue: Arc<dyn PointQueue>,
+    sink: S,
+    opts: WriterOptions,
+    dead_letter: DeadLetter,
+    health: Arc<Health>,
+    /// Lowered after a 413, so later batches fit.
+    batch_limit: usize,
+    jitter: Jitter,
+    failing_since: Option<i64>,
+}
+
+/// The result of trying to deliver one batch.
+enum Delivery {
+    /// Every line accepted or set aside: the batch can be deleted.
+    Done,
+    /// Not now; lines from `resume_at` on are still owed.
+    Later {
+        after: Option<Duration>,
+        reason: String,
+        resume_at: Vec<(usize, usize)>,
+    },
+}
+
+impl<S: Sink> Writer<S> {
+    pub fn new(
+        queue: Arc<dyn PointQueue>,
+        sink: S,
+        opts: WriterOptions,
+        dead_letter: DeadLetter,
+        health: Arc<Health>,
+    ) -> Self {
+        let batch_limit = opts.batch_size;
+        Self {
+            queue,
+            sink,
+            opts,
+            dead_letter,
+            health,
+            batch_limit,
+            jitter: Jitter::new(),
+            failing_since: None,
+        }
+    }
+
+    fn wh(&self) -> &WriterHealth {
+        &self.health.writer
+    }
+
+    /// Runs until shutdown; then tries to deliver what is left within the grace period.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        info!(sink = %self.sink.describe(), batch_size = self.opts.batch_size, "writer started");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            {
+                let notified = self.queue.notifier().notified();
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(self.opts.flush_interval) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            if !self.drain(Some(&mut shutdown)).await {
+                break;
+            }
+        }
+        let grace = self.opts.shutdown_grace;
+        if tokio::time::timeout(grace, self.drain(None)).await.is_err() {
+            // Fall through: counted below.
+        }
+        let left = self.queue.depth().points;
+        if left > 0 {
+            error!(points = left, "shutting down with points not delivered (held in memory only)");
+        }
+        info!("writer stopped");
+    }
+
+    /// Sends batches until the queue is empty. With a shutdown receiver, waits out failures
+    /// (returning `false` if shutdown comes meanwhile); without one, gives up at the first
+    /// failure.
+    async fn drain(&mut self, mut shutdown: Option<&mut watch::Receiver<bool>>) -> bool {
+        let mut attempt: u32 = 0;
+        // The batch being delivered, and which of its line ranges are still owed.
+        let mut current: Option<(Batch, Vec<(usize, usize)>)> = None;
+        loop {
+            let (batch, owed) = match current.take() {
+                Some(c) => c,
+                None => match self.queue.peek(self.batch_limit) {
+                    None => return true,
+                    Some(b) => {
+                        let len = b.body.len();
+                        (b, vec![(0, len)])
+                    }
+                },
+            };
+            match self.deliver(&batch, owed).await {
+                Delivery::Done => {
+                    self.queue.ack(batch.last_seq);
+                    attempt = 0;
+                    if let Some(since) = self.failing_since.take() {
+                        info!(sink = %self.sink.describe(), outage_s = (now_ms() - since) / 1000, "writes succeed again");
+                    }
+                }
+                Delivery::Later { after, reason, resume_at } => {
+                    self.wh().retries.fetch_add(1, Relaxed);
+                    if let Ok(mut e) = self.wh().last_error.lock() {
+                        *e = Some(reason.clone());
+                    }
+                    let wait = after.unwrap_or_else(|| backoff(attempt, self.opts.retry_max, self.jitter.next_f64()));
+                    if self.failing_since.is_none() {
+                        self.failing_since = Some(now_ms());
+                        warn!(sink = %self.sink.describe(), reason = %reason, retry_in_ms = wait.as_millis() as u64, "write failed; holding points and retrying");
+                    } else {
+                        tracing::debug!(reason = %reason, retry_in_ms = wait.as_millis() as u64, "write failed again");
+                    }
+                    attempt = attempt.saturating_add(1);
+                    let Some(rx) = shutdown.as_deref_mut() else {
+                        return false;
+                    };
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = rx.changed() => return false,
+                    }
+                    current = Some((batch, resume_at));
+                }
+            }
+        }
+    }
+
+    /// Delivers the owed line ranges of a batch, splitting on 413.
+    async fn deliver(&mut self, batch: &Batch, owed: Vec<(usize, usize)>) -> Delivery {
+        // A stack of byte ranges, each a run of whole lines; the front of the batch on top.
+        let mut stack: Vec<(usize, usize)> = owed.into_iter().rev().collect();
+        while let Some((start, end)) = stack.pop() {
+            let part = &batch.body[start..end];
+            let lines = count_lines(part);
+            match self.sink.send(part).await {
+                SendOutcome::Accepted => {
+                    self.wh().written_points.fetch_add(lines as u64, Relaxed);
+                    self.wh().batches.fetch_add(1, Relaxed);
+                    self.wh().last_success_ms.store(now_ms(), Relaxed);
+                }
+                SendOutcome::TooLarge if lines > 1 => {
+                    let mid = split_point(part) + start;
+                    self.batch_limit = (lines / 2).max(1);
+                    warn!(lines, new_batch_limit = self.batch_limit, "413 payload too large: splitting the batch");
+                    stack.push((mid, end));
+                    stack.push((start, mid));
+                }
+                SendOutcome::TooLarge => {
+                    self.set_aside(part, lines, "HTTP 413: a single line is larger than the server accepts");
+                }
+                SendOutcome::Rejected { reason, .. } => {
+                    self.set_aside(part, lines, &reason);
+                }
+                SendOutcome::Retry { after, reason } => {
+                    stack.push((start, end));
+                    stack.reverse();
+                    return Delivery::Later { after, reason, resume_at: stack };
+                }
+            }
+        }
+        Delivery::Done
+    }
+
+    fn set_aside(&self, part: &[u8], lines: usize, reason: &str) {
+        match self.dead_letter.write(part, reason) {
+            Ok(path) => {
+                self.wh().dead_letter_points.fetch_add(lines as u64, Relaxed);
+                error!(points = lines, reason = %reason, file = %path.display(), "batch rejected by the server: set aside in the dead-letter file");
+            }
+            Err(e) => {
+                // Nowhere left to keep them: count them as dropped, loudly.
+                self.wh().dead_letter_points.fetch_add(lines as u64, Relaxed);
+                self.wh().lost_points.fetch_add(lines as u64, Relaxed);
+                error!(points = lines, reason = %reason, error = %e, dir = %self.dead_letter.dir().display(), "batch rejected and the dead-letter file cannot be written: points lost");
+            }
+        }
+    }
+}
+
+fn count_lines(part: &[u8]) -> usize {
+    part.iter().filter(|&&b| b == b'\n').count().max(usize::from(!part.is_empty()))
+}
+
+/// The byte offset just after the newline nearest the middle of `part` (which holds at least
+/// two lines).
+fn split_point(part: &[u8]) -> usize {
+    let mid = part.len() / 2;
+    let after = part[mid..].iter().position(|&b| b == b'\n').map(|i| mid + i + 1);
+    let before = part[..mid].iter().rposition(|&b| b == b'\n').map(|i| i + 1);
+    match (before, after) {
+        (Some(b), _) if b > 0 && b < part.len() => b,
+        (_, Some(a)) if a < part.len() => a,
+        (Some(b), _) => b,
+        _ => part.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_line_boundaries() {
+        let p = b"a 1\nb 2\nc 3\nd 4\n";
+        let m = split_point(p);
+        assert!(p[..m].ends_with(b"\n"));
+        assert_eq!(count_lines(&p[..m]) + count_lines(&p[m..]), 4);
+        assert!(count_lines(&p[..m]) >= 1 && count_lines(&p[m..]) >= 1);
+        let two = b"aaaaaaaaaaaaaaaaaa 1\nb 2\n";
+        let m = split_point(two);
+        assert_eq!((&two[..m], &two[m..]), (&b"aaaaaaaaaaaaaaaaaa 1\n"[..], &b"b 2\n"[..]));
+    }
+}

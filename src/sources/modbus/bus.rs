@@ -1,0 +1,324 @@
+//! The owner task of one bus: the only code that talks on it, one request in flight.
+//!
+//! Devices are polled on their own intervals, starts staggered. After any timeout, transport or
+//! protocol error the connection is thrown away and reopened before the next request:
+//! tokio-modbus may otherwise hand a late reply to the next request, and over RTU (no
+//! transaction id) silently as valid data (rust-crates.md §1.1). A device that fails backs off
+//! exponentially, so a dead device costs its bus one timeout per backoff period, not one per
+//! interval, and the other devices keep their cadence.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_modbus::client::Context;
+use tokio_modbus::slave::{Slave, SlaveContext};
+use tracing::{debug, info, warn};
+
+use super::link;
+use super::planner::{self, Plan, Read};
+use super::request::{self, Data};
+use crate::config::{BusConfig, DeviceConfig};
+use crate::health::{DeviceHealth, DeviceState, Health};
+use crate::model::{DeviceMeta, Readings, now_ms};
+
+/// Longest pause between attempts on a failing device (or its interval, if longer).
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A device as its bus task sees it.
+struct Device {
+    cfg: DeviceConfig,
+    meta: Arc<DeviceMeta>,
+    plan: Plan,
+    /// Per read, the registers (slot indices) whose data it carries.
+    slots_by_read: Vec<Vec<usize>>,
+    next_due: Instant,
+    failures: u32,
+    health: Arc<DeviceHealth>,
+    last_problem: Option<String>,
+}
+
+/// What one poll of a device came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Every read answered with data.
+    Ok,
+    /// The device answered, but refused some reads (exceptions): counted, not a link fault.
+    Partial,
+    /// No answer, or a broken link: the device backs off.
+    Failed,
+}
+
+pub struct BusTask {
+    cfg: BusConfig,
+    devices: Vec<Device>,
+    conn: Option<Context>,
+    last_exchange: Option<Instant>,
+    tx: mpsc::Sender<Readings>,
+}
+
+impl BusTask {
+    pub fn new(
+        cfg: BusConfig,
+        site_id: &str,
+        site_tags: &[(String, String)],
+        health: &Health,
+        tx: mpsc::Sender<Readings>,
+    ) -> Self {
+        let start = Instant::now();
+        let n = cfg.devices.len().max(1) as u32;
+        let devices = cfg
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let mut tags = site_tags.to_vec();
+                tags.extend(d.tags.iter().cloned());
+                let metrics: Vec<(&str, &str)> = d
+                    .profile
+                    .registers
+                    .iter()
+                    .map(|r| (r.metric.as_str(), r.measurement.as_str()))
+                    .collect();
+                let meta = Arc::new(DeviceMeta::new(&d.id, site_id, &tags, &metrics));
+                let spans: Vec<_> = d.profile.registers.iter().map(|r| r.span()).collect();
+                let plan = planner::plan(&spans, &d.limits);
+                let mut slots_by_read = vec![Vec::new(); plan.reads.len()];
+                for (slot, loc) in plan.locations.iter().enumerate() {
+                    slots_by_read[loc.read].push(slot);
+                }
+                let dh = Arc::new(DeviceHealth::new(&d.id, &cfg.name));
+                health.add_device(dh.clone());
+                // Stagger first polls across the interval so devices do not all fire at once.
+                let offset = d.interval.mul_f64(f64::from(i as u32) / f64::from(n));
+                Device {
+                    cfg: d.clone(),
+                    meta,
+                    plan,
+                    slots_by_read,
+                    next_due: start + offset,
+                    failures: 0,
+                    health: dh,
+                    last_problem: None,
+                }
+            })
+            .collect();
+        Self {
+            cfg,
+            devices,
+            conn: None,
+            last_exchange: None,
+            tx,
+        }
+    }
+
+    /// Polls until shutdown is signalled (or the pipeline has gone).
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        if self.devices.is_empty() {
+            return;
+        }
+        info!(bus = %self.cfg.name, link = %self.cfg.transport.describe(), devices = self.devices.len(), "bus started");
+        loop {
+            let Some(idx) = (0..self.devices.len()).min_by_key(|&i| self.devices[i].next_due)
+            else {
+                return;
+            };
+            let due = self.devices[idx].next_due;
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = shutdown.changed() => break,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            let keep_going = tokio::select! {
+                r = self.poll(idx) => r,
+                _ = shutdown.changed() => false,
+            };
+            if !keep_going {
+                break;
+            }
+        }
+        self.conn = None;
+        info!(bus = %self.cfg.name, "bus stopped");
+    }
+
+    /// Polls one device, sends its readings, reschedules it. `false` when the pipeline is gone.
+    async fn poll(&mut self, idx: usize) -> bool {
+        let time_ms = now_ms();
+        let nslots = self.devices[idx].meta.slots.len();
+        let mut values: Vec<Option<f64>> = vec![None; nslots];
+        let mut outcome = Outcome::Ok;
+        let mut problem: Option<String> = None;
+
+        for read_idx in 0..self.devices[idx].plan.reads.len() {
+            let read = self.devices[idx].plan.reads[read_idx];
+            match self.exchange(idx, read).await {
+                Ok(Ok(data)) => {
+                    self.decode_into(idx, read_idx, &data, &mut values);
+                }
+                Ok(Err(exception)) => {
+                    self.devices[idx].health.exceptions.fetch_add(1, Relaxed);
+                    problem = Some(format!(
+                        "exception {exception} on FC{:02} {} {}..+{}",
+                        read.table.read_function(),
+                        read.table,
+                        read.start,
+                        read.count
+                    ));
+                    outcome = Outcome::Partial;
+                }
+                Err(e) => {
+                    problem = Some(e);
+                    outcome = Outcome::Failed;
+                    break;
+                }
+            }
+        }
+        // Exceptions on every read: the device is alive but gave nothing.
+        if outcome == Outcome::Partial && values.iter().all(Option::is_none) {
+            self.devices[idx].health.poll_errors.fetch_add(1, Relaxed);
+        }
+        self.finish_poll(idx, &outcome, problem);
+
+        if values.iter().any(Option::is_some) {
+            let readings = Readings {
+                device: self.devices[idx].meta.clone(),
+                time_ms,
+                values,
+            };
+            if self.tx.send(readings).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// One request on the bus, with reconnect, pacing and timeout. The outer error is a link
+    /// fault (connection already dropped); the inner one a Modbus exception.
+    async fn exchange(
+        &mut self,
+        idx: usize,
+        read: Read,
+    ) -> Result<Result<Data, tokio_modbus::ExceptionCode>, String> {
+        let unit = self.devices[idx].cfg.unit;
+        let timeout = self.cfg.timeout;
+        if let Some(last) = self.last_exchange {
+            tokio::time::sleep_until(last + self.cfg.request_gap).await;
+        }
+        if self.conn.is_none() {
+            match link::open(&self.cfg.transport, unit, timeout).await {
+                Ok(c) => self.conn = Some(c),
+                Err(e) => {
+                    self.last_exchange = Some(Instant::now());
+                    return Err(e.to_string());
+                }
+            }
+        }
+        let Some(ctx) = self.conn.as_mut() else {
+            return Err("no connection".to_string());
+        };
+        ctx.set_slave(Slave(unit));
+        let result = tokio::time::timeout(timeout, request::read(ctx, read))
+        .await;
+        self.last_exchange = Some(Instant::now());
+        let fault = match result {
+            Ok(Ok(Ok(data))) if data.len() >= usize::from(read.count) => return Ok(Ok(data)),
+            Ok(Ok(Ok(data))) => format!(
+                "short reply: {} of {} values for {} {}",
+                data.len(),
+                read.count,
+                read.table,
+                read.start
+            ),
+            Ok(Ok(Err(exception))) => return Ok(Err(exception)),
+            Ok(Err(e)) => format!("{e}"),
+            Err(_) => {
+                self.devices[idx].health.timeouts.fetch_add(1, Relaxed);
+                format!("no reply within {timeout:?}")
+            }
+        };
+        // Never reuse a connection after a fault: a late reply could be read as the next answer.
+        self.conn = None;
+        Err(fault)
+    }
+
+    fn decode_into(&self, idx: usize, read_idx: usize, data: &Data, values: &mut [Option<f64>]) {
+        let dev = &self.devices[idx];
+        for &slot in &dev.slots_by_read[read_idx] {
+            let reg = &dev.cfg.profile.registers[slot];
+            let offset = usize::from(dev.plan.locations[slot].offset);
+            values[slot] = Some(request::value_of(reg, data, offset));
+        }
+    }
+
+    fn finish_poll(&mut self, idx: usize, outcome: &Outcome, problem: Option<String>) {
+        let bus = self.cfg.name.clone();
+        let dev = &mut self.devices[idx];
+        let now = Instant::now();
+        dev.health.polls.fetch_add(1, Relaxed);
+        match outcome {
+            Outcome::Ok | Outcome::Partial => {
+                if dev.failures > 0 || dev.health.state() != DeviceState::Up {
+                    info!(bus = %bus, device = %dev.cfg.id, unit = dev.cfg.unit, "device up");
+                }
+                dev.failures = 0;
+                dev.health.set_state(DeviceState::Up);
+                dev.health.last_ok_ms.store(now_ms(), Relaxed);
+                let mut next = dev.next_due + dev.cfg.interval;
+                if next <= now {
+                    next = now + dev.cfg.interval;
+                }
+                dev.next_due = next;
+            }
+            Outcome::Failed => {
+                dev.failures += 1;
+                dev.health.poll_errors.fetch_add(1, Relaxed);
+                if dev.failures >= dev.cfg.down_after && dev.health.state() != DeviceState::Down {
+                    warn!(bus = %bus, device = %dev.cfg.id, unit = dev.cfg.unit, failures = dev.failures, "device down");
+                    dev.health.set_state(DeviceState::Down);
+                }
+                dev.next_due = now + backoff(dev.cfg.interval, dev.failures);
+            }
+        }
+        match (&problem, &dev.last_problem) {
+            (Some(p), Some(last)) if p == last => {
+                debug!(bus = %bus, device = %dev.cfg.id, unit = dev.cfg.unit, problem = %p, "poll problem (repeated)");
+            }
+            (Some(p), _) => {
+                warn!(bus = %bus, device = %dev.cfg.id, unit = dev.cfg.unit, problem = %p, "poll problem");
+            }
+            (None, Some(_)) => {
+                info!(bus = %bus, device = %dev.cfg.id, "poll problem cleared");
+            }
+            (None, None) => {}
+        }
+        dev.last_problem = problem;
+    }
+}
+
+/// Pause before the next attempt after `failures` failed polls in a row: doubling from the
+/// interval, capped at [`MAX_BACKOFF`] (or the interval, if longer).
+pub fn backoff(interval: Duration, failures: u32) -> Duration {
+    let cap = MAX_BACKOFF.max(interval);
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    interval.saturating_mul(factor).min(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let i = Duration::from_secs(5);
+        assert_eq!(backoff(i, 1), Duration::from_secs(5));
+        assert_eq!(backoff(i, 2), Duration::from_secs(10));
+        assert_eq!(backoff(i, 4), Duration::from_secs(40));
+        assert_eq!(backoff(i, 5), Duration::from_secs(60));
+        assert_eq!(backoff(i, 500), Duration::from_secs(60));
+        assert_eq!(backoff(Duration::from_secs(300), 3), Duration::from_secs(300));
+    }
+}
