@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn peek_ack_and_bounded_drop() {
-        let q = MemoryQueue::new(30, 1000);
+        let q = MemoryQueue::new(28, 1000);
         q.append(b"a 1\nb 2\n".to_vec(), 2);
         q.append(b"c 3\n".to_vec(), 1);
         let b = q.peek(2).unwrap();
@@ -198,7 +198,7 @@ mod tests {
         assert_eq!(q.peek(10).unwrap().points, 3);
         q.ack(b.last_seq);
         assert_eq!(q.depth().points, 1);
-        // Over 30 bytes: the oldest go, counted.
+        // Over 28 bytes: the oldest go, counted.
         q.append(b"d 4444444444\n".to_vec(), 1);
         q.append(b"e 5555555555\n".to_vec(), 1);
         assert_eq!(q.dropped_points(), 1);
