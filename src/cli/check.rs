@@ -125,7 +125,7 @@ pub fn describe(cfg: &Config) -> String {
             let p = &d.profile;
             let _ = writeln!(
                 o,
-                "  device {} unit {} every {:?}: profile {} {} ({})",
+                "  device {} unit {} every {:?}: profile {} {}, {}",
                 d.id,
                 d.unit,
                 d.interval,
@@ -155,15 +155,25 @@ pub fn describe(cfg: &Config) -> String {
                         }
                     })
                     .collect();
+                let last = u32::from(r.start) + u32::from(r.count) - 1;
+                let hex = if last > 255 {
+                    format!(" = 0x{:04X}..0x{last:04X}", r.start)
+                } else {
+                    String::new()
+                };
+                let what = match (r.table.is_bits(), r.count) {
+                    (true, 1) => "bit",
+                    (true, _) => "bits",
+                    (false, 1) => "register",
+                    (false, _) => "registers",
+                };
                 let _ = writeln!(
                     o,
-                    "    FC{:02} {} {}..{} ({} {}): {}",
+                    "    FC{:02} {} {}..{last}{hex} ({} {what}): {}",
                     r.table.read_function(),
                     r.table,
                     r.start,
-                    u32::from(r.start) + u32::from(r.count) - 1,
                     r.count,
-                    if r.table.is_bits() { "bits" } else { "registers" },
                     metrics.join(", ")
                 );
             }

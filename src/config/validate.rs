@@ -417,39 +417,25 @@ fn bus(
     let mut units: HashMap<u8, String> = HashMap::new();
     let mut devices = Vec::new();
     for d in b.devices {
-        if let Some(dev) = device(
-            cx,
-            &d,
-            profiles,
-            interval,
-            bus_max_read,
-            bus_max_gap,
-            bus_down_after,
-            transport.as_ref(),
-        ) {
-            if let Some(other) = units.get(&dev.unit) {
-                if let Some(u) = &d.unit {
-                    cx.error(
-                        &u.span,
-                        &format!("{}.unit", d.path_key),
-                        format!(
-                            "unit {} is already used by device \"{other}\" on this bus",
-                            dev.unit
-                        ),
-                    );
+        let dev = device(cx, &d, profiles, interval, bus_max_read, bus_max_gap, bus_down_after, transport.as_ref());
+        // Two devices on one unit would answer each other's requests: checked on the raw
+        // values, so it is reported even when one of the devices has other problems.
+        if let (Some(u), Some(id)) = (&d.unit, &d.id) {
+            if let Ok(unit) = u8::try_from(u.value) {
+                match units.get(&unit) {
+                    Some(other) => cx.error(&u.span, &format!("{}.unit", d.path_key), format!("unit {unit} is already used by device \"{other}\" on this bus")),
+                    None => {
+                        units.insert(unit, id.value.clone());
+                    }
                 }
-            } else {
-                units.insert(dev.unit, dev.id.clone());
             }
+        }
+        if let Some(dev) = dev {
             devices.push(dev);
         }
         if let Some(id) = &d.id {
             if let Some(line) = device_ids.get(&id.value) {
-                cx.error(
-                    &id.span,
-                    &format!("{}.id", d.path_key),
-                    format!("device id \"{}\" is already used at line {line}", id.value),
-                );
+                cx.error(&id.span, &format!("{}.id", d.path_key), format!("device id \"{}\" is already used at line {line}", id.value));
             } else {
                 device_ids.insert(id.value.clone(), cx.file.position(id.span.start).0);
             }
