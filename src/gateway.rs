@@ -25,10 +25,7 @@ pub enum StartError {
     #[error(transparent)]
     Influx(#[from] InfluxSetupError),
     #[error("cannot create the store directory {dir}: {source}")]
-    StoreDir {
-        dir: String,
-        source: std::io::Error,
-    },
+    StoreDir { dir: String, source: std::io::Error },
 }
 
 /// A running gateway.
@@ -167,7 +164,10 @@ async fn report_health(
             now_ms(),
         );
         let mut lines = Vec::new();
-        let n = points.iter().filter(|p| encode_point(p, &mut lines) > 0).count();
+        let n = points
+            .iter()
+            .filter(|p| encode_point(p, &mut lines) > 0)
+            .count();
         queue.append(lines, n);
         let (up, total) = health.devices_up();
         let w = &health.writer;

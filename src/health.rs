@@ -112,10 +112,12 @@ impl Health {
         };
         let entry = match latest.get_mut(&r.device.id) {
             Some(e) => e,
-            None => latest.entry(r.device.id.clone()).or_insert_with(|| LatestValues {
-                device: r.device.clone(),
-                values: vec![None; r.values.len()],
-            }),
+            None => latest
+                .entry(r.device.id.clone())
+                .or_insert_with(|| LatestValues {
+                    device: r.device.clone(),
+                    values: vec![None; r.values.len()],
+                }),
         };
         for (slot, v) in entry.values.iter_mut().zip(&r.values) {
             if let Some(v) = v.filter(|v| v.is_finite()) {
@@ -202,9 +204,15 @@ impl Health {
             fields: vec![
                 f("queue_points", depth.points as f64),
                 f("queue_bytes", depth.bytes as f64),
-                f("dropped_points", (dropped_points + w.lost_points.load(Relaxed)) as f64),
+                f(
+                    "dropped_points",
+                    (dropped_points + w.lost_points.load(Relaxed)) as f64,
+                ),
                 f("written_points", w.written_points.load(Relaxed) as f64),
-                f("dead_letter_points", w.dead_letter_points.load(Relaxed) as f64),
+                f(
+                    "dead_letter_points",
+                    w.dead_letter_points.load(Relaxed) as f64,
+                ),
                 f("retries", w.retries.load(Relaxed) as f64),
                 f("uplink_lag_s", lag_s),
             ],

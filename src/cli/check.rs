@@ -57,7 +57,12 @@ pub fn describe(cfg: &Config) -> String {
     match &cfg.influx {
         Some(i) => {
             let api = match &i.api {
-                InfluxApi::V1 { database, retention_policy, username, password } => {
+                InfluxApi::V1 {
+                    database,
+                    retention_policy,
+                    username,
+                    password,
+                } => {
                     let mut t = format!("v1 /write database {database}");
                     if let Some(rp) = retention_policy {
                         let _ = write!(t, " rp {rp}");
@@ -71,7 +76,10 @@ pub fn describe(cfg: &Config) -> String {
                     t
                 }
                 InfluxApi::V2 { org, bucket, token } => {
-                    format!("v2 /api/v2/write org {org} bucket {bucket}, token from {}", secret_state(token))
+                    format!(
+                        "v2 /api/v2/write org {org} bucket {bucket}, token from {}",
+                        secret_state(token)
+                    )
                 }
             };
             let _ = writeln!(o, "output     InfluxDB {} ({api})", i.url);

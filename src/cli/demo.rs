@@ -57,12 +57,20 @@ fn influx_section(a: &DemoArgs) -> anyhow::Result<String> {
         return Ok(String::new());
     };
     let mut s = format!("[influx]\nurl = {url:?}\nflush_interval = \"1s\"\n");
-    match (&a.influx_db, &a.influx_org, &a.influx_bucket, &a.influx_token_env) {
+    match (
+        &a.influx_db,
+        &a.influx_org,
+        &a.influx_bucket,
+        &a.influx_token_env,
+    ) {
         (Some(db), None, None, None) => {
             let _ = write!(s, "api = \"v1\"\ndatabase = {db:?}\n");
         }
         (None, Some(org), Some(bucket), Some(env)) => {
-            let _ = write!(s, "api = \"v2\"\norg = {org:?}\nbucket = {bucket:?}\ntoken_env = {env:?}\n");
+            let _ = write!(
+                s,
+                "api = \"v2\"\norg = {org:?}\nbucket = {bucket:?}\ntoken_env = {env:?}\n"
+            );
         }
         _ => bail!(
             "with --influx-url give either --influx-db (InfluxDB 1.x) or all of --influx-org, --influx-bucket and --influx-token-env (v2)"
@@ -115,7 +123,12 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     if !(a.speed.is_finite() && a.speed > 0.0) {
         bail!("--speed must be a positive number");
     }
-    let duration = a.duration.as_deref().map(parse_duration).transpose().map_err(anyhow::Error::msg)?;
+    let duration = a
+        .duration
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     parse_duration(&a.interval).map_err(anyhow::Error::msg)?;
     let store = a.store.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("dustgate-demo-{}", std::process::id()))
@@ -215,12 +228,18 @@ impl SimClock {
     fn new(speed: f64) -> Self {
         let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap_or(jiff::tz::TimeZone::UTC);
         let t = tz.to_datetime(jiff::Timestamp::now());
-        let start_hour = f64::from(t.hour()) + f64::from(t.minute()) / 60.0 + f64::from(t.second()) / 3600.0;
-        Self { start: std::time::Instant::now(), start_hour, speed }
+        let start_hour =
+            f64::from(t.hour()) + f64::from(t.minute()) / 60.0 + f64::from(t.second()) / 3600.0;
+        Self {
+            start: std::time::Instant::now(),
+            start_hour,
+            speed,
+        }
     }
 
     fn hour(&self) -> f64 {
-        (self.start_hour + self.start.elapsed().as_secs_f64() * self.speed / 3600.0).rem_euclid(24.0)
+        (self.start_hour + self.start.elapsed().as_secs_f64() * self.speed / 3600.0)
+            .rem_euclid(24.0)
     }
 }
 
@@ -238,11 +257,17 @@ fn summary(gw: &Gateway, hour: f64) -> String {
     let h = &gw.health;
     let (up, total) = h.devices_up();
     let w = &h.writer;
-    let pm10 = h.latest_value("dust-01", "pm10").map_or("-".into(), |(_, v)| format!("{v:.0}"));
-    let noise = h.latest_value("dust-01", "noise").map_or("-".into(), |(_, v)| format!("{v:.1}"));
+    let pm10 = h
+        .latest_value("dust-01", "pm10")
+        .map_or("-".into(), |(_, v)| format!("{v:.0}"));
+    let noise = h
+        .latest_value("dust-01", "noise")
+        .map_or("-".into(), |(_, v)| format!("{v:.1}"));
     format!(
         "[{}] site {:02}:{:02} | devices up {up}/{total} | readings {} | points written {} | queued {} | dropped {} | PM10 {pm10} µg/m³, noise {noise} dB(A)",
-        jiff::tz::TimeZone::system().to_datetime(jiff::Timestamp::now()).strftime("%H:%M:%S"),
+        jiff::tz::TimeZone::system()
+            .to_datetime(jiff::Timestamp::now())
+            .strftime("%H:%M:%S"),
         hour as u32,
         ((hour.fract()) * 60.0) as u32,
         h.readings.load(Relaxed),

@@ -10,10 +10,10 @@ use dustgate::config::metrics::unit_of;
 use dustgate::config::profile::{ProfileError, ProfileLoader};
 use dustgate::config::reader::parse_duration;
 use dustgate::config::{Diagnostics, Parity, SerialLine, Transport};
+use dustgate::sources::modbus::link;
 use dustgate::sources::modbus::planner::{self, Read};
 use dustgate::sources::modbus::registers::Table;
 use dustgate::sources::modbus::request::{self, Data};
-use dustgate::sources::modbus::link;
 
 #[derive(clap::Args)]
 #[command(group(ArgGroup::new("link").required(true).args(["tcp", "rtu", "rtu_over_tcp"])))]
@@ -55,10 +55,14 @@ pub struct ModbusArgs {
 
 fn transport(a: &ModbusArgs) -> anyhow::Result<Transport> {
     if let Some(addr) = &a.tcp {
-        return Ok(Transport::Tcp { address: addr.clone() });
+        return Ok(Transport::Tcp {
+            address: addr.clone(),
+        });
     }
     if let Some(addr) = &a.rtu_over_tcp {
-        return Ok(Transport::RtuOverTcp { address: addr.clone() });
+        return Ok(Transport::RtuOverTcp {
+            address: addr.clone(),
+        });
     }
     let Some(path) = &a.rtu else {
         bail!("give --tcp, --rtu or --rtu-over-tcp");
@@ -94,9 +98,16 @@ fn parse_raw(spec: &str) -> anyhow::Result<Read> {
     let table: Table = table.parse().map_err(anyhow::Error::msg)?;
     let count = parse_u16(count)?;
     if count == 0 || count > table.protocol_max_read() {
-        bail!("count must be 1..={} for {table}", table.protocol_max_read());
+        bail!(
+            "count must be 1..={} for {table}",
+            table.protocol_max_read()
+        );
     }
-    Ok(Read { table, start: parse_u16(start)?, count })
+    Ok(Read {
+        table,
+        start: parse_u16(start)?,
+        count,
+    })
 }
 
 pub fn modbus(a: ModbusArgs) -> anyhow::Result<ExitCode> {
@@ -130,13 +141,24 @@ pub fn modbus(a: ModbusArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         println!("unit {} on {}", a.unit, transport.describe());
         if let Some(p) = &profile {
-            println!("profile {} {}: {}", p.name, p.confidence.mark(), p.description);
+            println!(
+                "profile {} {}: {}",
+                p.name,
+                p.confidence.mark(),
+                p.description
+            );
         }
         let mut ctx = link::open(&transport, a.unit, timeout).await?;
         let mut failed = false;
         let mut replies: Vec<Option<Data>> = Vec::new();
         for r in &reads {
-            let head = format!("FC{:02} {} {}+{}", r.table.read_function(), r.table, r.start, r.count);
+            let head = format!(
+                "FC{:02} {} {}+{}",
+                r.table.read_function(),
+                r.table,
+                r.start,
+                r.count
+            );
             match tokio::time::timeout(timeout, request::read(&mut ctx, *r)).await {
                 Err(_) => {
                     println!("{head}: no reply within {timeout:?}");
@@ -181,11 +203,19 @@ pub fn modbus(a: ModbusArgs) -> anyhow::Result<ExitCode> {
                     reg.table,
                     reg.address,
                     reg.ty,
-                    if reg.ty.width() > 1 { format!(" {}", reg.order) } else { String::new() }
+                    if reg.ty.width() > 1 {
+                        format!(" {}", reg.order)
+                    } else {
+                        String::new()
+                    }
                 );
             }
         }
-        anyhow::Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        anyhow::Ok(if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
     })
 }
 

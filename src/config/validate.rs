@@ -417,13 +417,26 @@ fn bus(
     let mut units: HashMap<u8, String> = HashMap::new();
     let mut devices = Vec::new();
     for d in b.devices {
-        let dev = device(cx, &d, profiles, interval, bus_max_read, bus_max_gap, bus_down_after, transport.as_ref());
+        let dev = device(
+            cx,
+            &d,
+            profiles,
+            interval,
+            bus_max_read,
+            bus_max_gap,
+            bus_down_after,
+            transport.as_ref(),
+        );
         // Two devices on one unit would answer each other's requests: checked on the raw
         // values, so it is reported even when one of the devices has other problems.
         if let (Some(u), Some(id)) = (&d.unit, &d.id) {
             if let Ok(unit) = u8::try_from(u.value) {
                 match units.get(&unit) {
-                    Some(other) => cx.error(&u.span, &format!("{}.unit", d.path_key), format!("unit {unit} is already used by device \"{other}\" on this bus")),
+                    Some(other) => cx.error(
+                        &u.span,
+                        &format!("{}.unit", d.path_key),
+                        format!("unit {unit} is already used by device \"{other}\" on this bus"),
+                    ),
                     None => {
                         units.insert(unit, id.value.clone());
                     }
@@ -435,7 +448,11 @@ fn bus(
         }
         if let Some(id) = &d.id {
             if let Some(line) = device_ids.get(&id.value) {
-                cx.error(&id.span, &format!("{}.id", d.path_key), format!("device id \"{}\" is already used at line {line}", id.value));
+                cx.error(
+                    &id.span,
+                    &format!("{}.id", d.path_key),
+                    format!("device id \"{}\" is already used at line {line}", id.value),
+                );
             } else {
                 device_ids.insert(id.value.clone(), cx.file.position(id.span.start).0);
             }

@@ -62,8 +62,9 @@ impl InfluxSink {
             }
             InfluxApi::V2 { org, bucket, token } => {
                 let token = token.resolve().map_err(InfluxSetupError::Secret)?;
-                let mut value = HeaderValue::from_str(&format!("Token {token}"))
-                    .map_err(|_| InfluxSetupError::Secret("token holds invalid characters".into()))?;
+                let mut value = HeaderValue::from_str(&format!("Token {token}")).map_err(|_| {
+                    InfluxSetupError::Secret("token holds invalid characters".into())
+                })?;
                 value.set_sensitive(true);
                 (
                     "/api/v2/write",
@@ -114,8 +115,16 @@ fn base64(data: &[u8]) -> String {
             | u32::from(*c.get(2).unwrap_or(&0));
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -146,7 +155,7 @@ impl Sink for InfluxSink {
         match req.send().await {
             Err(e) => SendOutcome::Retry {
                 after: None,
-                reason: format!("{}", error_chain(&e)),
+                reason: error_chain(&e),
             },
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -188,7 +197,13 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
     }
@@ -200,7 +215,9 @@ mod tests {
         let z = gzip(&body);
         assert!(z.len() < body.len() / 5);
         let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&z[..]).read_to_end(&mut back).unwrap();
+        flate2::read::GzDecoder::new(&z[..])
+            .read_to_end(&mut back)
+            .unwrap();
         assert_eq!(back, body);
     }
 }

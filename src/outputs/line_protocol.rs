@@ -95,9 +95,40 @@ pub fn encode_point(p: &Point, out: &mut Vec<u8>) -> usize {
 
 /// Shortest text that reads back as the same f64. An integral value is written without a
 /// decimal point ("35"), which line protocol reads as a float (integers need an `i`).
+///
+/// Sensor values are mostly short decimals (60.9, 101.32), so those take a fast path: if
+/// `v == m / 10^6` for an integer `m`, the decimal text of `m·10⁻⁶` is written. That text reads
+/// back as exactly `v`, because both the division and the parser round the same rational
+/// number to the nearest f64. Everything else goes through the standard formatter.
 fn push_float(v: f64, out: &mut Vec<u8>) {
+    const SCALE: f64 = 1e6;
     if v.fract() == 0.0 && v.abs() < 1e15 {
         push_int(v as i64, out);
+        return;
+    }
+    let m = (v * SCALE).round();
+    if m.abs() < 9.0e15 && m / SCALE == v {
+        let m = m as i64;
+        let (int, mut frac) = (
+            (m / 1_000_000).unsigned_abs(),
+            (m % 1_000_000).unsigned_abs(),
+        );
+        if m < 0 {
+            out.push(b'-');
+        }
+        push_int(int as i64, out);
+        out.push(b'.');
+        let mut digits = 6;
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        let mut buf = [b'0'; 6];
+        for i in (0..digits).rev() {
+            buf[i] = b'0' + (frac % 10) as u8;
+            frac /= 10;
+        }
+        out.extend_from_slice(&buf[..digits]);
     } else {
         // Writing to a Vec cannot fail.
         let _ = write!(out, "{v}");
@@ -205,6 +236,19 @@ mod tests {
             push_float(v, &mut out);
             let s = String::from_utf8(out).unwrap();
             assert_eq!(s.parse::<f64>().unwrap(), v, "{s}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_float_reads_back_exactly(v in any::<f64>().prop_filter("finite", |f| f.is_finite()),
+                                        m in -9_000_000_000_000i64..9_000_000_000_000i64) {
+            for v in [v, m as f64 / 1e6, m as f64 / 1e3] {
+                let mut out = Vec::new();
+                push_float(v, &mut out);
+                let s = String::from_utf8(out).unwrap();
+                prop_assert_eq!(s.parse::<f64>().unwrap(), v, "{}", s);
+            }
         }
     }
 

@@ -64,10 +64,16 @@ mod tests {
         assert_eq!(classify(204, None, ""), SendOutcome::Accepted);
         assert_eq!(classify(413, None, ""), SendOutcome::TooLarge);
         for s in [408, 429, 500, 503] {
-            assert!(matches!(classify(s, None, "x"), SendOutcome::Retry { .. }), "{s}");
+            assert!(
+                matches!(classify(s, None, "x"), SendOutcome::Retry { .. }),
+                "{s}"
+            );
         }
         for s in [400, 401, 403, 404, 422] {
-            assert!(matches!(classify(s, None, "x"), SendOutcome::Rejected { .. }), "{s}");
+            assert!(
+                matches!(classify(s, None, "x"), SendOutcome::Rejected { .. }),
+                "{s}"
+            );
         }
         assert_eq!(truncate("锦江区", 4), "锦…");
     }

@@ -16,10 +16,10 @@ use tracing::{error, info, warn};
 use super::dead_letter::DeadLetter;
 use super::queue::{Batch, PointQueue};
 use super::retry::backoff;
-use crate::rand::Jitter;
 use super::sink::{SendOutcome, Sink};
 use crate::health::{Health, WriterHealth};
 use crate::model::now_ms;
+use crate::rand::Jitter;
 
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
@@ -104,7 +104,10 @@ impl<S: Sink> Writer<S> {
         }
         let left = self.queue.depth().points;
         if left > 0 {
-            error!(points = left, "shutting down with points not delivered (held in memory only)");
+            error!(
+                points = left,
+                "shutting down with points not delivered (held in memory only)"
+            );
         }
         info!("writer stopped");
     }
@@ -135,12 +138,18 @@ impl<S: Sink> Writer<S> {
                         info!(sink = %self.sink.describe(), outage_s = (now_ms() - since) / 1000, "writes succeed again");
                     }
                 }
-                Delivery::Later { after, reason, resume_at } => {
+                Delivery::Later {
+                    after,
+                    reason,
+                    resume_at,
+                } => {
                     self.wh().retries.fetch_add(1, Relaxed);
                     if let Ok(mut e) = self.wh().last_error.lock() {
                         *e = Some(reason.clone());
                     }
-                    let wait = after.unwrap_or_else(|| backoff(attempt, self.opts.retry_max, self.jitter.next_f64()));
+                    let wait = after.unwrap_or_else(|| {
+                        backoff(attempt, self.opts.retry_max, self.jitter.next_f64())
+                    });
                     if self.failing_since.is_none() {
                         self.failing_since = Some(now_ms());
                         warn!(sink = %self.sink.describe(), reason = %reason, retry_in_ms = wait.as_millis() as u64, "write failed; holding points and retrying");
@@ -177,12 +186,20 @@ impl<S: Sink> Writer<S> {
                 SendOutcome::TooLarge if lines > 1 => {
                     let mid = split_point(part) + start;
                     self.batch_limit = (lines / 2).max(1);
-                    warn!(lines, new_batch_limit = self.batch_limit, "413 payload too large: splitting the batch");
+                    warn!(
+                        lines,
+                        new_batch_limit = self.batch_limit,
+                        "413 payload too large: splitting the batch"
+                    );
                     stack.push((mid, end));
                     stack.push((start, mid));
                 }
                 SendOutcome::TooLarge => {
-                    self.set_aside(part, lines, "HTTP 413: a single line is larger than the server accepts");
+                    self.set_aside(
+                        part,
+                        lines,
+                        "HTTP 413: a single line is larger than the server accepts",
+                    );
                 }
                 SendOutcome::Rejected { reason, .. } => {
                     self.set_aside(part, lines, &reason);
@@ -190,7 +207,11 @@ impl<S: Sink> Writer<S> {
                 SendOutcome::Retry { after, reason } => {
                     stack.push((start, end));
                     stack.reverse();
-                    return Delivery::Later { after, reason, resume_at: stack };
+                    return Delivery::Later {
+                        after,
+                        reason,
+                        resume_at: stack,
+                    };
                 }
             }
         }
@@ -200,12 +221,16 @@ impl<S: Sink> Writer<S> {
     fn set_aside(&self, part: &[u8], lines: usize, reason: &str) {
         match self.dead_letter.write(part, reason) {
             Ok(path) => {
-                self.wh().dead_letter_points.fetch_add(lines as u64, Relaxed);
+                self.wh()
+                    .dead_letter_points
+                    .fetch_add(lines as u64, Relaxed);
                 error!(points = lines, reason = %reason, file = %path.display(), "batch rejected by the server: set aside in the dead-letter file");
             }
             Err(e) => {
                 // Nowhere left to keep them: count them as dropped, loudly.
-                self.wh().dead_letter_points.fetch_add(lines as u64, Relaxed);
+                self.wh()
+                    .dead_letter_points
+                    .fetch_add(lines as u64, Relaxed);
                 self.wh().lost_points.fetch_add(lines as u64, Relaxed);
                 error!(points = lines, reason = %reason, error = %e, dir = %self.dead_letter.dir().display(), "batch rejected and the dead-letter file cannot be written: points lost");
             }
@@ -214,14 +239,20 @@ impl<S: Sink> Writer<S> {
 }
 
 fn count_lines(part: &[u8]) -> usize {
-    part.iter().filter(|&&b| b == b'\n').count().max(usize::from(!part.is_empty()))
+    part.iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        .max(usize::from(!part.is_empty()))
 }
 
 /// The byte offset just after the newline nearest the middle of `part` (which holds at least
 /// two lines).
 fn split_point(part: &[u8]) -> usize {
     let mid = part.len() / 2;
-    let after = part[mid..].iter().position(|&b| b == b'\n').map(|i| mid + i + 1);
+    let after = part[mid..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| mid + i + 1);
     let before = part[..mid].iter().rposition(|&b| b == b'\n').map(|i| i + 1);
     match (before, after) {
         (Some(b), _) if b > 0 && b < part.len() => b,
@@ -244,6 +275,9 @@ mod tests {
         assert!(count_lines(&p[..m]) >= 1 && count_lines(&p[m..]) >= 1);
         let two = b"aaaaaaaaaaaaaaaaaa 1\nb 2\n";
         let m = split_point(two);
-        assert_eq!((&two[..m], &two[m..]), (&b"aaaaaaaaaaaaaaaaaa 1\n"[..], &b"b 2\n"[..]));
+        assert_eq!(
+            (&two[..m], &two[m..]),
+            (&b"aaaaaaaaaaaaaaaaaa 1\n"[..], &b"b 2\n"[..])
+        );
     }
 }

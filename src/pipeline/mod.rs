@@ -23,7 +23,9 @@ pub async fn run(
     while let Some(r) = rx.recv().await {
         let (points, invalid) = validate::to_points(&r);
         health.record_latest(&r);
-        health.readings.fetch_add(r.values.iter().flatten().count() as u64, Relaxed);
+        health
+            .readings
+            .fetch_add(r.values.iter().flatten().count() as u64, Relaxed);
         if invalid > 0 {
             health.invalid_values.fetch_add(invalid as u64, Relaxed);
             tracing::warn!(device = %r.device.id, invalid, "values that are not finite numbers after decoding were not written");

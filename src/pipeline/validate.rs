@@ -43,7 +43,12 @@ mod tests {
             "d1",
             "s1",
             &[],
-            &[("pm10", "air"), ("ph", "water"), ("pm25", "air"), ("x", "air")],
+            &[
+                ("pm10", "air"),
+                ("ph", "water"),
+                ("pm25", "air"),
+                ("x", "air"),
+            ],
         ));
         let r = Readings {
             device: meta,

@@ -63,31 +63,55 @@ impl Bank {
             .and_then(|r| r.bits.get(&(table, address)).copied())
     }
 
-    fn words(&self, unit: u8, table: Table, start: u16, count: u16) -> Result<Vec<u16>, ExceptionCode> {
+    fn words(
+        &self,
+        unit: u8,
+        table: Table,
+        start: u16,
+        count: u16,
+    ) -> Result<Vec<u16>, ExceptionCode> {
         let units = self.units();
         let regs = units.get(&unit).ok_or(ExceptionCode::GatewayTargetDevice)?;
         (0..count)
             .map(|i| {
-                let a = start.checked_add(i).ok_or(ExceptionCode::IllegalDataAddress)?;
-                regs.words.get(&(table, a)).copied().ok_or(ExceptionCode::IllegalDataAddress)
+                let a = start
+                    .checked_add(i)
+                    .ok_or(ExceptionCode::IllegalDataAddress)?;
+                regs.words
+                    .get(&(table, a))
+                    .copied()
+                    .ok_or(ExceptionCode::IllegalDataAddress)
             })
             .collect()
     }
 
-    fn bits(&self, unit: u8, table: Table, start: u16, count: u16) -> Result<Vec<bool>, ExceptionCode> {
+    fn bits(
+        &self,
+        unit: u8,
+        table: Table,
+        start: u16,
+        count: u16,
+    ) -> Result<Vec<bool>, ExceptionCode> {
         let units = self.units();
         let regs = units.get(&unit).ok_or(ExceptionCode::GatewayTargetDevice)?;
         (0..count)
             .map(|i| {
-                let a = start.checked_add(i).ok_or(ExceptionCode::IllegalDataAddress)?;
-                regs.bits.get(&(table, a)).copied().ok_or(ExceptionCode::IllegalDataAddress)
+                let a = start
+                    .checked_add(i)
+                    .ok_or(ExceptionCode::IllegalDataAddress)?;
+                regs.bits
+                    .get(&(table, a))
+                    .copied()
+                    .ok_or(ExceptionCode::IllegalDataAddress)
             })
             .collect()
     }
 
     fn write_bits(&self, unit: u8, start: u16, values: &[bool]) -> Result<(), ExceptionCode> {
         let mut units = self.units();
-        let regs = units.get_mut(&unit).ok_or(ExceptionCode::GatewayTargetDevice)?;
+        let regs = units
+            .get_mut(&unit)
+            .ok_or(ExceptionCode::GatewayTargetDevice)?;
         for (i, v) in values.iter().enumerate() {
             let key = (Table::Coil, start.wrapping_add(i as u16));
             match regs.bits.get_mut(&key) {
@@ -100,7 +124,9 @@ impl Bank {
 
     fn write_words(&self, unit: u8, start: u16, values: &[u16]) -> Result<(), ExceptionCode> {
         let mut units = self.units();
-        let regs = units.get_mut(&unit).ok_or(ExceptionCode::GatewayTargetDevice)?;
+        let regs = units
+            .get_mut(&unit)
+            .ok_or(ExceptionCode::GatewayTargetDevice)?;
         for (i, v) in values.iter().enumerate() {
             let key = (Table::Holding, start.wrapping_add(i as u16));
             match regs.words.get_mut(&key) {
@@ -170,6 +196,9 @@ pub async fn serve(listener: TcpListener, bank: Arc<Bank>) -> std::io::Result<()
         async move { accept_tcp_connection(stream, addr, |_| Ok(Some(BankService(bank.clone())))) }
     };
     server
-        .serve(&on_connected, |e| tracing::debug!(error = %e, "simulator connection ended"))
+        .serve(
+            &on_connected,
+            |e| tracing::debug!(error = %e, "simulator connection ended"),
+        )
         .await
 }

@@ -17,13 +17,41 @@ pub struct DemoDevice {
 }
 
 pub const DEVICES: &[DemoDevice] = &[
-    DemoDevice { id: "dust-01", unit: 1, profile: "generic-dust-monitor" },
-    DemoDevice { id: "wind-speed-01", unit: 2, profile: "renke-rs-fsjt-n01" },
-    DemoDevice { id: "wind-dir-01", unit: 3, profile: "renke-rs-fxjt-n01" },
-    DemoDevice { id: "pm-gate-01", unit: 4, profile: "bolin-pm-meter" },
-    DemoDevice { id: "water-01", unit: 5, profile: "generic-water-probe" },
-    DemoDevice { id: "ph-01", unit: 6, profile: "phg-2091-ph" },
-    DemoDevice { id: "relay-01", unit: 7, profile: "relay-module-8ch" },
+    DemoDevice {
+        id: "dust-01",
+        unit: 1,
+        profile: "generic-dust-monitor",
+    },
+    DemoDevice {
+        id: "wind-speed-01",
+        unit: 2,
+        profile: "renke-rs-fsjt-n01",
+    },
+    DemoDevice {
+        id: "wind-dir-01",
+        unit: 3,
+        profile: "renke-rs-fxjt-n01",
+    },
+    DemoDevice {
+        id: "pm-gate-01",
+        unit: 4,
+        profile: "bolin-pm-meter",
+    },
+    DemoDevice {
+        id: "water-01",
+        unit: 5,
+        profile: "generic-water-probe",
+    },
+    DemoDevice {
+        id: "ph-01",
+        unit: 6,
+        profile: "phg-2091-ph",
+    },
+    DemoDevice {
+        id: "relay-01",
+        unit: 7,
+        profile: "relay-module-8ch",
+    },
 ];
 
 /// Random walks per (device, metric), and the randomness behind them.
@@ -81,7 +109,9 @@ impl Scenario {
                 }
             }
             "temperature" => 9.0 + 6.0 * ((h - 9.0) / 24.0 * std::f64::consts::TAU).sin() + w,
-            "humidity" => (62.0 - 15.0 * ((h - 9.0) / 24.0 * std::f64::consts::TAU).sin() + 5.0 * w).clamp(5.0, 100.0),
+            "humidity" => (62.0 - 15.0 * ((h - 9.0) / 24.0 * std::f64::consts::TAU).sin()
+                + 5.0 * w)
+                .clamp(5.0, 100.0),
             "pressure" => 101.3 + 0.3 * w,
             "wind_speed" => (2.2 + 1.5 * bump(h, 14.0, 3.0) + 1.2 * w).max(0.0),
             "wind_direction" => (135.0 + 120.0 * w).rem_euclid(360.0),
@@ -94,7 +124,9 @@ impl Scenario {
             "ss" => 22.0 + 8.0 * w,
             "turbidity" => 6.0 + 2.0 * w,
             "conductivity" => 480.0 + 40.0 * w,
-            "water_temperature" => 13.0 + 2.0 * ((h - 12.0) / 24.0 * std::f64::consts::TAU).sin() + 0.3 * w,
+            "water_temperature" => {
+                13.0 + 2.0 * ((h - 12.0) / 24.0 * std::f64::consts::TAU).sin() + 0.3 * w
+            }
             "sensor_status" => 0.0,
             _ => return None,
         };

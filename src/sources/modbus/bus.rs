@@ -221,8 +221,7 @@ impl BusTask {
             return Err("no connection".to_string());
         };
         ctx.set_slave(Slave(unit));
-        let result = tokio::time::timeout(timeout, request::read(ctx, read))
-        .await;
+        let result = tokio::time::timeout(timeout, request::read(ctx, read)).await;
         self.last_exchange = Some(Instant::now());
         let fault = match result {
             Ok(Ok(Ok(data))) if data.len() >= usize::from(read.count) => return Ok(Ok(data)),
@@ -319,6 +318,9 @@ mod tests {
         assert_eq!(backoff(i, 4), Duration::from_secs(40));
         assert_eq!(backoff(i, 5), Duration::from_secs(60));
         assert_eq!(backoff(i, 500), Duration::from_secs(60));
-        assert_eq!(backoff(Duration::from_secs(300), 3), Duration::from_secs(300));
+        assert_eq!(
+            backoff(Duration::from_secs(300), 3),
+            Duration::from_secs(300)
+        );
     }
 }
