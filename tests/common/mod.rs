@@ -14,6 +14,8 @@
 
 #![allow(dead_code)]
 
+pub mod site;
+
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
