@@ -30,7 +30,7 @@ struct Sims {
     tcp: ModbusSim,
     rtu_over_tcp: ModbusSim,
     _pty: PtyPair,
-    rtu: ModbusSim,
+    _rtu: ModbusSim,
     rtu_path: String,
 }
 
@@ -44,7 +44,7 @@ fn start_sims(spec: &Value) -> Sims {
         tcp,
         rtu_over_tcp,
         _pty: pty,
-        rtu,
+        _rtu: rtu,
         rtu_path,
     }
 }
