@@ -1,0 +1,133 @@
+//! Link faults on real peers: a Modbus device that goes away and comes back, an InfluxDB that
+//! stops and restarts, a database that rejects everything.
+
+mod common;
+
+use std::time::Duration;
+
+use common::site::{Gateway, dust_monitor_unit, influx_v1, latest_by_device};
+use common::{Influx1, ModbusSim, eventually, now_ms, scratch_dir};
+use serde_json::{Value, json};
+
+fn site(output: &str, sim_port: u16) -> String {
+    format!(
+        "[site]\nid = \"faults\"\nhealth_interval = \"1s\"\n\n{output}\n[store]\ndir = \"store\"\n\n[[modbus]]\nname = \"tcp\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{sim_port}\"\ntimeout = \"300ms\"\ninterval = \"1s\"\n\n  [[modbus.device]]\n  id = \"dust-01\"\n  unit = 1\n  profile = \"generic-dust-monitor\"\n  down_after = 2\n"
+    )
+}
+
+fn f(row: Option<&std::collections::BTreeMap<String, Value>>, k: &str) -> Option<f64> {
+    row.and_then(|r| r.get(k)).and_then(Value::as_f64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_loss_and_influxdb_outage_lose_nothing() {
+    let mut influx = Influx1::start();
+    influx.create_db("faults").await;
+    let (spec, _) = dust_monitor_unit(1);
+    let mut sim = ModbusSim::tcp(&json!({ "devices": [spec] }));
+    let dir = scratch_dir("e2e-faults");
+    let mut gw = Gateway::start(&dir, &site(&influx_v1(&influx.url(), "faults"), sim.port()), &[]);
+    gw.wait_started();
+    eventually("first reading", Duration::from_secs(30), || async {
+        let rows = latest_by_device(&influx, "faults", "air", "").await;
+        rows.contains_key("dust-01").then_some(())
+    })
+    .await;
+
+    // The device goes away: the gateway notices, marks it down, and keeps running.
+    sim.stop();
+    eventually("device_up = 0 after the device went away", Duration::from_secs(30), || async {
+        let rows = latest_by_device(&influx, "faults", "gateway", "WHERE component = 'modbus'").await;
+        (f(rows.get("dust-01"), "device_up") == Some(0.0)).then_some(())
+    })
+    .await;
+
+    // It comes back with new values: reconnect, up again, the new values arrive.
+    sim.start_again();
+    let (mut spec, _) = dust_monitor_unit(1);
+    spec["holding"]["1"] = json!(123);
+    sim.update(&json!({ "devices": [spec] }));
+    let back = now_ms();
+    eventually("new pm10 after the device came back", Duration::from_secs(60), || async {
+        let rows = influx
+            .query_rows(
+                "faults",
+                &format!("SELECT pm10 FROM air WHERE device = 'dust-01' AND time > {back}ms ORDER BY time DESC LIMIT 1"),
+            )
+            .await;
+        (rows.first().and_then(|r| r.get(1)).and_then(Value::as_f64) == Some(123.0)).then_some(())
+    })
+    .await;
+    eventually("device_up = 1 again", Duration::from_secs(30), || async {
+        let rows = latest_by_device(&influx, "faults", "gateway", "WHERE component = 'modbus'").await;
+        (f(rows.get("dust-01"), "device_up") == Some(1.0)).then_some(())
+    })
+    .await;
+
+    // InfluxDB goes away for a while: readings are held and arrive when it is back.
+    let outage_start = now_ms();
+    influx.stop();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let outage_end = now_ms();
+    influx.start_again();
+    let during = eventually("readings taken during the outage", Duration::from_secs(60), || async {
+        let rows = influx
+            .query_rows(
+                "faults",
+                &format!(
+                    "SELECT count(pm10) FROM air WHERE device = 'dust-01' AND time > {outage_start}ms AND time < {outage_end}ms"
+                ),
+            )
+            .await;
+        let n = rows.first().and_then(|r| r.get(1)).and_then(Value::as_f64).unwrap_or(0.0);
+        (n >= 4.0).then_some(n)
+    })
+    .await;
+    assert!(during <= 6.0, "one reading per second during a 5 s outage, got {during}");
+    let writer = eventually("writer health after the outage", Duration::from_secs(30), || async {
+        let rows = latest_by_device(&influx, "faults", "gateway", "WHERE component = 'writer'").await;
+        let w = rows.get("dustgate").cloned()?;
+        (f(Some(&w), "retries") >= Some(1.0) && f(Some(&w), "uplink_lag_s") < Some(3.0)).then_some(w)
+    })
+    .await;
+    assert_eq!(f(Some(&writer), "dropped_points"), Some(0.0));
+    assert_eq!(f(Some(&writer), "dead_letter_points"), Some(0.0));
+
+    gw.proc.stop();
+    let log = gw.log();
+    for needle in [
+        "device down",
+        "device up",
+        "write failed; holding points and retrying",
+        "writes succeed again",
+    ] {
+        assert!(log.contains(needle), "log lacks {needle:?}:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_batches_go_to_the_dead_letter_file() {
+    let influx = Influx1::start();
+    // The database does not exist: InfluxDB answers 404 to every write.
+    let (spec, _) = dust_monitor_unit(1);
+    let sim = ModbusSim::tcp(&json!({ "devices": [spec] }));
+    let dir = scratch_dir("e2e-dead-letter");
+    let mut gw = Gateway::start(&dir, &site(&influx_v1(&influx.url(), "nowhere"), sim.port()), &[]);
+    gw.wait_started();
+    let dl_dir = dir.join("store").join("dead-letter");
+    let text = eventually("a dead-letter file with readings", Duration::from_secs(30), || async {
+        let entries = std::fs::read_dir(&dl_dir).ok()?;
+        let mut all = String::new();
+        for e in entries.flatten() {
+            all.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+        all.contains("air,device=dust-01,site=faults pm25=35,pm10=80,tsp=136,noise=65.2,temperature=-3.5,humidity=60.9,pressure=101.32,wind_speed=2.3,wind_direction=270 ")
+            .then_some(all)
+    })
+    .await;
+    assert!(text.lines().any(|l| l.starts_with('#') && l.contains("HTTP 404") && l.contains("database not found")), "{text}");
+    assert!(gw.proc.is_running(), "the gateway keeps running");
+    gw.proc.stop();
+    assert!(gw.log().contains("set aside in the dead-letter file"));
+    drop(sim);
+}
