@@ -26,7 +26,11 @@ async fn device_loss_and_influxdb_outage_lose_nothing() {
     let (spec, _) = dust_monitor_unit(1);
     let mut sim = ModbusSim::tcp(&json!({ "devices": [spec] }));
     let dir = scratch_dir("e2e-faults");
-    let mut gw = Gateway::start(&dir, &site(&influx_v1(&influx.url(), "faults"), sim.port()), &[]);
+    let mut gw = Gateway::start(
+        &dir,
+        &site(&influx_v1(&influx.url(), "faults"), sim.port()),
+        &[],
+    );
     gw.wait_started();
     eventually("first reading", Duration::from_secs(30), || async {
         let rows = latest_by_device(&influx, "faults", "air", "").await;
@@ -36,10 +40,15 @@ async fn device_loss_and_influxdb_outage_lose_nothing() {
 
     // The device goes away: the gateway notices, marks it down, and keeps running.
     sim.stop();
-    eventually("device_up = 0 after the device went away", Duration::from_secs(30), || async {
-        let rows = latest_by_device(&influx, "faults", "gateway", "WHERE component = 'modbus'").await;
-        (f(rows.get("dust-01"), "device_up") == Some(0.0)).then_some(())
-    })
+    eventually(
+        "device_up = 0 after the device went away",
+        Duration::from_secs(30),
+        || async {
+            let rows =
+                latest_by_device(&influx, "faults", "gateway", "WHERE component = 'modbus'").await;
+            (f(rows.get("dust-01"), "device_up") == Some(0.0)).then_some(())
+        },
+    )
     .await;
 
     // It comes back with new values: reconnect, up again, the new values arrive.
@@ -59,7 +68,8 @@ async fn device_loss_and_influxdb_outage_lose_nothing() {
     })
     .await;
     eventually("device_up = 1 again", Duration::from_secs(30), || async {
-        let rows = latest_by_device(&influx, "faults", "gateway", "WHERE component = 'modbus'").await;
+        let rows =
+            latest_by_device(&influx, "faults", "gateway", "WHERE component = 'modbus'").await;
         (f(rows.get("dust-01"), "device_up") == Some(1.0)).then_some(())
     })
     .await;
@@ -83,12 +93,21 @@ async fn device_loss_and_influxdb_outage_lose_nothing() {
         (n >= 4.0).then_some(n)
     })
     .await;
-    assert!(during <= 6.0, "one reading per second during a 5 s outage, got {during}");
-    let writer = eventually("writer health after the outage", Duration::from_secs(30), || async {
-        let rows = latest_by_device(&influx, "faults", "gateway", "WHERE component = 'writer'").await;
-        let w = rows.get("dustgate").cloned()?;
-        (f(Some(&w), "retries") >= Some(1.0) && f(Some(&w), "uplink_lag_s") < Some(3.0)).then_some(w)
-    })
+    assert!(
+        during <= 6.0,
+        "one reading per second during a 5 s outage, got {during}"
+    );
+    let writer = eventually(
+        "writer health after the outage",
+        Duration::from_secs(30),
+        || async {
+            let rows =
+                latest_by_device(&influx, "faults", "gateway", "WHERE component = 'writer'").await;
+            let w = rows.get("dustgate").cloned()?;
+            (f(Some(&w), "retries") >= Some(1.0) && f(Some(&w), "uplink_lag_s") < Some(3.0))
+                .then_some(w)
+        },
+    )
     .await;
     assert_eq!(f(Some(&writer), "dropped_points"), Some(0.0));
     assert_eq!(f(Some(&writer), "dead_letter_points"), Some(0.0));
@@ -112,7 +131,11 @@ async fn rejected_batches_go_to_the_dead_letter_file() {
     let (spec, _) = dust_monitor_unit(1);
     let sim = ModbusSim::tcp(&json!({ "devices": [spec] }));
     let dir = scratch_dir("e2e-dead-letter");
-    let mut gw = Gateway::start(&dir, &site(&influx_v1(&influx.url(), "nowhere"), sim.port()), &[]);
+    let mut gw = Gateway::start(
+        &dir,
+        &site(&influx_v1(&influx.url(), "nowhere"), sim.port()),
+        &[],
+    );
     gw.wait_started();
     let dl_dir = dir.join("store").join("dead-letter");
     let text = eventually("a dead-letter file with readings", Duration::from_secs(30), || async {
@@ -125,7 +148,12 @@ async fn rejected_batches_go_to_the_dead_letter_file() {
             .then_some(all)
     })
     .await;
-    assert!(text.lines().any(|l| l.starts_with('#') && l.contains("HTTP 404") && l.contains("database not found")), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with('#')
+            && l.contains("HTTP 404")
+            && l.contains("database not found")),
+        "{text}"
+    );
     assert!(gw.proc.is_running(), "the gateway keeps running");
     gw.proc.stop();
     assert!(gw.log().contains("set aside in the dead-letter file"));

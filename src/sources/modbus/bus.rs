@@ -236,7 +236,7 @@ impl BusTask {
             Ok(Err(e)) => format!("{e}"),
             Err(_) => {
                 self.devices[idx].health.timeouts.fetch_add(1, Relaxed);
-                format!("no reply within {timeout:?}")
+                format!("no valid reply within {timeout:?}")
             }
         };
         // Never reuse a connection after a fault: a late reply could be read as the next answer.

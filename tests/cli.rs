@@ -1,0 +1,225 @@
+//! The command line as a site engineer meets it: `check` on good and bad files, `probe`
+//! against a real (pymodbus) device, and `demo` into files and into InfluxDB.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::site::{Gateway, dust_monitor_unit, latest_by_device, write_site};
+use common::{Influx1, ModbusSim, eventually, repo_root, scratch_dir};
+use serde_json::json;
+
+fn dustgate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(Gateway::binary())
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("run dustgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_prints_the_poll_plan_of_the_example() {
+    let (code, out, err) = dustgate(&["check", "--config", "examples/site.toml"]);
+    assert_eq!(code, 0, "stderr: {err}");
+    for needle in [
+        "examples/site.toml is valid.",
+        "bus gate-rs485: RTU /dev/ttyUSB0 9600 8N1",
+        "FC03 holding 0..8 (9 registers): pm25 [µg/m³], pm10 [µg/m³]",
+        "FC01 coil 0..7 (8 bits): fog_cannon_on [0/1]",
+        "bus tank-serial-server: RTU over TCP 192.168.10.20:8899",
+        "FC03 holding 9728..9731 = 0x2600..0x2603 (4 registers): water_temperature [°C], ph",
+        "plan: 2 bus(es), 6 device(s), 6 request(s) per cycle",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn check_reports_every_problem_at_once_with_positions() {
+    let dir = scratch_dir("check-bad");
+    let profile = "description = \"x\"\nsource = \"y\"\nconfidence = \"U\"\n[[register]]\nmetric = \"pm10\"\ntable = \"holding\"\naddress = 0\ntype = \"u32\"\n[[register]]\nmetric = \"pm25\"\ntable = \"holding\"\naddress = 1\ntype = \"u16\"\n";
+    let site = r#"[site]
+id = "s1"
+timezone = "Asia/Shangai"
+[influx]
+url = "http://127.0.0.1:8086"
+api = "v1"
+database = "dust"
+token = "abc"
+batch_size = "many"
+[[modbus]]
+name = "a"
+transport = "rtu"
+path = "/dev/ttyUSB0"
+intervall = "5s"
+  [[modbus.device]]
+  id = "d1"
+  unit = 300
+  profile = "generic-dust-monitor"
+  [[modbus.device]]
+  id = "d1"
+  unit = 2
+  profile = "no-such-thing"
+  [[modbus.device]]
+  id = "d3"
+  unit = 2
+  profile = "my-meter"
+"#;
+    let config = write_site(&dir, site, &[("my-meter", profile.to_string())]);
+    let path = config.display().to_string();
+    let (code, out, err) = dustgate(&["check", "--config", &path]);
+    assert_eq!(code, 1, "stdout: {out}");
+    let prof = dir
+        .join("devices")
+        .join("my-meter.toml")
+        .display()
+        .to_string();
+    let expected = [
+        format!("{prof}:9:1: register[1].address: registers overlap"),
+        format!("{path}:3:12: site.timezone: unknown time zone \"Asia/Shangai\""),
+        format!("{path}:8:9: influx.token: secrets never go in the config file"),
+        format!("{path}:9:14: influx.batch_size: expected an integer, found a string"),
+        format!(
+            "{path}:14:1: modbus[0].intervall: unknown key `intervall`; did you mean `interval`?"
+        ),
+        format!("{path}:17:10: modbus[0].device[0].unit: unit 300 is out of range"),
+        format!("{path}:20:8: modbus[0].device[1].id: device id \"d1\" is already used at line 16"),
+        format!("{path}:22:13: modbus[0].device[1].profile: no device profile \"no-such-thing\""),
+        format!("{path}:25:10: modbus[0].device[2].unit: unit 2 is already used by device \"d1\""),
+        format!("{path}:26:13: modbus[0].device[2].profile: profile \"my-meter\" has errors"),
+    ];
+    for e in &expected {
+        assert!(err.contains(e.as_str()), "missing\n  {e}\nin:\n{err}");
+    }
+    assert!(
+        err.contains(&format!("{} problems found", expected.len())),
+        "{err}"
+    );
+}
+
+#[test]
+fn probe_reads_a_device_with_its_profile_and_raw() {
+    let (spec, _) = dust_monitor_unit(1);
+    let sim = ModbusSim::tcp(&json!({ "devices": [spec] }));
+    let addr = format!("127.0.0.1:{}", sim.port());
+    let (code, out, err) = dustgate(&[
+        "probe",
+        "modbus",
+        "--tcp",
+        &addr,
+        "--unit",
+        "1",
+        "--profile",
+        "generic-dust-monitor",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for needle in [
+        "FC03 holding 0+9: [0]=35 (0x0023) [1]=80 (0x0050)",
+        "pm10                   80 µg/m³",
+        "temperature            -3.5 °C",
+        "pressure               101.32 kPa",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    let (code, out, _) = dustgate(&[
+        "probe",
+        "modbus",
+        "--tcp",
+        &addr,
+        "--unit",
+        "1",
+        "--raw",
+        "holding:0x3:2",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("[3]=652 (0x028C) [4]=65501 (0xFFDD)"), "{out}");
+    // A read of registers the device does not have: the exception is shown, exit 1.
+    let (code, out, _) = dustgate(&[
+        "probe",
+        "modbus",
+        "--tcp",
+        &addr,
+        "--unit",
+        "1",
+        "--raw",
+        "holding:500:1",
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("exception"), "{out}");
+}
+
+#[test]
+fn demo_writes_line_protocol_files() {
+    let dir = scratch_dir("demo-files");
+    let store = dir.display().to_string();
+    let (code, out, err) = dustgate(&[
+        "demo",
+        "--duration",
+        "7s",
+        "--interval",
+        "1s",
+        "--store",
+        &store,
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("7 simulated devices"), "{out}");
+    assert!(out.contains("devices up 7/7"), "{out}");
+    let series = dir.join("series");
+    let text: String = std::fs::read_dir(&series)
+        .expect("series dir")
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    for needle in [
+        "air,device=dust-01,",
+        "water,device=water-01,",
+        "equipment,device=relay-01,",
+        "gateway,",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in the demo's files");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_fills_influxdb() {
+    let influx = Influx1::start();
+    let url = influx.url();
+    let store = scratch_dir("demo-influx").display().to_string();
+    let child = tokio::task::spawn_blocking(move || {
+        dustgate(&[
+            "demo",
+            "--duration",
+            "6s",
+            "--interval",
+            "1s",
+            "--store",
+            &store,
+            "--influx-url",
+            &url,
+            "--influx-db",
+            "demo",
+        ])
+    });
+    let rows = eventually("demo rows in InfluxDB", Duration::from_secs(30), || async {
+        let dbs = influx.query_rows("", "SHOW DATABASES").await;
+        if !dbs.iter().any(|r| r.first() == Some(&json!("demo"))) {
+            return None;
+        }
+        let rows = latest_by_device(&influx, "demo", "air", "").await;
+        (rows.len() >= 4).then_some(rows)
+    })
+    .await;
+    assert!(
+        rows.contains_key("dust-01") && rows.contains_key("wind-speed-01"),
+        "{rows:?}"
+    );
+    let (code, out, err) = child.await.expect("demo thread");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("0 set aside as rejected"), "{out}");
+}
