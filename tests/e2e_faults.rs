@@ -159,3 +159,56 @@ async fn rejected_batches_go_to_the_dead_letter_file() {
     assert!(gw.log().contains("set aside in the dead-letter file"));
     drop(sim);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_over_the_servers_body_limit_are_split_and_all_arrive() {
+    // InfluxDB refuses bodies over 4000 bytes with 413; the gateway's batches are bigger.
+    let influx = Influx1::start_with("  max-body-size = 4000");
+    influx.create_db("split").await;
+    let at = common::site::all_types();
+    let sim =
+        ModbusSim::tcp(&json!({ "devices": [at.unit_spec(1), at.unit_spec(2), at.unit_spec(3)] }));
+    let toml = format!(
+        "[site]\nid = \"split\"\nhealth_interval = \"1s\"\n\n[influx]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"split\"\ngzip = false\nflush_interval = \"3s\"\n\n[store]\ndir = \"store\"\n\n[[modbus]]\nname = \"tcp\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{}\"\ninterval = \"500ms\"\n{}",
+        influx.url(),
+        sim.port(),
+        (1..=3)
+            .map(|u| format!(
+                "\n  [[modbus.device]]\n  id = \"d{u}\"\n  unit = {u}\n  profile = \"all-types\"\n"
+            ))
+            .collect::<String>()
+    );
+    let dir = scratch_dir("e2e-split");
+    let mut gw = Gateway::start(&dir, &toml, &[("all-types", at.profile.clone())]);
+    gw.wait_started();
+    gw.wait_log(
+        "413 payload too large: splitting the batch",
+        Duration::from_secs(30),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A graceful stop flushes everything, including a last health point with the poll counts.
+    gw.proc.stop();
+    let health = latest_by_device(&influx, "split", "gateway", "WHERE component = 'modbus'").await;
+    for d in ["d1", "d2", "d3"] {
+        let polls = f(health.get(d), "polls").unwrap_or(0.0);
+        let rows = influx
+            .query_rows(
+                "split",
+                &format!("SELECT count(u16_abcd) FROM e2e WHERE device = '{d}'"),
+            )
+            .await;
+        let stored = rows
+            .first()
+            .and_then(|r| r.get(1))
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        assert!(polls >= 5.0, "{d}: {polls} polls");
+        assert_eq!(
+            stored, polls,
+            "{d}: every poll is stored once the batches are split"
+        );
+    }
+    let writer = latest_by_device(&influx, "split", "gateway", "WHERE component = 'writer'").await;
+    assert_eq!(f(writer.get("dustgate"), "dead_letter_points"), Some(0.0));
+    drop(sim);
+}

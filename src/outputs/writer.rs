@@ -265,6 +265,205 @@ fn split_point(part: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outputs::queue::MemoryQueue;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    /// A sink that answers from a script and records what it was sent: a unit test of the
+    /// writer's state machine (the integration tests use a real InfluxDB).
+    struct Script {
+        answers: VecDeque<SendOutcome>,
+        sent: Arc<Mutex<Vec<(tokio::time::Instant, String)>>>,
+    }
+
+    impl Sink for Script {
+        async fn send(&mut self, body: &[u8]) -> SendOutcome {
+            self.sent.lock().unwrap().push((
+                tokio::time::Instant::now(),
+                String::from_utf8_lossy(body).into_owned(),
+            ));
+            self.answers.pop_front().unwrap_or(SendOutcome::Accepted)
+        }
+        fn describe(&self) -> String {
+            "script".into()
+        }
+    }
+
+    struct Run {
+        sent: Vec<(tokio::time::Instant, String)>,
+        health: Arc<Health>,
+        dead_letter: String,
+        left: u64,
+    }
+
+    /// Queues `lines` (one chunk each), runs the writer until the queue is empty, stops it.
+    async fn run(lines: &[&str], answers: Vec<SendOutcome>) -> Run {
+        let queue: Arc<dyn PointQueue> = Arc::new(MemoryQueue::new(1 << 20, 100));
+        for l in lines {
+            queue.append(format!("{l}\n").into_bytes(), 1);
+        }
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let dir = std::env::temp_dir().join(format!(
+            "dustgate-writer-test-{}-{}",
+            std::process::id(),
+            crate::rand::Jitter::new().next_f64().to_bits()
+        ));
+        let health = Arc::new(Health::default());
+        let w = Writer::new(
+            queue.clone(),
+            Script {
+                answers: answers.into(),
+                sent: sent.clone(),
+            },
+            WriterOptions {
+                batch_size: 100,
+                flush_interval: Duration::from_millis(100),
+                retry_max: Duration::from_secs(30),
+                shutdown_grace: Duration::from_secs(1),
+            },
+            DeadLetter::new(dir.clone(), "influx"),
+            health.clone(),
+        );
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(w.run(rx));
+        for _ in 0..10_000 {
+            if queue.depth().points == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = stop.send(true);
+        task.await.unwrap();
+        let dead_letter = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        let sent = sent.lock().unwrap().clone();
+        Run {
+            sent,
+            health,
+            dead_letter,
+            left: queue.depth().points,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_and_the_batch_resent() {
+        let r = run(
+            &["a 1", "b 2"],
+            vec![SendOutcome::Retry {
+                after: Some(Duration::from_secs(7)),
+                reason: "HTTP 503".into(),
+            }],
+        )
+        .await;
+        assert_eq!(r.sent.len(), 2);
+        assert_eq!(r.sent[0].1, "a 1\nb 2\n");
+        assert_eq!(r.sent[1].1, r.sent[0].1);
+        assert!(r.sent[1].0 - r.sent[0].0 >= Duration::from_secs(7));
+        assert_eq!(r.left, 0);
+        assert_eq!(r.health.writer.retries.load(Relaxed), 1);
+        assert_eq!(r.health.writer.written_points.load(Relaxed), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_grows_while_failing() {
+        let fail = || SendOutcome::Retry {
+            after: None,
+            reason: "connection refused".into(),
+        };
+        let r = run(&["a 1"], vec![fail(), fail(), fail(), fail()]).await;
+        assert_eq!(r.sent.len(), 5);
+        let gaps: Vec<Duration> = r.sent.windows(2).map(|w| w[1].0 - w[0].0).collect();
+        // 500 ms doubling, jittered into [half, full].
+        for (i, g) in gaps.iter().enumerate() {
+            let full = Duration::from_millis(500 * (1 << i));
+            assert!(*g >= full / 2 && *g <= full, "gap {i}: {g:?}");
+        }
+        assert_eq!(r.left, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn too_large_splits_until_parts_fit_and_a_lone_line_is_set_aside() {
+        use SendOutcome::*;
+        let r = run(
+            &["l1 1", "l2 2", "l3 3", "l4 4"],
+            vec![TooLarge, Accepted, TooLarge, Accepted, TooLarge],
+        )
+        .await;
+        let bodies: Vec<&str> = r.sent.iter().map(|(_, b)| b.as_str()).collect();
+        assert_eq!(
+            bodies,
+            [
+                "l1 1\nl2 2\nl3 3\nl4 4\n",
+                "l1 1\nl2 2\n",
+                "l3 3\nl4 4\n",
+                "l3 3\n",
+                "l4 4\n"
+            ]
+        );
+        assert_eq!(r.left, 0);
+        assert_eq!(r.health.writer.written_points.load(Relaxed), 3);
+        assert_eq!(r.health.writer.dead_letter_points.load(Relaxed), 1);
+        assert!(
+            r.dead_letter.contains("413") && r.dead_letter.ends_with("l4 4\n"),
+            "{}",
+            r.dead_letter
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_inside_a_split_resends_only_what_is_owed() {
+        use SendOutcome::*;
+        let r = run(
+            &["l1 1", "l2 2", "l3 3", "l4 4"],
+            vec![
+                TooLarge,
+                Accepted,
+                Retry {
+                    after: Some(Duration::from_secs(1)),
+                    reason: "HTTP 500".into(),
+                },
+                Accepted,
+            ],
+        )
+        .await;
+        let bodies: Vec<&str> = r.sent.iter().map(|(_, b)| b.as_str()).collect();
+        assert_eq!(
+            bodies,
+            [
+                "l1 1\nl2 2\nl3 3\nl4 4\n",
+                "l1 1\nl2 2\n",
+                "l3 3\nl4 4\n",
+                "l3 3\nl4 4\n"
+            ]
+        );
+        assert_eq!(r.health.writer.written_points.load(Relaxed), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_rejection_is_set_aside_and_the_next_batch_goes() {
+        let r = run(
+            &["x 1"],
+            vec![SendOutcome::Rejected {
+                status: 400,
+                reason: "HTTP 400: field type conflict".into(),
+            }],
+        )
+        .await;
+        assert_eq!(r.left, 0);
+        assert!(
+            r.dead_letter
+                .contains("rejected: HTTP 400: field type conflict\nx 1\n"),
+            "{}",
+            r.dead_letter
+        );
+        assert_eq!(r.health.writer.dead_letter_points.load(Relaxed), 1);
+    }
 
     #[test]
     fn splits_at_line_boundaries() {

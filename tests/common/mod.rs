@@ -563,6 +563,12 @@ impl Influx1 {
 
     /// Starts influxd and waits for `/ping` to answer 204.
     pub fn start() -> Influx1 {
+        Self::start_with("")
+    }
+
+    /// Like [`Influx1::start`], with extra lines for the `[http]` section of the config
+    /// (e.g. `max-body-size = 3000`).
+    pub fn start_with(http_extra: &str) -> Influx1 {
         let influxd = require_program("influxd", Self::MISSING);
         let dir = scratch_dir("influx1");
         let (proc, (http_port, rpc_port)) = spawn_server_with_retry(
@@ -570,7 +576,7 @@ impl Influx1 {
             || {
                 let http_port = free_port();
                 let rpc_port = free_port();
-                let config = Self::write_config(&dir, http_port, rpc_port);
+                let config = Self::write_config(&dir, http_port, rpc_port, http_extra);
                 let config = path_str(&config);
                 let proc = Proc::spawn("influxd", &dir, &influxd, ["-config", config.as_str()]);
                 (proc, (http_port, rpc_port))
@@ -586,7 +592,7 @@ impl Influx1 {
         }
     }
 
-    fn write_config(dir: &Path, http_port: u16, rpc_port: u16) -> PathBuf {
+    fn write_config(dir: &Path, http_port: u16, rpc_port: u16, http_extra: &str) -> PathBuf {
         let sub = |name: &str| {
             let path = dir.join(name);
             fs::create_dir_all(&path).expect("create influx data dir");
@@ -612,6 +618,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   auth-enabled = false
   log-enabled = false
   pprof-enabled = false
+{http_extra}
 
 [monitor]
   store-enabled = false
