@@ -593,6 +593,12 @@ impl Influx1 {
     }
 
     fn write_config(dir: &Path, http_port: u16, rpc_port: u16, http_extra: &str) -> PathBuf {
+        // `http_extra` may turn authentication on; the key must then appear only once.
+        let auth = if http_extra.contains("auth-enabled") {
+            ""
+        } else {
+            "  auth-enabled = false"
+        };
         let sub = |name: &str| {
             let path = dir.join(name);
             fs::create_dir_all(&path).expect("create influx data dir");
@@ -615,7 +621,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 [http]
   enabled = true
   bind-address = "127.0.0.1:{http_port}"
-  auth-enabled = false
+{auth}
   log-enabled = false
   pprof-enabled = false
 {http_extra}
