@@ -35,6 +35,7 @@ pub struct Gateway {
     /// Where points are written, for people.
     pub destination: String,
     sources_stop: watch::Sender<bool>,
+    reporter_stop: watch::Sender<bool>,
     writer_stop: watch::Sender<bool>,
     sources: Vec<JoinHandle<()>>,
     pipeline: JoinHandle<()>,
@@ -55,6 +56,7 @@ impl Gateway {
             Arc::new(MemoryQueue::new(cfg.store.memory_max, batch_size));
         let (sources_stop, sources_rx) = watch::channel(false);
         let (writer_stop, writer_rx) = watch::channel(false);
+        let (reporter_stop, reporter_rx) = watch::channel(false);
 
         let dead_letter = DeadLetter::new(cfg.store.dir.join("dead-letter"), "influx");
         let (writer, destination) = match &cfg.influx {
@@ -108,7 +110,7 @@ impl Gateway {
             cfg.site.health_interval,
             health.clone(),
             queue.clone(),
-            sources_rx,
+            reporter_rx,
         ));
         info!(site = %cfg.site.id, buses = cfg.buses.len(), destination = %destination, "gateway started");
         Ok(Gateway {
@@ -116,6 +118,7 @@ impl Gateway {
             queue,
             destination,
             sources_stop,
+            reporter_stop,
             writer_stop,
             sources,
             pipeline,
@@ -124,14 +127,16 @@ impl Gateway {
         })
     }
 
-    /// Stops the sources, lets the pipeline empty, writes a last health snapshot, then lets
-    /// the writer deliver what is queued (within its grace period).
+    /// Stops the sources, lets the pipeline empty, writes a last health snapshot (so its
+    /// counts match what was read), then lets the writer deliver what is queued (within its
+    /// grace period).
     pub async fn stop(self) {
         let _ = self.sources_stop.send(true);
         for s in self.sources {
             let _ = s.await;
         }
         let _ = self.pipeline.await;
+        let _ = self.reporter_stop.send(true);
         let _ = self.reporter.await;
         let _ = self.writer_stop.send(true);
         let _ = self.writer.await;

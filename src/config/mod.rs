@@ -58,3 +58,92 @@ pub fn load_from(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn errors(text: &str) -> String {
+        let file = SourceFile::new("t.toml", None, text.to_string());
+        let mut profiles = ProfileLoader::new(vec![]);
+        match load_from(&file, &PathBuf::from("t.toml"), &mut profiles) {
+            Ok(_) => String::new(),
+            Err(d) => d.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_minimal_site_loads_with_defaults() {
+        let file = SourceFile::new("t.toml", None, "[site]\nid = \"s\"\n".to_string());
+        let c = load_from(
+            &file,
+            &PathBuf::from("/etc/dg/t.toml"),
+            &mut ProfileLoader::new(vec![]),
+        )
+        .unwrap();
+        assert_eq!(c.site.timezone_name, "Asia/Shanghai");
+        assert!(c.influx.is_none());
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.store.dir, PathBuf::from("/var/lib/dustgate"));
+    }
+
+    #[test]
+    fn v2_needs_org_bucket_and_a_token_named_not_written() {
+        let e = errors("[site]\nid = \"s\"\n[influx]\nurl = \"http://x:8086\"\n");
+        assert!(
+            e.contains("t.toml:3:1: influx.token_env: api = \"v2\" needs a token"),
+            "{e}"
+        );
+        assert!(e.contains("influx.org: api = \"v2\" needs `org`"), "{e}");
+        assert!(
+            e.contains("influx.bucket: api = \"v2\" needs `bucket`"),
+            "{e}"
+        );
+        let e = errors("[site]\nid = \"s\"\n[influx]\nurl = \"ftp://x\"\napi = \"v3\"\n");
+        assert!(
+            e.contains("t.toml:4:7: influx.url: \"ftp://x\" is not an http:// or https:// URL"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:5:7: influx.api: unknown api \"v3\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn durations_and_transports_are_checked() {
+        let e = errors(
+            "[site]\nid = \"s\"\n[[modbus]]\nname = \"b\"\ntransport = \"tcp\"\naddress = \"10.0.0.1\"\ninterval = \"100000h\"\nbaud = 9600\n",
+        );
+        assert!(
+            e.contains("t.toml:6:11: modbus[0].address: \"10.0.0.1\" is not host:port"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:7:12: modbus[0].interval: must be at most 24h"),
+            "{e}"
+        );
+        assert!(
+            e.contains("modbus[0].baud: `baud` is for transport = \"rtu\""),
+            "{e}"
+        );
+        let e = errors("[site]\nid = \"s\"\n[[modbus]]\nname = \"b\"\ntransport = \"serial\"\n");
+        assert!(
+            e.contains("t.toml:5:13: modbus[0].transport: unknown transport \"serial\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn reserved_tags_and_syntax_errors() {
+        let e = errors("[site]\nid = \"s\"\ntags = { site = \"x\" }\n");
+        assert!(
+            e.contains("site.tags.site: tag \"site\" is set by dustgate itself"),
+            "{e}"
+        );
+        let e = errors("[site]\nid = \"s\"\nname = \"unterminated\n");
+        assert!(e.contains("t.toml:3:"), "{e}");
+        assert!(e.contains("TOML syntax"), "{e}");
+    }
+}

@@ -148,10 +148,17 @@ pub fn validate(
     })
 }
 
+/// Longest duration any setting takes: longer ones are typos (and would overflow timers).
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 fn positive(cx: &mut Cx<'_>, d: Option<Sp<Duration>>, key: &str) -> Option<Duration> {
     let d = d?;
     if d.value.is_zero() {
         cx.error(&d.span, key, "must be longer than zero");
+        return None;
+    }
+    if d.value > MAX_DURATION {
+        cx.error(&d.span, key, "must be at most 24h");
         return None;
     }
     Some(d.value)
@@ -390,14 +397,15 @@ fn bus(
     let is_rtu_framing = !matches!(transport, Some(Transport::Tcp { .. }));
     let timeout = positive(cx, b.timeout, &key("timeout")).unwrap_or(Duration::from_secs(1));
     let interval = positive(cx, b.interval, &key("interval")).unwrap_or(Duration::from_secs(10));
-    let request_gap = b.request_gap.map_or(
-        if is_rtu_framing {
-            Duration::from_millis(20)
-        } else {
+    let request_gap = match b.request_gap {
+        Some(g) if g.value > Duration::from_secs(10) => {
+            cx.error(&g.span, &key("request_gap"), "must be at most 10s");
             Duration::ZERO
-        },
-        |g| g.value,
-    );
+        }
+        Some(g) => g.value,
+        None if is_rtu_framing => Duration::from_millis(20),
+        None => Duration::ZERO,
+    };
     let bus_max_read = b
         .max_read
         .as_ref()
