@@ -63,13 +63,15 @@ impl Bank {
             .and_then(|r| r.bits.get(&(table, address)).copied())
     }
 
-    fn words(
+    /// Reads `count` values of one table; an address the unit does not have is exception 2.
+    fn read<T: Copy>(
         &self,
         unit: u8,
+        map: impl Fn(&Regs) -> &BTreeMap<(Table, u16), T>,
         table: Table,
         start: u16,
         count: u16,
-    ) -> Result<Vec<u16>, ExceptionCode> {
+    ) -> Result<Vec<T>, ExceptionCode> {
         let units = self.units();
         let regs = units.get(&unit).ok_or(ExceptionCode::GatewayTargetDevice)?;
         (0..count)
@@ -77,7 +79,7 @@ impl Bank {
                 let a = start
                     .checked_add(i)
                     .ok_or(ExceptionCode::IllegalDataAddress)?;
-                regs.words
+                map(regs)
                     .get(&(table, a))
                     .copied()
                     .ok_or(ExceptionCode::IllegalDataAddress)
@@ -85,84 +87,62 @@ impl Bank {
             .collect()
     }
 
-    fn bits(
+    /// Writes values of one table; only addresses the unit has can be written.
+    fn write<T: Copy>(
         &self,
         unit: u8,
+        map: impl Fn(&mut Regs) -> &mut BTreeMap<(Table, u16), T>,
         table: Table,
         start: u16,
-        count: u16,
-    ) -> Result<Vec<bool>, ExceptionCode> {
-        let units = self.units();
-        let regs = units.get(&unit).ok_or(ExceptionCode::GatewayTargetDevice)?;
-        (0..count)
-            .map(|i| {
-                let a = start
-                    .checked_add(i)
-                    .ok_or(ExceptionCode::IllegalDataAddress)?;
-                regs.bits
-                    .get(&(table, a))
-                    .copied()
-                    .ok_or(ExceptionCode::IllegalDataAddress)
-            })
-            .collect()
-    }
-
-    fn write_bits(&self, unit: u8, start: u16, values: &[bool]) -> Result<(), ExceptionCode> {
+        values: &[T],
+    ) -> Result<(), ExceptionCode> {
         let mut units = self.units();
         let regs = units
             .get_mut(&unit)
             .ok_or(ExceptionCode::GatewayTargetDevice)?;
+        let m = map(regs);
         for (i, v) in values.iter().enumerate() {
-            let key = (Table::Coil, start.wrapping_add(i as u16));
-            match regs.bits.get_mut(&key) {
-                Some(b) => *b = *v,
-                None => return Err(ExceptionCode::IllegalDataAddress),
-            }
-        }
-        Ok(())
-    }
-
-    fn write_words(&self, unit: u8, start: u16, values: &[u16]) -> Result<(), ExceptionCode> {
-        let mut units = self.units();
-        let regs = units
-            .get_mut(&unit)
-            .ok_or(ExceptionCode::GatewayTargetDevice)?;
-        for (i, v) in values.iter().enumerate() {
-            let key = (Table::Holding, start.wrapping_add(i as u16));
-            match regs.words.get_mut(&key) {
-                Some(w) => *w = *v,
-                None => return Err(ExceptionCode::IllegalDataAddress),
-            }
+            let a = start
+                .checked_add(i as u16)
+                .ok_or(ExceptionCode::IllegalDataAddress)?;
+            *m.get_mut(&(table, a))
+                .ok_or(ExceptionCode::IllegalDataAddress)? = *v;
         }
         Ok(())
     }
 
     fn answer(&self, unit: u8, req: Request<'_>) -> Result<Response, ExceptionCode> {
         Ok(match req {
-            Request::ReadHoldingRegisters(a, n) => {
-                Response::ReadHoldingRegisters(self.words(unit, Table::Holding, a, n)?)
-            }
+            Request::ReadHoldingRegisters(a, n) => Response::ReadHoldingRegisters(self.read(
+                unit,
+                |r| &r.words,
+                Table::Holding,
+                a,
+                n,
+            )?),
             Request::ReadInputRegisters(a, n) => {
-                Response::ReadInputRegisters(self.words(unit, Table::Input, a, n)?)
+                Response::ReadInputRegisters(self.read(unit, |r| &r.words, Table::Input, a, n)?)
             }
-            Request::ReadCoils(a, n) => Response::ReadCoils(self.bits(unit, Table::Coil, a, n)?),
+            Request::ReadCoils(a, n) => {
+                Response::ReadCoils(self.read(unit, |r| &r.bits, Table::Coil, a, n)?)
+            }
             Request::ReadDiscreteInputs(a, n) => {
-                Response::ReadDiscreteInputs(self.bits(unit, Table::Discrete, a, n)?)
+                Response::ReadDiscreteInputs(self.read(unit, |r| &r.bits, Table::Discrete, a, n)?)
             }
             Request::WriteSingleCoil(a, v) => {
-                self.write_bits(unit, a, &[v])?;
+                self.write(unit, |r| &mut r.bits, Table::Coil, a, &[v])?;
                 Response::WriteSingleCoil(a, v)
             }
             Request::WriteMultipleCoils(a, v) => {
-                self.write_bits(unit, a, &v)?;
+                self.write(unit, |r| &mut r.bits, Table::Coil, a, &v)?;
                 Response::WriteMultipleCoils(a, v.len() as u16)
             }
             Request::WriteSingleRegister(a, v) => {
-                self.write_words(unit, a, &[v])?;
+                self.write(unit, |r| &mut r.words, Table::Holding, a, &[v])?;
                 Response::WriteSingleRegister(a, v)
             }
             Request::WriteMultipleRegisters(a, v) => {
-                self.write_words(unit, a, &v)?;
+                self.write(unit, |r| &mut r.words, Table::Holding, a, &v)?;
                 Response::WriteMultipleRegisters(a, v.len() as u16)
             }
             _ => return Err(ExceptionCode::IllegalFunction),
