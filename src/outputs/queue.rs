@@ -107,6 +107,9 @@ impl PointQueue for MemoryQueue {
             appended_ms: crate::model::now_ms(),
             lines,
         });
+        // The writer may be holding a copy of the oldest chunks in a batch it is retrying;
+        // those points are counted as dropped here even if that batch is delivered later, so
+        // the counter errs on the side of too many, never too few.
         let mut dropped_now = 0u64;
         while g.bytes > self.max_bytes && g.chunks.len() > 1 {
             if let Some(old) = g.chunks.pop_front() {
