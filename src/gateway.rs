@@ -1,11 +1,11 @@
-//! Assembles a running gateway from a validated config: bus tasks → pipeline → queue →
+//! Assembles a running gateway from a validated config: sources → pipeline → durable store →
 //! writer, plus the health reporter; and takes it down in the same order, so what was read is
-//! flushed before the writer stops.
+//! committed and flushed before the writer stops.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
@@ -15,30 +15,32 @@ use crate::model::now_ms;
 use crate::outputs::dead_letter::DeadLetter;
 use crate::outputs::files::FileSink;
 use crate::outputs::influx::{InfluxSetupError, InfluxSink};
-use crate::outputs::line_protocol::encode_point;
-use crate::outputs::queue::{MemoryQueue, PointQueue};
+use crate::outputs::queue::PointQueue;
+use crate::outputs::store::{DiskStore, StoreError};
 use crate::outputs::writer::{Writer, WriterOptions};
+use crate::pipeline::Pipeline;
 use crate::sources::modbus::bus::BusTask;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Influx(#[from] InfluxSetupError),
-    #[error("cannot create the store directory {dir}: {source}")]
-    StoreDir { dir: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A running gateway.
 pub struct Gateway {
     pub health: Arc<Health>,
     pub queue: Arc<dyn PointQueue>,
+    pub pipeline: Arc<Pipeline>,
     /// Where points are written, for people.
     pub destination: String,
+    store: Arc<DiskStore>,
     sources_stop: watch::Sender<bool>,
     reporter_stop: watch::Sender<bool>,
     writer_stop: watch::Sender<bool>,
     sources: Vec<JoinHandle<()>>,
-    pipeline: JoinHandle<()>,
     reporter: JoinHandle<()>,
     writer: JoinHandle<()>,
 }
@@ -46,40 +48,46 @@ pub struct Gateway {
 impl Gateway {
     /// Starts every task. Must be called inside a Tokio runtime.
     pub fn start(cfg: &Config) -> Result<Gateway, StartError> {
-        std::fs::create_dir_all(&cfg.store.dir).map_err(|source| StartError::StoreDir {
-            dir: cfg.store.dir.display().to_string(),
-            source,
-        })?;
-        let health = Arc::new(Health::default());
         let batch_size = cfg.influx.as_ref().map_or(5000, |i| i.batch_size);
-        let queue: Arc<dyn PointQueue> =
-            Arc::new(MemoryQueue::new(cfg.store.memory_max, batch_size));
+        // Secrets and URLs are checked before anything opens.
+        let influx = cfg.influx.as_ref().map(InfluxSink::new).transpose()?;
+        let store = Arc::new(DiskStore::open(
+            &cfg.store.dir,
+            cfg.store.max_size,
+            batch_size,
+            cfg.store.commit_interval,
+        )?);
+        let queue: Arc<dyn PointQueue> = store.clone();
+        let health = Arc::new(Health::default());
+        let pipeline = Arc::new(Pipeline::new(queue.clone(), health.clone()));
         let (sources_stop, sources_rx) = watch::channel(false);
         let (writer_stop, writer_rx) = watch::channel(false);
         let (reporter_stop, reporter_rx) = watch::channel(false);
 
         let dead_letter = DeadLetter::new(cfg.store.dir.join("dead-letter"), "influx");
-        let (writer, destination) = match &cfg.influx {
-            Some(icfg) => {
-                let sink = InfluxSink::new(icfg)?;
-                let dest = format!("InfluxDB {}", icfg.url);
+        let grace = Duration::from_secs(10);
+        let (writer, destination) = match (influx, &cfg.influx) {
+            (Some(sink), Some(icfg)) => {
                 let opts = WriterOptions {
                     batch_size: icfg.batch_size,
                     flush_interval: icfg.flush_interval,
                     retry_max: icfg.retry_max,
-                    shutdown_grace: Duration::from_secs(10),
+                    shutdown_grace: grace,
                 };
                 let w = Writer::new(queue.clone(), sink, opts, dead_letter, health.clone());
-                (tokio::spawn(w.run(writer_rx)), dest)
+                (
+                    tokio::spawn(w.run(writer_rx)),
+                    format!("InfluxDB {}", icfg.url),
+                )
             }
-            None => {
+            _ => {
                 let dir = cfg.store.dir.join("series");
                 let sink = FileSink::new(dir.clone(), cfg.site.timezone.clone());
                 let opts = WriterOptions {
-                    batch_size: 5000,
+                    batch_size,
                     flush_interval: Duration::from_secs(1),
                     retry_max: Duration::from_secs(30),
-                    shutdown_grace: Duration::from_secs(10),
+                    shutdown_grace: grace,
                 };
                 let w = Writer::new(queue.clone(), sink, opts, dead_letter, health.clone());
                 (
@@ -89,8 +97,6 @@ impl Gateway {
             }
         };
 
-        let (tx, rx) = mpsc::channel(1024);
-        let pipeline = tokio::spawn(crate::pipeline::run(rx, queue.clone(), health.clone()));
         let mut sources = Vec::new();
         for bus in &cfg.buses {
             let task = BusTask::new(
@@ -98,58 +104,60 @@ impl Gateway {
                 &cfg.site.id,
                 &cfg.site.tags,
                 &health,
-                tx.clone(),
+                pipeline.clone(),
             );
             sources.push(tokio::spawn(task.run(sources_rx.clone())));
         }
-        drop(tx);
 
         let reporter = tokio::spawn(report_health(
             cfg.site.id.clone(),
             cfg.site.tags.clone(),
             cfg.site.health_interval,
             health.clone(),
-            queue.clone(),
+            pipeline.clone(),
             reporter_rx,
         ));
-        info!(site = %cfg.site.id, buses = cfg.buses.len(), destination = %destination, "gateway started");
+        info!(site = %cfg.site.id, buses = cfg.buses.len(), store = %store.path().display(), destination = %destination, "gateway started");
         Ok(Gateway {
             health,
             queue,
+            pipeline,
             destination,
+            store,
             sources_stop,
             reporter_stop,
             writer_stop,
             sources,
-            pipeline,
             reporter,
             writer,
         })
     }
 
-    /// Stops the sources, lets the pipeline empty, writes a last health snapshot (so its
-    /// counts match what was read), then lets the writer deliver what is queued (within its
-    /// grace period).
+    /// Stops the sources (a poll in progress finishes), writes a last health snapshot (so its
+    /// counts match what was read), commits the store, then lets the writer deliver what is
+    /// queued within its grace period. What it cannot deliver stays in the store for the next
+    /// start.
     pub async fn stop(self) {
         let _ = self.sources_stop.send(true);
         for s in self.sources {
             let _ = s.await;
         }
-        let _ = self.pipeline.await;
         let _ = self.reporter_stop.send(true);
         let _ = self.reporter.await;
+        self.store.flush();
         let _ = self.writer_stop.send(true);
         let _ = self.writer.await;
+        self.store.close();
     }
 }
 
-/// Every `interval`, appends `gateway` points and logs one health line; once more at stop.
+/// Every `interval`, stores `gateway` points and logs one health line; once more at stop.
 async fn report_health(
     site_id: String,
     site_tags: Vec<(String, String)>,
     interval: Duration,
     health: Arc<Health>,
-    queue: Arc<dyn PointQueue>,
+    pipeline: Arc<Pipeline>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -160,6 +168,7 @@ async fn report_health(
             _ = tick.tick() => false,
             _ = stop.changed() => true,
         };
+        let queue = pipeline.queue();
         let depth = queue.depth();
         let points = health.snapshot_points(
             &site_id,
@@ -168,12 +177,7 @@ async fn report_health(
             queue.dropped_points(),
             now_ms(),
         );
-        let mut lines = Vec::new();
-        let n = points
-            .iter()
-            .filter(|p| encode_point(p, &mut lines) > 0)
-            .count();
-        queue.append(lines, n);
+        pipeline.points(&points);
         let (up, total) = health.devices_up();
         let w = &health.writer;
         use std::sync::atomic::Ordering::Relaxed;
@@ -183,6 +187,7 @@ async fn report_health(
             readings = health.readings.load(Relaxed),
             written = w.written_points.load(Relaxed),
             queued = depth.points,
+            queued_bytes = depth.bytes,
             dropped = queue.dropped_points(),
             dead_letter = w.dead_letter_points.load(Relaxed),
             "health"

@@ -85,12 +85,11 @@ pub fn describe(cfg: &Config) -> String {
             let _ = writeln!(o, "output     InfluxDB {} ({api})", i.url);
             let _ = writeln!(
                 o,
-                "           batches of {} points or every {:?}, {}, retries up to {:?} apart; while unreachable, up to {} held in memory",
+                "           batches of {} points or every {:?}, {}, retries up to {:?} apart",
                 i.batch_size,
                 i.flush_interval,
                 if i.gzip { "gzip" } else { "uncompressed" },
                 i.retry_max,
-                human_bytes(cfg.store.memory_max)
             );
         }
         None => {
@@ -103,8 +102,10 @@ pub fn describe(cfg: &Config) -> String {
     }
     let _ = writeln!(
         o,
-        "store      {} (dead-letter files for rejected batches)",
-        cfg.store.dir.display()
+        "store      {}: durable queue up to {}, committed every {:?}; dead-letter files for rejected batches",
+        cfg.store.dir.display(),
+        human_bytes(cfg.store.max_size),
+        cfg.store.commit_interval
     );
     if !s.standards.is_empty() {
         let _ = writeln!(

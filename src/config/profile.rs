@@ -346,22 +346,23 @@ pub fn parse_profile(
                 "`bit` selects one bit of a holding or input register and needs type = \"bool\"",
             );
         }
-        if let Some(w) = &writable {
-            if w.value && !matches!(table.value, Table::Coil | Table::Holding) {
-                cx.error(
-                    &w.span,
-                    &key("writable"),
-                    format!(
-                        "only coils and holding registers can be written, not a {} register",
-                        table.value
-                    ),
-                );
-            }
+        if let Some(w) = &writable
+            && w.value
+            && !matches!(table.value, Table::Coil | Table::Holding)
+        {
+            cx.error(
+                &w.span,
+                &key("writable"),
+                format!(
+                    "only coils and holding registers can be written, not a {} register",
+                    table.value
+                ),
+            );
         }
-        if let Some(s) = &scale {
-            if s.value == 0.0 {
-                cx.error(&s.span, &key("scale"), "scale must not be 0");
-            }
+        if let Some(s) = &scale
+            && s.value == 0.0
+        {
+            cx.error(&s.span, &key("scale"), "scale must not be 0");
         }
         let span_regs = Span {
             table: table.value,

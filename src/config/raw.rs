@@ -52,7 +52,7 @@ pub struct RawInflux {
 pub struct RawStore {
     pub dir: Option<Sp<String>>,
     pub max_size: Option<Sp<ByteSize>>,
-    pub memory_max: Option<Sp<ByteSize>>,
+    pub commit_interval: Option<Sp<Duration>>,
 }
 
 #[derive(Debug)]
@@ -160,7 +160,7 @@ pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> RawConfig {
         raw.store = Some(RawStore {
             dir: t.opt(cx, "dir"),
             max_size: t.opt(cx, "max_size"),
-            memory_max: t.opt(cx, "memory_max"),
+            commit_interval: t.opt(cx, "commit_interval"),
         });
         t.finish(cx);
     }

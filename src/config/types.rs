@@ -94,9 +94,10 @@ pub struct InfluxConfig {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub dir: PathBuf,
+    /// Bound of the queued line protocol on disk; past it the oldest points go, counted.
     pub max_size: u64,
-    /// Bound of the in-memory buffer that holds points while InfluxDB is unreachable.
-    pub memory_max: u64,
+    /// How often appends are committed to disk as a group (and MQTT messages acknowledged).
+    pub commit_interval: Duration,
 }
 
 #[derive(Debug, Clone)]

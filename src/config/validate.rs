@@ -81,17 +81,37 @@ pub fn validate(
     let influx = raw.influx.and_then(|i| influx(cx, i, base));
 
     let store = {
-        let (dir, max_size, memory_max) = match raw.store {
-            Some(s) => (s.dir, s.max_size, s.memory_max),
+        let (dir, max_size, commit_interval) = match raw.store {
+            Some(s) => (s.dir, s.max_size, s.commit_interval),
             None => (None, None, None),
+        };
+        let max_size = match max_size {
+            Some(m) if m.value.0 < (1 << 20) => {
+                cx.error(&m.span, "store.max_size", "must be at least 1MiB");
+                1 << 20
+            }
+            Some(m) => m.value.0,
+            None => 2 << 30,
+        };
+        let commit_interval = match commit_interval {
+            Some(c) if c.value.is_zero() || c.value > Duration::from_secs(1) => {
+                cx.error(
+                    &c.span,
+                    "store.commit_interval",
+                    "must be between 1ms and 1s (a reading waits this long to be durable)",
+                );
+                Duration::from_millis(100)
+            }
+            Some(c) => c.value,
+            None => Duration::from_millis(100),
         };
         StoreConfig {
             dir: dir.map_or_else(
                 || PathBuf::from("/var/lib/dustgate"),
                 |d| base.join(d.value),
             ),
-            max_size: max_size.map_or(2 << 30, |s| s.value.0),
-            memory_max: memory_max.map_or(64 << 20, |s| s.value.0),
+            max_size,
+            commit_interval,
         }
     };
 
@@ -437,17 +457,17 @@ fn bus(
         );
         // Two devices on one unit would answer each other's requests: checked on the raw
         // values, so it is reported even when one of the devices has other problems.
-        if let (Some(u), Some(id)) = (&d.unit, &d.id) {
-            if let Ok(unit) = u8::try_from(u.value) {
-                match units.get(&unit) {
-                    Some(other) => cx.error(
-                        &u.span,
-                        &format!("{}.unit", d.path_key),
-                        format!("unit {unit} is already used by device \"{other}\" on this bus"),
-                    ),
-                    None => {
-                        units.insert(unit, id.value.clone());
-                    }
+        if let (Some(u), Some(id)) = (&d.unit, &d.id)
+            && let Ok(unit) = u8::try_from(u.value)
+        {
+            match units.get(&unit) {
+                Some(other) => cx.error(
+                    &u.span,
+                    &format!("{}.unit", d.path_key),
+                    format!("unit {unit} is already used by device \"{other}\" on this bus"),
+                ),
+                None => {
+                    units.insert(unit, id.value.clone());
                 }
             }
         }

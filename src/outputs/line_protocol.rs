@@ -68,10 +68,10 @@ pub fn encode_point(p: &Point, out: &mut Vec<u8>) -> usize {
     out.extend_from_slice(p.series.as_str().as_bytes());
     let mut written = 0;
     for (key, value) in &p.fields {
-        if let FieldValue::Float(v) = value {
-            if !v.is_finite() {
-                continue;
-            }
+        if let FieldValue::Float(v) = value
+            && !v.is_finite()
+        {
+            continue;
         }
         out.push(if written == 0 { b' ' } else { b',' });
         out.extend_from_slice(key.as_str().as_bytes());

@@ -8,4 +8,5 @@ pub mod line_protocol;
 pub mod queue;
 pub mod retry;
 pub mod sink;
+pub mod store;
 pub mod writer;

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// Size of what is waiting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,8 +31,9 @@ pub struct Batch {
 
 /// What the writer needs from a queue.
 pub trait PointQueue: Send + Sync {
-    /// Adds encoded lines (`points` of them).
-    fn append(&self, lines: Vec<u8>, points: usize);
+    /// Adds encoded lines (`points` of them). Returns a ticket: the append is durable once
+    /// [`PointQueue::durable`] reaches it.
+    fn append(&self, lines: Vec<u8>, points: usize) -> u64;
     /// The oldest chunks, up to `max_points` points (at least one chunk).
     fn peek(&self, max_points: usize) -> Option<Batch>;
     /// Deletes every chunk up to and including `last_seq`.
@@ -42,6 +43,8 @@ pub trait PointQueue: Send + Sync {
     fn dropped_points(&self) -> u64;
     /// Woken when at least `notify_at` points are waiting.
     fn notifier(&self) -> &Notify;
+    /// The highest ticket whose append is durable.
+    fn durable(&self) -> watch::Receiver<u64>;
 }
 
 struct Chunk {
@@ -59,12 +62,14 @@ struct Inner {
     dropped: u64,
 }
 
-/// A bounded in-memory queue.
+/// A bounded in-memory queue: the writer's unit tests use it; the gateway uses the durable
+/// [`super::store::DiskStore`]. "Durable" here means no more than "queued".
 pub struct MemoryQueue {
     inner: Mutex<Inner>,
     max_bytes: u64,
     notify_at: usize,
     notify: Notify,
+    durable: watch::Sender<u64>,
 }
 
 impl MemoryQueue {
@@ -81,6 +86,7 @@ impl MemoryQueue {
             max_bytes,
             notify_at,
             notify: Notify::new(),
+            durable: watch::channel(0).0,
         }
     }
 
@@ -92,11 +98,11 @@ impl MemoryQueue {
 }
 
 impl PointQueue for MemoryQueue {
-    fn append(&self, lines: Vec<u8>, points: usize) {
-        if points == 0 {
-            return;
-        }
+    fn append(&self, lines: Vec<u8>, points: usize) -> u64 {
         let mut g = self.lock();
+        if points == 0 {
+            return g.next_seq - 1;
+        }
         let seq = g.next_seq;
         g.next_seq += 1;
         g.points += points as u64;
@@ -131,6 +137,8 @@ impl PointQueue for MemoryQueue {
         if waiting >= self.notify_at as u64 {
             self.notify.notify_one();
         }
+        self.durable.send_replace(seq);
+        seq
     }
 
     fn peek(&self, max_points: usize) -> Option<Batch> {
@@ -182,6 +190,10 @@ impl PointQueue for MemoryQueue {
 
     fn notifier(&self) -> &Notify {
         &self.notify
+    }
+
+    fn durable(&self) -> watch::Receiver<u64> {
+        self.durable.subscribe()
     }
 }
 

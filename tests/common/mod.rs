@@ -1135,12 +1135,11 @@ impl ModbusSim {
                 .expect("write regs.json.tmp");
             file.sync_all().expect("sync regs.json.tmp");
             let mtime = file.metadata().and_then(|m| m.modified()).expect("mtime");
-            // (No let-chains: rust-version is 1.85.)
-            if let Some(old) = old_mtime {
-                if mtime <= old {
-                    file.set_modified(old + Duration::from_millis(1))
-                        .expect("bump mtime of regs.json.tmp");
-                }
+            if let Some(old) = old_mtime
+                && mtime <= old
+            {
+                file.set_modified(old + Duration::from_millis(1))
+                    .expect("bump mtime of regs.json.tmp");
             }
         }
         fs::rename(&tmp, &self.regs_path).expect("rename regs.json.tmp -> regs.json");

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_modbus::client::Context;
 use tokio_modbus::slave::{Slave, SlaveContext};
@@ -23,6 +23,7 @@ use super::request::{self, Data};
 use crate::config::{BusConfig, DeviceConfig};
 use crate::health::{DeviceHealth, DeviceState, Health};
 use crate::model::{DeviceMeta, Readings, now_ms};
+use crate::pipeline::Pipeline;
 
 /// Longest pause between attempts on a failing device (or its interval, if longer).
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -56,7 +57,7 @@ pub struct BusTask {
     devices: Vec<Device>,
     conn: Option<Context>,
     last_exchange: Option<Instant>,
-    tx: mpsc::Sender<Readings>,
+    pipeline: Arc<Pipeline>,
 }
 
 impl BusTask {
@@ -65,7 +66,7 @@ impl BusTask {
         site_id: &str,
         site_tags: &[(String, String)],
         health: &Health,
-        tx: mpsc::Sender<Readings>,
+        pipeline: Arc<Pipeline>,
     ) -> Self {
         let start = Instant::now();
         let n = cfg.devices.len().max(1) as u32;
@@ -110,11 +111,11 @@ impl BusTask {
             devices,
             conn: None,
             last_exchange: None,
-            tx,
+            pipeline,
         }
     }
 
-    /// Polls until shutdown is signalled (or the pipeline has gone).
+    /// Polls until shutdown is signalled.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         if self.devices.is_empty() {
             return;
@@ -135,16 +136,14 @@ impl BusTask {
             }
             // A poll in progress is finished (it is bounded by its timeouts), so what it read
             // is delivered and the counters match what was sent.
-            if !self.poll(idx).await {
-                break;
-            }
+            self.poll(idx).await;
         }
         self.conn = None;
         info!(bus = %self.cfg.name, "bus stopped");
     }
 
-    /// Polls one device, sends its readings, reschedules it. `false` when the pipeline is gone.
-    async fn poll(&mut self, idx: usize) -> bool {
+    /// Polls one device, hands its readings to the pipeline, reschedules it.
+    async fn poll(&mut self, idx: usize) {
         let time_ms = now_ms();
         let nslots = self.devices[idx].meta.slots.len();
         let mut values: Vec<Option<f64>> = vec![None; nslots];
@@ -187,11 +186,8 @@ impl BusTask {
                 time_ms,
                 values,
             };
-            if self.tx.send(readings).await.is_err() {
-                return false;
-            }
+            self.pipeline.readings(&readings);
         }
-        true
     }
 
     /// One request on the bus, with reconnect, pacing and timeout. The outer error is a link
