@@ -20,6 +20,7 @@ use crate::outputs::store::{DiskStore, StoreError};
 use crate::outputs::writer::{Writer, WriterOptions};
 use crate::pipeline::Pipeline;
 use crate::sources::modbus::bus::BusTask;
+use crate::sources::mqtt::broker::{BrokerTask, MqttSetupError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -27,6 +28,8 @@ pub enum StartError {
     Influx(#[from] InfluxSetupError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Mqtt(#[from] MqttSetupError),
 }
 
 /// A running gateway.
@@ -60,6 +63,20 @@ impl Gateway {
         let queue: Arc<dyn PointQueue> = store.clone();
         let health = Arc::new(Health::default());
         let pipeline = Arc::new(Pipeline::new(queue.clone(), health.clone()));
+        // Brokers are set up (secrets, TLS files) before any task starts.
+        let brokers = cfg
+            .brokers
+            .iter()
+            .map(|b| {
+                BrokerTask::new(
+                    b.clone(),
+                    &cfg.site.id,
+                    &cfg.site.tags,
+                    pipeline.clone(),
+                    health.clone(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let (sources_stop, sources_rx) = watch::channel(false);
         let (writer_stop, writer_rx) = watch::channel(false);
         let (reporter_stop, reporter_rx) = watch::channel(false);
@@ -98,6 +115,9 @@ impl Gateway {
         };
 
         let mut sources = Vec::new();
+        for b in brokers {
+            sources.push(tokio::spawn(b.run(sources_rx.clone())));
+        }
         for bus in &cfg.buses {
             let task = BusTask::new(
                 bus.clone(),
@@ -117,7 +137,7 @@ impl Gateway {
             pipeline.clone(),
             reporter_rx,
         ));
-        info!(site = %cfg.site.id, buses = cfg.buses.len(), store = %store.path().display(), destination = %destination, "gateway started");
+        info!(site = %cfg.site.id, buses = cfg.buses.len(), brokers = cfg.brokers.len(), store = %store.path().display(), destination = %destination, "gateway started");
         Ok(Gateway {
             health,
             queue,

@@ -83,8 +83,47 @@ pub struct Health {
     /// Values that were NaN or infinite after decoding: not written.
     pub invalid_values: AtomicU64,
     pub writer: WriterHealth,
+    pub brokers: std::sync::Mutex<Vec<Arc<BrokerHealth>>>,
     /// The latest value of every device's every metric, for people (demo, status page).
     pub latest: std::sync::Mutex<std::collections::HashMap<String, LatestValues>>,
+}
+
+/// One MQTT broker connection.
+#[derive(Debug)]
+pub struct BrokerHealth {
+    pub name: String,
+    pub connected: AtomicU8,
+    pub connects: AtomicU64,
+    pub subscriptions: Vec<SubscriptionHealth>,
+}
+
+/// Counters of one `[[mqtt.subscribe]]`.
+#[derive(Debug)]
+pub struct SubscriptionHealth {
+    pub topic: String,
+    pub messages: AtomicU64,
+    /// Messages that were not JSON, missed their fields or held nonsense (acknowledged, counted).
+    pub rejected: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+impl BrokerHealth {
+    pub fn new(name: &str, topics: &[String]) -> Self {
+        Self {
+            name: name.to_string(),
+            connected: AtomicU8::new(0),
+            connects: AtomicU64::new(0),
+            subscriptions: topics
+                .iter()
+                .map(|t| SubscriptionHealth {
+                    topic: t.clone(),
+                    messages: AtomicU64::new(0),
+                    rejected: AtomicU64::new(0),
+                    dead_lettered: AtomicU64::new(0),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The latest readings of one device, slot by slot: (time in ms, value).
@@ -99,6 +138,16 @@ impl Health {
         if let Ok(mut v) = self.devices.lock() {
             v.push(d);
         }
+    }
+
+    pub fn add_broker(&self, b: Arc<BrokerHealth>) {
+        if let Ok(mut v) = self.brokers.lock() {
+            v.push(b);
+        }
+    }
+
+    pub fn brokers(&self) -> Vec<Arc<BrokerHealth>> {
+        self.brokers.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     pub fn devices(&self) -> Vec<Arc<DeviceHealth>> {
@@ -186,6 +235,31 @@ impl Health {
                 ],
                 time_ms,
             });
+        }
+        for b in self.brokers() {
+            for sub in &b.subscriptions {
+                let mut t: Vec<(&str, &str)> = site_tags
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                t.extend([
+                    ("site", site_id),
+                    ("device", b.name.as_str()),
+                    ("component", "mqtt"),
+                    ("subscription", sub.topic.as_str()),
+                ]);
+                points.push(Point {
+                    series: SeriesKey::new("gateway", &t),
+                    fields: vec![
+                        f("connected", f64::from(b.connected.load(Relaxed))),
+                        f("connects", b.connects.load(Relaxed) as f64),
+                        f("messages_in", sub.messages.load(Relaxed) as f64),
+                        f("rejected", sub.rejected.load(Relaxed) as f64),
+                        f("dead_lettered", sub.dead_lettered.load(Relaxed) as f64),
+                    ],
+                    time_ms,
+                });
+            }
         }
         points.push(Point {
             series: tags("pipeline", "dustgate", None),

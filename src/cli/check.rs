@@ -188,13 +188,74 @@ pub fn describe(cfg: &Config) -> String {
             }
         }
     }
+    for b in &cfg.brokers {
+        let tls = match &b.tls {
+            None => String::new(),
+            Some(t) => format!(
+                ", TLS trusting {}{}",
+                t.ca_file
+                    .as_ref()
+                    .map_or("the system's CAs".to_string(), |c| c.display().to_string()),
+                if t.client.is_some() {
+                    ", client certificate"
+                } else {
+                    ""
+                }
+            ),
+        };
+        let auth = match (&b.username, &b.password) {
+            (Some(u), Some(p)) => format!(", user {u}, password from {}", secret_state(p)),
+            (Some(u), None) => format!(", user {u}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "\nbroker {}: {} as {} ({} session{tls}{auth})",
+            b.name,
+            b.url,
+            b.client_id,
+            if b.clean_session {
+                "clean"
+            } else {
+                "persistent"
+            },
+        );
+        for s in &b.subscriptions {
+            let device = match &s.device {
+                dustgate::config::DeviceFrom::TopicLevel(n) => {
+                    format!("device from topic level {n}")
+                }
+                dustgate::config::DeviceFrom::Pointer(p) => format!("device from {p}"),
+                dustgate::config::DeviceFrom::Fixed(d) => format!("device {d}"),
+            };
+            let what = match &s.profile.kind {
+                dustgate::config::json_profile::JsonKind::Readings(f) => f
+                    .iter()
+                    .map(|f| format!("{}←{}", f.metric, f.pointer))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                dustgate::config::json_profile::JsonKind::Vehicle(_) => {
+                    "vehicle events".to_string()
+                }
+            };
+            let _ = writeln!(
+                o,
+                "  subscribe {} qos {}, {device}, profile {} ({}): {what}",
+                s.topic, s.qos, s.profile.name, s.profile.origin
+            );
+        }
+        if let Some(dl) = &b.dead_letter_topic {
+            let _ = writeln!(o, "  rejected messages republished to {dl}");
+        }
+    }
     let _ = writeln!(
         o,
-        "\nplan: {} bus(es), {} device(s), {} request(s) per cycle, {:.2} requests/s",
+        "\nplan: {} bus(es), {} device(s), {} request(s) per cycle, {:.2} requests/s; {} broker(s)",
         cfg.buses.len(),
         devices,
         total_reads,
-        reads_per_s
+        reads_per_s,
+        cfg.brokers.len()
     );
     o
 }

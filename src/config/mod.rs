@@ -5,6 +5,7 @@
 //! (`validate.rs`: ranges, references, duplicates, overlaps). Every problem in every file is
 //! reported at once, each with file:line:column and key path.
 
+pub mod json_profile;
 pub mod metrics;
 pub mod profile;
 pub mod raw;

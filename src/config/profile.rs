@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::json_profile::{JsonProfile, parse_json_profile};
 use super::metrics::Catalog;
 use super::reader::{Cx, Sp, TableReader, parse_document};
 use super::source::{Diagnostic, Diagnostics, SourceFile};
@@ -108,6 +109,7 @@ impl ModbusProfile {
 pub struct ProfileLoader {
     dirs: Vec<PathBuf>,
     cache: HashMap<String, Option<Arc<ModbusProfile>>>,
+    json_cache: HashMap<String, Option<Arc<JsonProfile>>>,
 }
 
 /// Why a profile could not be used.
@@ -124,6 +126,7 @@ impl ProfileLoader {
         Self {
             dirs,
             cache: HashMap::new(),
+            json_cache: HashMap::new(),
         }
     }
 
@@ -139,7 +142,7 @@ impl ProfileLoader {
         BUILTIN_DEVICES.iter().map(|(n, _)| *n)
     }
 
-    /// Loads (once) and validates a profile, recording its problems in `diags`.
+    /// Loads (once) and validates a Modbus profile, recording its problems in `diags`.
     pub fn load(
         &mut self,
         name: &str,
@@ -148,6 +151,39 @@ impl ProfileLoader {
         if let Some(cached) = self.cache.get(name) {
             return cached.clone().ok_or(ProfileError::Invalid);
         }
+        let file = self.locate(name, diags)?;
+        let before = diags.len();
+        let profile = parse_profile(name, &file, Catalog::builtin(), diags);
+        let result = (diags.len() == before)
+            .then_some(profile)
+            .flatten()
+            .map(Arc::new);
+        self.cache.insert(name.to_string(), result.clone());
+        result.ok_or(ProfileError::Invalid)
+    }
+
+    /// Loads (once) and validates a JSON profile (for MQTT payloads).
+    pub fn load_json(
+        &mut self,
+        name: &str,
+        diags: &mut Diagnostics,
+    ) -> Result<Arc<JsonProfile>, ProfileError> {
+        if let Some(cached) = self.json_cache.get(name) {
+            return cached.clone().ok_or(ProfileError::Invalid);
+        }
+        let file = self.locate(name, diags)?;
+        let before = diags.len();
+        let profile = parse_json_profile(name, &file, Catalog::builtin(), diags);
+        let result = (diags.len() == before)
+            .then_some(profile)
+            .flatten()
+            .map(Arc::new);
+        self.json_cache.insert(name.to_string(), result.clone());
+        result.ok_or(ProfileError::Invalid)
+    }
+
+    /// Finds and reads a profile file by name.
+    fn locate(&self, name: &str, diags: &mut Diagnostics) -> Result<Arc<SourceFile>, ProfileError> {
         if name.is_empty()
             || !name
                 .chars()
@@ -157,12 +193,11 @@ impl ProfileLoader {
                 "profile name \"{name}\" may hold only lowercase letters, digits, '-' and '_'"
             )));
         }
-        let file = match self.find(name) {
-            Some(Ok(f)) => f,
+        match self.find(name) {
+            Some(Ok(f)) => Ok(f),
             Some(Err(d)) => {
                 diags.push(d);
-                self.cache.insert(name.to_string(), None);
-                return Err(ProfileError::Invalid);
+                Err(ProfileError::Invalid)
             }
             None => {
                 let mut places: Vec<String> = self
@@ -172,22 +207,13 @@ impl ProfileLoader {
                     .collect();
                 places.push("the built-in profiles".to_string());
                 let builtin: Vec<&str> = Self::builtin_names().collect();
-                return Err(ProfileError::NotFound(format!(
+                Err(ProfileError::NotFound(format!(
                     "no device profile \"{name}\" (looked in {}); built-in profiles: {}",
                     places.join(", "),
                     builtin.join(", ")
-                )));
+                )))
             }
-        };
-        let before = diags.len();
-        let profile = parse_profile(name, &file, Catalog::builtin(), diags);
-        let result = if diags.len() == before {
-            profile.map(Arc::new)
-        } else {
-            None
-        };
-        self.cache.insert(name.to_string(), result.clone());
-        result.ok_or(ProfileError::Invalid)
+        }
     }
 
     fn find(&self, name: &str) -> Option<Result<Arc<SourceFile>, Diagnostic>> {
@@ -531,10 +557,14 @@ mod tests {
         let mut loader = ProfileLoader::new(vec![]);
         let mut diags = Diagnostics::default();
         let names: Vec<&str> = ProfileLoader::builtin_names().collect();
-        assert!(names.len() >= 7, "{names:?}");
-        for name in names {
-            let p = loader.load(name, &mut diags);
-            assert!(p.is_ok(), "{name}: {diags}");
+        assert!(names.len() >= 12, "{names:?}");
+        for (name, text) in BUILTIN_DEVICES {
+            let ok = if text.contains("[[field]]") {
+                loader.load_json(name, &mut diags).is_ok()
+            } else {
+                loader.load(name, &mut diags).is_ok()
+            };
+            assert!(ok, "{name}: {diags}");
         }
         assert!(diags.is_empty(), "{diags}");
         let ph = loader.load("phg-2091-ph", &mut diags).ok().unwrap();
@@ -550,6 +580,12 @@ mod tests {
                 .iter()
                 .any(|r| r.metric == "fog_cannon_on" && r.writable)
         );
+        // A JSON profile is not a Modbus profile, and the other way round.
+        assert!(loader.load("gate-camera", &mut diags).is_err());
+        assert!(diags.to_string().contains("maps JSON payloads"), "{diags}");
+        let mut d2 = Diagnostics::default();
+        assert!(loader.load_json("phg-2091-ph", &mut d2).is_err());
+        assert!(d2.to_string().contains("maps Modbus registers"), "{d2}");
     }
 
     #[test]

@@ -14,6 +14,36 @@ pub struct RawConfig {
     pub store: Option<RawStore>,
     pub http: Option<RawHttp>,
     pub modbus: Vec<RawBus>,
+    pub mqtt: Vec<RawBroker>,
+}
+
+#[derive(Debug)]
+pub struct RawBroker {
+    pub span: Span,
+    pub path_key: String,
+    pub name: Option<Sp<String>>,
+    pub url: Option<Sp<String>>,
+    pub client_id: Option<Sp<String>>,
+    pub username: Option<Sp<String>>,
+    pub password_env: Option<Sp<String>>,
+    pub password_file: Option<Sp<String>>,
+    pub ca_file: Option<Sp<String>>,
+    pub cert_file: Option<Sp<String>>,
+    pub key_file: Option<Sp<String>>,
+    pub keep_alive: Option<Sp<Duration>>,
+    pub clean_session: Option<Sp<bool>>,
+    pub dead_letter_topic: Option<Sp<String>>,
+    pub subscribe: Vec<RawSubscription>,
+}
+
+#[derive(Debug)]
+pub struct RawSubscription {
+    pub span: Span,
+    pub path_key: String,
+    pub topic: Option<Sp<String>>,
+    pub device: Option<Sp<String>>,
+    pub profile: Option<Sp<String>>,
+    pub qos: Option<Sp<i64>>,
 }
 
 #[derive(Debug)]
@@ -99,7 +129,6 @@ pub struct RawDevice {
 /// Sections of the contract that later versions implement. Naming them here gives a clear
 /// message instead of "unknown key", and keeps a config with them from starting half-configured.
 const NOT_YET: &[(&str, &str)] = &[
-    ("mqtt", "MQTT ingest"),
     ("rule", "rules and alerts"),
     ("actuator", "dust-suppression linkage"),
     ("compliance", "six-100% compliance"),
@@ -208,6 +237,47 @@ pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> RawConfig {
         }
         b.finish(cx);
         raw.modbus.push(bus);
+    }
+    for mut b in root.tables(cx, "mqtt") {
+        if b.has("password") {
+            let _ = b.opt::<String>(cx, "password").map(|v| {
+                cx.error(
+                    &v.span,
+                    &b.key_path("password"),
+                    "secrets never go in the config file: name them with password_env or password_file",
+                )
+            });
+        }
+        let mut broker = RawBroker {
+            span: b.span(),
+            path_key: b.path().to_string(),
+            name: b.req(cx, "name"),
+            url: b.req(cx, "url"),
+            client_id: b.opt(cx, "client_id"),
+            username: b.opt(cx, "username"),
+            password_env: b.opt(cx, "password_env"),
+            password_file: b.opt(cx, "password_file"),
+            ca_file: b.opt(cx, "ca_file"),
+            cert_file: b.opt(cx, "cert_file"),
+            key_file: b.opt(cx, "key_file"),
+            keep_alive: b.opt(cx, "keep_alive"),
+            clean_session: b.opt(cx, "clean_session"),
+            dead_letter_topic: b.opt(cx, "dead_letter_topic"),
+            subscribe: Vec::new(),
+        };
+        for mut t in b.tables(cx, "subscribe") {
+            broker.subscribe.push(RawSubscription {
+                span: t.span(),
+                path_key: t.path().to_string(),
+                topic: t.req(cx, "topic"),
+                device: t.req(cx, "device"),
+                profile: t.req(cx, "profile"),
+                qos: t.opt(cx, "qos"),
+            });
+            t.finish(cx);
+        }
+        b.finish(cx);
+        raw.mqtt.push(broker);
     }
     for (key, what) in NOT_YET {
         if root.has(key) {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::json_profile::JsonProfile;
 use super::profile::ModbusProfile;
 use crate::sources::modbus::planner::Limits;
 
@@ -18,6 +19,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub http: HttpConfig,
     pub buses: Vec<BusConfig>,
+    pub brokers: Vec<MqttConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -186,4 +188,52 @@ pub struct DeviceConfig {
     pub limits: Limits,
     /// Consecutive failed polls before the device counts as down.
     pub down_after: u32,
+}
+
+/// TLS settings of an `mqtts://` broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Trust this CA (PEM); without it, the system's trust store.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM), for mutual TLS.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// Where a message's device id comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceFrom {
+    /// A level of the topic, 0-based: `device = "{1}"`.
+    TopicLevel(usize),
+    /// A JSON pointer into the payload (or item): `device = "/id"`.
+    Pointer(String),
+    /// A fixed id: `device = "dust-01"`.
+    Fixed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub topic: String,
+    pub device: DeviceFrom,
+    pub profile: Arc<JsonProfile>,
+    pub qos: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub name: String,
+    /// As written, for messages.
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<TlsFiles>,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub keep_alive: Duration,
+    /// `false` (the default): a persistent session, so the broker keeps QoS 1 messages while
+    /// the gateway is away.
+    pub clean_session: bool,
+    /// Rejected payloads are republished here (QoS 0), if set.
+    pub dead_letter_topic: Option<String>,
+    pub subscriptions: Vec<Subscription>,
 }

@@ -45,6 +45,9 @@ pub trait PointQueue: Send + Sync {
     fn notifier(&self) -> &Notify;
     /// The highest ticket whose append is durable.
     fn durable(&self) -> watch::Receiver<u64>;
+    /// Someone waits for durability (an MQTT message to acknowledge): commit soon rather than
+    /// at the end of the interval.
+    fn commit_soon(&self) {}
 }
 
 struct Chunk {

@@ -68,6 +68,8 @@ struct State {
     drained_bytes: u64,
     pending: Pending,
     closing: bool,
+    /// A source waits for durability: commit without waiting out the interval.
+    commit_requested: bool,
 }
 
 /// Handles shared between the store and its committer thread.
@@ -139,6 +141,7 @@ impl DiskStore {
                     ..Pending::default()
                 },
                 closing: false,
+                commit_requested: false,
             }),
             wake: Condvar::new(),
             durable,
@@ -253,7 +256,7 @@ impl Shared {
                 let (st, _) = self
                     .wake
                     .wait_timeout_while(st, self.commit_interval, |st| {
-                        !st.closing && st.pending.points < self.batch_points
+                        !st.closing && !st.commit_requested && st.pending.points < self.batch_points
                     })
                     .unwrap_or_else(|p| p.into_inner());
                 st.closing
@@ -278,6 +281,7 @@ impl Shared {
         let _one_at_a_time = lock(&self.commit_lock);
         let (appends, ticket, first_seq, appended_ms) = {
             let mut st = lock(&self.state);
+            st.commit_requested = false;
             if st.pending.appends.is_empty() {
                 return Ok(());
             }
@@ -530,6 +534,14 @@ impl PointQueue for DiskStore {
 
     fn durable(&self) -> watch::Receiver<u64> {
         self.shared.durable.subscribe()
+    }
+
+    fn commit_soon(&self) {
+        let mut st = lock(&self.shared.state);
+        if !st.commit_requested && !st.pending.appends.is_empty() {
+            st.commit_requested = true;
+            self.shared.wake.notify_one();
+        }
     }
 }
 

@@ -1,3 +1,4 @@
 //! Where readings come from.
 
 pub mod modbus;
+pub mod mqtt;

@@ -1,0 +1,260 @@
+//! JSON profiles: how an MQTT payload maps to canonical metrics, or to an event.
+//!
+//! ```toml
+//! description = "..."
+//! timestamp = "/ts"          # optional: epoch seconds, epoch milliseconds or RFC 3339
+//! items = "/readings"        # optional: an array, one reading per element
+//! [[field]]
+//! metric = "pm10"
+//! pointer = "/data/pm10"     # JSON pointer; numbers, numeric strings, booleans
+//! scale = 1.0
+//! ```
+//! With `items`, the field and timestamp pointers are taken inside each element.
+//! An event profile has `event = "vehicle"` and fields with a `name` instead of a metric.
+
+use std::sync::Arc;
+
+use super::metrics::Catalog;
+use super::reader::{Cx, TableReader, parse_document};
+use super::source::{Diagnostics, SourceFile};
+
+/// The kinds of event a profile can produce, and the fields each has.
+pub const VEHICLE_FIELDS: &[&str] = &[
+    "plate",
+    "direction",
+    "gate",
+    "muck_truck",
+    "covered",
+    "snapshot",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonField {
+    pub metric: String,
+    pub measurement: String,
+    pub pointer: String,
+    pub scale: f64,
+    pub offset: f64,
+}
+
+impl JsonField {
+    /// `raw * scale + offset`, with decimal scales applied as divisions (see Register).
+    pub fn apply_scale(&self, raw: f64) -> f64 {
+        let inv = 1.0 / self.scale;
+        let scaled = if self.scale.abs() < 1.0 && (inv - inv.round()).abs() < 1e-9 {
+            raw / inv.round()
+        } else {
+            raw * self.scale
+        };
+        scaled + self.offset
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonKind {
+    /// Readings of canonical (or custom) metrics.
+    Readings(Vec<JsonField>),
+    /// A vehicle at a gate: (event field name, pointer).
+    Vehicle(Vec<(String, String)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonProfile {
+    pub name: String,
+    pub origin: String,
+    pub description: String,
+    pub source: String,
+    pub timestamp: Option<String>,
+    pub items: Option<String>,
+    pub kind: JsonKind,
+}
+
+fn check_pointer(cx: &mut Cx<'_>, p: &super::reader::Sp<String>, path: &str) -> bool {
+    if p.value.is_empty() || p.value.starts_with('/') {
+        true
+    } else {
+        cx.error(
+            &p.span,
+            path,
+            format!(
+                "\"{}\" is not a JSON pointer: it starts with '/', e.g. \"/data/pm10\"",
+                p.value
+            ),
+        );
+        false
+    }
+}
+
+/// Parses and validates a JSON profile. Problems go to `diags`.
+pub fn parse_json_profile(
+    name: &str,
+    file: &Arc<SourceFile>,
+    catalog: &Catalog,
+    diags: &mut Diagnostics,
+) -> Option<JsonProfile> {
+    let mut cx = Cx { file, diags };
+    let doc = parse_document(&mut cx, &file.text)?;
+    let mut root = TableReader::root(&doc);
+    if root.has("register") {
+        cx.error(
+            &root.span(),
+            "",
+            format!("profile \"{name}\" maps Modbus registers; an MQTT subscription needs a profile with [[field]]"),
+        );
+        return None;
+    }
+    let description = root.req::<String>(&mut cx, "description");
+    let source = root.req::<String>(&mut cx, "source");
+    let confidence = root.req::<String>(&mut cx, "confidence");
+    if let Some(c) = &confidence
+        && !matches!(c.value.as_str(), "P" | "S" | "U")
+    {
+        cx.error(
+            &c.span,
+            "confidence",
+            format!(
+                "unknown confidence \"{}\": expected \"P\", \"S\" or \"U\"",
+                c.value
+            ),
+        );
+    }
+    let _ = (
+        root.opt::<String>(&mut cx, "vendor"),
+        root.opt::<String>(&mut cx, "model"),
+    );
+    let timestamp = root.opt::<String>(&mut cx, "timestamp");
+    let items = root.opt::<String>(&mut cx, "items");
+    let event = root.opt::<String>(&mut cx, "event");
+    let default_measurement = root.opt::<String>(&mut cx, "measurement");
+    for p in [&timestamp, &items].into_iter().flatten() {
+        check_pointer(
+            &mut cx,
+            p,
+            if Some(p) == timestamp.as_ref() {
+                "timestamp"
+            } else {
+                "items"
+            },
+        );
+    }
+
+    let tables = root.tables(&mut cx, "field");
+    if tables.is_empty() {
+        cx.error(
+            &root.span(),
+            "field",
+            "a JSON profile needs at least one [[field]]",
+        );
+    }
+    let kind = match &event {
+        Some(e) if e.value == "vehicle" => {
+            let mut fields = Vec::new();
+            for mut t in tables {
+                let fname = t.req::<String>(&mut cx, "name");
+                let pointer = t.req::<String>(&mut cx, "pointer");
+                let path = t.path().to_string();
+                t.finish(&mut cx);
+                let (Some(fname), Some(pointer)) = (fname, pointer) else {
+                    continue;
+                };
+                if !VEHICLE_FIELDS.contains(&fname.value.as_str()) {
+                    cx.error(
+                        &fname.span,
+                        &format!("{path}.name"),
+                        format!(
+                            "a vehicle has no field \"{}\": expected one of {}",
+                            fname.value,
+                            VEHICLE_FIELDS.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+                if check_pointer(&mut cx, &pointer, &format!("{path}.pointer")) {
+                    fields.push((fname.value, pointer.value));
+                }
+            }
+            if !fields.iter().any(|(n, _)| n == "plate") {
+                cx.error(
+                    &root.span(),
+                    "field",
+                    "a vehicle profile needs a field named \"plate\"",
+                );
+            }
+            JsonKind::Vehicle(fields)
+        }
+        Some(e) => {
+            cx.error(
+                &e.span,
+                "event",
+                format!("unknown event \"{}\": expected \"vehicle\"", e.value),
+            );
+            return None;
+        }
+        None => {
+            let mut fields: Vec<JsonField> = Vec::new();
+            for mut t in tables {
+                let metric = t.req::<String>(&mut cx, "metric");
+                let pointer = t.req::<String>(&mut cx, "pointer");
+                let scale = t.opt::<f64>(&mut cx, "scale");
+                let offset = t.opt::<f64>(&mut cx, "offset");
+                let measurement = t.opt::<String>(&mut cx, "measurement");
+                let path = t.path().to_string();
+                t.finish(&mut cx);
+                let (Some(metric), Some(pointer)) = (metric, pointer) else {
+                    continue;
+                };
+                if !check_pointer(&mut cx, &pointer, &format!("{path}.pointer")) {
+                    continue;
+                }
+                if let Some(s) = &scale
+                    && s.value == 0.0
+                {
+                    cx.error(&s.span, &format!("{path}.scale"), "scale must not be 0");
+                }
+                if fields.iter().any(|f| f.metric == metric.value) {
+                    cx.error(
+                        &metric.span,
+                        &format!("{path}.metric"),
+                        format!("metric \"{}\" is mapped twice", metric.value),
+                    );
+                    continue;
+                }
+                let measurement = match (
+                    catalog.get(&metric.value),
+                    measurement,
+                    &default_measurement,
+                ) {
+                    (Some(info), _, _) => info.measurement.clone(),
+                    (None, Some(m), _) => m.value,
+                    (None, None, Some(m)) => m.value.clone(),
+                    (None, None, None) => {
+                        cx.error(
+                            &metric.span,
+                            &format!("{path}.metric"),
+                            format!("\"{}\" is not a canonical metric, so it needs a measurement: set `measurement` on the field or the profile", metric.value),
+                        );
+                        continue;
+                    }
+                };
+                fields.push(JsonField {
+                    metric: metric.value,
+                    measurement,
+                    pointer: pointer.value,
+                    scale: scale.map_or(1.0, |s| s.value),
+                    offset: offset.map_or(0.0, |s| s.value),
+                });
+            }
+            JsonKind::Readings(fields)
+        }
+    };
+    root.finish(&mut cx);
+    Some(JsonProfile {
+        name: name.to_string(),
+        origin: file.name.clone(),
+        description: description?.value,
+        source: source?.value,
+        timestamp: timestamp.map(|t| t.value),
+        items: items.map(|t| t.value),
+        kind,
+    })
+}

@@ -1,0 +1,457 @@
+//! One broker connection: subscribe, map each message, store it, acknowledge it once durable.
+//!
+//! At-least-once, end to end: QoS 1 messages are acknowledged to the broker (manual acks) only
+//! after their readings are committed to the durable store, so a crash before the commit means
+//! the broker delivers them again. Duplicates do not double-count: a reading's time comes from
+//! its payload, so a redelivered reading overwrites itself in InfluxDB.
+//!
+//! The session is persistent (fixed client id, `clean_session = false`): the broker keeps QoS 1
+//! messages while the gateway is away. When the broker says it has no session, the
+//! subscriptions are made again. Reconnects back off with jitter (rumqttc itself would spin).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, Publish, QoS, SubscribeReasonCode,
+    TlsConfiguration, Transport,
+};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, warn};
+
+use super::mapping::{self, Mapped, Vehicle};
+use super::{tls, topic};
+use crate::config::{MqttConfig, Subscription};
+use crate::health::{BrokerHealth, Health};
+use crate::model::{DeviceMeta, FieldKey, FieldValue, Point, Readings, SeriesKey, now_ms};
+use crate::outputs::sink::truncate;
+use crate::pipeline::Pipeline;
+use crate::rand::Jitter;
+
+/// Devices remembered per subscription (their series keys); past this, a device id that
+/// arrives in a topic is still stored, but its key is rebuilt for each message.
+const MAX_CACHED_DEVICES: usize = 10_000;
+/// With this many messages waiting for their acknowledgement, ask for an early commit: brokers
+/// stop sending at their in-flight limit (Mosquitto: 20), so waiting out the interval would
+/// cap the rate at 20 messages per interval.
+const ACK_BACKLOG_COMMIT: u64 = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttSetupError {
+    #[error("MQTT broker {broker}: {message}")]
+    Setup { broker: String, message: String },
+}
+
+/// Logs at most a few lines per minute for one kind of problem; counts the rest.
+struct Throttle {
+    window_start: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl Throttle {
+    fn new() -> Self {
+        Self {
+            window_start: Instant::now(),
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log this one; reports what was suppressed when a new window starts.
+    fn allow(&mut self, what: &str) -> bool {
+        if self.window_start.elapsed() > Duration::from_secs(60) {
+            if self.suppressed > 0 {
+                warn!(
+                    suppressed = self.suppressed,
+                    "{what}: more in the last minute, not logged"
+                );
+            }
+            self.window_start = Instant::now();
+            self.logged = 0;
+            self.suppressed = 0;
+        }
+        if self.logged < 5 {
+            self.logged += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
+/// A broker connection, ready to run.
+pub struct BrokerTask {
+    cfg: MqttConfig,
+    site_id: String,
+    site_tags: Vec<(String, String)>,
+    options: MqttOptions,
+    pipeline: Arc<Pipeline>,
+    health: Arc<Health>,
+    bh: Arc<BrokerHealth>,
+    devices: Vec<HashMap<String, Arc<DeviceMeta>>>,
+    reject_log: Throttle,
+    invalid_log: Throttle,
+}
+
+impl BrokerTask {
+    /// Builds the connection options; secrets and TLS files are read now, so a mistake stops
+    /// the start instead of looping on reconnects.
+    pub fn new(
+        cfg: MqttConfig,
+        site_id: &str,
+        site_tags: &[(String, String)],
+        pipeline: Arc<Pipeline>,
+        health: Arc<Health>,
+    ) -> Result<Self, MqttSetupError> {
+        let fail = |message: String| MqttSetupError::Setup {
+            broker: cfg.name.clone(),
+            message,
+        };
+        let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+        o.set_keep_alive(cfg.keep_alive);
+        o.set_clean_session(cfg.clean_session);
+        o.set_manual_acks(true);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        if let Some(user) = &cfg.username {
+            let pass = match &cfg.password {
+                Some(s) => s.resolve().map_err(fail)?,
+                None => String::new(),
+            };
+            o.set_credentials(user.clone(), pass);
+        }
+        if let Some(t) = &cfg.tls {
+            let config = tls::client_config(t).map_err(fail)?;
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+        }
+        let topics: Vec<String> = cfg.subscriptions.iter().map(|s| s.topic.clone()).collect();
+        let bh = Arc::new(BrokerHealth::new(&cfg.name, &topics));
+        health.add_broker(bh.clone());
+        let devices = vec![HashMap::new(); cfg.subscriptions.len()];
+        Ok(Self {
+            site_id: site_id.to_string(),
+            site_tags: site_tags.to_vec(),
+            options: o,
+            pipeline,
+            health,
+            bh,
+            devices,
+            cfg,
+            reject_log: Throttle::new(),
+            invalid_log: Throttle::new(),
+        })
+    }
+
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let (client, mut eventloop) = AsyncClient::new(self.options.clone(), 4096);
+        let generation = Arc::new(AtomicU64::new(0));
+        let waiting = Arc::new(AtomicU64::new(0));
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel::<(u64, u64, Publish)>();
+        let acker = tokio::spawn(ack_loop(
+            client.clone(),
+            ack_rx,
+            self.pipeline.queue().durable(),
+            generation.clone(),
+            waiting.clone(),
+        ));
+        info!(broker = %self.cfg.name, url = %self.cfg.url, client_id = %self.cfg.client_id, "MQTT source started");
+        let mut jitter = Jitter::new();
+        let mut failures: u32 = 0;
+        let mut last_error = String::new();
+        loop {
+            let event = tokio::select! {
+                e = eventloop.poll() => e,
+                _ = shutdown.changed() => break,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    failures = 0;
+                    last_error.clear();
+                    generation.fetch_add(1, Relaxed);
+                    self.bh.connected.store(1, Relaxed);
+                    self.bh.connects.fetch_add(1, Relaxed);
+                    if ack.code != ConnectReturnCode::Success {
+                        warn!(broker = %self.cfg.name, code = ?ack.code, "broker refused the connection");
+                        continue;
+                    }
+                    info!(broker = %self.cfg.name, session_present = ack.session_present, "connected to broker");
+                    if !ack.session_present {
+                        self.subscribe(&client);
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(s))) => {
+                    for (i, code) in s.return_codes.iter().enumerate() {
+                        if matches!(code, SubscribeReasonCode::Failure) {
+                            let topic = self
+                                .cfg
+                                .subscriptions
+                                .get(i)
+                                .map_or("?", |s| s.topic.as_str());
+                            error!(broker = %self.cfg.name, topic, "the broker refused the subscription (check its ACL)");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let gen_now = generation.load(Relaxed);
+                    self.on_publish(&client, p, gen_now, &ack_tx, &waiting);
+                }
+                Ok(Event::Incoming(Packet::Disconnect)) => {
+                    self.bh.connected.store(0, Relaxed);
+                    warn!(broker = %self.cfg.name, "broker closed the session");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.bh.connected.store(0, Relaxed);
+                    failures = failures.saturating_add(1);
+                    let msg = error_chain(&e);
+                    if msg != last_error {
+                        warn!(broker = %self.cfg.name, url = %self.cfg.url, error = %msg, "MQTT connection failed; retrying with backoff");
+                        last_error = msg;
+                    } else {
+                        debug!(broker = %self.cfg.name, error = %msg, "MQTT connection failed again");
+                    }
+                    let base = Duration::from_millis(500)
+                        .saturating_mul(2u32.saturating_pow(failures.min(10)))
+                        .min(Duration::from_secs(30));
+                    let wait = base.mul_f64(0.5 + 0.5 * jitter.next_f64());
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                }
+            }
+        }
+        // Let what was read become durable and acknowledged, then leave cleanly. What is not
+        // acknowledged the broker delivers again.
+        self.pipeline.queue().commit_soon();
+        drop(ack_tx);
+        let flush = async {
+            let _ = acker.await;
+            let _ = client.disconnect().await;
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), flush).await;
+        self.bh.connected.store(0, Relaxed);
+        info!(broker = %self.cfg.name, "MQTT source stopped");
+    }
+
+    fn subscribe(&self, client: &AsyncClient) {
+        for s in &self.cfg.subscriptions {
+            let qos = if s.qos == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            if let Err(e) = client.try_subscribe(s.topic.clone(), qos) {
+                error!(broker = %self.cfg.name, topic = %s.topic, error = %e, "cannot queue the subscription");
+            } else {
+                info!(broker = %self.cfg.name, topic = %s.topic, qos = s.qos, "subscribing");
+            }
+        }
+    }
+
+    fn on_publish(
+        &mut self,
+        client: &AsyncClient,
+        p: Publish,
+        generation: u64,
+        ack_tx: &mpsc::UnboundedSender<(u64, u64, Publish)>,
+        waiting: &AtomicU64,
+    ) {
+        let received_ms = now_ms();
+        let topic_name = p.topic.clone();
+        let Some(idx) = self
+            .cfg
+            .subscriptions
+            .iter()
+            .position(|s| topic::matches(&s.topic, &topic_name))
+        else {
+            // A subscription of an earlier configuration, still in the broker's session.
+            debug!(broker = %self.cfg.name, topic = %topic_name, "message on a topic no subscription matches: acknowledged and dropped");
+            self.ack_now(client, &p);
+            return;
+        };
+        self.bh.subscriptions[idx].messages.fetch_add(1, Relaxed);
+        let sub = self.cfg.subscriptions[idx].clone();
+        match mapping::map(&sub, &topic_name, &p.payload, received_ms) {
+            Ok(mapped) => {
+                let ticket = self.store(idx, &sub, mapped, &topic_name);
+                if p.qos == QoS::AtMostOnce {
+                    return;
+                }
+                let backlog = waiting.fetch_add(1, Relaxed) + 1;
+                if ack_tx.send((ticket, generation, p)).is_err() {
+                    return;
+                }
+                if backlog >= ACK_BACKLOG_COMMIT {
+                    self.pipeline.queue().commit_soon();
+                }
+            }
+            Err(reason) => {
+                let sh = &self.bh.subscriptions[idx];
+                sh.rejected.fetch_add(1, Relaxed);
+                if self.reject_log.allow("rejected MQTT messages") {
+                    warn!(
+                        broker = %self.cfg.name,
+                        topic = %topic_name,
+                        reason = %reason,
+                        payload = %truncate(&String::from_utf8_lossy(&p.payload), 200),
+                        "message rejected (acknowledged and counted)"
+                    );
+                }
+                if let Some(dl) = &self.cfg.dead_letter_topic {
+                    match client.try_publish(dl.clone(), QoS::AtMostOnce, false, p.payload.to_vec())
+                    {
+                        Ok(()) => {
+                            sh.dead_lettered.fetch_add(1, Relaxed);
+                        }
+                        Err(e) => debug!(error = %e, "dead-letter publish not queued"),
+                    }
+                }
+                self.ack_now(client, &p);
+            }
+        }
+    }
+
+    /// Acknowledges a message that stores nothing (rejected, or on no subscription).
+    fn ack_now(&self, client: &AsyncClient, p: &Publish) {
+        if p.qos != QoS::AtMostOnce
+            && let Err(e) = client.try_ack(p)
+        {
+            debug!(error = %e, "acknowledgement not queued; the broker will deliver again");
+        }
+    }
+
+    /// Hands mapped readings or events to the pipeline; returns the store ticket.
+    fn store(&mut self, idx: usize, sub: &Subscription, mapped: Mapped, topic_name: &str) -> u64 {
+        match mapped {
+            Mapped::Readings(items) => {
+                let mut ticket = 0;
+                for item in items {
+                    if !item.invalid.is_empty() {
+                        self.health
+                            .invalid_values
+                            .fetch_add(item.invalid.len() as u64, Relaxed);
+                        if self.invalid_log.allow("MQTT fields that are not numbers") {
+                            warn!(broker = %self.cfg.name, topic = %topic_name, fields = ?item.invalid, "fields that are not numbers were not written");
+                        }
+                    }
+                    let meta = self.device_meta(idx, sub, &item.device);
+                    let r = Readings {
+                        device: meta,
+                        time_ms: item.time_ms,
+                        values: item.values,
+                    };
+                    ticket = ticket.max(self.pipeline.readings(&r));
+                }
+                ticket
+            }
+            Mapped::Vehicles(vs) => {
+                let points: Vec<Point> = vs.iter().map(|v| self.vehicle_point(v)).collect();
+                self.pipeline.points(&points)
+            }
+        }
+    }
+
+    fn device_meta(&mut self, idx: usize, sub: &Subscription, device: &str) -> Arc<DeviceMeta> {
+        if let Some(m) = self.devices[idx].get(device) {
+            return m.clone();
+        }
+        let metrics: Vec<(&str, &str)> = match &sub.profile.kind {
+            crate::config::json_profile::JsonKind::Readings(fields) => fields
+                .iter()
+                .map(|f| (f.metric.as_str(), f.measurement.as_str()))
+                .collect(),
+            crate::config::json_profile::JsonKind::Vehicle(_) => Vec::new(),
+        };
+        let meta = Arc::new(DeviceMeta::new(
+            device,
+            &self.site_id,
+            &self.site_tags,
+            &metrics,
+        ));
+        if self.devices[idx].len() < MAX_CACHED_DEVICES {
+            self.devices[idx].insert(device.to_string(), meta.clone());
+        }
+        meta
+    }
+
+    fn vehicle_point(&self, v: &Vehicle) -> Point {
+        let mut tags: Vec<(&str, &str)> = self
+            .site_tags
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        tags.push(("site", &self.site_id));
+        tags.push(("device", &v.device));
+        if let Some(g) = &v.gate {
+            tags.push(("gate", g));
+        }
+        if let Some(d) = &v.direction {
+            tags.push(("direction", d));
+        }
+        let mut fields = vec![(FieldKey::new("plate"), FieldValue::Str(v.plate.clone()))];
+        if let Some(c) = v.covered {
+            fields.push((FieldKey::new("covered"), FieldValue::Bool(c)));
+        }
+        if let Some(m) = v.muck_truck {
+            fields.push((FieldKey::new("muck_truck"), FieldValue::Bool(m)));
+        }
+        if let Some(s) = &v.snapshot {
+            fields.push((FieldKey::new("snapshot"), FieldValue::Str(s.clone())));
+        }
+        Point {
+            series: SeriesKey::new("vehicle", &tags),
+            fields,
+            time_ms: v.time_ms,
+        }
+    }
+}
+
+/// Acknowledges stored messages once the store says they are durable, in arrival order.
+/// Messages of an earlier connection are not acknowledged: the broker delivers them again on
+/// the new one (packet ids belong to a connection), and they overwrite themselves when stored.
+async fn ack_loop(
+    client: AsyncClient,
+    mut rx: mpsc::UnboundedReceiver<(u64, u64, Publish)>,
+    mut durable: watch::Receiver<u64>,
+    generation: Arc<AtomicU64>,
+    waiting: Arc<AtomicU64>,
+) {
+    while let Some((ticket, gen_of_msg, publish)) = rx.recv().await {
+        while *durable.borrow() < ticket {
+            if durable.changed().await.is_err() {
+                return;
+            }
+        }
+        waiting.fetch_sub(1, Relaxed);
+        if gen_of_msg != generation.load(Relaxed) {
+            continue;
+        }
+        if client.ack(&publish).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.ends_with(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
+}
