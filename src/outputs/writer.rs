@@ -106,7 +106,7 @@ impl<S: Sink> Writer<S> {
         if left > 0 {
             error!(
                 points = left,
-                "shutting down with points not delivered (held in memory only)"
+                "shutting down with points not delivered (kept in the store for the next start)"
             );
         }
         info!("writer stopped");
