@@ -70,6 +70,11 @@ struct State {
     closing: bool,
     /// A source waits for durability: commit without waiting out the interval.
     commit_requested: bool,
+    /// The chunks of the batch the writer holds (from `peek` until `ack`).
+    inflight: Option<(u64, u64)>,
+    /// Points evicted while in the writer's batch: dropped only if that batch is never
+    /// acknowledged (the writer still holds a copy and may deliver it).
+    evicted_inflight: u64,
 }
 
 /// Handles shared between the store and its committer thread.
@@ -142,6 +147,8 @@ impl DiskStore {
                 },
                 closing: false,
                 commit_requested: false,
+                inflight: None,
+                evicted_inflight: 0,
             }),
             wake: Condvar::new(),
             durable,
@@ -340,6 +347,7 @@ impl Shared {
             }
             (evict, points, skip_new)
         };
+        let skipped_new_points: u64 = metas[..skip_new].iter().map(|m| m.points).sum();
         let metas = &metas[skip_new..];
         let chunks = &chunks[skip_new..];
 
@@ -366,13 +374,20 @@ impl Shared {
         let waiting = {
             let mut st = lock(&self.state);
             // The evicted chunks are the oldest: the front of the index.
+            let mut evicted_from_index = 0;
             for _ in &evict {
                 if let Some(m) = st.index.pop_front() {
                     st.points -= m.points;
                     st.bytes -= m.bytes;
+                    if st.inflight.is_some_and(|(a, b)| (a..=b).contains(&m.seq)) {
+                        st.evicted_inflight += m.points;
+                    } else {
+                        evicted_from_index += m.points;
+                    }
                 }
             }
-            st.dropped += dropped_points;
+            // Old chunks not in the writer's hands, and new ones that never fit.
+            st.dropped += evicted_from_index + skipped_new_points;
             for m in metas {
                 st.index.push_back(*m);
                 st.points += m.points;
@@ -433,7 +448,10 @@ impl PointQueue for DiskStore {
 
     fn peek(&self, max_points: usize) -> Option<Batch> {
         let seqs: Vec<Meta> = {
-            let st = lock(&self.shared.state);
+            let mut st = lock(&self.shared.state);
+            // A new peek without an ack: the previous batch was abandoned, so what was evicted
+            // from it is dropped after all.
+            st.dropped += std::mem::take(&mut st.evicted_inflight);
             let mut take = Vec::new();
             let mut points = 0;
             for m in &st.index {
@@ -443,6 +461,7 @@ impl PointQueue for DiskStore {
                 points += m.points;
                 take.push(*m);
             }
+            st.inflight = take.first().zip(take.last()).map(|(a, b)| (a.seq, b.seq));
             take
         };
         let first = seqs.first()?;
@@ -495,6 +514,9 @@ impl PointQueue for DiskStore {
         }
         {
             let mut st = lock(&self.shared.state);
+            // The writer delivered (or set aside) its whole batch, evicted chunks included.
+            st.evicted_inflight = 0;
+            st.inflight = None;
             while st.index.front().is_some_and(|m| m.seq <= last_seq) {
                 if let Some(m) = st.index.pop_front() {
                     st.points -= m.points;
@@ -614,6 +636,45 @@ mod tests {
         // The newest are kept.
         let b = s.peek(100).unwrap();
         assert!(String::from_utf8_lossy(&b.body).starts_with("m v=00020\n"));
+        drop(s);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn points_evicted_from_the_writers_batch_count_as_dropped_only_if_never_delivered() {
+        let d = dir("inflight");
+        let s = DiskStore::open(&d, 30, 1, Duration::from_millis(10)).unwrap();
+        let t = s.append(b"m v=00000\n".to_vec(), 1);
+        wait_durable(&s, t);
+        let held = s.peek(10).unwrap();
+        // The outage goes on: the writer's batch is pushed out of the store.
+        let mut last = 0;
+        for i in 1..=5 {
+            last = s.append(format!("m v={i:05}\n").into_bytes(), 1);
+        }
+        wait_durable(&s, last);
+        assert_eq!(
+            s.dropped_points(),
+            2,
+            "3 chunks fit; 2 older ones than those went, 1 of them the writer's"
+        );
+        // The writer delivers what it held: it was not lost after all.
+        s.ack(held.last_seq);
+        assert_eq!(s.dropped_points(), 2);
+        // Another batch is peeked, pushed out, and abandoned (a new peek without an ack).
+        let _abandoned = s.peek(1).unwrap();
+        for i in 6..=8 {
+            last = s.append(format!("m v={i:05}\n").into_bytes(), 1);
+        }
+        wait_durable(&s, last);
+        let before = s.dropped_points();
+        let _next = s.peek(1).unwrap();
+        assert_eq!(
+            s.dropped_points(),
+            before + 1,
+            "the abandoned batch's evicted chunk counts now"
+        );
+        assert_eq!(s.depth().points + s.dropped_points() + 1, 9);
         drop(s);
         let _ = std::fs::remove_dir_all(&d);
     }

@@ -14,6 +14,7 @@
 
 #![allow(dead_code)]
 
+pub mod mqtt;
 pub mod site;
 
 use std::collections::BTreeSet;
