@@ -48,8 +48,14 @@ pub fn load_or_report(path: &Path) -> Option<Config> {
     }
 }
 
+/// One worker thread: the gateway's tasks are many but light, and on a small box keeping them
+/// on one thread saves the cross-thread wake-ups that otherwise cost more than the work (an
+/// MQTT message and its acknowledgement would bounce between threads). Blocking work (disk
+/// commits, reading a backlog) steps aside with `block_in_place`, which needs this
+/// multi-thread flavour.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .thread_name("dustgate")
         .build()?)

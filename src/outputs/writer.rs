@@ -122,7 +122,7 @@ impl<S: Sink> Writer<S> {
         loop {
             let (batch, owed) = match current.take() {
                 Some(c) => c,
-                None => match self.queue.peek(self.batch_limit) {
+                None => match blocking(|| self.queue.peek(self.batch_limit)) {
                     None => return true,
                     Some(b) => {
                         let len = b.body.len();
@@ -132,7 +132,7 @@ impl<S: Sink> Writer<S> {
             };
             match self.deliver(&batch, owed).await {
                 Delivery::Done => {
-                    self.queue.ack(batch.last_seq);
+                    blocking(|| self.queue.ack(batch.last_seq));
                     attempt = 0;
                     if let Some(since) = self.failing_since.take() {
                         info!(sink = %self.sink.describe(), outage_s = (now_ms() - since) / 1000, "writes succeed again");
@@ -235,6 +235,15 @@ impl<S: Sink> Writer<S> {
                 error!(points = lines, reason = %reason, error = %e, dir = %self.dead_letter.dir().display(), "batch rejected and the dead-letter file cannot be written: points lost");
             }
         }
+    }
+}
+
+/// Runs disk work (a store read, an fsynced delete) without holding up the other tasks of the
+/// runtime; plain call where that is not possible (a current-thread runtime, as in tests).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

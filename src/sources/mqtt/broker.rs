@@ -26,6 +26,7 @@ use super::{tls, topic};
 use crate::config::{MqttConfig, Subscription};
 use crate::health::{BrokerHealth, Health};
 use crate::model::{DeviceMeta, FieldKey, FieldValue, Point, Readings, SeriesKey, now_ms};
+use crate::outputs::queue::PointQueue;
 use crate::outputs::sink::truncate;
 use crate::pipeline::Pipeline;
 use crate::rand::Jitter;
@@ -33,10 +34,11 @@ use crate::rand::Jitter;
 /// Devices remembered per subscription (their series keys); past this, a device id that
 /// arrives in a topic is still stored, but its key is rebuilt for each message.
 const MAX_CACHED_DEVICES: usize = 10_000;
-/// With this many messages waiting for their acknowledgement, ask for an early commit: brokers
-/// stop sending at their in-flight limit (Mosquitto: 20), so waiting out the interval would
-/// cap the rate at 20 messages per interval.
-const ACK_BACKLOG_COMMIT: u64 = 8;
+/// When messages wait for their acknowledgement and none has arrived for this long, the broker
+/// has probably hit its in-flight limit (Mosquitto: 20 per client) and waits for us: ask the
+/// store to commit now instead of at the end of its interval. While messages keep coming, the
+/// interval's group commit is cheaper.
+const STALL: Duration = Duration::from_millis(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttSetupError {
@@ -148,14 +150,14 @@ impl BrokerTask {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let (client, mut eventloop) = AsyncClient::new(self.options.clone(), 4096);
         let generation = Arc::new(AtomicU64::new(0));
-        let waiting = Arc::new(AtomicU64::new(0));
+        let received = Arc::new(AtomicU64::new(0));
         let (ack_tx, ack_rx) = mpsc::unbounded_channel::<(u64, u64, Publish)>();
         let acker = tokio::spawn(ack_loop(
             client.clone(),
             ack_rx,
-            self.pipeline.queue().durable(),
+            self.pipeline.queue().clone(),
             generation.clone(),
-            waiting.clone(),
+            received.clone(),
         ));
         info!(broker = %self.cfg.name, url = %self.cfg.url, client_id = %self.cfg.client_id, "MQTT source started");
         let mut jitter = Jitter::new();
@@ -195,8 +197,9 @@ impl BrokerTask {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
+                    received.fetch_add(1, Relaxed);
                     let gen_now = generation.load(Relaxed);
-                    self.on_publish(&client, p, gen_now, &ack_tx, &waiting);
+                    self.on_publish(&client, p, gen_now, &ack_tx);
                 }
                 Ok(Event::Incoming(Packet::Disconnect)) => {
                     self.bh.connected.store(0, Relaxed);
@@ -264,7 +267,6 @@ impl BrokerTask {
         p: Publish,
         generation: u64,
         ack_tx: &mpsc::UnboundedSender<(u64, u64, Publish)>,
-        waiting: &AtomicU64,
     ) {
         let received_ms = now_ms();
         let topic_name = p.topic.clone();
@@ -284,15 +286,8 @@ impl BrokerTask {
         match mapping::map(&sub, &topic_name, &p.payload, received_ms) {
             Ok(mapped) => {
                 let ticket = self.store(idx, &sub, mapped, &topic_name);
-                if p.qos == QoS::AtMostOnce {
-                    return;
-                }
-                let backlog = waiting.fetch_add(1, Relaxed) + 1;
-                if ack_tx.send((ticket, generation, p)).is_err() {
-                    return;
-                }
-                if backlog >= ACK_BACKLOG_COMMIT {
-                    self.pipeline.queue().commit_soon();
+                if p.qos != QoS::AtMostOnce {
+                    let _ = ack_tx.send((ticket, generation, p));
                 }
             }
             Err(reason) => {
@@ -422,17 +417,27 @@ impl BrokerTask {
 async fn ack_loop(
     client: AsyncClient,
     mut rx: mpsc::UnboundedReceiver<(u64, u64, Publish)>,
-    mut durable: watch::Receiver<u64>,
+    queue: Arc<dyn PointQueue>,
     generation: Arc<AtomicU64>,
-    waiting: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
 ) {
+    let mut durable = queue.durable();
     while let Some((ticket, gen_of_msg, publish)) = rx.recv().await {
+        let mut seen = received.load(Relaxed);
         while *durable.borrow() < ticket {
-            if durable.changed().await.is_err() {
-                return;
+            match tokio::time::timeout(STALL, durable.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    // Nothing new from the broker: it is waiting for our acknowledgements.
+                    let now = received.load(Relaxed);
+                    if now == seen {
+                        queue.commit_soon();
+                    }
+                    seen = now;
+                }
             }
         }
-        waiting.fetch_sub(1, Relaxed);
         if gen_of_msg != generation.load(Relaxed) {
             continue;
         }
