@@ -164,10 +164,10 @@ impl Gateway {
         }
         let _ = self.reporter_stop.send(true);
         let _ = self.reporter.await;
-        self.store.flush();
+        crate::outputs::blocking(|| self.store.flush());
         let _ = self.writer_stop.send(true);
         let _ = self.writer.await;
-        self.store.close();
+        crate::outputs::blocking(|| self.store.close());
     }
 }
 

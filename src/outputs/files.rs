@@ -37,7 +37,7 @@ impl FileSink {
 
 impl Sink for FileSink {
     async fn send(&mut self, body: &[u8]) -> SendOutcome {
-        match self.write(body) {
+        match super::blocking(|| self.write(body)) {
             Ok(()) => SendOutcome::Accepted,
             Err(e) => SendOutcome::Retry {
                 after: None,

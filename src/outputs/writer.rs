@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 use super::dead_letter::DeadLetter;
 use super::queue::{Batch, PointQueue};
 use super::retry::backoff;
+use super::blocking;
 use super::sink::{SendOutcome, Sink};
 use crate::health::{Health, WriterHealth};
 use crate::model::now_ms;
@@ -219,7 +220,7 @@ impl<S: Sink> Writer<S> {
     }
 
     fn set_aside(&self, part: &[u8], lines: usize, reason: &str) {
-        match self.dead_letter.write(part, reason) {
+        match blocking(|| self.dead_letter.write(part, reason)) {
             Ok(path) => {
                 self.wh()
                     .dead_letter_points
@@ -235,15 +236,6 @@ impl<S: Sink> Writer<S> {
                 error!(points = lines, reason = %reason, error = %e, dir = %self.dead_letter.dir().display(), "batch rejected and the dead-letter file cannot be written: points lost");
             }
         }
-    }
-}
-
-/// Runs disk work (a store read, an fsynced delete) without holding up the other tasks of the
-/// runtime; plain call where that is not possible (a current-thread runtime, as in tests).
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }
 
