@@ -274,7 +274,7 @@ async fn every_type_and_byte_order_over_three_transports_into_victoriametrics_v2
     let spec = json!({ "devices": [at.unit_spec(1), dust] });
     let sims = start_sims(&spec);
     let output = format!(
-        "[influx]\nurl = \"{}\"\napi = \"v2\"\norg = \"bureau\"\nbucket = \"dust\"\ntoken_env = \"E2E_VM_TOKEN\"\nflush_interval = \"200ms\"\n",
+        "[influx]\nurl = \"{}\"\napi = \"v2\"\norg = \"bureau\"\nbucket = \"dust\"\ntoken_env = \"E2E_VM_TOKEN\"\nflush_interval = \"200ms\"\ngzip = true\n",
         vm.url()
     );
     let toml = site_toml(&output, &sims, &BTreeMap::new());

@@ -113,6 +113,32 @@ mod tests {
     }
 
     #[test]
+    fn gzip_is_off_for_a_local_influxdb_and_on_otherwise() {
+        let gzip = |url: &str, extra: &str| {
+            let text = format!(
+                "[site]\nid = \"s\"\n[influx]\nurl = \"{url}\"\napi = \"v1\"\ndatabase = \"d\"\n{extra}"
+            );
+            let file = SourceFile::new("t.toml", None, text);
+            load_from(
+                &file,
+                &PathBuf::from("t.toml"),
+                &mut ProfileLoader::new(vec![]),
+            )
+            .unwrap()
+            .influx
+            .unwrap()
+            .gzip
+        };
+        assert!(!gzip("http://127.0.0.1:8086", ""));
+        assert!(!gzip("http://localhost:8086", ""));
+        assert!(!gzip("http://[::1]:8086", ""));
+        assert!(gzip("https://influx.bureau.example", ""));
+        assert!(gzip("http://192.168.1.5:8086", ""));
+        assert!(gzip("http://127.0.0.1:8086", "gzip = true"));
+        assert!(!gzip("https://influx.bureau.example", "gzip = false"));
+    }
+
+    #[test]
     fn durations_and_transports_are_checked() {
         let e = errors(
             "[site]\nid = \"s\"\n[[modbus]]\nname = \"b\"\ntransport = \"tcp\"\naddress = \"10.0.0.1\"\ninterval = \"100000h\"\nbaud = 9600\n",

@@ -355,15 +355,33 @@ fn influx(cx: &mut Cx<'_>, i: RawInflux, base: &Path) -> Option<InfluxConfig> {
     let timeout = positive(cx, i.timeout, "influx.timeout").unwrap_or(Duration::from_secs(10));
     let retry_max =
         positive(cx, i.retry_max, "influx.retry_max").unwrap_or(Duration::from_secs(60));
+    let gzip = i
+        .gzip
+        .map_or_else(|| !url_is_loopback(url.as_deref()), |g| g.value);
     Some(InfluxConfig {
         url: url?,
         api: api?,
         batch_size,
         flush_interval,
         timeout,
-        gzip: i.gzip.is_none_or(|g| g.value),
+        gzip,
         retry_max,
     })
+}
+
+/// Whether a URL points at this machine: gzip saves no uplink there and costs CPU on both sides.
+fn url_is_loopback(url: Option<&str>) -> bool {
+    let Some(host) = url
+        .and_then(|u| reqwest::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_string))
+    else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn bus(

@@ -13,10 +13,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use super::blocking;
 use super::dead_letter::DeadLetter;
 use super::queue::{Batch, PointQueue};
 use super::retry::backoff;
-use super::blocking;
 use super::sink::{SendOutcome, Sink};
 use crate::health::{Health, WriterHealth};
 use crate::model::now_ms;

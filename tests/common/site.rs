@@ -300,10 +300,11 @@ pub fn dust_monitor_unit(unit: u8) -> (Value, Vec<(&'static str, f64)>) {
     (spec, expected)
 }
 
-/// `[influx]` for InfluxDB 1.x.
+/// `[influx]` for InfluxDB 1.x. gzip is asked for explicitly: on loopback it would be off by
+/// default, and the tests are to exercise the path a real site's uplink takes.
 pub fn influx_v1(url: &str, db: &str) -> String {
     format!(
-        "[influx]\nurl = \"{url}\"\napi = \"v1\"\ndatabase = \"{db}\"\nflush_interval = \"200ms\"\nretry_max = \"2s\"\n"
+        "[influx]\nurl = \"{url}\"\napi = \"v1\"\ndatabase = \"{db}\"\nflush_interval = \"200ms\"\nretry_max = \"2s\"\ngzip = true\n"
     )
 }
 
