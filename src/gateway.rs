@@ -201,9 +201,28 @@ async fn report_health(
         let (up, total) = health.devices_up();
         let w = &health.writer;
         use std::sync::atomic::Ordering::Relaxed;
+        let brokers = health.brokers();
+        let connected = brokers
+            .iter()
+            .filter(|b| b.connected.load(Relaxed) == 1)
+            .count();
+        let (messages, rejected) = brokers
+            .iter()
+            .flat_map(|b| b.subscriptions.iter())
+            .fold((0, 0), |(m, r), s| {
+                (m + s.messages.load(Relaxed), r + s.rejected.load(Relaxed))
+            });
+        let lag_s = depth
+            .oldest_append_ms
+            .map_or(0, |t| (now_ms() - t).max(0) / 1000);
         info!(
             devices_up = up,
             devices = total,
+            brokers_connected = connected,
+            brokers = brokers.len(),
+            messages_in = messages,
+            rejected,
+            uplink_lag_s = lag_s,
             readings = health.readings.load(Relaxed),
             written = w.written_points.load(Relaxed),
             queued = depth.points,
