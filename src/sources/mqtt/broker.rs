@@ -232,8 +232,15 @@ impl BrokerTask {
         self.pipeline.queue().commit_soon();
         drop(ack_tx);
         let flush = async {
-            let _ = acker.await;
-            let _ = client.disconnect().await;
+            // The event loop keeps running while the last acknowledgements go out.
+            let mut acker = acker;
+            loop {
+                tokio::select! {
+                    _ = &mut acker => break,
+                    e = eventloop.poll() => if e.is_err() { return; },
+                }
+            }
+            let _ = client.try_disconnect();
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
