@@ -38,15 +38,9 @@ pub struct JsonField {
 }
 
 impl JsonField {
-    /// `raw * scale + offset`, with decimal scales applied as divisions (see Register).
+    /// `raw * scale + offset`, decimal scales applied as divisions.
     pub fn apply_scale(&self, raw: f64) -> f64 {
-        let inv = 1.0 / self.scale;
-        let scaled = if self.scale.abs() < 1.0 && (inv - inv.round()).abs() < 1e-9 {
-            raw / inv.round()
-        } else {
-            raw * self.scale
-        };
-        scaled + self.offset
+        super::profile::apply_scale(raw, self.scale, self.offset)
     }
 }
 

@@ -37,6 +37,18 @@ impl Confidence {
     }
 }
 
+/// `raw * scale + offset`. A decimal scale such as 0.1 is applied as a division by 10, so 609
+/// reads as 60.9 and not as 60.900000000000006.
+pub fn apply_scale(raw: f64, scale: f64, offset: f64) -> f64 {
+    let inv = 1.0 / scale;
+    let scaled = if scale.abs() < 1.0 && (inv - inv.round()).abs() < 1e-9 {
+        raw / inv.round()
+    } else {
+        raw * scale
+    };
+    scaled + offset
+}
+
 /// One value a device holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Register {
@@ -55,16 +67,9 @@ pub struct Register {
 }
 
 impl Register {
-    /// `raw * scale + offset`. A decimal scale such as 0.1 is applied as a division by 10, so
-    /// 609 reads as 60.9 and not as 60.900000000000006.
+    /// `raw * scale + offset`, see [`apply_scale`].
     pub fn apply_scale(&self, raw: f64) -> f64 {
-        let inv = 1.0 / self.scale;
-        let scaled = if self.scale.abs() < 1.0 && (inv - inv.round()).abs() < 1e-9 {
-            raw / inv.round()
-        } else {
-            raw * self.scale
-        };
-        scaled + self.offset
+        apply_scale(raw, self.scale, self.offset)
     }
 
     pub fn span(&self) -> Span {
