@@ -1,4 +1,4 @@
-//! Embeds the data files (device profiles, metric vocabulary) into the binary, so a fresh
+//! Embeds the data files (device profiles, standards packs) into the binary, so a fresh
 //! install works with no files beside it, while the files stay data, reviewed as data.
 
 use std::fmt::Write as _;
@@ -7,8 +7,11 @@ use std::path::Path;
 fn main() {
     let root = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
-    let mut code = String::new();
-    for (var, dir) in [("BUILTIN_DEVICES", "devices")] {
+    for (var, dir, file) in [
+        ("BUILTIN_DEVICES", "devices", "builtin.rs"),
+        ("BUILTIN_STANDARDS", "standards", "builtin_standards.rs"),
+    ] {
+        let mut code = String::new();
         let path = Path::new(&root).join(dir);
         println!("cargo:rerun-if-changed={}", path.display());
         let mut names: Vec<String> = std::fs::read_dir(&path)
@@ -32,6 +35,6 @@ fn main() {
             );
         }
         code.push_str("];\n");
+        std::fs::write(Path::new(&out).join(file), code).expect("write the built-in file list");
     }
-    std::fs::write(Path::new(&out).join("builtin.rs"), code).expect("write builtin.rs");
 }

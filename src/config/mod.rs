@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod profile;
 pub mod raw;
 pub mod reader;
+pub mod rules;
 pub mod source;
 pub mod types;
 pub mod validate;

@@ -4,6 +4,7 @@
 //! store ticket of what it handed over and can acknowledge it upstream once it is durable.
 //! The rule engine and the compliance engine join it here.
 
+pub mod rules;
 pub mod validate;
 
 use std::sync::Arc;

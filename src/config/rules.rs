@@ -1,0 +1,691 @@
+//! Rules (`[[rule]]` in site.toml) and the standards packs that ship them (`standards/*.toml`).
+//!
+//! A pack is data: the limits of a published standard, each rule with its source, effective
+//! dates and confidence mark. A site lists the packs it is judged by (`[site].standards`); a
+//! site's own `[[rule]]` with the same id replaces the pack's.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::reader::{Cx, Sp, TableReader, parse_document};
+use super::source::{Diagnostic, Diagnostics, SourceFile};
+
+include!(concat!(env!("OUT_DIR"), "/builtin_standards.rs"));
+
+/// How a rule reduces the readings of its window to one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// Every reading is judged on its own.
+    Each,
+    /// Arithmetic mean (particulates).
+    Mean,
+    /// Energy mean, `10·lg(mean(10^(L/10)))` (noise, GB 12523).
+    Leq,
+    /// Largest reading (Lmax).
+    Max,
+}
+
+impl Aggregate {
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregate::Each => "each",
+            Aggregate::Mean => "mean",
+            Aggregate::Leq => "leq",
+            Aggregate::Max => "max",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Condition {
+    Above(f64),
+    Below(f64),
+    Outside(f64, f64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "info" => Some(Severity::Info),
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// A local-time period of the day (it may wrap midnight) on some days of the week.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Minutes after local midnight.
+    pub start: u16,
+    pub end: u16,
+    /// Monday first.
+    pub days: [bool; 7],
+}
+
+impl Schedule {
+    /// Whether `minute` (of the day) on `weekday` (0 = Monday) is inside. A period that wraps
+    /// midnight belongs to the day it starts on.
+    pub fn contains(&self, weekday: usize, minute: u16) -> bool {
+        if self.start <= self.end {
+            self.days[weekday % 7] && minute >= self.start && minute < self.end
+        } else if minute >= self.start {
+            self.days[weekday % 7]
+        } else if minute < self.end {
+            self.days[(weekday + 6) % 7]
+        } else {
+            false
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<(u16, u16), String> {
+        let bad = || format!("\"{s}\" is not a period such as \"22:00-06:00\"");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let hm = |t: &str| -> Option<u16> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+            (h <= 24 && m < 60 && h * 60 + m <= 1440).then_some(h * 60 + m)
+        };
+        let (start, end) = (hm(a).ok_or_else(bad)?, hm(b).ok_or_else(bad)?);
+        if start == end {
+            return Err(format!("\"{s}\" is empty: start and end are the same"));
+        }
+        Ok((start, end))
+    }
+}
+
+/// A regional value subtracted before judging (Hebei DB13/2934: the county's hourly PM10).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Background {
+    pub device: String,
+    pub metric: String,
+    /// Subtract at most this much.
+    pub cap: Option<f64>,
+}
+
+/// Where a rule comes from, for messages and for `dustgate check`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provenance {
+    /// The pack id, or "site".
+    pub pack: String,
+    /// The standard as people cite it: "GB 12523-2011".
+    pub standard: Option<String>,
+    pub source: Option<String>,
+    /// [P], [S] or [U].
+    pub mark: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleConfig {
+    pub id: String,
+    pub metric: String,
+    /// Device id globs (`*`, `?`); empty means every device with the metric.
+    pub devices: Vec<String>,
+    pub window: Option<Duration>,
+    pub aggregate: Aggregate,
+    pub condition: Condition,
+    /// Hysteresis: the alert closes once the value is back past this level.
+    pub clear: Option<f64>,
+    /// The condition must hold this long before the alert opens.
+    pub hold: Duration,
+    pub when: Option<Schedule>,
+    pub min_coverage: f64,
+    pub background: Option<Background>,
+    pub max_per_day: Option<u32>,
+    pub severity: Severity,
+    pub repeat: Option<Duration>,
+    /// Local dates (inclusive) between which the rule is in force.
+    pub effective_from: Option<jiff::civil::Date>,
+    pub effective_until: Option<jiff::civil::Date>,
+    pub title_zh: Option<String>,
+    pub title_en: Option<String>,
+    pub provenance: Provenance,
+    /// `enabled = false` in a site's rule switches off the pack's rule of the same id.
+    pub enabled: bool,
+}
+
+impl RuleConfig {
+    pub fn matches_device(&self, device: &str) -> bool {
+        self.devices.is_empty() || self.devices.iter().any(|g| glob(g, device))
+    }
+
+    /// The limit people are told about.
+    pub fn threshold(&self) -> f64 {
+        match self.condition {
+            Condition::Above(x) | Condition::Below(x) => x,
+            Condition::Outside(lo, hi) => {
+                // Shown as the bound nearest to where values usually are; both are in the text.
+                let _ = lo;
+                hi
+            }
+        }
+    }
+
+    pub fn in_force(&self, date: jiff::civil::Date) -> bool {
+        self.effective_from.is_none_or(|f| date >= f)
+            && self.effective_until.is_none_or(|u| date <= u)
+    }
+}
+
+/// `*` any run, `?` any one character.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+fn parse_date(cx: &mut Cx<'_>, v: Option<Sp<String>>, key: &str) -> Option<jiff::civil::Date> {
+    let v = v?;
+    match v.value.parse::<jiff::civil::Date>() {
+        Ok(d) => Some(d),
+        Err(_) => {
+            cx.error(
+                &v.span,
+                key,
+                format!("\"{}\" is not a date such as \"2026-03-01\"", v.value),
+            );
+            None
+        }
+    }
+}
+
+/// Reads one `[[rule]]` table. `background_device` replaces `{background}` in a background's
+/// device (packs cannot know the site's regional feed).
+pub fn read_rule(
+    cx: &mut Cx<'_>,
+    mut t: TableReader<'_, '_>,
+    provenance: &Provenance,
+    background_device: Option<&str>,
+) -> Option<Sp<RuleConfig>> {
+    let span = t.span();
+    let key = |k: &str| t.key_path(k);
+    let (k_window, k_agg, k_clear, k_when, k_cov, k_bg, k_sev, k_mpd, k_act, k_out) = (
+        key("window"),
+        key("aggregate"),
+        key("clear"),
+        key("when"),
+        key("min_coverage"),
+        key("background"),
+        key("severity"),
+        key("max_per_day"),
+        key("actuate"),
+        key("outside"),
+    );
+    let id = t.req::<String>(cx, "id");
+    let metric = t.req::<String>(cx, "metric");
+    let devices = t.opt::<Vec<String>>(cx, "devices");
+    let window = t.opt::<Duration>(cx, "window");
+    let aggregate = t.opt::<String>(cx, "aggregate");
+    let above = t.opt::<f64>(cx, "above");
+    let below = t.opt::<f64>(cx, "below");
+    let outside = t.opt::<Vec<f64>>(cx, "outside");
+    let clear = t.opt::<f64>(cx, "clear");
+    let hold = t.opt::<Duration>(cx, "for");
+    let when = t.opt::<String>(cx, "when");
+    let days = t.opt::<Vec<String>>(cx, "days");
+    let min_coverage = t.opt::<f64>(cx, "min_coverage");
+    let max_per_day = t.opt::<i64>(cx, "max_per_day");
+    let severity = t.opt::<String>(cx, "severity");
+    let repeat = t.opt::<Duration>(cx, "repeat");
+    let from = t.opt::<String>(cx, "effective_from");
+    let until = t.opt::<String>(cx, "effective_until");
+    let title_zh = t.opt::<String>(cx, "title");
+    let title_en = t.opt::<String>(cx, "title_en");
+    let standard = t.opt::<String>(cx, "standard");
+    let mark = t.opt::<String>(cx, "confidence");
+    let note = t.opt::<String>(cx, "source");
+    let enabled = t.opt::<bool>(cx, "enabled");
+    if let Some(a) = t.opt::<String>(cx, "actuate") {
+        cx.error(&a.span, &k_act, "`actuate` (dust-suppression linkage) is not implemented in this version; remove it for now");
+    }
+    let background = t.table(cx, "background").and_then(|mut b| {
+        let device = b.req::<String>(cx, "device");
+        let metric = b.req::<String>(cx, "metric");
+        let cap = b.opt::<f64>(cx, "cap");
+        let bspan = b.span();
+        b.finish(cx);
+        let device = device?;
+        let dev = if device.value == "{background}" {
+            match background_device {
+                Some(d) => d.to_string(),
+                None => {
+                    cx.error(&bspan, &k_bg, "this rule subtracts a regional background: name its device with `background = \"<device id>\"` in [site]");
+                    return None;
+                }
+            }
+        } else {
+            device.value
+        };
+        Some(Background { device: dev, metric: metric?.value, cap: cap.map(|c| c.value) })
+    });
+    t.finish(cx);
+
+    let condition = match (&above, &below, &outside) {
+        (Some(a), None, None) => Some(Condition::Above(a.value)),
+        (None, Some(b), None) => Some(Condition::Below(b.value)),
+        (None, None, Some(o)) => match o.value.as_slice() {
+            [lo, hi] if lo < hi => Some(Condition::Outside(*lo, *hi)),
+            _ => {
+                cx.error(
+                    &o.span,
+                    &k_out,
+                    "`outside` takes [low, high] with low < high",
+                );
+                None
+            }
+        },
+        (None, None, None) => {
+            cx.error(
+                &span,
+                "rule",
+                "a rule needs one of `above`, `below` or `outside = [low, high]`",
+            );
+            None
+        }
+        _ => {
+            cx.error(
+                &span,
+                "rule",
+                "give only one of `above`, `below` and `outside`",
+            );
+            None
+        }
+    };
+    if let (Some(c), Some(cond)) = (&clear, &condition) {
+        let ok = match cond {
+            Condition::Above(a) => c.value <= *a,
+            Condition::Below(b) => c.value >= *b,
+            Condition::Outside(..) => false,
+        };
+        if !ok {
+            cx.error(&c.span, &k_clear, match cond {
+                Condition::Outside(..) => "`clear` is for `above` and `below` rules".to_string(),
+                Condition::Above(a) => format!("`clear` must not be above the limit {a}: the alert closes once the value falls to it"),
+                Condition::Below(b) => format!("`clear` must not be below the limit {b}"),
+            });
+        }
+    }
+    let metric_name = metric.as_ref().map(|m| m.value.clone()).unwrap_or_default();
+    let aggregate = match (&aggregate, &window) {
+        (Some(a), _) => match a.value.as_str() {
+            "mean" => Some(Aggregate::Mean),
+            "leq" => Some(Aggregate::Leq),
+            "max" => Some(Aggregate::Max),
+            "each" => Some(Aggregate::Each),
+            other => {
+                cx.error(
+                    &a.span,
+                    &k_agg,
+                    format!("unknown aggregate \"{other}\": mean, leq (noise), max or each"),
+                );
+                None
+            }
+        },
+        (None, None) => Some(Aggregate::Each),
+        (None, Some(_)) if metric_name == "noise" => Some(Aggregate::Leq),
+        (None, Some(_)) => Some(Aggregate::Mean),
+    };
+    if let (Some(agg), None) = (aggregate, &window)
+        && agg != Aggregate::Each
+    {
+        cx.error(
+            &span,
+            &k_window,
+            format!("aggregate \"{}\" needs a `window`", agg.name()),
+        );
+    }
+    if let Some(w) = &window
+        && (w.value.is_zero() || w.value > Duration::from_secs(7 * 86400))
+    {
+        cx.error(
+            &w.span,
+            &k_window,
+            "a window is longer than zero and at most 7 days",
+        );
+    }
+    let when_sched = when.as_ref().and_then(|w| match Schedule::parse(&w.value) {
+        Ok((start, end)) => Some((start, end)),
+        Err(e) => {
+            cx.error(&w.span, &k_when, e);
+            None
+        }
+    });
+    let mut day_mask = [true; 7];
+    if let Some(d) = &days {
+        day_mask = [false; 7];
+        for name in &d.value {
+            match DAYS.iter().position(|x| x == &name.to_lowercase().as_str()) {
+                Some(i) => day_mask[i] = true,
+                None => cx.error(
+                    &d.span,
+                    "days",
+                    format!("unknown day \"{name}\": mon tue wed thu fri sat sun"),
+                ),
+            }
+        }
+    }
+    let schedule = match (when_sched, days.is_some()) {
+        (Some((start, end)), _) => Some(Schedule {
+            start,
+            end,
+            days: day_mask,
+        }),
+        (None, true) => Some(Schedule {
+            start: 0,
+            end: 1440,
+            days: day_mask,
+        }),
+        (None, false) => None,
+    };
+    let min_coverage = match &min_coverage {
+        Some(c) if !(0.0..=1.0).contains(&c.value) => {
+            cx.error(&c.span, &k_cov, "a share between 0 and 1 (0.75 = 75 %)");
+            0.75
+        }
+        Some(c) => c.value,
+        None => 0.75,
+    };
+    let severity = match &severity {
+        None => Some(Severity::Warning),
+        Some(s) => Severity::parse(&s.value).or_else(|| {
+            cx.error(
+                &s.span,
+                &k_sev,
+                format!(
+                    "unknown severity \"{}\": info, warning or critical",
+                    s.value
+                ),
+            );
+            None
+        }),
+    };
+    let max_per_day = match &max_per_day {
+        None => None,
+        Some(m) if m.value < 0 || m.value > 10_000 => {
+            cx.error(&m.span, &k_mpd, "a count of exceedances a day, 0..=10000");
+            None
+        }
+        Some(m) => Some(m.value as u32),
+    };
+    let effective_from = parse_date(cx, from, "effective_from");
+    let effective_until = parse_date(cx, until, "effective_until");
+    let id = id?;
+    if id.value.is_empty() || id.value.contains(char::is_whitespace) {
+        cx.error(&id.span, "id", "a rule id is one word, e.g. \"pm10-15m\"");
+    }
+    let mut prov = provenance.clone();
+    if standard.is_some() {
+        prov.standard = standard.map(|s| s.value);
+    }
+    if mark.is_some() {
+        prov.mark = mark.map(|m| format!("[{}]", m.value.trim_matches(['[', ']'])));
+    }
+    if note.is_some() {
+        prov.source = note.map(|n| n.value);
+    }
+    Some(Sp::new(
+        RuleConfig {
+            id: id.value,
+            metric: metric?.value,
+            devices: devices.map(|d| d.value).unwrap_or_default(),
+            window: window.map(|w| w.value),
+            aggregate: aggregate?,
+            condition: condition?,
+            clear: clear.map(|c| c.value),
+            hold: hold.map_or(Duration::ZERO, |h| h.value),
+            when: schedule,
+            min_coverage,
+            background,
+            max_per_day,
+            severity: severity?,
+            repeat: repeat.map(|r| r.value),
+            effective_from,
+            effective_until,
+            title_zh: title_zh.map(|t| t.value),
+            title_en: title_en.map(|t| t.value),
+            provenance: prov,
+            enabled: enabled.is_none_or(|e| e.value),
+        },
+        span,
+    ))
+}
+
+/// A standards pack.
+#[derive(Debug, Clone)]
+pub struct Pack {
+    pub id: String,
+    pub title: String,
+    pub source: String,
+    pub mark: String,
+    pub origin: String,
+    pub rules: Vec<RuleConfig>,
+    /// HJ 633 AQI table this pack selects, if it is an AQI pack.
+    pub aqi: Option<String>,
+}
+
+/// Reads a pack file. Problems go to `diags`.
+pub fn parse_pack(
+    id: &str,
+    file: &Arc<SourceFile>,
+    background_device: Option<&str>,
+    diags: &mut Diagnostics,
+) -> Option<Pack> {
+    let mut cx = Cx { file, diags };
+    let doc = parse_document(&mut cx, &file.text)?;
+    let mut root = TableReader::root(&doc);
+    let title = root.req::<String>(&mut cx, "title");
+    let standard = root.req::<String>(&mut cx, "standard");
+    let source = root.req::<String>(&mut cx, "source");
+    let mark = root.req::<String>(&mut cx, "confidence");
+    let aqi = root.opt::<String>(&mut cx, "aqi");
+    let _ = root.opt::<String>(&mut cx, "note");
+    let prov = Provenance {
+        pack: id.to_string(),
+        standard: standard.as_ref().map(|s| s.value.clone()),
+        source: source.as_ref().map(|s| s.value.clone()),
+        mark: mark.as_ref().map(|m| format!("[{}]", m.value)),
+    };
+    let mut rules = Vec::new();
+    for t in root.tables(&mut cx, "rule") {
+        if let Some(r) = read_rule(&mut cx, t, &prov, background_device) {
+            rules.push(r.value);
+        }
+    }
+    root.finish(&mut cx);
+    if let Some(m) = &mark
+        && !matches!(m.value.as_str(), "P" | "S" | "U")
+    {
+        cx.error(&m.span, "confidence", "\"P\", \"S\" or \"U\"");
+    }
+    Some(Pack {
+        id: id.to_string(),
+        title: title?.value,
+        source: source?.value,
+        mark: format!("[{}]", mark?.value),
+        origin: file.name.clone(),
+        rules,
+        aqi: aqi.map(|a| a.value),
+    })
+}
+
+/// Finds packs in a `standards/` folder beside the config, then among the built-in ones.
+pub struct PackLoader {
+    dirs: Vec<PathBuf>,
+    cache: HashMap<String, Option<Arc<Pack>>>,
+}
+
+impl PackLoader {
+    pub fn for_config(config_path: &Path) -> Self {
+        let dir = config_path
+            .parent()
+            .map_or_else(|| PathBuf::from("standards"), |p| p.join("standards"));
+        Self {
+            dirs: vec![dir],
+            cache: HashMap::new(),
+        }
+    }
+
+    pub fn builtin_names() -> impl Iterator<Item = &'static str> {
+        BUILTIN_STANDARDS.iter().map(|(n, _)| *n)
+    }
+
+    /// Loads a pack; `Err` holds the message for an unknown name.
+    pub fn load(
+        &mut self,
+        id: &str,
+        background_device: Option<&str>,
+        diags: &mut Diagnostics,
+    ) -> Result<Option<Arc<Pack>>, String> {
+        if let Some(p) = self.cache.get(id) {
+            return Ok(p.clone());
+        }
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!(
+                "standard \"{id}\" may hold only lowercase letters, digits and '-'"
+            ));
+        }
+        let file = self.find(id).ok_or_else(|| {
+            let names: Vec<&str> = Self::builtin_names().collect();
+            format!("no standards pack \"{id}\"; built in: {}", names.join(", "))
+        });
+        let file = match file? {
+            Ok(f) => f,
+            Err(d) => {
+                diags.push(d);
+                self.cache.insert(id.to_string(), None);
+                return Ok(None);
+            }
+        };
+        let before = diags.len();
+        let pack = parse_pack(id, &file, background_device, diags);
+        let pack = (diags.len() == before)
+            .then_some(pack)
+            .flatten()
+            .map(Arc::new);
+        self.cache.insert(id.to_string(), pack.clone());
+        Ok(pack)
+    }
+
+    fn find(&self, id: &str) -> Option<Result<Arc<SourceFile>, Diagnostic>> {
+        for dir in &self.dirs {
+            let path = dir.join(format!("{id}.toml"));
+            if path.is_file() {
+                return Some(SourceFile::read(&path));
+            }
+        }
+        BUILTIN_STANDARDS
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map(|(n, text)| {
+                Ok(SourceFile::new(
+                    format!("standards/{n}.toml (built in)"),
+                    None,
+                    (*text).to_string(),
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("dust-*", "dust-01"));
+        assert!(glob("*", "anything"));
+        assert!(glob("d?st-0*", "dust-01"));
+        assert!(!glob("dust-*", "water-01"));
+        assert!(glob("*-01", "dust-01"));
+        assert!(!glob("dust", "dust-01"));
+    }
+
+    #[test]
+    fn schedules_wrap_midnight_and_belong_to_their_start_day() {
+        let (start, end) = Schedule::parse("22:00-06:00").unwrap();
+        let mut days = [false; 7];
+        days[4] = true; // Friday nights only
+        let s = Schedule { start, end, days };
+        assert!(s.contains(4, 23 * 60));
+        assert!(
+            s.contains(5, 5 * 60),
+            "Saturday 05:00 is still Friday night"
+        );
+        assert!(!s.contains(5, 23 * 60));
+        assert!(
+            !s.contains(4, 5 * 60),
+            "Friday 05:00 belongs to Thursday night"
+        );
+        assert!(!s.contains(4, 12 * 60));
+        let day = Schedule {
+            start: 360,
+            end: 1320,
+            days: [true; 7],
+        };
+        assert!(day.contains(0, 360) && !day.contains(0, 1320));
+        assert!(Schedule::parse("25:00-06:00").is_err());
+        assert!(Schedule::parse("06:00-06:00").is_err());
+        assert!(Schedule::parse("0600-0700").is_err());
+    }
+
+    #[test]
+    fn every_builtin_pack_is_valid() {
+        let mut loader = PackLoader {
+            dirs: vec![],
+            cache: HashMap::new(),
+        };
+        let mut diags = Diagnostics::default();
+        let names: Vec<&str> = PackLoader::builtin_names().collect();
+        assert!(names.len() >= 10, "{names:?}");
+        for n in names {
+            let p = loader.load(n, Some("regional"), &mut diags);
+            assert!(matches!(p, Ok(Some(_))), "{n}: {diags}");
+        }
+        assert!(diags.is_empty(), "{diags}");
+    }
+}

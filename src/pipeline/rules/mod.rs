@@ -1,0 +1,474 @@
+//! The rule engine: readings and time in, alert transitions out. Sans-IO: no clock and no
+//! socket of its own, so it is tested with scripted days and benchmarked on its own.
+//!
+//! Per rule and device it keeps a rolling window (mean, Leq, max, or each reading), judges the
+//! window only when it holds at least `min_coverage` of its expected readings (HJ 212's 75 %),
+//! optionally after subtracting a regional background (capped), inside its schedule and its
+//! effective dates; opens an alert once the condition has held for `for`, closes it past the
+//! `clear` level (hysteresis), reminds every `repeat`, and counts exceedances per local day
+//! against `max_per_day`.
+
+pub mod clock;
+pub mod window;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use clock::LocalClock;
+use window::Window;
+
+use crate::config::rules::{Aggregate, Condition, RuleConfig, Severity};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertState {
+    Open,
+    Reminder,
+    Closed,
+}
+
+impl AlertState {
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertState::Open => "open",
+            AlertState::Reminder => "reminder",
+            AlertState::Closed => "closed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertKind {
+    /// A rule's condition.
+    Threshold,
+    /// A rule's exceedances in one local day passed `max_per_day`.
+    DailyAllowance,
+    /// No data from a device.
+    Offline,
+    /// A value that has not changed for too long.
+    Stuck,
+    /// A reading outside the sensor's physical range (flagged, not judged).
+    OutOfRange,
+}
+
+/// One transition of one alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertEvent {
+    /// Stable for the life of the alert: open, reminders and close share it.
+    pub alert_id: String,
+    pub kind: AlertKind,
+    pub rule_id: String,
+    pub rule: Option<Arc<RuleConfig>>,
+    pub device: String,
+    pub metric: String,
+    pub severity: Severity,
+    pub state: AlertState,
+    /// The judged value (after the window's aggregate and any background subtraction).
+    pub value: f64,
+    pub threshold: f64,
+    pub since_ms: i64,
+    pub at_ms: i64,
+}
+
+/// An alert that is open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAlert {
+    pub alert_id: String,
+    pub since_ms: i64,
+    pub value: f64,
+    pub threshold: f64,
+    pub last_notified_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Series {
+    rule: usize,
+    device: String,
+    window: Option<Window>,
+    /// When the condition started to hold (for `for`).
+    breach_since: Option<i64>,
+    open: Option<OpenAlert>,
+    /// Local day number and exceedances (alert openings) in it.
+    day: i64,
+    day_count: u32,
+    daily: Option<OpenAlert>,
+}
+
+/// State of a rule shared by its devices: the regional background.
+#[derive(Debug, Clone)]
+struct RuleState {
+    rule: Arc<RuleConfig>,
+    background: Option<Window>,
+    /// Its effective dates as local day numbers.
+    from_day: Option<i64>,
+    until_day: Option<i64>,
+}
+
+pub struct Engine {
+    rules: Vec<RuleState>,
+    series: Vec<Series>,
+    /// device → metric → series judged on that reading.
+    routes: HashMap<String, HashMap<String, Route>>,
+    /// Devices' reading intervals (known for Modbus), for the coverage rule.
+    intervals: HashMap<String, i64>,
+    clock: LocalClock,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Route {
+    series: Vec<usize>,
+    /// Rules whose background this reading is.
+    backgrounds: Vec<usize>,
+}
+
+impl Engine {
+    pub fn new(rules: Vec<RuleConfig>, tz: jiff::tz::TimeZone) -> Self {
+        let clock = LocalClock::new(tz);
+        let rules = rules
+            .into_iter()
+            .filter(|r| r.enabled)
+            .map(|r| RuleState {
+                background: r
+                    .background
+                    .as_ref()
+                    .zip(r.window)
+                    .map(|(_, w)| Window::new(w.as_millis() as i64, Aggregate::Mean)),
+                from_day: r.effective_from.map(clock::day_number),
+                until_day: r.effective_until.map(clock::day_number),
+                rule: Arc::new(r),
+            })
+            .collect();
+        Self {
+            rules,
+            series: Vec::new(),
+            routes: HashMap::new(),
+            intervals: HashMap::new(),
+            clock,
+        }
+    }
+
+    pub fn rules(&self) -> impl Iterator<Item = &Arc<RuleConfig>> {
+        self.rules.iter().map(|r| &r.rule)
+    }
+
+    /// The poll interval of a device (its readings' expected spacing).
+    pub fn set_interval(&mut self, device: &str, interval_ms: i64) {
+        self.intervals.insert(device.to_string(), interval_ms);
+    }
+
+    fn route(&mut self, device: &str, metric: &str) -> &Route {
+        let known = self
+            .routes
+            .get(device)
+            .is_some_and(|m| m.contains_key(metric));
+        if !known {
+            let mut route = Route::default();
+            for (ri, rs) in self.rules.iter().enumerate() {
+                let r = &rs.rule;
+                if r.metric == metric && r.matches_device(device) {
+                    let window = r
+                        .window
+                        .filter(|_| r.aggregate != Aggregate::Each)
+                        .map(|w| Window::new(w.as_millis() as i64, r.aggregate));
+                    self.series.push(Series {
+                        rule: ri,
+                        device: device.to_string(),
+                        window,
+                        breach_since: None,
+                        open: None,
+                        day: i64::MIN,
+                        day_count: 0,
+                        daily: None,
+                    });
+                    route.series.push(self.series.len() - 1);
+                }
+                if r.background
+                    .as_ref()
+                    .is_some_and(|b| b.device == device && b.metric == metric)
+                {
+                    route.backgrounds.push(ri);
+                }
+            }
+            self.routes
+                .entry(device.to_string())
+                .or_default()
+                .insert(metric.to_string(), route);
+        }
+        // Just inserted or already there.
+        &self.routes[device][metric]
+    }
+
+    /// Feeds one reading; transitions are appended to `out`.
+    pub fn reading(
+        &mut self,
+        device: &str,
+        metric: &str,
+        t: i64,
+        v: f64,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        if !v.is_finite() {
+            return;
+        }
+        let route = self.route(device, metric);
+        if route.series.is_empty() && route.backgrounds.is_empty() {
+            return;
+        }
+        let (series, backgrounds) = (route.series.clone(), route.backgrounds.clone());
+        for ri in backgrounds {
+            if let Some(w) = self.rules[ri].background.as_mut() {
+                w.push(t, v);
+            }
+        }
+        for si in series {
+            self.judge(si, t, v, out);
+        }
+    }
+
+    fn judge(&mut self, si: usize, t: i64, v: f64, out: &mut Vec<AlertEvent>) {
+        let local = self.clock.local(t);
+        let s = &mut self.series[si];
+        let rs = &self.rules[s.rule];
+        let rule = &rs.rule;
+        // The window takes every reading, judged or not, so it is full when judging resumes.
+        let fresh = match s.window.as_mut() {
+            Some(w) => w.push(t, v),
+            None => true,
+        };
+        if !fresh {
+            return;
+        }
+        let in_force = rs.from_day.is_none_or(|d| local.day >= d)
+            && rs.until_day.is_none_or(|d| local.day <= d)
+            && rule
+                .when
+                .is_none_or(|w| w.contains(local.weekday, local.minute));
+        if !in_force {
+            s.breach_since = None;
+            if let Some(open) = s.open.take() {
+                out.push(event(
+                    rule,
+                    &s.device,
+                    AlertKind::Threshold,
+                    AlertState::Closed,
+                    &open,
+                    open.value,
+                    t,
+                ));
+            }
+            return;
+        }
+        // The value judged: the window's aggregate when enough of it is there.
+        let value = match &s.window {
+            None => v,
+            Some(w) => {
+                let interval = self.intervals.get(&s.device).copied();
+                if w.coverage(interval) < rule.min_coverage {
+                    return;
+                }
+                match w.value() {
+                    Some(x) => x,
+                    None => return,
+                }
+            }
+        };
+        let value = match (&rule.background, &rs.background) {
+            (Some(b), Some(bw)) => {
+                if bw.coverage(None) < rule.min_coverage {
+                    return;
+                }
+                let Some(bg) = bw.value() else { return };
+                value - b.cap.map_or(bg, |c| bg.min(c))
+            }
+            _ => value,
+        };
+
+        if let Some(open) = &mut s.open {
+            open.value = value;
+            let cleared = match rule.condition {
+                Condition::Above(a) => value <= rule.clear.unwrap_or(a),
+                Condition::Below(b) => value >= rule.clear.unwrap_or(b),
+                Condition::Outside(lo, hi) => value >= lo && value <= hi,
+            };
+            if cleared {
+                if let Some(open) = s.open.take() {
+                    out.push(event(
+                        rule,
+                        &s.device,
+                        AlertKind::Threshold,
+                        AlertState::Closed,
+                        &open,
+                        value,
+                        t,
+                    ));
+                }
+                s.breach_since = None;
+            }
+            return;
+        }
+        let (breach, threshold) = match rule.condition {
+            Condition::Above(a) => (value > a, a),
+            Condition::Below(b) => (value < b, b),
+            Condition::Outside(lo, hi) => {
+                (value < lo || value > hi, if value < lo { lo } else { hi })
+            }
+        };
+        if !breach {
+            s.breach_since = None;
+            return;
+        }
+        let since = *s.breach_since.get_or_insert(t);
+        if t - since < rule.hold.as_millis() as i64 {
+            return;
+        }
+        let open = OpenAlert {
+            alert_id: format!("{}/{}/{}", rule.id, s.device, since),
+            since_ms: since,
+            value,
+            threshold,
+            last_notified_ms: t,
+        };
+        out.push(event(
+            rule,
+            &s.device,
+            AlertKind::Threshold,
+            AlertState::Open,
+            &open,
+            value,
+            t,
+        ));
+        s.open = Some(open);
+        // Exceedances per local day, against the allowance.
+        if s.day != local.day {
+            s.day = local.day;
+            s.day_count = 0;
+        }
+        s.day_count += 1;
+        if let Some(max) = rule.max_per_day
+            && s.day_count > max
+            && s.daily.is_none()
+        {
+            let daily = OpenAlert {
+                alert_id: format!("{}:daily/{}/{}", rule.id, s.device, local.day),
+                since_ms: t,
+                value: f64::from(s.day_count),
+                threshold: f64::from(max),
+                last_notified_ms: t,
+            };
+            out.push(event(
+                rule,
+                &s.device,
+                AlertKind::DailyAllowance,
+                AlertState::Open,
+                &daily,
+                daily.value,
+                t,
+            ));
+            s.daily = Some(daily);
+        } else if let Some(d) = &mut s.daily {
+            d.value = f64::from(s.day_count);
+        }
+    }
+
+    /// Time passes: reminders for open alerts, daily alerts closed at local midnight.
+    pub fn tick(&mut self, now: i64, out: &mut Vec<AlertEvent>) {
+        let today = self.clock.local(now).day;
+        for s in &mut self.series {
+            let rule = &self.rules[s.rule].rule;
+            if let (Some(open), Some(repeat)) = (&mut s.open, rule.repeat)
+                && now - open.last_notified_ms >= repeat.as_millis() as i64
+            {
+                open.last_notified_ms = now;
+                out.push(event(
+                    rule,
+                    &s.device,
+                    AlertKind::Threshold,
+                    AlertState::Reminder,
+                    open,
+                    open.value,
+                    now,
+                ));
+            }
+            if s.day != today {
+                s.day_count = 0;
+                s.day = today;
+                if let Some(d) = s.daily.take() {
+                    out.push(event(
+                        rule,
+                        &s.device,
+                        AlertKind::DailyAllowance,
+                        AlertState::Closed,
+                        &d,
+                        d.value,
+                        now,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Every open alert (threshold and daily), for the status page and for saving.
+    pub fn open_alerts(&self) -> Vec<AlertEvent> {
+        let mut v = Vec::new();
+        for s in &self.series {
+            let rule = &self.rules[s.rule].rule;
+            if let Some(o) = &s.open {
+                v.push(event(
+                    rule,
+                    &s.device,
+                    AlertKind::Threshold,
+                    AlertState::Open,
+                    o,
+                    o.value,
+                    o.last_notified_ms,
+                ));
+            }
+            if let Some(d) = &s.daily {
+                v.push(event(
+                    rule,
+                    &s.device,
+                    AlertKind::DailyAllowance,
+                    AlertState::Open,
+                    d,
+                    d.value,
+                    d.last_notified_ms,
+                ));
+            }
+        }
+        v
+    }
+}
+
+fn event(
+    rule: &Arc<RuleConfig>,
+    device: &str,
+    kind: AlertKind,
+    state: AlertState,
+    open: &OpenAlert,
+    value: f64,
+    at_ms: i64,
+) -> AlertEvent {
+    let (rule_id, severity) = match kind {
+        AlertKind::DailyAllowance => (
+            format!("{}:daily", rule.id),
+            Severity::Critical.max(rule.severity),
+        ),
+        _ => (rule.id.clone(), rule.severity),
+    };
+    AlertEvent {
+        alert_id: open.alert_id.clone(),
+        kind,
+        rule_id,
+        rule: Some(rule.clone()),
+        device: device.to_string(),
+        metric: rule.metric.clone(),
+        severity,
+        state,
+        value,
+        threshold: open.threshold,
+        since_ms: open.since_ms,
+        at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests;

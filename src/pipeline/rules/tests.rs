@@ -1,0 +1,297 @@
+//! Scripted days through the engine, with rules written as a site would write them.
+
+use super::*;
+use crate::config::reader::{Cx, TableReader, parse_document};
+use crate::config::rules::{Provenance, read_rule};
+use crate::config::source::{Diagnostics, SourceFile};
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+
+/// Parses `[[rule]]` tables as site.toml would.
+fn rules(toml: &str) -> Vec<RuleConfig> {
+    let file = SourceFile::new("t.toml", None, toml.to_string());
+    let mut diags = Diagnostics::default();
+    let mut cx = Cx {
+        file: &file,
+        diags: &mut diags,
+    };
+    let doc = parse_document(&mut cx, &file.text).expect("toml");
+    let mut root = TableReader::root(&doc);
+    let prov = Provenance {
+        pack: "site".into(),
+        standard: Some("TEST".into()),
+        source: None,
+        mark: None,
+    };
+    let out: Vec<RuleConfig> = root
+        .tables(&mut cx, "rule")
+        .into_iter()
+        .filter_map(|t| read_rule(&mut cx, t, &prov, Some("regional")))
+        .map(|r| r.value)
+        .collect();
+    root.finish(&mut cx);
+    assert!(diags.is_empty(), "{diags}");
+    out
+}
+
+fn shanghai() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::get("Asia/Shanghai").unwrap()
+}
+
+/// Milliseconds of a Shanghai local time.
+fn at(s: &str) -> i64 {
+    let dt: jiff::civil::DateTime = s.parse().unwrap();
+    shanghai().to_timestamp(dt).unwrap().as_millisecond()
+}
+
+fn feed(
+    e: &mut Engine,
+    device: &str,
+    metric: &str,
+    from: i64,
+    to: i64,
+    step: i64,
+    v: impl Fn(i64) -> f64,
+) -> Vec<AlertEvent> {
+    let mut out = Vec::new();
+    let mut t = from;
+    while t < to {
+        e.reading(device, metric, t, v(t), &mut out);
+        e.tick(t, &mut out);
+        t += step;
+    }
+    out
+}
+
+fn states(ev: &[AlertEvent]) -> Vec<(String, AlertState)> {
+    ev.iter().map(|e| (e.rule_id.clone(), e.state)).collect()
+}
+
+#[test]
+fn pm10_mean_with_hold_hysteresis_and_reminders() {
+    let r = rules(
+        r#"[[rule]]
+id = "pm10-15m"
+metric = "pm10"
+window = "15m"
+above = 150
+clear = 120
+for = "5m"
+repeat = "10m"
+"#,
+    );
+    let mut e = Engine::new(r, shanghai());
+    e.set_interval("dust-01", 10_000);
+    let t0 = at("2026-11-26T09:00:00");
+    // 15 min at 100: nothing.
+    let ev = feed(&mut e, "dust-01", "pm10", t0, t0 + 15 * MIN, 10_000, |_| {
+        100.0
+    });
+    assert!(ev.is_empty(), "{ev:?}");
+    // Then 300: the 15-min mean passes 150 with the 23rd reading of 300 (3 min 40 s in:
+    // (23·300 + 67·100)/90 = 151.1), and must hold 5 more minutes.
+    let t1 = t0 + 15 * MIN;
+    let ev = feed(&mut e, "dust-01", "pm10", t1, t1 + 30 * MIN, 10_000, |_| {
+        300.0
+    });
+    assert_eq!(states(&ev)[0], ("pm10-15m".into(), AlertState::Open));
+    let open = &ev[0];
+    assert_eq!(open.since_ms, t1 + 3 * MIN + 40_000);
+    assert_eq!(open.at_ms, t1 + 8 * MIN + 40_000);
+    assert!(open.value > 150.0 && open.threshold == 150.0);
+    // Reminders every 10 minutes while open.
+    let reminders = ev
+        .iter()
+        .filter(|e| e.state == AlertState::Reminder)
+        .count();
+    assert_eq!(reminders, 2, "at +18:40 and +28:40: {:?}", states(&ev));
+    assert!(ev.iter().all(|x| x.alert_id == open.alert_id));
+    // Back to 130: the mean falls under 150 but not to 120 — still open (hysteresis).
+    let t2 = t1 + 30 * MIN;
+    let ev = feed(&mut e, "dust-01", "pm10", t2, t2 + 30 * MIN, 10_000, |_| {
+        130.0
+    });
+    assert!(
+        ev.iter().all(|x| x.state == AlertState::Reminder),
+        "{:?}",
+        states(&ev)
+    );
+    // To 100: the mean reaches 120, the alert closes once.
+    let t3 = t2 + 30 * MIN;
+    let ev = feed(&mut e, "dust-01", "pm10", t3, t3 + 30 * MIN, 10_000, |_| {
+        100.0
+    });
+    let closed: Vec<_> = ev
+        .iter()
+        .filter(|x| x.state == AlertState::Closed)
+        .collect();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].alert_id, open.alert_id);
+    assert!(e.open_alerts().is_empty());
+}
+
+#[test]
+fn a_window_with_too_few_readings_does_not_judge() {
+    let r = rules("[[rule]]\nid = \"r\"\nmetric = \"pm10\"\nwindow = \"10m\"\nabove = 50\n");
+    let mut e = Engine::new(r, shanghai());
+    e.set_interval("d", 10_000);
+    let t0 = at("2026-11-26T09:00:00");
+    // One reading a minute where six are expected: 17 % coverage, never judged.
+    let ev = feed(&mut e, "d", "pm10", t0, t0 + 2 * HOUR, MIN, |_| 500.0);
+    assert!(ev.is_empty(), "{ev:?}");
+    // Every 10 s: judged once 75 % of the window is there (7.5 min).
+    let t1 = t0 + 2 * HOUR;
+    let ev = feed(&mut e, "d", "pm10", t1, t1 + 15 * MIN, 10_000, |_| 500.0);
+    assert_eq!(ev.len(), 1);
+    assert!(
+        ev[0].at_ms - t1 >= 6 * MIN && ev[0].at_ms - t1 <= 8 * MIN,
+        "{}",
+        ev[0].at_ms - t1
+    );
+}
+
+#[test]
+fn gb12523_night_leq_and_lmax_follow_the_clock() {
+    let r = rules(
+        r#"[[rule]]
+id = "night-leq"
+metric = "noise"
+window = "20m"
+above = 55
+when = "22:00-06:00"
+
+[[rule]]
+id = "night-lmax"
+metric = "noise"
+above = 70
+when = "22:00-06:00"
+"#,
+    );
+    let mut e = Engine::new(r, shanghai());
+    e.set_interval("n", 60_000);
+    // 21:00 to 07:00 at 58 dB with one 72 dB peak at 21:30 (day) and one at 23:30 (night).
+    let t0 = at("2026-11-26T21:00:00");
+    let peaks = [at("2026-11-26T21:30:00"), at("2026-11-26T23:30:00")];
+    let ev = feed(&mut e, "n", "noise", t0, t0 + 10 * HOUR, MIN, |t| {
+        if peaks.contains(&t) { 72.0 } else { 58.0 }
+    });
+    let s = states(&ev);
+    // Day: nothing. 22:00: the night Leq is judged once 75 % of 20 min is in (the window took
+    // every reading, so at 22:00 it is already full): opens at 22:00.
+    assert_eq!(s[0], ("night-leq".into(), AlertState::Open));
+    assert_eq!(ev[0].at_ms, at("2026-11-26T22:00:00"));
+    // 23:30: Lmax over 55 + 15.
+    let lmax: Vec<_> = ev.iter().filter(|e| e.rule_id == "night-lmax").collect();
+    assert_eq!(lmax[0].state, AlertState::Open);
+    assert_eq!(lmax[0].at_ms, peaks[1]);
+    assert_eq!(lmax[0].value, 72.0);
+    // 06:00: night is over, the Leq alert closes.
+    let closed = ev
+        .iter()
+        .find(|e| e.rule_id == "night-leq" && e.state == AlertState::Closed)
+        .unwrap();
+    assert_eq!(closed.at_ms, at("2026-11-27T06:00:00"));
+}
+
+#[test]
+fn hebei_background_is_subtracted_up_to_its_cap_and_days_are_counted() {
+    let r = rules(
+        r#"[[rule]]
+id = "db13"
+metric = "pm10"
+window = "1h"
+above = 80
+background = { device = "{background}", metric = "pm10", cap = 150 }
+max_per_day = 2
+"#,
+    );
+    let mut e = Engine::new(r, shanghai());
+    e.set_interval("site", 60_000);
+    let t0 = at("2026-11-26T08:00:00");
+    let mut out = Vec::new();
+    let mut t = t0;
+    // Hour 1: site 250, county 200 → 250 − min(200, 150) = 100 > 80: open.
+    // Without the cap it would be 50 and no alert.
+    while t < t0 + HOUR {
+        e.reading("regional", "pm10", t, 200.0, &mut out);
+        e.reading("site", "pm10", t, 250.0, &mut out);
+        t += MIN;
+    }
+    assert_eq!(states(&out), vec![("db13".to_string(), AlertState::Open)]);
+    assert!((out[0].value - 100.0).abs() < 1e-9);
+    // Three more episodes the same day (open/close cycles): the third opening passes the
+    // allowance of 2 and raises the daily non-compliance alert, once.
+    // Each episode: an hour at 100 (net −50: closes), an hour at 260 (net 110: opens).
+    for _episode in 0..3 {
+        for v in [100.0, 260.0] {
+            let end = t + HOUR;
+            while t < end {
+                e.reading("regional", "pm10", t, 150.0, &mut out);
+                e.reading("site", "pm10", t, v, &mut out);
+                t += MIN;
+            }
+        }
+    }
+    let daily: Vec<_> = out.iter().filter(|x| x.rule_id == "db13:daily").collect();
+    assert_eq!(daily.len(), 1, "{:?}", states(&out));
+    assert_eq!(daily[0].state, AlertState::Open);
+    assert_eq!(daily[0].value, 3.0);
+    assert_eq!(daily[0].threshold, 2.0);
+    // At local midnight the day's alert closes.
+    let mut out = Vec::new();
+    e.tick(at("2026-11-27T00:00:30"), &mut out);
+    assert!(
+        out.iter()
+            .any(|x| x.rule_id == "db13:daily" && x.state == AlertState::Closed)
+    );
+}
+
+#[test]
+fn effective_dates_and_redeliveries() {
+    let r = rules(
+        "[[rule]]\nid = \"old\"\nmetric = \"pm25\"\nabove = 75\neffective_until = \"2026-02-28\"\n",
+    );
+    let mut e = Engine::new(r, shanghai());
+    let mut out = Vec::new();
+    e.reading("d", "pm25", at("2026-02-28T12:00:00"), 80.0, &mut out);
+    assert_eq!(out.len(), 1);
+    e.reading("d", "pm25", at("2026-03-01T12:00:00"), 80.0, &mut out);
+    assert_eq!(
+        out.last().map(|x| x.state),
+        Some(AlertState::Closed),
+        "out of force: closed"
+    );
+    e.reading("d", "pm25", at("2026-03-02T12:00:00"), 500.0, &mut out);
+    assert_eq!(out.len(), 2);
+
+    let r = rules(
+        "[[rule]]\nid = \"m\"\nmetric = \"pm10\"\nwindow = \"10m\"\nabove = 100\nmin_coverage = 0\n",
+    );
+    let mut e = Engine::new(r, shanghai());
+    let mut out = Vec::new();
+    let t = at("2026-11-26T10:00:00");
+    e.reading("d", "pm10", t, 90.0, &mut out);
+    e.reading("d", "pm10", t + 1000, 110.0, &mut out);
+    assert_eq!(out.len(), 0, "mean 100 is not above 100");
+    // The same 110 again (an MQTT redelivery) must not tip the mean.
+    e.reading("d", "pm10", t + 1000, 110.0, &mut out);
+    assert_eq!(out.len(), 0);
+}
+
+#[test]
+fn devices_are_matched_by_glob_and_outside_ranges_work() {
+    let r =
+        rules("[[rule]]\nid = \"ph\"\nmetric = \"ph\"\ndevices = [\"tank-*\"]\noutside = [6, 9]\n");
+    let mut e = Engine::new(r, shanghai());
+    let mut out = Vec::new();
+    let t = at("2026-11-26T10:00:00");
+    e.reading("river-01", "ph", t, 4.0, &mut out);
+    assert!(out.is_empty());
+    e.reading("tank-01", "ph", t, 9.5, &mut out);
+    assert_eq!((out[0].state, out[0].threshold), (AlertState::Open, 9.0));
+    e.reading("tank-01", "ph", t + 1000, 7.0, &mut out);
+    assert_eq!(out[1].state, AlertState::Closed);
+    e.reading("tank-01", "ph", t + 2000, 5.0, &mut out);
+    assert_eq!((out[2].state, out[2].threshold), (AlertState::Open, 6.0));
+}
