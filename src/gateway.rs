@@ -18,7 +18,9 @@ use crate::outputs::influx::{InfluxSetupError, InfluxSink};
 use crate::outputs::queue::PointQueue;
 use crate::outputs::store::{DiskStore, StoreError};
 use crate::outputs::writer::{Writer, WriterOptions};
-use crate::pipeline::Pipeline;
+use crate::pipeline::alerts::AlertContext;
+use crate::pipeline::rules::Engine;
+use crate::pipeline::{Judge, Pipeline};
 use crate::sources::modbus::bus::BusTask;
 use crate::sources::mqtt::broker::{BrokerTask, MqttSetupError};
 
@@ -62,7 +64,25 @@ impl Gateway {
         )?);
         let queue: Arc<dyn PointQueue> = store.clone();
         let health = Arc::new(Health::default());
-        let pipeline = Arc::new(Pipeline::new(queue.clone(), health.clone()));
+        let mut pipeline = Pipeline::new(queue.clone(), health.clone());
+        if !cfg.rules.is_empty() {
+            let mut engine = Engine::new(cfg.rules.clone(), cfg.site.timezone.clone());
+            engine.set_background_device(cfg.site.background.clone());
+            for b in &cfg.buses {
+                for d in &b.devices {
+                    engine.set_interval(&d.id, d.interval.as_millis() as i64);
+                }
+            }
+            let ctx = AlertContext {
+                site_id: cfg.site.id.clone(),
+                site_name: cfg.site.name.clone().unwrap_or_default(),
+                site_tags: cfg.site.tags.clone(),
+                tz: cfg.site.timezone.clone(),
+                locale: cfg.alerts.locale,
+            };
+            pipeline = pipeline.with_rules(Judge::new(engine, ctx));
+        }
+        let pipeline = Arc::new(pipeline);
         // Brokers are set up (secrets, TLS files) before any task starts.
         let brokers = cfg
             .brokers
@@ -183,9 +203,16 @@ async fn report_health(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    // The rule engine's clock: reminders and day boundaries, once a second.
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stopping = tokio::select! {
             _ = tick.tick() => false,
+            _ = second.tick() => {
+                pipeline.tick(now_ms());
+                continue;
+            }
             _ = stop.changed() => true,
         };
         let queue = pipeline.queue();

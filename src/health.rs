@@ -82,6 +82,8 @@ pub struct Health {
     pub readings: AtomicU64,
     /// Values that were NaN or infinite after decoding: not written.
     pub invalid_values: AtomicU64,
+    /// Alerts opened since start.
+    pub alerts_opened: AtomicU64,
     pub writer: WriterHealth,
     pub brokers: std::sync::Mutex<Vec<Arc<BrokerHealth>>>,
     /// The latest value of every device's every metric, for people (demo, status page).
@@ -266,6 +268,7 @@ impl Health {
             fields: vec![
                 f("readings", self.readings.load(Relaxed) as f64),
                 f("invalid_values", self.invalid_values.load(Relaxed) as f64),
+                f("alerts_opened", self.alerts_opened.load(Relaxed) as f64),
             ],
             time_ms,
         });

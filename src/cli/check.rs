@@ -107,12 +107,16 @@ pub fn describe(cfg: &Config) -> String {
         human_bytes(cfg.store.max_size),
         cfg.store.commit_interval
     );
-    if !s.standards.is_empty() {
-        let _ = writeln!(
-            o,
-            "standards  {} (listed; rule packs are not evaluated by this version)",
-            s.standards.join(", ")
-        );
+    if !cfg.packs.is_empty() {
+        let packs: Vec<String> = cfg
+            .packs
+            .iter()
+            .map(|p| format!("{} {} ({})", p.id, p.mark, p.title))
+            .collect();
+        let _ = writeln!(o, "standards  {}", packs.join("; "));
+    }
+    if let Some(b) = &s.background {
+        let _ = writeln!(o, "background regional values from device {b}");
     }
     let _ = writeln!(o, "health     gateway points every {:?}", s.health_interval);
 
@@ -248,6 +252,45 @@ pub fn describe(cfg: &Config) -> String {
             let _ = writeln!(o, "  rejected messages republished to {dl}");
         }
     }
+    if !cfg.rules.is_empty() {
+        let _ = writeln!(o, "\nrules in force ({}):", cfg.rules.len());
+        let today = cfg.site.timezone.to_datetime(jiff::Timestamp::now()).date();
+        for r in &cfg.rules {
+            let note = if r.in_force(today) {
+                ""
+            } else {
+                " [not in force today]"
+            };
+            let _ = writeln!(o, "  {}{note}", describe_rule(r));
+        }
+    }
+    let a = &cfg.alerts;
+    if a.mqtt.is_some() || !a.webhooks.is_empty() {
+        let _ = writeln!(o, "\nalerts ({:?}):", a.locale);
+        if let Some(m) = &a.mqtt {
+            let _ = writeln!(
+                o,
+                "  MQTT {} on broker {}, from {}",
+                m.topic,
+                m.broker,
+                m.min_severity.name()
+            );
+        }
+        for w in &a.webhooks {
+            let _ = writeln!(
+                o,
+                "  webhook {} ({}), URL from {}{}, from {}",
+                w.name,
+                w.format.name(),
+                secret_state(&w.url),
+                w.secret.as_ref().map_or(String::new(), |s| format!(
+                    ", signed with {}",
+                    secret_state(s)
+                )),
+                w.min_severity.name()
+            );
+        }
+    }
     let _ = writeln!(
         o,
         "\nplan: {} bus(es), {} device(s), {} request(s) per cycle, {:.2} requests/s; {} broker(s)",
@@ -258,4 +301,95 @@ pub fn describe(cfg: &Config) -> String {
         cfg.brokers.len()
     );
     o
+}
+
+/// One line per rule: what is judged, the limit, and where it comes from.
+fn describe_rule(r: &dustgate::config::rules::RuleConfig) -> String {
+    use dustgate::config::rules::{Aggregate, Condition};
+    let unit = unit_of(&r.metric);
+    let u = if unit.is_empty() {
+        String::new()
+    } else {
+        format!(" {unit}")
+    };
+    let what = match (r.window, r.aggregate) {
+        (Some(w), agg) if agg != Aggregate::Each => {
+            format!("{} {} {}", r.metric, human_duration(w), agg.name())
+        }
+        _ => format!("{} each reading", r.metric),
+    };
+    let cond = match r.condition {
+        Condition::Above(x) => format!("> {x}{u}"),
+        Condition::Below(x) => format!("< {x}{u}"),
+        Condition::Outside(lo, hi) => format!("outside {lo}–{hi}{u}"),
+    };
+    let mut extra = Vec::new();
+    if let Some(c) = r.clear {
+        extra.push(format!("clears at {c}"));
+    }
+    if !r.hold.is_zero() {
+        extra.push(format!("for {}", human_duration(r.hold)));
+    }
+    if let Some(b) = &r.background {
+        extra.push(format!(
+            "minus {}/{}{}",
+            b.device,
+            b.metric,
+            b.cap.map_or(String::new(), |c| format!(" (at most {c})"))
+        ));
+    }
+    if let Some(w) = &r.when {
+        extra.push(format!(
+            "{:02}:{:02}–{:02}:{:02}",
+            w.start / 60,
+            w.start % 60,
+            w.end / 60,
+            w.end % 60
+        ));
+    }
+    if let Some(m) = r.max_per_day {
+        extra.push(format!("at most {m} a day"));
+    }
+    if let (Some(f), _) | (None, Some(f)) = (r.effective_from, r.effective_until) {
+        let _ = f;
+        extra.push(format!(
+            "in force {}–{}",
+            r.effective_from.map_or(String::new(), |d| d.to_string()),
+            r.effective_until.map_or(String::new(), |d| d.to_string())
+        ));
+    }
+    if !r.devices.is_empty() {
+        extra.push(format!("devices {}", r.devices.join(" ")));
+    }
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", extra.join(", "))
+    };
+    let p = &r.provenance;
+    let src = if p.pack == "site" {
+        "site rule".to_string()
+    } else {
+        format!(
+            "{} {}",
+            p.standard.clone().unwrap_or_else(|| p.pack.clone()),
+            p.mark.clone().unwrap_or_default()
+        )
+    };
+    format!(
+        "{:<24} {what} {cond}{extra}, {} — {src}",
+        r.id,
+        r.severity.name()
+    )
+}
+
+fn human_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s.is_multiple_of(3600) && s > 0 {
+        format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) && s > 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
 }

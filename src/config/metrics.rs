@@ -12,6 +12,9 @@ pub struct MetricInfo {
     pub unit: String,
     pub measurement: String,
     pub hj212: Option<String>,
+    /// How alert messages name it.
+    pub zh: String,
+    pub en: String,
 }
 
 #[derive(Debug, Default)]
@@ -46,13 +49,19 @@ impl Catalog {
                 let unit = t.req::<String>(&mut cx, "unit");
                 let measurement = t.req::<String>(&mut cx, "measurement");
                 let hj212 = t.opt::<String>(&mut cx, "hj212");
+                let zh = t.req::<String>(&mut cx, "zh");
+                let en = t.req::<String>(&mut cx, "en");
                 t.finish(&mut cx);
-                if let (Some(name), Some(unit), Some(measurement)) = (name, unit, measurement) {
+                if let (Some(name), Some(unit), Some(measurement), Some(zh), Some(en)) =
+                    (name, unit, measurement, zh, en)
+                {
                     metrics.push(MetricInfo {
                         name: name.value,
                         unit: unit.value,
                         measurement: measurement.value,
                         hj212: hj212.map(|h| h.value),
+                        zh: zh.value,
+                        en: en.value,
                     });
                 }
             }

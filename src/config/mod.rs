@@ -30,6 +30,11 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     load_from(&file, path, &mut profiles)
 }
 
+/// The standards packs a config sees: `standards/` beside it, then built-ins.
+fn packs_for(path: &Path) -> rules::PackLoader {
+    rules::PackLoader::for_config(path)
+}
+
 /// Loads a config from text already in memory (`dustgate demo` builds its own).
 pub fn load_from(
     file: &std::sync::Arc<SourceFile>,
@@ -46,7 +51,7 @@ pub fn load_from(
             let mut root = TableReader::root(&doc);
             let raw = raw::read(&mut cx, &mut root);
             root.finish(&mut cx);
-            validate::validate(&mut cx, raw, path, profiles)
+            validate::validate(&mut cx, raw, path, profiles, &mut packs_for(path))
         })
     };
     diags.sort();

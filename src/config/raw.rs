@@ -15,6 +15,38 @@ pub struct RawConfig {
     pub http: Option<RawHttp>,
     pub modbus: Vec<RawBus>,
     pub mqtt: Vec<RawBroker>,
+    /// The site's own `[[rule]]`s, already read (their shape is the rule reader's business).
+    pub rules: Vec<Sp<super::rules::RuleConfig>>,
+    pub alerts: Option<RawAlerts>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawAlerts {
+    pub locale: Option<Sp<String>>,
+    pub mqtt: Option<RawAlertMqtt>,
+    pub webhooks: Vec<RawWebhook>,
+}
+
+#[derive(Debug)]
+pub struct RawAlertMqtt {
+    pub span: Span,
+    pub broker: Option<Sp<String>>,
+    pub topic: Option<Sp<String>>,
+    pub min_severity: Option<Sp<String>>,
+}
+
+#[derive(Debug)]
+pub struct RawWebhook {
+    pub span: Span,
+    pub path_key: String,
+    pub name: Option<Sp<String>>,
+    pub url: Option<Sp<String>>,
+    pub url_env: Option<Sp<String>>,
+    pub url_file: Option<Sp<String>>,
+    pub format: Option<Sp<String>>,
+    pub secret_env: Option<Sp<String>>,
+    pub secret_file: Option<Sp<String>>,
+    pub min_severity: Option<Sp<String>>,
 }
 
 #[derive(Debug)]
@@ -55,6 +87,8 @@ pub struct RawSite {
     pub tags: Vec<(Sp<String>, Sp<String>)>,
     pub standards: Option<Sp<Vec<String>>>,
     pub health_interval: Option<Sp<Duration>>,
+    /// The device that carries the regional background (`{background}` in packs).
+    pub background: Option<Sp<String>>,
 }
 
 #[derive(Debug)]
@@ -129,10 +163,8 @@ pub struct RawDevice {
 /// Sections of the contract that later versions implement. Naming them here gives a clear
 /// message instead of "unknown key", and keeps a config with them from starting half-configured.
 const NOT_YET: &[(&str, &str)] = &[
-    ("rule", "rules and alerts"),
     ("actuator", "dust-suppression linkage"),
     ("compliance", "six-100% compliance"),
-    ("alerts", "alert delivery"),
 ];
 
 pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> RawConfig {
@@ -146,6 +178,7 @@ pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> RawConfig {
             tags: t.string_map(cx, "tags"),
             standards: t.opt(cx, "standards"),
             health_interval: t.opt(cx, "health_interval"),
+            background: t.opt(cx, "background"),
         });
         t.finish(cx);
     }
@@ -278,6 +311,59 @@ pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> RawConfig {
         }
         b.finish(cx);
         raw.mqtt.push(broker);
+    }
+    let background = raw
+        .site
+        .as_ref()
+        .and_then(|s| s.background.as_ref())
+        .map(|b| b.value.clone());
+    let site_prov = super::rules::Provenance {
+        pack: "site".into(),
+        standard: None,
+        source: None,
+        mark: None,
+    };
+    for t in root.tables(cx, "rule") {
+        if let Some(r) = super::rules::read_rule(cx, t, &site_prov, background.as_deref()) {
+            raw.rules.push(r);
+        }
+    }
+    if let Some(mut a) = root.table(cx, "alerts") {
+        let mut alerts = RawAlerts {
+            locale: a.opt(cx, "locale"),
+            ..RawAlerts::default()
+        };
+        if let Some(mut m) = a.table(cx, "mqtt") {
+            alerts.mqtt = Some(RawAlertMqtt {
+                span: m.span(),
+                broker: m.req(cx, "broker"),
+                topic: m.req(cx, "topic"),
+                min_severity: m.opt(cx, "min_severity"),
+            });
+            m.finish(cx);
+        }
+        for mut w in a.tables(cx, "webhook") {
+            if w.has("secret") {
+                let _ = w.opt::<String>(cx, "secret").map(|v| {
+                    cx.error(&v.span, &w.key_path("secret"), "secrets never go in the config file: name them with secret_env or secret_file")
+                });
+            }
+            alerts.webhooks.push(RawWebhook {
+                span: w.span(),
+                path_key: w.path().to_string(),
+                name: w.opt(cx, "name"),
+                url: w.opt(cx, "url"),
+                url_env: w.opt(cx, "url_env"),
+                url_file: w.opt(cx, "url_file"),
+                format: w.opt(cx, "format"),
+                secret_env: w.opt(cx, "secret_env"),
+                secret_file: w.opt(cx, "secret_file"),
+                min_severity: w.opt(cx, "min_severity"),
+            });
+            w.finish(cx);
+        }
+        a.finish(cx);
+        raw.alerts = Some(alerts);
     }
     for (key, what) in NOT_YET {
         if root.has(key) {

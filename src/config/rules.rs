@@ -253,7 +253,17 @@ pub fn read_rule(
         key("outside"),
     );
     let id = t.req::<String>(cx, "id");
-    let metric = t.req::<String>(cx, "metric");
+    // `{ id = "...", enabled = false }` alone switches a pack's rule off.
+    let switch_off = t.has("enabled")
+        && !t.has("metric")
+        && !t.has("above")
+        && !t.has("below")
+        && !t.has("outside");
+    let metric = if switch_off {
+        t.opt::<String>(cx, "metric")
+    } else {
+        t.req::<String>(cx, "metric")
+    };
     let devices = t.opt::<Vec<String>>(cx, "devices");
     let window = t.opt::<Duration>(cx, "window");
     let aggregate = t.opt::<String>(cx, "aggregate");
@@ -300,6 +310,38 @@ pub fn read_rule(
         Some(Background { device: dev, metric: metric?.value, cap: cap.map(|c| c.value) })
     });
     t.finish(cx);
+    if switch_off {
+        let id = id?;
+        if enabled.as_ref().is_some_and(|e| e.value) {
+            cx.error(&span, "rule", "a rule needs `metric` and one of `above`, `below`, `outside` (only `enabled = false` may stand alone)");
+            return None;
+        }
+        return Some(Sp::new(
+            RuleConfig {
+                id: id.value,
+                metric: String::new(),
+                devices: Vec::new(),
+                window: None,
+                aggregate: Aggregate::Each,
+                condition: Condition::Above(f64::INFINITY),
+                clear: None,
+                hold: Duration::ZERO,
+                when: None,
+                min_coverage: 0.75,
+                background: None,
+                max_per_day: None,
+                severity: Severity::Info,
+                repeat: None,
+                effective_from: None,
+                effective_until: None,
+                title_zh: None,
+                title_en: None,
+                provenance: provenance.clone(),
+                enabled: false,
+            },
+            span,
+        ));
+    }
 
     let condition = match (&above, &below, &outside) {
         (Some(a), None, None) => Some(Condition::Above(a.value)),

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use super::json_profile::JsonProfile;
 use super::profile::ModbusProfile;
+use super::rules::{Pack, RuleConfig, Severity};
+pub use crate::pipeline::alerts::Locale;
 use crate::sources::modbus::planner::Limits;
 
 #[derive(Debug, Clone)]
@@ -20,6 +22,59 @@ pub struct Config {
     pub http: HttpConfig,
     pub buses: Vec<BusConfig>,
     pub brokers: Vec<MqttConfig>,
+    /// The rules in force: the packs' rules, with the site's own replacing those of the same id.
+    pub rules: Vec<RuleConfig>,
+    /// The packs named in `[site].standards`.
+    pub packs: Vec<Arc<Pack>>,
+    pub alerts: AlertsConfig,
+}
+
+/// Where alerts go besides InfluxDB's `alert` measurement.
+#[derive(Debug, Clone, Default)]
+pub struct AlertsConfig {
+    pub locale: Locale,
+    pub mqtt: Option<AlertMqtt>,
+    pub webhooks: Vec<Webhook>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertMqtt {
+    /// An `[[mqtt]]` name.
+    pub broker: String,
+    /// `{site}` already replaced.
+    pub topic: String,
+    pub min_severity: Severity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    Generic,
+    DingTalk,
+    WeCom,
+    Feishu,
+}
+
+impl WebhookFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            WebhookFormat::Generic => "generic",
+            WebhookFormat::DingTalk => "dingtalk",
+            WebhookFormat::WeCom => "wecom",
+            WebhookFormat::Feishu => "feishu",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// A name for logs and the queue file (`webhook-0`, or the configured one).
+    pub name: String,
+    /// The URL holds tokens (DingTalk's access_token, WeCom's key), so it is a secret.
+    pub url: Secret,
+    pub format: WebhookFormat,
+    /// DingTalk and Feishu signing secret.
+    pub secret: Option<Secret>,
+    pub min_severity: Severity,
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +86,8 @@ pub struct Site {
     /// Extra tags on every point.
     pub tags: Vec<(String, String)>,
     pub standards: Vec<String>,
+    /// The device carrying the regional background, if any.
+    pub background: Option<String>,
     /// How often gateway health points are written and the health line is logged.
     pub health_interval: Duration,
 }
@@ -40,6 +97,8 @@ pub struct Site {
 pub enum Secret {
     Env(String),
     File(PathBuf),
+    /// Written in the config (for values that are not secret, such as a plain webhook URL).
+    Literal(String),
 }
 
 impl Secret {
@@ -52,6 +111,7 @@ impl Secret {
             Secret::File(path) => std::fs::read_to_string(path)
                 .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
                 .map_err(|e| format!("cannot read secret file {}: {e}", path.display())),
+            Secret::Literal(s) => Ok(s.clone()),
         }
     }
 
@@ -59,6 +119,7 @@ impl Secret {
         match self {
             Secret::Env(var) => format!("${var}"),
             Secret::File(path) => format!("file {}", path.display()),
+            Secret::Literal(_) => "the config file".to_string(),
         }
     }
 }

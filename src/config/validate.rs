@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::profile::{ProfileError, ProfileLoader, in_range};
 use super::raw::{RawBroker, RawBus, RawConfig, RawDevice, RawInflux};
 use super::reader::{Cx, Sp};
+use super::rules::{Pack, PackLoader, RuleConfig, Severity};
 use super::types::*;
 use crate::sources::modbus::planner::Limits;
 
@@ -19,8 +20,15 @@ pub fn validate(
     raw: RawConfig,
     config_path: &Path,
     profiles: &mut ProfileLoader,
+    packs: &mut PackLoader,
 ) -> Option<Config> {
     let base = config_path.parent().unwrap_or(Path::new("."));
+    let raw_standards = raw.site.as_ref().map(|s| {
+        (
+            s.standards.clone(),
+            s.background.as_ref().map(|b| b.value.clone()),
+        )
+    });
 
     let site = match raw.site {
         None => {
@@ -70,7 +78,12 @@ pub fn validate(
                     timezone,
                     timezone_name: tz_name,
                     tags,
-                    standards: s.standards.map(|s| s.value).unwrap_or_default(),
+                    standards: s
+                        .standards
+                        .as_ref()
+                        .map(|s| s.value.clone())
+                        .unwrap_or_default(),
+                    background: s.background.as_ref().map(|b| b.value.clone()),
                     health_interval,
                 }),
                 _ => None,
@@ -181,6 +194,9 @@ pub fn validate(
         }
     }
 
+    let (rules, packs) = rules(cx, &raw_standards, raw.rules, &buses, &brokers, packs);
+    let alerts = alerts(cx, raw.alerts, base, &site_id, &brokers);
+
     Some(Config {
         file: config_path.to_path_buf(),
         site: site?,
@@ -189,6 +205,9 @@ pub fn validate(
         http: http?,
         buses,
         brokers,
+        rules,
+        packs,
+        alerts,
     })
 }
 
@@ -928,4 +947,256 @@ fn broker(
         dead_letter_topic,
         subscriptions,
     })
+}
+
+/// The rules in force: each pack's rules in the order listed, a site rule with the same id
+/// replacing the pack's (and `enabled = false` switching it off), the site's other rules after.
+#[allow(clippy::type_complexity)]
+fn rules(
+    cx: &mut Cx<'_>,
+    standards: &Option<(Option<Sp<Vec<String>>>, Option<String>)>,
+    site_rules: Vec<Sp<RuleConfig>>,
+    buses: &[BusConfig],
+    brokers: &[MqttConfig],
+    loader: &mut PackLoader,
+) -> (Vec<RuleConfig>, Vec<std::sync::Arc<Pack>>) {
+    let mut packs = Vec::new();
+    let mut rules: Vec<RuleConfig> = Vec::new();
+    if let Some((Some(list), background)) = standards {
+        for id in &list.value {
+            let before = cx.diags.len();
+            match loader.load(id, background.as_deref(), cx.diags) {
+                Ok(Some(pack)) => {
+                    for r in &pack.rules {
+                        if rules.iter().any(|x| x.id == r.id) {
+                            cx.error(
+                                &list.span,
+                                "site.standards",
+                                format!(
+                                    "rule \"{}\" of pack \"{id}\" is already given by another pack",
+                                    r.id
+                                ),
+                            );
+                        } else {
+                            rules.push(r.clone());
+                        }
+                    }
+                    packs.push(pack);
+                }
+                Ok(None) => {
+                    let what = if cx.diags.len() == before {
+                        "has errors"
+                    } else {
+                        "has errors, listed with its file"
+                    };
+                    cx.error(
+                        &list.span,
+                        "site.standards",
+                        format!("standards pack \"{id}\" {what}"),
+                    );
+                }
+                Err(msg) => cx.error(&list.span, "site.standards", msg),
+            }
+        }
+    }
+    // Metrics some device can provide: canonical ones, and any a profile maps.
+    let mut provided: Vec<String> = super::metrics::Catalog::builtin()
+        .metrics
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    for b in buses {
+        for d in &b.devices {
+            provided.extend(d.profile.registers.iter().map(|r| r.metric.clone()));
+        }
+    }
+    for b in brokers {
+        for s in &b.subscriptions {
+            if let super::json_profile::JsonKind::Readings(f) = &s.profile.kind {
+                provided.extend(f.iter().map(|f| f.metric.clone()));
+            }
+        }
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for r in site_rules {
+        if let Some(line) = seen.get(&r.value.id) {
+            cx.error(
+                &r.span,
+                "rule",
+                format!("rule id \"{}\" is already used at line {line}", r.value.id),
+            );
+            continue;
+        }
+        seen.insert(r.value.id.clone(), cx.file.position(r.span.start).0);
+        if r.value.enabled && !provided.contains(&r.value.metric) {
+            cx.error(
+                &r.span,
+                "rule",
+                format!(
+                    "no device provides metric \"{}\": a canonical metric or one a profile maps",
+                    r.value.metric
+                ),
+            );
+            continue;
+        }
+        match rules.iter().position(|x| x.id == r.value.id) {
+            Some(i) => rules[i] = r.value,
+            None if !r.value.enabled => cx.error(
+                &r.span,
+                "rule",
+                format!(
+                    "rule \"{}\" is switched off, but no pack of [site].standards has it",
+                    r.value.id
+                ),
+            ),
+            None => rules.push(r.value),
+        }
+    }
+    rules.retain(|r| r.enabled);
+    (rules, packs)
+}
+
+fn severity(cx: &mut Cx<'_>, s: &Option<Sp<String>>, key: &str) -> Severity {
+    match s {
+        None => Severity::Info,
+        Some(v) => Severity::parse(&v.value).unwrap_or_else(|| {
+            cx.error(
+                &v.span,
+                key,
+                format!(
+                    "unknown severity \"{}\": info, warning or critical",
+                    v.value
+                ),
+            );
+            Severity::Info
+        }),
+    }
+}
+
+fn alerts(
+    cx: &mut Cx<'_>,
+    raw: Option<super::raw::RawAlerts>,
+    base: &Path,
+    site_id: &str,
+    brokers: &[MqttConfig],
+) -> AlertsConfig {
+    let Some(raw) = raw else {
+        return AlertsConfig::default();
+    };
+    let locale = match &raw.locale {
+        None => Locale::ZhCn,
+        Some(l) => Locale::parse(&l.value).unwrap_or_else(|| {
+            cx.error(
+                &l.span,
+                "alerts.locale",
+                format!("unknown locale \"{}\": zh-CN or en", l.value),
+            );
+            Locale::ZhCn
+        }),
+    };
+    let mqtt = raw.mqtt.and_then(|m| {
+        let min_severity = severity(cx, &m.min_severity, "alerts.mqtt.min_severity");
+        let broker = m.broker?;
+        if !brokers.iter().any(|b| b.name == broker.value) {
+            cx.error(
+                &broker.span,
+                "alerts.mqtt.broker",
+                format!("no [[mqtt]] broker named \"{}\"", broker.value),
+            );
+            return None;
+        }
+        let topic = m.topic?;
+        let t = topic.value.replace("{site}", site_id);
+        if t.is_empty() || t.contains('+') || t.contains('#') {
+            cx.error(
+                &topic.span,
+                "alerts.mqtt.topic",
+                "a topic to publish to, without wildcards",
+            );
+            return None;
+        }
+        Some(AlertMqtt {
+            broker: broker.value,
+            topic: t,
+            min_severity,
+        })
+    });
+    let mut webhooks = Vec::new();
+    for (i, w) in raw.webhooks.into_iter().enumerate() {
+        let key = |k: &str| format!("{}.{k}", w.path_key);
+        let min_severity = severity(cx, &w.min_severity, &key("min_severity"));
+        let format = match w.format.as_ref().map(|f| f.value.as_str()) {
+            None | Some("generic") => Some(WebhookFormat::Generic),
+            Some("dingtalk") => Some(WebhookFormat::DingTalk),
+            Some("wecom") => Some(WebhookFormat::WeCom),
+            Some("feishu") => Some(WebhookFormat::Feishu),
+            Some(other) => {
+                if let Some(f) = &w.format {
+                    cx.error(
+                        &f.span,
+                        &key("format"),
+                        format!("unknown format \"{other}\": generic, dingtalk, wecom or feishu"),
+                    );
+                }
+                None
+            }
+        };
+        let url = match (
+            &w.url,
+            secret(cx, w.url_env.clone(), w.url_file.clone(), base, &key("url")),
+        ) {
+            (Some(u), None) => {
+                if !(u.value.starts_with("http://") || u.value.starts_with("https://")) {
+                    cx.error(&u.span, &key("url"), "an http:// or https:// URL");
+                }
+                Some(Secret::Literal(u.value.clone()))
+            }
+            (None, Some(s)) => Some(s),
+            (Some(u), Some(_)) => {
+                cx.error(
+                    &u.span,
+                    &key("url"),
+                    "give url, url_env or url_file, not several",
+                );
+                None
+            }
+            (None, None) => {
+                cx.error(
+                    &w.span,
+                    &key("url_env"),
+                    "a webhook needs url_env (the URL often holds a token), url_file or url",
+                );
+                None
+            }
+        };
+        let secret = secret(
+            cx,
+            w.secret_env.clone(),
+            w.secret_file.clone(),
+            base,
+            &key("secret"),
+        );
+        if secret.is_some() && matches!(format, Some(WebhookFormat::Generic | WebhookFormat::WeCom))
+        {
+            cx.error(
+                &w.span,
+                &key("secret_env"),
+                "a signing secret is for the dingtalk and feishu formats",
+            );
+        }
+        if let (Some(url), Some(format)) = (url, format) {
+            webhooks.push(Webhook {
+                name: w.name.map_or_else(|| format!("webhook-{i}"), |n| n.value),
+                url,
+                format,
+                secret,
+                min_severity,
+            });
+        }
+    }
+    AlertsConfig {
+        locale,
+        mqtt,
+        webhooks,
+    }
 }

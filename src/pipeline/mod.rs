@@ -4,11 +4,12 @@
 //! store ticket of what it handed over and can acknowledge it upstream once it is durable.
 //! The rule engine and the compliance engine join it here.
 
+pub mod alerts;
 pub mod rules;
 pub mod validate;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 
 use crate::health::Health;
 use crate::model::{Point, Readings};
@@ -18,11 +19,39 @@ use crate::outputs::queue::PointQueue;
 pub struct Pipeline {
     queue: Arc<dyn PointQueue>,
     health: Arc<Health>,
+    judge: Option<Mutex<Judge>>,
+}
+
+/// The rule engine and what turns its transitions into alerts.
+pub struct Judge {
+    pub engine: rules::Engine,
+    pub ctx: alerts::AlertContext,
+    events: Vec<rules::AlertEvent>,
+}
+
+impl Judge {
+    pub fn new(engine: rules::Engine, ctx: alerts::AlertContext) -> Self {
+        Self {
+            engine,
+            ctx,
+            events: Vec::new(),
+        }
+    }
 }
 
 impl Pipeline {
     pub fn new(queue: Arc<dyn PointQueue>, health: Arc<Health>) -> Self {
-        Self { queue, health }
+        Self {
+            queue,
+            health,
+            judge: None,
+        }
+    }
+
+    /// With rules: readings are judged on their way to the store.
+    pub fn with_rules(mut self, judge: Judge) -> Self {
+        self.judge = Some(Mutex::new(judge));
+        self
     }
 
     /// Validates one device's readings and stores them. Returns the store ticket.
@@ -38,7 +67,61 @@ impl Pipeline {
                 .fetch_add(invalid as u64, Relaxed);
             tracing::warn!(device = %r.device.id, invalid, "values that are not finite numbers after decoding were not written");
         }
-        self.points(&points)
+        let ticket = self.points(&points);
+        if let Some(judge) = &self.judge {
+            let mut j = judge.lock().unwrap_or_else(|p| p.into_inner());
+            let j = &mut *j;
+            for (slot, v) in r.device.slots.iter().zip(&r.values) {
+                if let Some(v) = v {
+                    j.engine
+                        .reading(&r.device.id, &slot.metric, r.time_ms, *v, &mut j.events);
+                }
+            }
+            self.deliver(j);
+        }
+        ticket
+    }
+
+    /// Time passes: reminders, daily rollovers.
+    pub fn tick(&self, now_ms: i64) {
+        if let Some(judge) = &self.judge {
+            let mut j = judge.lock().unwrap_or_else(|p| p.into_inner());
+            let j = &mut *j;
+            j.engine.tick(now_ms, &mut j.events);
+            self.deliver(j);
+        }
+    }
+
+    /// The alerts open now.
+    pub fn open_alerts(&self) -> Vec<rules::AlertEvent> {
+        self.judge.as_ref().map_or_else(Vec::new, |j| {
+            j.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .engine
+                .open_alerts()
+        })
+    }
+
+    /// Turns the engine's transitions into alert points (and, later, other outputs).
+    fn deliver(&self, j: &mut Judge) {
+        if j.events.is_empty() {
+            return;
+        }
+        let mut points = Vec::with_capacity(j.events.len());
+        for e in j.events.drain(..) {
+            let message = j.ctx.message(&e);
+            match e.state {
+                rules::AlertState::Open => {
+                    self.health.alerts_opened.fetch_add(1, Relaxed);
+                    tracing::warn!(alert_id = %e.alert_id, rule = %e.rule_id, device = %e.device, "{message}");
+                }
+                _ => {
+                    tracing::info!(alert_id = %e.alert_id, rule = %e.rule_id, device = %e.device, state = e.state.name(), "{message}")
+                }
+            }
+            points.push(j.ctx.point(&e, &message));
+        }
+        self.points(&points);
     }
 
     /// Stores ready-made points (events, health). Returns the store ticket.

@@ -111,6 +111,9 @@ pub struct Engine {
     /// Devices' reading intervals (known for Modbus), for the coverage rule.
     intervals: HashMap<String, i64>,
     clock: LocalClock,
+    /// The regional feed: a background for some rules, never judged as a site monitor unless a
+    /// rule names it in `devices`.
+    background_device: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -143,7 +146,13 @@ impl Engine {
             routes: HashMap::new(),
             intervals: HashMap::new(),
             clock,
+            background_device: None,
         }
+    }
+
+    /// The site's regional background device (not judged by rules that do not name it).
+    pub fn set_background_device(&mut self, device: Option<String>) {
+        self.background_device = device;
     }
 
     pub fn rules(&self) -> impl Iterator<Item = &Arc<RuleConfig>> {
@@ -164,7 +173,12 @@ impl Engine {
             let mut route = Route::default();
             for (ri, rs) in self.rules.iter().enumerate() {
                 let r = &rs.rule;
-                if r.metric == metric && r.matches_device(device) {
+                let regional = self.background_device.as_deref() == Some(device)
+                    && !r
+                        .devices
+                        .iter()
+                        .any(|g| crate::config::rules::glob(g, device));
+                if r.metric == metric && r.matches_device(device) && !regional {
                     let window = r
                         .window
                         .filter(|_| r.aggregate != Aggregate::Each)
