@@ -68,9 +68,11 @@ impl Gateway {
         if !cfg.rules.is_empty() {
             let mut engine = Engine::new(cfg.rules.clone(), cfg.site.timezone.clone());
             engine.set_background_device(cfg.site.background.clone());
+            engine.set_offline_after(cfg.alerts.offline_after.as_millis() as i64);
+            let now = now_ms();
             for b in &cfg.buses {
                 for d in &b.devices {
-                    engine.set_interval(&d.id, d.interval.as_millis() as i64);
+                    engine.register_device(&d.id, Some(d.interval.as_millis() as i64), now);
                 }
             }
             let ctx = AlertContext {
@@ -80,7 +82,7 @@ impl Gateway {
                 tz: cfg.site.timezone.clone(),
                 locale: cfg.alerts.locale,
             };
-            pipeline = pipeline.with_rules(Judge::new(engine, ctx));
+            pipeline = pipeline.with_rules(Judge::new(engine, ctx).with_state(&cfg.store.dir, now));
         }
         let pipeline = Arc::new(pipeline);
         // Brokers are set up (secrets, TLS files) before any task starts.
@@ -203,9 +205,13 @@ async fn report_health(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    // The rule engine's clock: reminders and day boundaries, once a second.
+    // The rule engine's clock: reminders and day boundaries, once a second; its windows saved
+    // every 15 minutes (and at stop).
     let mut second = tokio::time::interval(Duration::from_secs(1));
     second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut save = tokio::time::interval(Duration::from_secs(15 * 60));
+    save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    save.tick().await;
     loop {
         let stopping = tokio::select! {
             _ = tick.tick() => false,
@@ -213,8 +219,15 @@ async fn report_health(
                 pipeline.tick(now_ms());
                 continue;
             }
+            _ = save.tick() => {
+                pipeline.save_state(now_ms());
+                continue;
+            }
             _ = stop.changed() => true,
         };
+        if stopping {
+            pipeline.save_state(now_ms());
+        }
         let queue = pipeline.queue();
         let depth = queue.depth();
         let points = health.snapshot_points(

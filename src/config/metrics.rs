@@ -15,6 +15,10 @@ pub struct MetricInfo {
     /// How alert messages name it.
     pub zh: String,
     pub en: String,
+    /// Physical range of a typical sensor: outside it a reading is flagged, not judged.
+    pub range: Option<(f64, f64)>,
+    /// A value unchanged for this long is suspect.
+    pub stuck_after: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +55,8 @@ impl Catalog {
                 let hj212 = t.opt::<String>(&mut cx, "hj212");
                 let zh = t.req::<String>(&mut cx, "zh");
                 let en = t.req::<String>(&mut cx, "en");
+                let range = t.opt::<Vec<f64>>(&mut cx, "range");
+                let stuck_after = t.opt::<std::time::Duration>(&mut cx, "stuck_after");
                 t.finish(&mut cx);
                 if let (Some(name), Some(unit), Some(measurement), Some(zh), Some(en)) =
                     (name, unit, measurement, zh, en)
@@ -62,6 +68,11 @@ impl Catalog {
                         hj212: hj212.map(|h| h.value),
                         zh: zh.value,
                         en: en.value,
+                        range: range.and_then(|r| match r.value.as_slice() {
+                            [lo, hi] => Some((*lo, *hi)),
+                            _ => None,
+                        }),
+                        stuck_after: stuck_after.map(|d| d.value),
                     });
                 }
             }

@@ -23,6 +23,7 @@ pub struct RawConfig {
 #[derive(Debug, Default)]
 pub struct RawAlerts {
     pub locale: Option<Sp<String>>,
+    pub offline_after: Option<Sp<Duration>>,
     pub mqtt: Option<RawAlertMqtt>,
     pub webhooks: Vec<RawWebhook>,
 }
@@ -331,6 +332,7 @@ pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> RawConfig {
     if let Some(mut a) = root.table(cx, "alerts") {
         let mut alerts = RawAlerts {
             locale: a.opt(cx, "locale"),
+            offline_after: a.opt(cx, "offline_after"),
             ..RawAlerts::default()
         };
         if let Some(mut m) = a.table(cx, "mqtt") {

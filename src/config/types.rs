@@ -30,11 +30,24 @@ pub struct Config {
 }
 
 /// Where alerts go besides InfluxDB's `alert` measurement.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AlertsConfig {
     pub locale: Locale,
+    /// A device silent this long (and at least three of its intervals) is reported offline.
+    pub offline_after: Duration,
     pub mqtt: Option<AlertMqtt>,
     pub webhooks: Vec<Webhook>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            locale: Locale::default(),
+            offline_after: Duration::from_secs(600),
+            mqtt: None,
+            webhooks: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

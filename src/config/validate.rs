@@ -1194,8 +1194,11 @@ fn alerts(
             });
         }
     }
+    let offline_after =
+        positive(cx, raw.offline_after, "alerts.offline_after").unwrap_or(Duration::from_secs(600));
     AlertsConfig {
         locale,
+        offline_after,
         mqtt,
         webhooks,
     }

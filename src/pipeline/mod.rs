@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod rules;
+pub mod state;
 pub mod validate;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -27,7 +28,12 @@ pub struct Judge {
     pub engine: rules::Engine,
     pub ctx: alerts::AlertContext,
     events: Vec<rules::AlertEvent>,
+    /// Where open alerts and windows are kept across restarts.
+    state_dir: Option<std::path::PathBuf>,
 }
+
+const OPEN_FILE: &str = "alerts-open.json";
+const WINDOWS_FILE: &str = "rules-windows.json";
 
 impl Judge {
     pub fn new(engine: rules::Engine, ctx: alerts::AlertContext) -> Self {
@@ -35,6 +41,42 @@ impl Judge {
             engine,
             ctx,
             events: Vec::new(),
+            state_dir: None,
+        }
+    }
+
+    /// Keeps state in `dir`, resuming what was saved there: windows as they were, open alerts
+    /// open (not announced again).
+    pub fn with_state(mut self, dir: &std::path::Path, now_ms: i64) -> Self {
+        let windows = state::load(&dir.join(WINDOWS_FILE));
+        let open: Vec<rules::OpenSnapshot> = state::load(&dir.join(OPEN_FILE)).unwrap_or_default();
+        if !open.is_empty() {
+            tracing::info!(
+                open = open.len(),
+                "alerts still open from before the restart"
+            );
+        }
+        self.engine.restore(windows, open, now_ms, &mut self.events);
+        self.state_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    fn save_open(&self) {
+        if let Some(dir) = &self.state_dir
+            && let Err(e) = state::save(&dir.join(OPEN_FILE), &self.engine.open_snapshot())
+        {
+            tracing::error!(error = %e, "cannot save the open alerts");
+        }
+    }
+
+    fn save_windows(&self, now_ms: i64) {
+        if let Some(dir) = &self.state_dir
+            && let Err(e) = state::save(
+                &dir.join(WINDOWS_FILE),
+                &self.engine.windows_snapshot(now_ms),
+            )
+        {
+            tracing::error!(error = %e, "cannot save the rule windows");
         }
     }
 }
@@ -92,6 +134,17 @@ impl Pipeline {
         }
     }
 
+    /// Saves the rule windows (every few minutes and at shutdown).
+    pub fn save_state(&self, now_ms: i64) {
+        if let Some(judge) = &self.judge {
+            let j = judge.lock().unwrap_or_else(|p| p.into_inner());
+            crate::outputs::blocking(|| {
+                j.save_windows(now_ms);
+                j.save_open();
+            });
+        }
+    }
+
     /// The alerts open now.
     pub fn open_alerts(&self) -> Vec<rules::AlertEvent> {
         self.judge.as_ref().map_or_else(Vec::new, |j| {
@@ -108,6 +161,10 @@ impl Pipeline {
             return;
         }
         let mut points = Vec::with_capacity(j.events.len());
+        let changed = j
+            .events
+            .iter()
+            .any(|e| e.state != rules::AlertState::Reminder);
         for e in j.events.drain(..) {
             let message = j.ctx.message(&e);
             match e.state {
@@ -122,6 +179,9 @@ impl Pipeline {
             points.push(j.ctx.point(&e, &message));
         }
         self.points(&points);
+        if changed {
+            crate::outputs::blocking(|| j.save_open());
+        }
     }
 
     /// Stores ready-made points (events, health). Returns the store ticket.

@@ -9,12 +9,14 @@
 //! against `max_per_day`.
 
 pub mod clock;
+pub mod quality;
 pub mod window;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use clock::LocalClock;
+use quality::Quality;
 use window::Window;
 
 use crate::config::rules::{Aggregate, Condition, RuleConfig, Severity};
@@ -70,7 +72,7 @@ pub struct AlertEvent {
 }
 
 /// An alert that is open.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OpenAlert {
     pub alert_id: String,
     pub since_ms: i64,
@@ -114,6 +116,7 @@ pub struct Engine {
     /// The regional feed: a background for some rules, never judged as a site monitor unless a
     /// rule names it in `devices`.
     background_device: Option<String>,
+    quality: Quality,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -147,7 +150,23 @@ impl Engine {
             intervals: HashMap::new(),
             clock,
             background_device: None,
+            quality: Quality::new(10 * 60_000),
         }
+    }
+
+    /// How long a device may be silent before it is reported offline (at least three of its
+    /// intervals).
+    pub fn set_offline_after(&mut self, ms: i64) {
+        self.quality = Quality::new(ms);
+    }
+
+    /// A device of the configuration: its interval (for coverage), and that it is expected to
+    /// report from `now` on (for the offline alert).
+    pub fn register_device(&mut self, device: &str, interval_ms: Option<i64>, now: i64) {
+        if let Some(i) = interval_ms {
+            self.intervals.insert(device.to_string(), i);
+        }
+        self.quality.register(device, interval_ms, now);
     }
 
     /// The site's regional background device (not judged by rules that do not name it).
@@ -221,6 +240,10 @@ impl Engine {
         out: &mut Vec<AlertEvent>,
     ) {
         if !v.is_finite() {
+            return;
+        }
+        if !self.quality.reading(device, metric, t, v, out) {
+            // Outside the sensor's range: flagged, not judged.
             return;
         }
         let route = self.route(device, metric);
@@ -385,6 +408,7 @@ impl Engine {
 
     /// Time passes: reminders for open alerts, daily alerts closed at local midnight.
     pub fn tick(&mut self, now: i64, out: &mut Vec<AlertEvent>) {
+        self.quality.tick(now, out);
         let today = self.clock.local(now).day;
         for s in &mut self.series {
             let rule = &self.rules[s.rule].rule;
@@ -448,7 +472,220 @@ impl Engine {
                 ));
             }
         }
+        for (kind, device, metric, a) in self.quality.open() {
+            v.push(Quality::to_alert(kind, &device, &metric, &a));
+        }
         v
+    }
+
+    fn series_of(&mut self, rule: usize, device: &str) -> Option<usize> {
+        let metric = self.rules.get(rule)?.rule.metric.clone();
+        let route = self.route(device, &metric).series.clone();
+        route.into_iter().find(|&si| self.series[si].rule == rule)
+    }
+
+    fn rule_index(&self, id: &str) -> Option<usize> {
+        self.rules.iter().position(|r| r.rule.id == id)
+    }
+
+    /// What is needed to resume the windows after a restart.
+    pub fn windows_snapshot(&self, now: i64) -> WindowsSnapshot {
+        WindowsSnapshot {
+            saved_ms: now,
+            series: self
+                .series
+                .iter()
+                .map(|s| SeriesSnapshot {
+                    rule: self.rules[s.rule].rule.id.clone(),
+                    device: s.device.clone(),
+                    readings: s
+                        .window
+                        .as_ref()
+                        .map(|w| w.readings().collect())
+                        .unwrap_or_default(),
+                    breach_since: s.breach_since,
+                    day: s.day,
+                    day_count: s.day_count,
+                })
+                .collect(),
+            backgrounds: self
+                .rules
+                .iter()
+                .filter_map(|r| {
+                    r.background
+                        .as_ref()
+                        .map(|w| (r.rule.id.clone(), w.readings().collect()))
+                })
+                .collect(),
+        }
+    }
+
+    /// The alerts open now, to be saved at every change.
+    pub fn open_snapshot(&self) -> Vec<OpenSnapshot> {
+        let mut v = Vec::new();
+        for s in &self.series {
+            let rule = &self.rules[s.rule].rule.id;
+            for (kind, a) in [("threshold", &s.open), ("daily", &s.daily)] {
+                if let Some(a) = a {
+                    v.push(OpenSnapshot::new(kind, rule, &s.device, "", a));
+                }
+            }
+        }
+        for (kind, device, metric, a) in self.quality.open() {
+            let k = match kind {
+                AlertKind::Offline => "offline",
+                AlertKind::Stuck => "stuck",
+                _ => "out_of_range",
+            };
+            v.push(OpenSnapshot::new(k, "", &device, &metric, &a));
+        }
+        v
+    }
+
+    /// Resumes after a restart: windows as saved, alerts open as they were (not announced
+    /// again). An alert of a rule that no longer exists is closed (the transition goes to `out`).
+    pub fn restore(
+        &mut self,
+        windows: Option<WindowsSnapshot>,
+        open: Vec<OpenSnapshot>,
+        now: i64,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        if let Some(w) = windows {
+            for s in w.series {
+                let Some(ri) = self.rule_index(&s.rule) else {
+                    continue;
+                };
+                let Some(si) = self.series_of(ri, &s.device) else {
+                    continue;
+                };
+                let series = &mut self.series[si];
+                if let Some(win) = series.window.as_mut() {
+                    for (t, v) in s.readings {
+                        win.push(t, v);
+                    }
+                }
+                series.breach_since = s.breach_since;
+                series.day = s.day;
+                series.day_count = s.day_count;
+            }
+            for (id, readings) in w.backgrounds {
+                if let Some(win) = self
+                    .rule_index(&id)
+                    .and_then(|ri| self.rules[ri].background.as_mut())
+                {
+                    for (t, v) in readings {
+                        win.push(t, v);
+                    }
+                }
+            }
+        }
+        for o in open {
+            let alert = o.alert();
+            match o.kind.as_str() {
+                "threshold" | "daily" => {
+                    let si = self
+                        .rule_index(&o.rule)
+                        .and_then(|ri| self.series_of(ri, &o.device));
+                    match si {
+                        Some(si) => {
+                            let s = &mut self.series[si];
+                            if o.kind == "daily" {
+                                s.daily = Some(alert);
+                            } else {
+                                s.open = Some(alert);
+                            }
+                        }
+                        None => out.push(AlertEvent {
+                            alert_id: alert.alert_id.clone(),
+                            kind: if o.kind == "daily" {
+                                AlertKind::DailyAllowance
+                            } else {
+                                AlertKind::Threshold
+                            },
+                            rule_id: o.rule.clone(),
+                            rule: None,
+                            device: o.device.clone(),
+                            metric: o.metric.clone(),
+                            severity: Severity::Info,
+                            state: AlertState::Closed,
+                            value: alert.value,
+                            threshold: alert.threshold,
+                            since_ms: alert.since_ms,
+                            at_ms: now,
+                        }),
+                    }
+                }
+                "offline" => self
+                    .quality
+                    .restore(AlertKind::Offline, &o.device, &o.metric, alert),
+                "stuck" => self
+                    .quality
+                    .restore(AlertKind::Stuck, &o.device, &o.metric, alert),
+                _ => self
+                    .quality
+                    .restore(AlertKind::OutOfRange, &o.device, &o.metric, alert),
+            }
+        }
+    }
+}
+
+/// The windows of every rule and device, saved now and then and at shutdown.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct WindowsSnapshot {
+    pub saved_ms: i64,
+    pub series: Vec<SeriesSnapshot>,
+    pub backgrounds: Vec<(String, Vec<(i64, f64)>)>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SeriesSnapshot {
+    pub rule: String,
+    pub device: String,
+    pub readings: Vec<(i64, f64)>,
+    pub breach_since: Option<i64>,
+    pub day: i64,
+    pub day_count: u32,
+}
+
+/// An open alert as saved (values that are not numbers saved as null).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OpenSnapshot {
+    pub kind: String,
+    pub rule: String,
+    pub device: String,
+    pub metric: String,
+    pub alert_id: String,
+    pub since_ms: i64,
+    pub value: Option<f64>,
+    pub threshold: Option<f64>,
+    pub last_notified_ms: i64,
+}
+
+impl OpenSnapshot {
+    fn new(kind: &str, rule: &str, device: &str, metric: &str, a: &OpenAlert) -> Self {
+        let finite = |x: f64| x.is_finite().then_some(x);
+        Self {
+            kind: kind.into(),
+            rule: rule.into(),
+            device: device.into(),
+            metric: metric.into(),
+            alert_id: a.alert_id.clone(),
+            since_ms: a.since_ms,
+            value: finite(a.value),
+            threshold: finite(a.threshold),
+            last_notified_ms: a.last_notified_ms,
+        }
+    }
+
+    fn alert(&self) -> OpenAlert {
+        OpenAlert {
+            alert_id: self.alert_id.clone(),
+            since_ms: self.since_ms,
+            value: self.value.unwrap_or(f64::NAN),
+            threshold: self.threshold.unwrap_or(f64::NAN),
+            last_notified_ms: self.last_notified_ms,
+        }
     }
 }
 

@@ -64,6 +64,13 @@ fn feed(
     out
 }
 
+/// Only the rules' own alerts (not the data-quality ones a scripted day can also raise).
+fn judged(ev: Vec<AlertEvent>) -> Vec<AlertEvent> {
+    ev.into_iter()
+        .filter(|e| matches!(e.kind, AlertKind::Threshold | AlertKind::DailyAllowance))
+        .collect()
+}
+
 fn states(ev: &[AlertEvent]) -> Vec<(String, AlertState)> {
     ev.iter().map(|e| (e.rule_id.clone(), e.state)).collect()
 }
@@ -138,11 +145,13 @@ fn a_window_with_too_few_readings_does_not_judge() {
     e.set_interval("d", 10_000);
     let t0 = at("2026-11-26T09:00:00");
     // One reading a minute where six are expected: 17 % coverage, never judged.
-    let ev = feed(&mut e, "d", "pm10", t0, t0 + 2 * HOUR, MIN, |_| 500.0);
+    let ev = judged(feed(&mut e, "d", "pm10", t0, t0 + 2 * HOUR, MIN, |_| 500.0));
     assert!(ev.is_empty(), "{ev:?}");
     // Every 10 s: judged once 75 % of the window is there (7.5 min).
     let t1 = t0 + 2 * HOUR;
-    let ev = feed(&mut e, "d", "pm10", t1, t1 + 15 * MIN, 10_000, |_| 500.0);
+    let ev = judged(feed(&mut e, "d", "pm10", t1, t1 + 15 * MIN, 10_000, |t| {
+        500.0 + (t % 7) as f64
+    }));
     assert_eq!(ev.len(), 1);
     assert!(
         ev[0].at_ms - t1 >= 6 * MIN && ev[0].at_ms - t1 <= 8 * MIN,
@@ -256,7 +265,7 @@ fn effective_dates_and_redeliveries() {
     let mut out = Vec::new();
     e.reading("d", "pm25", at("2026-02-28T12:00:00"), 80.0, &mut out);
     assert_eq!(out.len(), 1);
-    e.reading("d", "pm25", at("2026-03-01T12:00:00"), 80.0, &mut out);
+    e.reading("d", "pm25", at("2026-03-01T12:00:00"), 81.0, &mut out);
     assert_eq!(
         out.last().map(|x| x.state),
         Some(AlertState::Closed),
@@ -294,4 +303,115 @@ fn devices_are_matched_by_glob_and_outside_ranges_work() {
     assert_eq!(out[1].state, AlertState::Closed);
     e.reading("tank-01", "ph", t + 2000, 5.0, &mut out);
     assert_eq!((out[2].state, out[2].threshold), (AlertState::Open, 6.0));
+}
+
+#[test]
+fn data_quality_out_of_range_stuck_and_offline() {
+    let r = rules("[[rule]]\nid = \"pm10\"\nmetric = \"pm10\"\nabove = 150\n");
+    let mut e = Engine::new(r, shanghai());
+    let t0 = at("2026-11-26T09:00:00");
+    e.register_device("dust-01", Some(10_000), t0);
+    let mut out = Vec::new();
+    // 5000 µg/m³ is outside a laser sensor's range: flagged, not judged.
+    e.reading("dust-01", "pm10", t0, 5000.0, &mut out);
+    assert_eq!(
+        states(&out),
+        vec![("out-of-range".into(), AlertState::Open)]
+    );
+    e.reading("dust-01", "pm10", t0 + 10_000, 60.0, &mut out);
+    assert_eq!(out[1].state, AlertState::Closed);
+    assert_eq!(out[1].alert_id, out[0].alert_id);
+    // The same 60 for two hours: stuck.
+    let mut out = feed(
+        &mut e,
+        "dust-01",
+        "pm10",
+        t0 + 20_000,
+        t0 + 2 * HOUR + 30_000,
+        10_000,
+        |_| 60.0,
+    );
+    assert_eq!(states(&out), vec![("stuck".into(), AlertState::Open)]);
+    e.reading("dust-01", "pm10", t0 + 2 * HOUR + 40_000, 61.0, &mut out);
+    assert_eq!(
+        out.last().map(|x| (x.rule_id.as_str(), x.state)),
+        Some(("stuck", AlertState::Closed))
+    );
+    // Then silence: offline after 10 minutes (at least 3 intervals), back with the next reading.
+    let last = t0 + 2 * HOUR + 40_000;
+    let mut out = Vec::new();
+    e.tick(last + 9 * MIN, &mut out);
+    assert!(out.is_empty());
+    e.tick(last + 10 * MIN + 1000, &mut out);
+    assert_eq!(states(&out), vec![("offline".into(), AlertState::Open)]);
+    assert_eq!(out[0].since_ms, last);
+    e.reading("dust-01", "pm10", last + 20 * MIN, 62.0, &mut out);
+    assert_eq!(
+        out.last().map(|x| (x.rule_id.as_str(), x.state)),
+        Some(("offline", AlertState::Closed))
+    );
+    // A configured device that never reports goes offline too.
+    let mut out = Vec::new();
+    e.register_device("ghost", Some(60_000), last);
+    e.tick(last + 11 * MIN, &mut out);
+    assert!(
+        out.iter()
+            .any(|x| x.rule_id == "offline" && x.device == "ghost")
+    );
+}
+
+#[test]
+fn a_restart_neither_forgets_an_open_alert_nor_announces_it_again() {
+    let toml = "[[rule]]\nid = \"pm10-15m\"\nmetric = \"pm10\"\nwindow = \"15m\"\nabove = 150\nclear = 120\n";
+    let mut e = Engine::new(rules(toml), shanghai());
+    e.set_interval("d", 10_000);
+    let t0 = at("2026-11-26T09:00:00");
+    let ev = feed(&mut e, "d", "pm10", t0, t0 + 20 * MIN, 10_000, |_| 300.0);
+    assert_eq!(states(&ev), vec![("pm10-15m".into(), AlertState::Open)]);
+    let id = ev[0].alert_id.clone();
+    // Saved, through JSON, into a new engine.
+    let windows = serde_json::to_string(&e.windows_snapshot(t0 + 20 * MIN)).unwrap();
+    let open = serde_json::to_string(&e.open_snapshot()).unwrap();
+    let mut e2 = Engine::new(rules(toml), shanghai());
+    e2.set_interval("d", 10_000);
+    let mut out = Vec::new();
+    e2.restore(
+        serde_json::from_str(&windows).unwrap(),
+        serde_json::from_str(&open).unwrap(),
+        t0 + 21 * MIN,
+        &mut out,
+    );
+    assert!(out.is_empty(), "nothing announced on restore: {out:?}");
+    assert_eq!(e2.open_alerts()[0].alert_id, id);
+    // Still high: no second "open". Then low: closed, with the same id, as soon as the restored
+    // window's mean reaches 120.
+    let ev = feed(
+        &mut e2,
+        "d",
+        "pm10",
+        t0 + 21 * MIN,
+        t0 + 30 * MIN,
+        10_000,
+        |_| 300.0,
+    );
+    assert!(ev.is_empty(), "{ev:?}");
+    let ev = feed(
+        &mut e2,
+        "d",
+        "pm10",
+        t0 + 30 * MIN,
+        t0 + 50 * MIN,
+        10_000,
+        |_| 50.0,
+    );
+    assert_eq!(states(&ev), vec![("pm10-15m".into(), AlertState::Closed)]);
+    assert_eq!(ev[0].alert_id, id);
+    // An alert of a rule that is gone is closed on restore.
+    let mut e3 = Engine::new(
+        rules("[[rule]]\nid = \"other\"\nmetric = \"pm10\"\nabove = 1\n"),
+        shanghai(),
+    );
+    let mut out = Vec::new();
+    e3.restore(None, serde_json::from_str(&open).unwrap(), t0, &mut out);
+    assert_eq!(states(&out), vec![("pm10-15m".into(), AlertState::Closed)]);
 }

@@ -1,0 +1,293 @@
+//! Data-quality alerts: a device with no data, a value stuck at one number, a reading outside
+//! the sensor's physical range (flagged, and never judged against a limit).
+
+use std::collections::HashMap;
+
+use super::{AlertEvent, AlertKind, AlertState, OpenAlert};
+use crate::config::metrics::Catalog;
+use crate::config::rules::Severity;
+
+#[derive(Debug, Clone, Default)]
+struct DeviceQ {
+    last_seen: i64,
+    interval_ms: Option<i64>,
+    offline: Option<OpenAlert>,
+}
+
+#[derive(Debug, Clone)]
+struct ValueQ {
+    last: f64,
+    unchanged_since: i64,
+    stuck: Option<OpenAlert>,
+    out_of_range: Option<OpenAlert>,
+}
+
+pub struct Quality {
+    offline_after_ms: i64,
+    devices: HashMap<String, DeviceQ>,
+    values: HashMap<String, HashMap<String, ValueQ>>,
+}
+
+fn ev(
+    kind: AlertKind,
+    device: &str,
+    metric: &str,
+    state: AlertState,
+    a: &OpenAlert,
+    at: i64,
+) -> AlertEvent {
+    let rule_id = match kind {
+        AlertKind::Offline => "offline",
+        AlertKind::Stuck => "stuck",
+        _ => "out-of-range",
+    };
+    AlertEvent {
+        alert_id: a.alert_id.clone(),
+        kind,
+        rule_id: rule_id.to_string(),
+        rule: None,
+        device: device.to_string(),
+        metric: metric.to_string(),
+        severity: Severity::Warning,
+        state,
+        value: a.value,
+        threshold: a.threshold,
+        since_ms: a.since_ms,
+        at_ms: at,
+    }
+}
+
+impl Quality {
+    pub fn new(offline_after_ms: i64) -> Self {
+        Self {
+            offline_after_ms,
+            devices: HashMap::new(),
+            values: HashMap::new(),
+        }
+    }
+
+    /// A device known from the configuration: it is expected to report from `now` on.
+    pub fn register(&mut self, device: &str, interval_ms: Option<i64>, now: i64) {
+        let d = self.devices.entry(device.to_string()).or_default();
+        d.interval_ms = interval_ms;
+        if d.last_seen == 0 {
+            d.last_seen = now;
+        }
+    }
+
+    fn offline_after(&self, d: &DeviceQ) -> i64 {
+        self.offline_after_ms
+            .max(d.interval_ms.map_or(0, |i| 3 * i))
+    }
+
+    /// Checks one reading; `false` when it is outside the sensor's range and must not be judged.
+    pub fn reading(
+        &mut self,
+        device: &str,
+        metric: &str,
+        t: i64,
+        v: f64,
+        out: &mut Vec<AlertEvent>,
+    ) -> bool {
+        let d = match self.devices.get_mut(device) {
+            Some(d) => d,
+            None => self.devices.entry(device.to_string()).or_default(),
+        };
+        d.last_seen = d.last_seen.max(t);
+        if let Some(a) = d.offline.take() {
+            out.push(ev(
+                AlertKind::Offline,
+                device,
+                "",
+                AlertState::Closed,
+                &a,
+                t,
+            ));
+        }
+        let info = Catalog::builtin().get(metric);
+        let (range, stuck_after) = info.map_or((None, None), |i| (i.range, i.stuck_after));
+        if range.is_none() && stuck_after.is_none() {
+            return true;
+        }
+        let per_device = match self.values.get_mut(device) {
+            Some(m) => m,
+            None => self.values.entry(device.to_string()).or_default(),
+        };
+        let q = match per_device.get_mut(metric) {
+            Some(q) => q,
+            None => per_device.entry(metric.to_string()).or_insert(ValueQ {
+                last: v,
+                unchanged_since: t,
+                stuck: None,
+                out_of_range: None,
+            }),
+        };
+        if let Some((lo, hi)) = range {
+            if v < lo || v > hi {
+                if q.out_of_range.is_none() {
+                    let a = OpenAlert {
+                        alert_id: format!("out-of-range/{device}/{metric}/{t}"),
+                        since_ms: t,
+                        value: v,
+                        threshold: if v < lo { lo } else { hi },
+                        last_notified_ms: t,
+                    };
+                    out.push(ev(
+                        AlertKind::OutOfRange,
+                        device,
+                        metric,
+                        AlertState::Open,
+                        &a,
+                        t,
+                    ));
+                    q.out_of_range = Some(a);
+                }
+                return false;
+            }
+            if let Some(a) = q.out_of_range.take() {
+                out.push(ev(
+                    AlertKind::OutOfRange,
+                    device,
+                    metric,
+                    AlertState::Closed,
+                    &a,
+                    t,
+                ));
+            }
+        }
+        if let Some(after) = stuck_after {
+            if v != q.last || t < q.unchanged_since {
+                q.last = v;
+                q.unchanged_since = t;
+                if let Some(a) = q.stuck.take() {
+                    out.push(ev(
+                        AlertKind::Stuck,
+                        device,
+                        metric,
+                        AlertState::Closed,
+                        &a,
+                        t,
+                    ));
+                }
+            } else if q.stuck.is_none() && t - q.unchanged_since >= after.as_millis() as i64 {
+                let a = OpenAlert {
+                    alert_id: format!("stuck/{device}/{metric}/{}", q.unchanged_since),
+                    since_ms: q.unchanged_since,
+                    value: v,
+                    threshold: after.as_secs_f64(),
+                    last_notified_ms: t,
+                };
+                out.push(ev(
+                    AlertKind::Stuck,
+                    device,
+                    metric,
+                    AlertState::Open,
+                    &a,
+                    t,
+                ));
+                q.stuck = Some(a);
+            }
+        }
+        true
+    }
+
+    /// Devices silent for too long go offline.
+    pub fn tick(&mut self, now: i64, out: &mut Vec<AlertEvent>) {
+        let limits: Vec<(String, i64)> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.offline.is_none() && d.last_seen > 0)
+            .map(|(k, d)| (k.clone(), self.offline_after(d)))
+            .collect();
+        for (device, after) in limits {
+            let Some(d) = self.devices.get_mut(&device) else {
+                continue;
+            };
+            if now - d.last_seen > after {
+                let a = OpenAlert {
+                    alert_id: format!("offline/{device}/{}", d.last_seen),
+                    since_ms: d.last_seen,
+                    value: f64::NAN,
+                    threshold: after as f64 / 1000.0,
+                    last_notified_ms: now,
+                };
+                out.push(ev(
+                    AlertKind::Offline,
+                    &device,
+                    "",
+                    AlertState::Open,
+                    &a,
+                    now,
+                ));
+                d.offline = Some(a);
+            }
+        }
+    }
+
+    /// Open data-quality alerts as (kind, device, metric, alert).
+    pub fn open(&self) -> Vec<(AlertKind, String, String, OpenAlert)> {
+        let mut v = Vec::new();
+        for (device, d) in &self.devices {
+            if let Some(a) = &d.offline {
+                v.push((AlertKind::Offline, device.clone(), String::new(), a.clone()));
+            }
+        }
+        for (device, m) in &self.values {
+            for (metric, q) in m {
+                if let Some(a) = &q.stuck {
+                    v.push((AlertKind::Stuck, device.clone(), metric.clone(), a.clone()));
+                }
+                if let Some(a) = &q.out_of_range {
+                    v.push((
+                        AlertKind::OutOfRange,
+                        device.clone(),
+                        metric.clone(),
+                        a.clone(),
+                    ));
+                }
+            }
+        }
+        v
+    }
+
+    /// Puts back an alert that was open before a restart (not announced again).
+    pub fn restore(&mut self, kind: AlertKind, device: &str, metric: &str, a: OpenAlert) {
+        match kind {
+            AlertKind::Offline => {
+                let d = self.devices.entry(device.to_string()).or_default();
+                d.last_seen = d.last_seen.max(a.since_ms);
+                d.offline = Some(a);
+            }
+            AlertKind::Stuck | AlertKind::OutOfRange => {
+                let q = self
+                    .values
+                    .entry(device.to_string())
+                    .or_default()
+                    .entry(metric.to_string())
+                    .or_insert(ValueQ {
+                        last: a.value,
+                        unchanged_since: a.since_ms,
+                        stuck: None,
+                        out_of_range: None,
+                    });
+                if kind == AlertKind::Stuck {
+                    q.stuck = Some(a);
+                } else {
+                    q.out_of_range = Some(a);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn to_alert(kind: AlertKind, device: &str, metric: &str, a: &OpenAlert) -> AlertEvent {
+        ev(
+            kind,
+            device,
+            metric,
+            AlertState::Open,
+            a,
+            a.last_notified_ms,
+        )
+    }
+}
