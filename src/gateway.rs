@@ -19,6 +19,7 @@ use crate::outputs::queue::PointQueue;
 use crate::outputs::store::{DiskStore, StoreError};
 use crate::outputs::writer::{Writer, WriterOptions};
 use crate::pipeline::alerts::AlertContext;
+use crate::pipeline::aqi::Aqi;
 use crate::pipeline::rules::Engine;
 use crate::pipeline::{Judge, Pipeline};
 use crate::sources::modbus::bus::BusTask;
@@ -84,7 +85,19 @@ impl Gateway {
             };
             pipeline = pipeline.with_rules(Judge::new(engine, ctx).with_state(&cfg.store.dir, now));
         }
-        let pipeline = Arc::new(pipeline);
+        let forced = cfg.packs.iter().find_map(|p| p.aqi.clone());
+        let mut aqi = Aqi::new(
+            &cfg.site.id,
+            &cfg.site.tags,
+            cfg.site.timezone.clone(),
+            forced,
+        );
+        for b in &cfg.buses {
+            for d in &b.devices {
+                aqi.set_interval(&d.id, d.interval.as_millis() as i64);
+            }
+        }
+        let pipeline = Arc::new(pipeline.with_aqi(aqi));
         // Brokers are set up (secrets, TLS files) before any task starts.
         let brokers = cfg
             .brokers

@@ -5,6 +5,7 @@
 //! The rule engine and the compliance engine join it here.
 
 pub mod alerts;
+pub mod aqi;
 pub mod rules;
 pub mod state;
 pub mod validate;
@@ -21,6 +22,7 @@ pub struct Pipeline {
     queue: Arc<dyn PointQueue>,
     health: Arc<Health>,
     judge: Option<Mutex<Judge>>,
+    aqi: Option<Mutex<aqi::Aqi>>,
 }
 
 /// The rule engine and what turns its transitions into alerts.
@@ -87,7 +89,14 @@ impl Pipeline {
             queue,
             health,
             judge: None,
+            aqi: None,
         }
+    }
+
+    /// With the HJ 633 AQI computed from PM2.5 and PM10.
+    pub fn with_aqi(mut self, aqi: aqi::Aqi) -> Self {
+        self.aqi = Some(Mutex::new(aqi));
+        self
     }
 
     /// With rules: readings are judged on their way to the store.
@@ -109,7 +118,21 @@ impl Pipeline {
                 .fetch_add(invalid as u64, Relaxed);
             tracing::warn!(device = %r.device.id, invalid, "values that are not finite numbers after decoding were not written");
         }
-        let ticket = self.points(&points);
+        let mut ticket = self.points(&points);
+        if let Some(aqi) = &self.aqi {
+            let mut a = aqi.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out = Vec::new();
+            for (slot, v) in r.device.slots.iter().zip(&r.values) {
+                if let Some(v) = v.filter(|v| v.is_finite())
+                    && let Some(p) = a.reading(&r.device.id, &slot.metric, r.time_ms, v)
+                {
+                    out.push(p);
+                }
+            }
+            if !out.is_empty() {
+                ticket = ticket.max(self.points(&out));
+            }
+        }
         if let Some(judge) = &self.judge {
             let mut j = judge.lock().unwrap_or_else(|p| p.into_inner());
             let j = &mut *j;
