@@ -15,8 +15,10 @@ use crate::model::now_ms;
 use crate::outputs::dead_letter::DeadLetter;
 use crate::outputs::files::FileSink;
 use crate::outputs::influx::{InfluxSetupError, InfluxSink};
+use crate::outputs::mqtt::MqttSink;
 use crate::outputs::queue::PointQueue;
 use crate::outputs::store::{DiskStore, StoreError};
+use crate::outputs::webhook::WebhookSink;
 use crate::outputs::writer::{Writer, WriterOptions};
 use crate::pipeline::alerts::AlertContext;
 use crate::pipeline::aqi::Aqi;
@@ -33,6 +35,14 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Mqtt(#[from] MqttSetupError),
+    #[error("alert output: {0}")]
+    Output(String),
+}
+
+/// The sink of an alert output.
+enum OutputSink {
+    Mqtt(MqttSink),
+    Webhook(WebhookSink),
 }
 
 /// A running gateway.
@@ -49,6 +59,8 @@ pub struct Gateway {
     sources: Vec<JoinHandle<()>>,
     reporter: JoinHandle<()>,
     writer: JoinHandle<()>,
+    /// Alert outputs: their writers and queues.
+    outputs: Vec<(JoinHandle<()>, Arc<DiskStore>)>,
 }
 
 impl Gateway {
@@ -97,9 +109,31 @@ impl Gateway {
                 aqi.set_interval(&d.id, d.interval.as_millis() as i64);
             }
         }
-        let pipeline = Arc::new(pipeline.with_aqi(aqi));
+        let mut pipeline = pipeline.with_aqi(aqi);
+        // Alert outputs, each behind its own durable queue (`[store].dir/outbox/<name>/`).
+        let open_outbox = |name: &str| {
+            DiskStore::open(
+                &cfg.store.dir.join("outbox").join(name),
+                256 << 20,
+                1,
+                cfg.store.commit_interval,
+            )
+            .map(Arc::new)
+        };
+        let mut outbox_stores: Vec<(String, Arc<DiskStore>)> = Vec::new();
+        if let Some(m) = &cfg.alerts.mqtt {
+            let store = open_outbox("mqtt")?;
+            pipeline = pipeline.with_outbox(m.min_severity, store.clone());
+            outbox_stores.push(("mqtt".to_string(), store));
+        }
+        for w in &cfg.alerts.webhooks {
+            let store = open_outbox(&w.name)?;
+            pipeline = pipeline.with_outbox(w.min_severity, store.clone());
+            outbox_stores.push((w.name.clone(), store));
+        }
+        let pipeline = Arc::new(pipeline);
         // Brokers are set up (secrets, TLS files) before any task starts.
-        let brokers = cfg
+        let mut brokers = cfg
             .brokers
             .iter()
             .map(|b| {
@@ -112,6 +146,34 @@ impl Gateway {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Alert outputs' sinks: the MQTT one publishes through its broker's connection.
+        let mut output_writers = Vec::new();
+        for (name, store) in &outbox_stores {
+            let sink = if name == "mqtt" {
+                let Some(m) = &cfg.alerts.mqtt else { continue };
+                let Some(b) = brokers.iter_mut().find(|b| b.name() == m.broker) else {
+                    return Err(StartError::Output(format!(
+                        "alerts.mqtt: no broker {}",
+                        m.broker
+                    )));
+                };
+                OutputSink::Mqtt(MqttSink::new(&m.broker, &m.topic, b.publisher()))
+            } else {
+                let Some(w) = cfg.alerts.webhooks.iter().find(|w| &w.name == name) else {
+                    continue;
+                };
+                OutputSink::Webhook(
+                    WebhookSink::new(w, Duration::from_secs(10)).map_err(StartError::Output)?,
+                )
+            };
+            output_writers.push((name.clone(), store.clone(), sink));
+        }
+        let alert_opts = WriterOptions {
+            batch_size: 1,
+            flush_interval: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(5),
+        };
         let (sources_stop, sources_rx) = watch::channel(false);
         let (writer_stop, writer_rx) = watch::channel(false);
         let (reporter_stop, reporter_rx) = watch::channel(false);
@@ -126,9 +188,15 @@ impl Gateway {
                     retry_max: icfg.retry_max,
                     shutdown_grace: grace,
                 };
-                let w = Writer::new(queue.clone(), sink, opts, dead_letter, health.clone());
+                let w = Writer::new(
+                    queue.clone(),
+                    sink,
+                    opts,
+                    dead_letter,
+                    health.writer.clone(),
+                );
                 (
-                    tokio::spawn(w.run(writer_rx)),
+                    tokio::spawn(w.run(writer_rx.clone())),
                     format!("InfluxDB {}", icfg.url),
                 )
             }
@@ -141,14 +209,38 @@ impl Gateway {
                     retry_max: Duration::from_secs(30),
                     shutdown_grace: grace,
                 };
-                let w = Writer::new(queue.clone(), sink, opts, dead_letter, health.clone());
+                let w = Writer::new(
+                    queue.clone(),
+                    sink,
+                    opts,
+                    dead_letter,
+                    health.writer.clone(),
+                );
                 (
-                    tokio::spawn(w.run(writer_rx)),
+                    tokio::spawn(w.run(writer_rx.clone())),
                     format!("line-protocol files in {}", dir.display()),
                 )
             }
         };
 
+        let mut outputs = Vec::new();
+        for (name, store, sink) in output_writers {
+            let wh = Arc::new(crate::health::WriterHealth::default());
+            if let Ok(mut o) = health.outputs.lock() {
+                o.push((name.clone(), wh.clone()));
+            }
+            let dl = DeadLetter::new(cfg.store.dir.join("dead-letter"), "alerts");
+            let q: Arc<dyn PointQueue> = store.clone();
+            let handle = match sink {
+                OutputSink::Mqtt(s) => tokio::spawn(
+                    Writer::new(q, s, alert_opts.clone(), dl, wh).run(writer_rx.clone()),
+                ),
+                OutputSink::Webhook(s) => tokio::spawn(
+                    Writer::new(q, s, alert_opts.clone(), dl, wh).run(writer_rx.clone()),
+                ),
+            };
+            outputs.push((handle, store));
+        }
         let mut sources = Vec::new();
         for b in brokers {
             sources.push(tokio::spawn(b.run(sources_rx.clone())));
@@ -185,6 +277,7 @@ impl Gateway {
             sources,
             reporter,
             writer,
+            outputs,
         })
     }
 
@@ -200,8 +293,15 @@ impl Gateway {
         let _ = self.reporter_stop.send(true);
         let _ = self.reporter.await;
         crate::outputs::blocking(|| self.store.flush());
+        for (_, q) in &self.outputs {
+            crate::outputs::blocking(|| q.flush());
+        }
         let _ = self.writer_stop.send(true);
         let _ = self.writer.await;
+        for (w, q) in self.outputs {
+            let _ = w.await;
+            crate::outputs::blocking(|| q.close());
+        }
         crate::outputs::blocking(|| self.store.close());
     }
 }

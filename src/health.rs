@@ -84,7 +84,9 @@ pub struct Health {
     pub invalid_values: AtomicU64,
     /// Alerts opened since start.
     pub alerts_opened: AtomicU64,
-    pub writer: WriterHealth,
+    pub writer: Arc<WriterHealth>,
+    /// Alert outputs (MQTT topic, webhooks): name → their writer's counters.
+    pub outputs: std::sync::Mutex<Vec<(String, Arc<WriterHealth>)>>,
     pub brokers: std::sync::Mutex<Vec<Arc<BrokerHealth>>>,
     /// The latest value of every device's every metric, for people (demo, status page).
     pub latest: std::sync::Mutex<std::collections::HashMap<String, LatestValues>>,
@@ -272,6 +274,19 @@ impl Health {
             ],
             time_ms,
         });
+        if let Ok(outputs) = self.outputs.lock() {
+            for (name, w) in outputs.iter() {
+                points.push(Point {
+                    series: tags("alerts", name, None),
+                    fields: vec![
+                        f("delivered", w.written_points.load(Relaxed) as f64),
+                        f("retries", w.retries.load(Relaxed) as f64),
+                        f("dead_letter", w.dead_letter_points.load(Relaxed) as f64),
+                    ],
+                    time_ms,
+                });
+            }
+        }
         let lag_s = depth
             .oldest_append_ms
             .map_or(0.0, |t| ((time_ms - t).max(0) as f64) / 1000.0);

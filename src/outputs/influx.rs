@@ -11,6 +11,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
+use super::base64;
 use super::retry::parse_retry_after;
 use super::sink::{SendOutcome, Sink, classify, truncate};
 use crate::config::{InfluxApi, InfluxConfig};
@@ -103,30 +104,6 @@ fn basic_auth(user: &str, pass: &str) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static(""));
     v.set_sensitive(true);
     v
-}
-
-/// Standard base64 (RFC 4648) for the Basic auth header; small enough not to need a crate.
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if c.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
 }
 
 /// gzip at the fastest level: on a small ARM box the CPU is scarcer than the 4G bytes saved

@@ -18,7 +18,7 @@ use super::dead_letter::DeadLetter;
 use super::queue::{Batch, PointQueue};
 use super::retry::backoff;
 use super::sink::{SendOutcome, Sink};
-use crate::health::{Health, WriterHealth};
+use crate::health::WriterHealth;
 use crate::model::now_ms;
 use crate::rand::Jitter;
 
@@ -36,7 +36,7 @@ pub struct Writer<S: Sink> {
     sink: S,
     opts: WriterOptions,
     dead_letter: DeadLetter,
-    health: Arc<Health>,
+    health: Arc<WriterHealth>,
     /// Lowered after a 413, so later batches fit.
     batch_limit: usize,
     jitter: Jitter,
@@ -61,7 +61,7 @@ impl<S: Sink> Writer<S> {
         sink: S,
         opts: WriterOptions,
         dead_letter: DeadLetter,
-        health: Arc<Health>,
+        health: Arc<WriterHealth>,
     ) -> Self {
         let batch_limit = opts.batch_size;
         Self {
@@ -77,7 +77,7 @@ impl<S: Sink> Writer<S> {
     }
 
     fn wh(&self) -> &WriterHealth {
-        &self.health.writer
+        &self.health
     }
 
     /// Runs until shutdown; then tries to deliver what is left within the grace period.
@@ -292,7 +292,7 @@ mod tests {
 
     struct Run {
         sent: Vec<(tokio::time::Instant, String)>,
-        health: Arc<Health>,
+        health: Arc<WriterHealth>,
         dead_letter: String,
         left: u64,
     }
@@ -309,7 +309,7 @@ mod tests {
             std::process::id(),
             crate::rand::Jitter::new().next_f64().to_bits()
         ));
-        let health = Arc::new(Health::default());
+        let health = Arc::new(WriterHealth::default());
         let w = Writer::new(
             queue.clone(),
             Script {
@@ -367,8 +367,8 @@ mod tests {
         assert_eq!(r.sent[1].1, r.sent[0].1);
         assert!(r.sent[1].0 - r.sent[0].0 >= Duration::from_secs(7));
         assert_eq!(r.left, 0);
-        assert_eq!(r.health.writer.retries.load(Relaxed), 1);
-        assert_eq!(r.health.writer.written_points.load(Relaxed), 2);
+        assert_eq!(r.health.retries.load(Relaxed), 1);
+        assert_eq!(r.health.written_points.load(Relaxed), 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -408,8 +408,8 @@ mod tests {
             ]
         );
         assert_eq!(r.left, 0);
-        assert_eq!(r.health.writer.written_points.load(Relaxed), 3);
-        assert_eq!(r.health.writer.dead_letter_points.load(Relaxed), 1);
+        assert_eq!(r.health.written_points.load(Relaxed), 3);
+        assert_eq!(r.health.dead_letter_points.load(Relaxed), 1);
         assert!(
             r.dead_letter.contains("413") && r.dead_letter.ends_with("l4 4\n"),
             "{}",
@@ -443,7 +443,7 @@ mod tests {
                 "l3 3\nl4 4\n"
             ]
         );
-        assert_eq!(r.health.writer.written_points.load(Relaxed), 4);
+        assert_eq!(r.health.written_points.load(Relaxed), 4);
     }
 
     #[tokio::test(start_paused = true)]
@@ -463,7 +463,7 @@ mod tests {
             "{}",
             r.dead_letter
         );
-        assert_eq!(r.health.writer.dead_letter_points.load(Relaxed), 1);
+        assert_eq!(r.health.dead_letter_points.load(Relaxed), 1);
     }
 
     #[test]

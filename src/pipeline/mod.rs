@@ -23,6 +23,9 @@ pub struct Pipeline {
     health: Arc<Health>,
     judge: Option<Mutex<Judge>>,
     aqi: Option<Mutex<aqi::Aqi>>,
+    /// Alert outputs besides InfluxDB (MQTT topic, webhooks): their durable queues, each with
+    /// the lowest severity it takes.
+    outboxes: Vec<(crate::config::rules::Severity, Arc<dyn PointQueue>)>,
 }
 
 /// The rule engine and what turns its transitions into alerts.
@@ -90,7 +93,18 @@ impl Pipeline {
             health,
             judge: None,
             aqi: None,
+            outboxes: Vec::new(),
         }
+    }
+
+    /// Alerts of at least `min` severity also go, as JSON lines, into `queue`.
+    pub fn with_outbox(
+        mut self,
+        min: crate::config::rules::Severity,
+        queue: Arc<dyn PointQueue>,
+    ) -> Self {
+        self.outboxes.push((min, queue));
+        self
     }
 
     /// With the HJ 633 AQI computed from PM2.5 and PM10.
@@ -200,6 +214,17 @@ impl Pipeline {
                 }
             }
             points.push(j.ctx.point(&e, &message));
+            let mut json: Option<Vec<u8>> = None;
+            for (min, q) in &self.outboxes {
+                if e.severity >= *min {
+                    let line = json.get_or_insert_with(|| {
+                        let mut l = j.ctx.json(&e, &message).into_bytes();
+                        l.push(b'\n');
+                        l
+                    });
+                    q.append(line.clone(), 1);
+                }
+            }
         }
         self.points(&points);
         if changed {

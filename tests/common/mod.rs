@@ -16,6 +16,7 @@
 
 pub mod mqtt;
 pub mod site;
+pub mod webhook;
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;

@@ -18,7 +18,9 @@ use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, Publish, QoS, SubscribeReasonCode,
     TlsConfiguration, Transport,
 };
-use tokio::sync::{mpsc, watch};
+use std::collections::VecDeque;
+
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use super::mapping::{self, Mapped, Vehicle};
@@ -26,6 +28,7 @@ use super::{tls, topic};
 use crate::config::{MqttConfig, Subscription};
 use crate::health::{BrokerHealth, Health};
 use crate::model::{DeviceMeta, FieldKey, FieldValue, Point, Readings, SeriesKey, now_ms};
+use crate::outputs::mqtt::PublishRequest;
 use crate::outputs::queue::PointQueue;
 use crate::outputs::sink::truncate;
 use crate::pipeline::Pipeline;
@@ -97,6 +100,8 @@ pub struct BrokerTask {
     devices: Vec<HashMap<String, Arc<DeviceMeta>>>,
     reject_log: Throttle,
     invalid_log: Throttle,
+    /// Alerts to publish on this connection (QoS 1, answered at PUBACK).
+    publish_rx: Option<mpsc::Receiver<PublishRequest>>,
 }
 
 impl BrokerTask {
@@ -144,7 +149,19 @@ impl BrokerTask {
             cfg,
             reject_log: Throttle::new(),
             invalid_log: Throttle::new(),
+            publish_rx: None,
         })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// A handle to publish alerts on this connection.
+    pub fn publisher(&mut self) -> mpsc::Sender<PublishRequest> {
+        let (tx, rx) = mpsc::channel(16);
+        self.publish_rx = Some(rx);
+        tx
     }
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
@@ -163,11 +180,52 @@ impl BrokerTask {
         let mut jitter = Jitter::new();
         let mut failures: u32 = 0;
         let mut last_error = String::new();
+        let mut publish_rx = self.publish_rx.take();
+        // Our QoS 1 publishes: waiting for their packet id, then for their PUBACK.
+        let mut awaiting_id: VecDeque<oneshot::Sender<Result<(), String>>> = VecDeque::new();
+        let mut awaiting_ack: HashMap<u16, oneshot::Sender<Result<(), String>>> = HashMap::new();
         loop {
             let event = tokio::select! {
                 e = eventloop.poll() => e,
+                req = async { match publish_rx.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                    match req {
+                        Some(req) => {
+                            if self.bh.connected.load(Relaxed) == 0 {
+                                let _ = req.done.send(Err("not connected".into()));
+                            } else {
+                                match client.try_publish(req.topic, QoS::AtLeastOnce, false, req.payload) {
+                                    Ok(()) => awaiting_id.push_back(req.done),
+                                    Err(e) => { let _ = req.done.send(Err(e.to_string())); }
+                                }
+                            }
+                        }
+                        None => publish_rx = None,
+                    }
+                    continue;
+                }
                 _ = shutdown.changed() => break,
             };
+            match &event {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) if *pkid != 0 => {
+                    if let Some(done) = awaiting_id.pop_front() {
+                        awaiting_ack.insert(*pkid, done);
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    if let Some(done) = awaiting_ack.remove(&ack.pkid) {
+                        let _ = done.send(Ok(()));
+                    }
+                }
+                Err(_) => {
+                    for done in awaiting_id
+                        .drain(..)
+                        .chain(awaiting_ack.drain().map(|(_, d)| d))
+                    {
+                        let _ = done.send(Err("connection lost".into()));
+                    }
+                }
+                _ => {}
+            }
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     failures = 0;
