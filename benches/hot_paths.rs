@@ -145,5 +145,110 @@ fn bench_decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_encode, bench_pipeline, bench_decode);
+/// 50 rules of mixed windows (each reading, 15-min mean, 1-h mean, 20-min Leq, max) over 20
+/// devices, fed a day of readings every 10 s in rotation.
+fn bench_rules(c: &mut Criterion) {
+    use dustgate::config::rules::{Aggregate, Condition, Provenance, RuleConfig, Severity};
+    use dustgate::pipeline::rules::Engine;
+    use std::time::Duration;
+    let metrics = ["pm10", "pm25", "tsp", "noise", "wind_speed"];
+    let windows = [
+        (None, Aggregate::Each),
+        (Some(900), Aggregate::Mean),
+        (Some(3600), Aggregate::Mean),
+        (Some(1200), Aggregate::Leq),
+        (Some(1200), Aggregate::Max),
+    ];
+    let mut rules = Vec::new();
+    for i in 0..50 {
+        let (w, agg) = windows[i % windows.len()];
+        let metric = metrics[(i / windows.len()) % metrics.len()];
+        let agg = if metric != "noise" && agg == Aggregate::Leq {
+            Aggregate::Mean
+        } else {
+            agg
+        };
+        rules.push(RuleConfig {
+            id: format!("r{i}"),
+            metric: metric.to_string(),
+            devices: vec![],
+            window: w.map(Duration::from_secs),
+            aggregate: agg,
+            condition: Condition::Above(1e9),
+            clear: None,
+            hold: Duration::ZERO,
+            when: if i % 7 == 0 {
+                Some(dustgate::config::rules::Schedule {
+                    start: 1320,
+                    end: 360,
+                    days: [true; 7],
+                })
+            } else {
+                None
+            },
+            min_coverage: 0.75,
+            background: None,
+            max_per_day: None,
+            severity: Severity::Warning,
+            repeat: None,
+            effective_from: None,
+            effective_until: None,
+            title_zh: None,
+            title_en: None,
+            provenance: Provenance {
+                pack: "bench".into(),
+                standard: None,
+                source: None,
+                mark: None,
+            },
+            enabled: true,
+        });
+    }
+    let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap_or(jiff::tz::TimeZone::UTC);
+    let mut engine = Engine::new(rules, tz);
+    let devices: Vec<String> = (0..20).map(|d| format!("dust-{d:02}")).collect();
+    for d in &devices {
+        engine.set_interval(d, 10_000);
+    }
+    let mut out = Vec::new();
+    let mut t = 1_795_000_000_000i64;
+    // Warm the windows up so every rule judges.
+    for _ in 0..400 {
+        for d in &devices {
+            for (k, m) in metrics.iter().enumerate() {
+                engine.reading(d, m, t, 40.0 + k as f64, &mut out);
+            }
+        }
+        t += 10_000;
+    }
+    let per_iter = (devices.len() * metrics.len()) as u64;
+    let mut g = c.benchmark_group("rules");
+    g.throughput(Throughput::Elements(per_iter));
+    g.bench_function("50 rules over 20 devices: one round of readings", |b| {
+        b.iter(|| {
+            for d in &devices {
+                for (k, m) in metrics.iter().enumerate() {
+                    engine.reading(
+                        black_box(d),
+                        m,
+                        t,
+                        40.0 + k as f64 + (t % 7) as f64,
+                        &mut out,
+                    );
+                }
+            }
+            out.clear();
+            t += 10_000;
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_encode,
+    bench_pipeline,
+    bench_decode,
+    bench_rules
+);
 criterion_main!(benches);

@@ -85,6 +85,8 @@ pub struct OpenAlert {
 struct Series {
     rule: usize,
     device: String,
+    /// The device's reading interval, if known (for coverage).
+    interval: Option<i64>,
     window: Option<Window>,
     /// When the condition started to hold (for `for`).
     breach_since: Option<i64>,
@@ -121,9 +123,9 @@ pub struct Engine {
 
 #[derive(Debug, Clone, Default)]
 struct Route {
-    series: Vec<usize>,
+    series: Arc<[usize]>,
     /// Rules whose background this reading is.
-    backgrounds: Vec<usize>,
+    backgrounds: Arc<[usize]>,
 }
 
 impl Engine {
@@ -164,7 +166,7 @@ impl Engine {
     /// report from `now` on (for the offline alert).
     pub fn register_device(&mut self, device: &str, interval_ms: Option<i64>, now: i64) {
         if let Some(i) = interval_ms {
-            self.intervals.insert(device.to_string(), i);
+            self.set_interval(device, i);
         }
         self.quality.register(device, interval_ms, now);
     }
@@ -181,6 +183,9 @@ impl Engine {
     /// The poll interval of a device (its readings' expected spacing).
     pub fn set_interval(&mut self, device: &str, interval_ms: i64) {
         self.intervals.insert(device.to_string(), interval_ms);
+        for s in self.series.iter_mut().filter(|s| s.device == device) {
+            s.interval = Some(interval_ms);
+        }
     }
 
     fn route(&mut self, device: &str, metric: &str) -> &Route {
@@ -189,7 +194,8 @@ impl Engine {
             .get(device)
             .is_some_and(|m| m.contains_key(metric));
         if !known {
-            let mut route = Route::default();
+            let (mut series, mut backgrounds) = (Vec::new(), Vec::new());
+            let interval = self.intervals.get(device).copied();
             for (ri, rs) in self.rules.iter().enumerate() {
                 let r = &rs.rule;
                 let regional = self.background_device.as_deref() == Some(device)
@@ -205,6 +211,7 @@ impl Engine {
                     self.series.push(Series {
                         rule: ri,
                         device: device.to_string(),
+                        interval,
                         window,
                         breach_since: None,
                         open: None,
@@ -212,15 +219,19 @@ impl Engine {
                         day_count: 0,
                         daily: None,
                     });
-                    route.series.push(self.series.len() - 1);
+                    series.push(self.series.len() - 1);
                 }
                 if r.background
                     .as_ref()
                     .is_some_and(|b| b.device == device && b.metric == metric)
                 {
-                    route.backgrounds.push(ri);
+                    backgrounds.push(ri);
                 }
             }
+            let route = Route {
+                series: series.into(),
+                backgrounds: backgrounds.into(),
+            };
             self.routes
                 .entry(device.to_string())
                 .or_default()
@@ -250,19 +261,23 @@ impl Engine {
         if route.series.is_empty() && route.backgrounds.is_empty() {
             return;
         }
+        // Cheap clones (reference counts), so the series can be judged with `&mut self`.
         let (series, backgrounds) = (route.series.clone(), route.backgrounds.clone());
-        for ri in backgrounds {
+        for &ri in backgrounds.iter() {
             if let Some(w) = self.rules[ri].background.as_mut() {
                 w.push(t, v);
             }
         }
-        for si in series {
-            self.judge(si, t, v, out);
+        if series.is_empty() {
+            return;
+        }
+        let local = self.clock.local(t);
+        for &si in series.iter() {
+            self.judge(si, local, t, v, out);
         }
     }
 
-    fn judge(&mut self, si: usize, t: i64, v: f64, out: &mut Vec<AlertEvent>) {
-        let local = self.clock.local(t);
+    fn judge(&mut self, si: usize, local: clock::Local, t: i64, v: f64, out: &mut Vec<AlertEvent>) {
         let s = &mut self.series[si];
         let rs = &self.rules[s.rule];
         let rule = &rs.rule;
@@ -298,8 +313,7 @@ impl Engine {
         let value = match &s.window {
             None => v,
             Some(w) => {
-                let interval = self.intervals.get(&s.device).copied();
-                if w.coverage(interval) < rule.min_coverage {
+                if w.coverage(s.interval) < rule.min_coverage {
                     return;
                 }
                 match w.value() {
@@ -481,7 +495,10 @@ impl Engine {
     fn series_of(&mut self, rule: usize, device: &str) -> Option<usize> {
         let metric = self.rules.get(rule)?.rule.metric.clone();
         let route = self.route(device, &metric).series.clone();
-        route.into_iter().find(|&si| self.series[si].rule == rule)
+        route
+            .iter()
+            .copied()
+            .find(|&si| self.series[si].rule == rule)
     }
 
     fn rule_index(&self, id: &str) -> Option<usize> {

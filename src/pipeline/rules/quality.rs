@@ -16,6 +16,9 @@ struct DeviceQ {
 
 #[derive(Debug, Clone)]
 struct ValueQ {
+    /// From the metric vocabulary, looked up once.
+    range: Option<(f64, f64)>,
+    stuck_after: Option<i64>,
     last: f64,
     unchanged_since: i64,
     stuck: Option<OpenAlert>,
@@ -104,24 +107,27 @@ impl Quality {
                 t,
             ));
         }
-        let info = Catalog::builtin().get(metric);
-        let (range, stuck_after) = info.map_or((None, None), |i| (i.range, i.stuck_after));
-        if range.is_none() && stuck_after.is_none() {
-            return true;
-        }
         let per_device = match self.values.get_mut(device) {
             Some(m) => m,
             None => self.values.entry(device.to_string()).or_default(),
         };
         let q = match per_device.get_mut(metric) {
             Some(q) => q,
-            None => per_device.entry(metric.to_string()).or_insert(ValueQ {
-                last: v,
-                unchanged_since: t,
-                stuck: None,
-                out_of_range: None,
-            }),
+            None => {
+                let info = Catalog::builtin().get(metric);
+                per_device.entry(metric.to_string()).or_insert(ValueQ {
+                    range: info.and_then(|i| i.range),
+                    stuck_after: info
+                        .and_then(|i| i.stuck_after)
+                        .map(|d| d.as_millis() as i64),
+                    last: v,
+                    unchanged_since: t,
+                    stuck: None,
+                    out_of_range: None,
+                })
+            }
         };
+        let (range, stuck_after) = (q.range, q.stuck_after);
         if let Some((lo, hi)) = range {
             if v < lo || v > hi {
                 if q.out_of_range.is_none() {
@@ -169,12 +175,12 @@ impl Quality {
                         t,
                     ));
                 }
-            } else if q.stuck.is_none() && t - q.unchanged_since >= after.as_millis() as i64 {
+            } else if q.stuck.is_none() && t - q.unchanged_since >= after {
                 let a = OpenAlert {
                     alert_id: format!("stuck/{device}/{metric}/{}", q.unchanged_since),
                     since_ms: q.unchanged_since,
                     value: v,
-                    threshold: after.as_secs_f64(),
+                    threshold: after as f64 / 1000.0,
                     last_notified_ms: t,
                 };
                 out.push(ev(
@@ -265,6 +271,11 @@ impl Quality {
                     .or_default()
                     .entry(metric.to_string())
                     .or_insert(ValueQ {
+                        range: Catalog::builtin().get(metric).and_then(|i| i.range),
+                        stuck_after: Catalog::builtin()
+                            .get(metric)
+                            .and_then(|i| i.stuck_after)
+                            .map(|d| d.as_millis() as i64),
                         last: a.value,
                         unchanged_since: a.since_ms,
                         stuck: None,

@@ -415,3 +415,75 @@ fn a_restart_neither_forgets_an_open_alert_nor_announces_it_again() {
     e3.restore(None, serde_json::from_str(&open).unwrap(), t0, &mut out);
     assert_eq!(states(&out), vec![("pm10-15m".into(), AlertState::Closed)]);
 }
+
+/// The packs as shipped, judged as their standards say.
+#[test]
+fn the_shipped_packs_judge_as_the_standards_say() {
+    use crate::config::rules::PackLoader;
+    let mut loader = PackLoader::for_config(std::path::Path::new("/nonexistent/site.toml"));
+    let mut diags = Diagnostics::default();
+    let mut pack = |id: &str| {
+        loader
+            .load(id, Some("county"), &mut diags)
+            .unwrap()
+            .unwrap()
+            .rules
+            .clone()
+    };
+
+    // GB 12523-2011: night Lmax over 55 + 15 opens; the same peak by day does not.
+    let mut e = Engine::new(pack("gb12523-2011"), shanghai());
+    let mut out = Vec::new();
+    e.reading("n", "noise", at("2026-11-26T14:00:00"), 71.0, &mut out);
+    assert!(
+        judged(out.clone())
+            .iter()
+            .all(|x| x.rule_id != "gb12523-night-lmax")
+    );
+    e.reading("n", "noise", at("2026-11-26T23:00:00"), 71.0, &mut out);
+    let lmax: Vec<_> = judged(out)
+        .into_iter()
+        .filter(|x| x.rule_id == "gb12523-night-lmax")
+        .collect();
+    assert_eq!((lmax.len(), lmax[0].threshold), (1, 70.0));
+
+    // Hebei DB13/2934-2019: hourly PM10 minus the county's, the county's capped at 150, over 80.
+    let mut e = Engine::new(pack("db13-2934-2019"), shanghai());
+    e.set_background_device(Some("county".into()));
+    e.set_interval("site", 60_000);
+    let t0 = at("2026-11-26T08:00:00");
+    let mut out = Vec::new();
+    for i in 0..60 {
+        let t = t0 + i * MIN;
+        e.reading("county", "pm10", t, 220.0, &mut out);
+        e.reading("site", "pm10", t, 235.0, &mut out);
+    }
+    let ev = judged(out);
+    assert_eq!(
+        ev.len(),
+        1,
+        "235 − min(220, 150) = 85 > 80: {:?}",
+        states(&ev)
+    );
+    assert!((ev[0].value - 85.0).abs() < 1e-9);
+    assert_eq!(
+        ev[0].device, "site",
+        "the county feed is a background, not a site monitor"
+    );
+
+    // GB 3095-2012 is no longer in force after 2026-02-28; GB 3095-2026's transitional PM2.5
+    // limit of 60 is.
+    let old = pack("gb3095-2012");
+    let new = pack("gb3095-2026");
+    let day = jiff::civil::date(2026, 11, 26);
+    assert!(old.iter().all(|r| !r.in_force(day)));
+    let pm25: Vec<_> = new
+        .iter()
+        .filter(|r| r.metric == "pm25" && r.in_force(day))
+        .collect();
+    assert_eq!(pm25.len(), 1);
+    assert_eq!(
+        pm25[0].condition,
+        crate::config::rules::Condition::Above(60.0)
+    );
+}
