@@ -23,7 +23,13 @@ pub struct Window {
     /// Candidates for the max, decreasing values with increasing times.
     maxq: VecDeque<(i64, f64)>,
     removals: u32,
+    /// The last few gaps between readings, to estimate the interval when it is not known.
+    gaps: [i64; GAPS],
+    gap_count: usize,
 }
+
+/// How many recent gaps the interval estimate looks at (their median).
+const GAPS: usize = 15;
 
 fn energy(l: f64) -> f64 {
     10f64.powf(l / 10.0)
@@ -38,6 +44,8 @@ impl Window {
             sum: 0.0,
             maxq: VecDeque::new(),
             removals: 0,
+            gaps: [0; GAPS],
+            gap_count: 0,
         }
     }
 
@@ -68,6 +76,10 @@ impl Window {
             }
             Some(&(last, _)) if t == last => return false,
             _ => {}
+        }
+        if let Some(&(last, _)) = self.items.back() {
+            self.gaps[self.gap_count % GAPS] = t - last;
+            self.gap_count += 1;
         }
         self.items.push_back((t, v));
         self.sum += self.term(v);
@@ -148,23 +160,21 @@ impl Window {
     }
 
     /// Share of the expected readings present, given the readings' interval. Without a known
-    /// interval it is taken from the median gap between the readings held.
+    /// interval it is taken from the median of the last few gaps between readings (cheap, and
+    /// not fooled by one long outage).
     pub fn coverage(&self, interval_ms: Option<i64>) -> f64 {
         let n = self.items.len();
         let interval = match interval_ms {
             Some(i) if i > 0 => i,
             _ => {
-                if n < 2 {
+                let k = self.gap_count.min(GAPS);
+                if k == 0 {
                     return 0.0;
                 }
-                let mut gaps: Vec<i64> = self
-                    .items
-                    .iter()
-                    .zip(self.items.iter().skip(1))
-                    .map(|(a, b)| b.0 - a.0)
-                    .collect();
-                let mid = gaps.len() / 2;
-                *gaps.select_nth_unstable(mid).1
+                let mut g = self.gaps;
+                let recent = &mut g[..k];
+                recent.sort_unstable();
+                recent[k / 2]
             }
         };
         let expected = (self.span_ms as f64 / interval.max(1) as f64).max(1.0);
