@@ -98,17 +98,12 @@ impl Gateway {
             pipeline = pipeline.with_rules(Judge::new(engine, ctx).with_state(&cfg.store.dir, now));
         }
         let forced = cfg.packs.iter().find_map(|p| p.aqi.clone());
-        let mut aqi = Aqi::new(
+        let aqi = Aqi::new(
             &cfg.site.id,
             &cfg.site.tags,
             cfg.site.timezone.clone(),
             forced,
         );
-        for b in &cfg.buses {
-            for d in &b.devices {
-                aqi.set_interval(&d.id, d.interval.as_millis() as i64);
-            }
-        }
         let mut pipeline = pipeline.with_aqi(aqi);
         // Alert outputs, each behind its own durable queue (`[store].dir/outbox/<name>/`).
         let open_outbox = |name: &str| {

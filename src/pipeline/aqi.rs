@@ -1,20 +1,19 @@
 //! HJ 633 air quality index from rolling 1-hour means of PM2.5 and PM10 (the real-time AQI
 //! that city platforms show), with the breakpoint table in force on the reading's date
-//! (`data/aqi.toml`). Sans-IO: readings in, `aqi` points out.
+//! (`data/aqi.toml`). Sans-IO: readings in, `aqi` points out. A mean needs readings in at
+//! least 45 of its 60 minutes ([U]: GB 3095's 1-hour validity, reference/domain.md §2.1).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use std::collections::VecDeque;
+
 use super::rules::clock::{LocalClock, day_number};
-use super::rules::window::Window;
 use crate::config::reader::{Cx, TableReader, parse_document};
-use crate::config::rules::Aggregate;
 use crate::config::source::{Diagnostics, SourceFile};
 use crate::model::{FieldKey, FieldValue, Point, SeriesKey};
 
 const AQI_TOML: &str = include_str!("../../data/aqi.toml");
-/// Rolling window of the means.
-const WINDOW_MS: i64 = 3_600_000;
 /// At most one `aqi` point per device this often.
 const EMIT_EVERY_MS: i64 = 60_000;
 
@@ -156,9 +155,54 @@ impl Tables {
     }
 }
 
+/// A rolling 1-hour mean kept as per-minute sums: 60 buckets whatever the reading rate (a
+/// stream of thousands of readings a second must not hold an hour of them in memory).
+#[derive(Debug, Default)]
+struct HourMean {
+    /// (minute number, sum, count), oldest first.
+    buckets: VecDeque<(i64, f64, u32)>,
+}
+
+impl HourMean {
+    fn push(&mut self, t: i64, v: f64) {
+        let m = t.div_euclid(60_000);
+        match self.buckets.back_mut() {
+            Some(b) if b.0 == m => {
+                b.1 += v;
+                b.2 += 1;
+            }
+            Some(b) if b.0 > m => {
+                // A late reading: into its minute if still held.
+                if let Some(b) = self.buckets.iter_mut().find(|b| b.0 == m) {
+                    b.1 += v;
+                    b.2 += 1;
+                }
+                return;
+            }
+            _ => self.buckets.push_back((m, v, 1)),
+        }
+        while self.buckets.front().is_some_and(|b| b.0 <= m - 60) {
+            self.buckets.pop_front();
+        }
+    }
+
+    /// The mean, when at least 45 of the hour's 60 minutes have readings (a 1-hour value
+    /// needs 45 minutes of sampling).
+    fn mean(&self) -> Option<f64> {
+        if self.buckets.len() < 45 {
+            return None;
+        }
+        let (sum, n) = self
+            .buckets
+            .iter()
+            .fold((0.0, 0u64), |(s, n), b| (s + b.1, n + u64::from(b.2)));
+        (n > 0).then(|| sum / n as f64)
+    }
+}
+
 struct DeviceAqi {
-    pm25: Window,
-    pm10: Window,
+    pm25: HourMean,
+    pm10: HourMean,
     last_emit: i64,
     series: SeriesKey,
 }
@@ -170,7 +214,6 @@ pub struct Aqi {
     site_tags: Vec<(String, String)>,
     clock: LocalClock,
     devices: HashMap<String, DeviceAqi>,
-    intervals: HashMap<String, i64>,
 }
 
 impl Aqi {
@@ -187,12 +230,7 @@ impl Aqi {
             site_tags: site_tags.to_vec(),
             clock: LocalClock::new(tz),
             devices: HashMap::new(),
-            intervals: HashMap::new(),
         }
-    }
-
-    pub fn set_interval(&mut self, device: &str, ms: i64) {
-        self.intervals.insert(device.to_string(), ms);
     }
 
     /// Feeds a reading; returns an `aqi` point when one is due.
@@ -212,8 +250,8 @@ impl Aqi {
                 tags.push(("device", device));
                 let series = SeriesKey::new("aqi", &tags);
                 self.devices.entry(device.to_string()).or_insert(DeviceAqi {
-                    pm25: Window::new(WINDOW_MS, Aggregate::Mean),
-                    pm10: Window::new(WINDOW_MS, Aggregate::Mean),
+                    pm25: HourMean::default(),
+                    pm10: HourMean::default(),
                     last_emit: i64::MIN,
                     series,
                 })
@@ -233,10 +271,8 @@ impl Aqi {
             Some(id) => tables.by_id(id),
             None => tables.for_day(day),
         }?;
-        let interval = self.intervals.get(device).copied();
-        let mean = |w: &Window| (w.coverage(interval) >= 0.75).then(|| w.value()).flatten();
-        let i25 = mean(&d.pm25).map(|c| tables.iaqi(&table.pm25, c));
-        let i10 = mean(&d.pm10).map(|c| tables.iaqi(&table.pm10, c));
+        let i25 = d.pm25.mean().map(|c| tables.iaqi(&table.pm25, c));
+        let i10 = d.pm10.mean().map(|c| tables.iaqi(&table.pm10, c));
         let aqi = i25.max(i10)?;
         d.last_emit = t;
         let (zh, _) = tables.category(aqi);
@@ -311,7 +347,6 @@ mod tests {
     fn rolling_aqi_points() {
         let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
         let mut a = Aqi::new("s", &[], tz, Some("hj633-2012".into()));
-        a.set_interval("d", 60_000);
         let t0 = 1_795_000_000_000;
         let mut last = None;
         for i in 0..60 {
@@ -321,7 +356,7 @@ mod tests {
             }
             let _ = a.reading("d", "pm10", t, 200.0);
         }
-        let p = last.expect("an aqi point once 75 % of the hour is in");
+        let p = last.expect("an aqi point once 45 minutes of the hour are in");
         let get = |k: &str| {
             p.fields
                 .iter()
