@@ -158,6 +158,53 @@ impl AlertContext {
             Locale::ZhCn => {
                 let _ = write!(m, "【{site}】{} ", e.device);
                 match (e.kind, e.state) {
+                    (AlertKind::Violation, _) => {
+                        let ev = |k: &str| {
+                            e.evidence
+                                .iter()
+                                .find(|(n, _)| n == k)
+                                .map(|(_, v)| v.as_str())
+                                .unwrap_or("")
+                        };
+                        let gate = if ev("gate").is_empty() {
+                            String::new()
+                        } else {
+                            format!("，{}门", ev("gate"))
+                        };
+                        let _ = match e.metric.as_str() {
+                            "wash" => write!(
+                                m,
+                                "六个百分百·冲洗：车辆 {} 未冲洗出场{gate}（冲洗 {} 秒，要求至少 {} 秒）",
+                                ev("plate"),
+                                ev("wash_seconds"),
+                                ev("wash_min")
+                            ),
+                            "sealed_transport" => write!(
+                                m,
+                                "六个百分百·密闭运输：渣土车 {} 未覆盖出场{gate}",
+                                ev("plate")
+                            ),
+                            "wet_work" => write!(
+                                m,
+                                "六个百分百·湿法作业：作业中已 {} 分钟未喷淋降尘",
+                                ev("minutes")
+                            ),
+                            "cover" => write!(
+                                m,
+                                "六个百分百·覆盖：{}未覆盖已持续 {} 分钟",
+                                ev("detection"),
+                                ev("minutes")
+                            ),
+                            "enclosure" => {
+                                write!(m, "六个百分百·围挡：围挡缺口已持续 {} 分钟", ev("minutes"))
+                            }
+                            other => write!(m, "六个百分百·{other}：违规"),
+                        };
+                        if !ev("snapshot").is_empty() {
+                            let _ = write!(m, "，抓拍：{}", ev("snapshot"));
+                        }
+                        let _ = write!(m, "，时间 {}", self.when(e.at_ms, e.at_ms));
+                    }
                     (AlertKind::DailyAllowance, AlertState::Closed) => {
                         let _ = write!(
                             m,
@@ -240,6 +287,55 @@ impl AlertContext {
             Locale::En => {
                 let _ = write!(m, "[{site}] {}: ", e.device);
                 match (e.kind, e.state) {
+                    (AlertKind::Violation, _) => {
+                        let ev = |k: &str| {
+                            e.evidence
+                                .iter()
+                                .find(|(n, _)| n == k)
+                                .map(|(_, v)| v.as_str())
+                                .unwrap_or("")
+                        };
+                        let gate = if ev("gate").is_empty() {
+                            String::new()
+                        } else {
+                            format!(" at the {} gate", ev("gate"))
+                        };
+                        let _ = match e.metric.as_str() {
+                            "wash" => write!(
+                                m,
+                                "six-100% wash: vehicle {} left unwashed{gate} (washed {} s of the {} s required)",
+                                ev("plate"),
+                                ev("wash_seconds"),
+                                ev("wash_min")
+                            ),
+                            "sealed_transport" => write!(
+                                m,
+                                "six-100% sealed transport: muck truck {} left uncovered{gate}",
+                                ev("plate")
+                            ),
+                            "wet_work" => write!(
+                                m,
+                                "six-100% wet work: {} min of work without spraying",
+                                ev("minutes")
+                            ),
+                            "cover" => write!(
+                                m,
+                                "six-100% cover: {} uncovered for {} min",
+                                ev("detection"),
+                                ev("minutes")
+                            ),
+                            "enclosure" => write!(
+                                m,
+                                "six-100% enclosure: a gap in the hoarding for {} min",
+                                ev("minutes")
+                            ),
+                            other => write!(m, "six-100% {other}: violation"),
+                        };
+                        if !ev("snapshot").is_empty() {
+                            let _ = write!(m, "; snapshot: {}", ev("snapshot"));
+                        }
+                        let _ = write!(m, "; at {}", self.when(e.at_ms, e.at_ms));
+                    }
                     (AlertKind::DailyAllowance, AlertState::Closed) => {
                         let _ = write!(
                             m,
@@ -333,6 +429,7 @@ impl AlertContext {
     pub fn point(&self, e: &AlertEvent, message: &str) -> Point {
         let state = match e.state {
             AlertState::Closed => "closed",
+            AlertState::Event => "event",
             _ => "open",
         };
         let mut tags: Vec<(&str, &str)> = self
@@ -379,13 +476,13 @@ impl AlertContext {
                 serde_json::Value::Null
             }
         };
-        serde_json::json!({
+        let mut j = serde_json::json!({
             "alert_id": e.alert_id,
             "site": self.site_id,
             "device": e.device,
             "rule": e.rule_id,
             "severity": e.severity.name(),
-            "state": match e.state { AlertState::Closed => "closed", _ => "open" },
+            "state": match e.state { AlertState::Closed => "closed", AlertState::Event => "event", _ => "open" },
             "reminder": e.state == AlertState::Reminder,
             "metric": e.metric,
             "value": num(e.value),
@@ -395,8 +492,14 @@ impl AlertContext {
             "at": self.rfc3339(e.at_ms),
             "message": message,
             "standard": rule.and_then(|r| r.provenance.standard.clone()),
-        })
-        .to_string()
+        });
+        if e.kind == AlertKind::Violation {
+            j["kind"] = serde_json::json!("violation");
+            for (k, v) in &e.evidence {
+                j[k.as_str()] = serde_json::json!(v);
+            }
+        }
+        j.to_string()
     }
 }
 
@@ -462,6 +565,7 @@ mod tests {
             threshold: 150.0,
             since_ms: since,
             at_ms: since + 35 * 60_000,
+            evidence: Vec::new(),
         }
     }
 

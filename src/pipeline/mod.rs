@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod aqi;
+pub mod compliance;
 pub mod rules;
 pub mod state;
 pub mod validate;

@@ -26,6 +26,8 @@ pub enum AlertState {
     Open,
     Reminder,
     Closed,
+    /// A one-off event (a violation): neither opened nor closed.
+    Event,
 }
 
 impl AlertState {
@@ -34,6 +36,7 @@ impl AlertState {
             AlertState::Open => "open",
             AlertState::Reminder => "reminder",
             AlertState::Closed => "closed",
+            AlertState::Event => "event",
         }
     }
 }
@@ -50,6 +53,8 @@ pub enum AlertKind {
     Stuck,
     /// A reading outside the sensor's physical range (flagged, not judged).
     OutOfRange,
+    /// A six-100% violation (an unwashed exit, an uncovered muck truck, ...): one event.
+    Violation,
 }
 
 /// One transition of one alert.
@@ -69,6 +74,8 @@ pub struct AlertEvent {
     pub threshold: f64,
     pub since_ms: i64,
     pub at_ms: i64,
+    /// What an inspector needs to act: plate, snapshot URL, gate... (name, value).
+    pub evidence: Vec<(String, String)>,
 }
 
 /// An alert that is open.
@@ -630,6 +637,7 @@ impl Engine {
                             threshold: alert.threshold,
                             since_ms: alert.since_ms,
                             at_ms: now,
+                            evidence: Vec::new(),
                         }),
                     }
                 }
@@ -735,6 +743,7 @@ fn event(
         threshold: open.threshold,
         since_ms: open.since_ms,
         at_ms,
+        evidence: Vec::new(),
     }
 }
 

@@ -57,6 +57,7 @@ fn ev(
         threshold: a.threshold,
         since_ms: a.since_ms,
         at_ms: at,
+        evidence: Vec::new(),
     }
 }
 
