@@ -202,6 +202,8 @@ fn bench_rules(c: &mut Criterion) {
                 mark: None,
             },
             enabled: true,
+            actuate: None,
+            patch: false,
         });
     }
     let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap_or(jiff::tz::TimeZone::UTC);

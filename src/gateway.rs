@@ -23,6 +23,7 @@ use crate::outputs::writer::{Writer, WriterOptions};
 use crate::pipeline::alerts::AlertContext;
 use crate::pipeline::aqi::Aqi;
 use crate::pipeline::rules::Engine;
+use crate::pipeline::compliance::Compliance;
 use crate::pipeline::{Judge, Pipeline};
 use crate::sources::modbus::bus::BusTask;
 use crate::sources::mqtt::broker::{BrokerTask, MqttSetupError};
@@ -77,8 +78,9 @@ impl Gateway {
         )?);
         let queue: Arc<dyn PointQueue> = store.clone();
         let health = Arc::new(Health::default());
-        let mut pipeline = Pipeline::new(queue.clone(), health.clone());
-        if !cfg.rules.is_empty() {
+        let mut pipeline =
+            Pipeline::new(queue.clone(), health.clone()).with_site(&cfg.site.id, &cfg.site.tags);
+        if !cfg.rules.is_empty() || cfg.compliance.is_some() {
             let mut engine = Engine::new(cfg.rules.clone(), cfg.site.timezone.clone());
             engine.set_background_device(cfg.site.background.clone());
             engine.set_offline_after(cfg.alerts.offline_after.as_millis() as i64);
@@ -95,7 +97,11 @@ impl Gateway {
                 tz: cfg.site.timezone.clone(),
                 locale: cfg.alerts.locale,
             };
-            pipeline = pipeline.with_rules(Judge::new(engine, ctx).with_state(&cfg.store.dir, now));
+            let mut judge = Judge::new(engine, ctx);
+            if let Some(p) = &cfg.compliance {
+                judge = judge.with_compliance(Compliance::new(p.clone(), cfg.site.timezone.clone()));
+            }
+            pipeline = pipeline.with_rules(judge.with_state(&cfg.store.dir, now));
         }
         let forced = cfg.packs.iter().find_map(|p| p.aqi.clone());
         let aqi = Aqi::new(

@@ -148,3 +148,33 @@ pub struct Readings {
 pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
+
+/// A vehicle at a gate, as an ANPR / AI camera saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vehicle {
+    pub device: String,
+    pub time_ms: i64,
+    pub plate: String,
+    /// "in" or "out".
+    pub direction: Option<String>,
+    pub gate: Option<String>,
+    pub muck_truck: Option<bool>,
+    pub covered: Option<bool>,
+    pub snapshot: Option<String>,
+}
+
+/// The AI detections the six 100% know.
+pub const DETECTION_KINDS: &[&str] = &["uncovered_pile", "bare_soil", "hoarding_gap"];
+
+/// An AI detection (uncovered pile, bare soil, hoarding gap) opened or cleared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    pub device: String,
+    pub time_ms: i64,
+    /// One of [`DETECTION_KINDS`].
+    pub kind: String,
+    /// Tells several detections of one kind apart (default: the kind).
+    pub id: String,
+    pub open: bool,
+    pub snapshot: Option<String>,
+}

@@ -241,6 +241,10 @@ pub fn describe(cfg: &Config) -> String {
                 dustgate::config::json_profile::JsonKind::Vehicle(_) => {
                     "vehicle events".to_string()
                 }
+                dustgate::config::json_profile::JsonKind::Detection { kind, .. } => match kind {
+                    Some(k) => format!("{k} detections"),
+                    None => "AI detections".to_string(),
+                },
             };
             let _ = writeln!(
                 o,

@@ -10,7 +10,9 @@
 //! scale = 1.0
 //! ```
 //! With `items`, the field and timestamp pointers are taken inside each element.
-//! An event profile has `event = "vehicle"` and fields with a `name` instead of a metric.
+//! An event profile has `event = "vehicle"` or `event = "detection"` and fields with a `name`
+//! instead of a metric. A detection profile may translate the vendor's labels:
+//! `kinds = { "物料未覆盖" = "uncovered_pile" }`, or fix one kind: `kind = "hoarding_gap"`.
 
 use std::sync::Arc;
 
@@ -27,6 +29,8 @@ pub const VEHICLE_FIELDS: &[&str] = &[
     "covered",
     "snapshot",
 ];
+
+pub const DETECTION_FIELDS: &[&str] = &["kind", "state", "id", "snapshot"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct JsonField {
@@ -50,6 +54,13 @@ pub enum JsonKind {
     Readings(Vec<JsonField>),
     /// A vehicle at a gate: (event field name, pointer).
     Vehicle(Vec<(String, String)>),
+    /// An AI detection opened or cleared: fields, the vendor's labels translated to
+    /// [`crate::model::DETECTION_KINDS`], and the kind when the profile fixes it.
+    Detection {
+        fields: Vec<(String, String)>,
+        kinds: Vec<(String, String)>,
+        kind: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +88,41 @@ fn check_pointer(cx: &mut Cx<'_>, p: &super::reader::Sp<String>, path: &str) -> 
         );
         false
     }
+}
+
+/// The `[[field]]`s of an event profile: (name, pointer), names from `allowed`.
+fn named_fields(
+    cx: &mut Cx<'_>,
+    tables: Vec<TableReader<'_, '_>>,
+    what: &str,
+    allowed: &[&str],
+) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    for mut t in tables {
+        let fname = t.req::<String>(cx, "name");
+        let pointer = t.req::<String>(cx, "pointer");
+        let path = t.path().to_string();
+        t.finish(cx);
+        let (Some(fname), Some(pointer)) = (fname, pointer) else {
+            continue;
+        };
+        if !allowed.contains(&fname.value.as_str()) {
+            cx.error(
+                &fname.span,
+                &format!("{path}.name"),
+                format!(
+                    "{what} has no field \"{}\": expected one of {}",
+                    fname.value,
+                    allowed.join(", ")
+                ),
+            );
+            continue;
+        }
+        if check_pointer(cx, &pointer, &format!("{path}.pointer")) {
+            fields.push((fname.value, pointer.value));
+        }
+    }
+    fields
 }
 
 /// Parses and validates a JSON profile. Problems go to `diags`.
@@ -142,31 +188,7 @@ pub fn parse_json_profile(
     }
     let kind = match &event {
         Some(e) if e.value == "vehicle" => {
-            let mut fields = Vec::new();
-            for mut t in tables {
-                let fname = t.req::<String>(&mut cx, "name");
-                let pointer = t.req::<String>(&mut cx, "pointer");
-                let path = t.path().to_string();
-                t.finish(&mut cx);
-                let (Some(fname), Some(pointer)) = (fname, pointer) else {
-                    continue;
-                };
-                if !VEHICLE_FIELDS.contains(&fname.value.as_str()) {
-                    cx.error(
-                        &fname.span,
-                        &format!("{path}.name"),
-                        format!(
-                            "a vehicle has no field \"{}\": expected one of {}",
-                            fname.value,
-                            VEHICLE_FIELDS.join(", ")
-                        ),
-                    );
-                    continue;
-                }
-                if check_pointer(&mut cx, &pointer, &format!("{path}.pointer")) {
-                    fields.push((fname.value, pointer.value));
-                }
-            }
+            let fields = named_fields(&mut cx, tables, "a vehicle", VEHICLE_FIELDS);
             if !fields.iter().any(|(n, _)| n == "plate") {
                 cx.error(
                     &root.span(),
@@ -176,11 +198,60 @@ pub fn parse_json_profile(
             }
             JsonKind::Vehicle(fields)
         }
+        Some(e) if e.value == "detection" => {
+            let fields = named_fields(&mut cx, tables, "a detection", DETECTION_FIELDS);
+            let fixed = root.opt::<String>(&mut cx, "kind");
+            let labels = root.string_map(&mut cx, "kinds");
+            let known = crate::model::DETECTION_KINDS;
+            let mut kinds = Vec::new();
+            for (label, kind) in &labels {
+                if known.contains(&kind.value.as_str()) {
+                    kinds.push((label.value.clone(), kind.value.clone()));
+                } else {
+                    cx.error(
+                        &kind.span,
+                        &format!("kinds.{}", label.value),
+                        format!("unknown detection \"{}\": expected one of {}", kind.value, known.join(", ")),
+                    );
+                }
+            }
+            if let Some(k) = &fixed
+                && !known.contains(&k.value.as_str())
+            {
+                cx.error(
+                    &k.span,
+                    "kind",
+                    format!("unknown detection \"{}\": expected one of {}", k.value, known.join(", ")),
+                );
+            }
+            if !fields.iter().any(|(n, _)| n == "state") {
+                cx.error(
+                    &root.span(),
+                    "field",
+                    "a detection profile needs a field named \"state\" (open / cleared)",
+                );
+            }
+            if fixed.is_none() && !fields.iter().any(|(n, _)| n == "kind") {
+                cx.error(
+                    &root.span(),
+                    "kind",
+                    "a detection profile needs a field named \"kind\", or `kind = \"...\"` for all its messages",
+                );
+            }
+            JsonKind::Detection {
+                fields,
+                kinds,
+                kind: fixed.map(|k| k.value),
+            }
+        }
         Some(e) => {
             cx.error(
                 &e.span,
                 "event",
-                format!("unknown event \"{}\": expected \"vehicle\"", e.value),
+                format!(
+                    "unknown event \"{}\": expected \"vehicle\" or \"detection\"",
+                    e.value
+                ),
             );
             return None;
         }

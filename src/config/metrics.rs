@@ -106,6 +106,7 @@ mod tests {
         assert_eq!(c.get("pm25").unwrap().hj212.as_deref(), Some("a34004"));
         assert_eq!(c.get("cod").unwrap().measurement, "water");
         assert_eq!(c.get("wash_flow").unwrap().measurement, "equipment");
-        assert_eq!(c.metrics.len(), 24);
+        assert_eq!(c.get("earthwork_active").unwrap().measurement, "activity");
+        assert_eq!(c.metrics.len(), 27);
     }
 }

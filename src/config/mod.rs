@@ -6,6 +6,7 @@
 //! reported at once, each with file:line:column and key path.
 
 pub mod json_profile;
+pub mod linkage;
 pub mod metrics;
 pub mod profile;
 pub mod raw;

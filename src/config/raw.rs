@@ -18,6 +18,9 @@ pub struct RawConfig {
     /// The site's own `[[rule]]`s, already read (their shape is the rule reader's business).
     pub rules: Vec<Sp<super::rules::RuleConfig>>,
     pub alerts: Option<RawAlerts>,
+    pub compliance: Option<super::linkage::RawCompliance>,
+    pub actuators: Vec<super::linkage::RawActuator>,
+    pub control: Option<super::linkage::RawControl>,
 }
 
 #[derive(Debug, Default)]
@@ -160,13 +163,6 @@ pub struct RawDevice {
     pub read_singly: Option<Sp<bool>>,
     pub down_after: Option<Sp<i64>>,
 }
-
-/// Sections of the contract that later versions implement. Naming them here gives a clear
-/// message instead of "unknown key", and keeps a config with them from starting half-configured.
-const NOT_YET: &[(&str, &str)] = &[
-    ("actuator", "dust-suppression linkage"),
-    ("compliance", "six-100% compliance"),
-];
 
 pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> RawConfig {
     let mut raw = RawConfig::default();
@@ -367,18 +363,14 @@ pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> RawConfig {
         a.finish(cx);
         raw.alerts = Some(alerts);
     }
-    for (key, what) in NOT_YET {
-        if root.has(key) {
-            let span = root.table_span(key);
-            cx.error(
-                &span,
-                key,
-                format!(
-                    "[{key}] ({what}) is part of dustgate's design but not implemented in this version; remove it for now"
-                ),
-            );
-            root.skip(key);
-        }
+    if let Some(t) = root.table(cx, "compliance") {
+        raw.compliance = Some(super::linkage::read_compliance(cx, t));
+    }
+    for t in root.tables(cx, "actuator") {
+        raw.actuators.push(super::linkage::read_actuator(cx, t));
+    }
+    if let Some(t) = root.table(cx, "control") {
+        raw.control = Some(super::linkage::read_control(cx, t));
     }
     raw
 }

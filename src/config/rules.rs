@@ -160,6 +160,11 @@ pub struct RuleConfig {
     pub provenance: Provenance,
     /// `enabled = false` in a site's rule switches off the pack's rule of the same id.
     pub enabled: bool,
+    /// An `[[actuator]]` switched on while this rule's alert is open.
+    pub actuate: Option<String>,
+    /// A site's `{ id, enabled = false }` or `{ id, actuate }`: changes the pack's rule of that
+    /// id instead of being a rule of its own.
+    pub patch: bool,
 }
 
 impl RuleConfig {
@@ -215,6 +220,11 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
+/// Monday = 0, from a day's short name (any case).
+pub fn day_index(name: &str) -> Option<usize> {
+    DAYS.iter().position(|x| x.eq_ignore_ascii_case(name))
+}
+
 fn parse_date(cx: &mut Cx<'_>, v: Option<Sp<String>>, key: &str) -> Option<jiff::civil::Date> {
     let v = v?;
     match v.value.parse::<jiff::civil::Date>() {
@@ -253,8 +263,9 @@ pub fn read_rule(
         key("outside"),
     );
     let id = t.req::<String>(cx, "id");
-    // `{ id = "...", enabled = false }` alone switches a pack's rule off.
-    let switch_off = t.has("enabled")
+    // `{ id = "...", enabled = false }` alone switches a pack's rule off; `{ id, actuate }`
+    // links a pack's rule to an actuator.
+    let switch_off = (t.has("enabled") || t.has("actuate"))
         && !t.has("metric")
         && !t.has("above")
         && !t.has("below")
@@ -286,8 +297,11 @@ pub fn read_rule(
     let mark = t.opt::<String>(cx, "confidence");
     let note = t.opt::<String>(cx, "source");
     let enabled = t.opt::<bool>(cx, "enabled");
-    if let Some(a) = t.opt::<String>(cx, "actuate") {
-        cx.error(&a.span, &k_act, "`actuate` (dust-suppression linkage) is not implemented in this version; remove it for now");
+    let actuate = t.opt::<String>(cx, "actuate");
+    if let Some(a) = &actuate
+        && provenance.pack != "site"
+    {
+        cx.error(&a.span, &k_act, "a standards pack cannot know the site's actuators: link a pack's rule in site.toml with `{ id = \"...\", actuate = \"...\" }`");
     }
     let background = t.table(cx, "background").and_then(|mut b| {
         let device = b.req::<String>(cx, "device");
@@ -313,7 +327,7 @@ pub fn read_rule(
     if switch_off {
         let id = id?;
         if enabled.as_ref().is_some_and(|e| e.value) {
-            cx.error(&span, "rule", "a rule needs `metric` and one of `above`, `below`, `outside` (only `enabled = false` may stand alone)");
+            cx.error(&span, "rule", "a rule needs `metric` and one of `above`, `below`, `outside` (only `enabled = false` or `actuate` may stand alone)");
             return None;
         }
         return Some(Sp::new(
@@ -337,7 +351,9 @@ pub fn read_rule(
                 title_zh: None,
                 title_en: None,
                 provenance: provenance.clone(),
-                enabled: false,
+                enabled: enabled.is_none_or(|e| e.value),
+                actuate: actuate.map(|a| a.value),
+                patch: true,
             },
             span,
         ));
@@ -528,6 +544,8 @@ pub fn read_rule(
             title_en: title_en.map(|t| t.value),
             provenance: prov,
             enabled: enabled.is_none_or(|e| e.value),
+            actuate: actuate.map(|a| a.value),
+            patch: false,
         },
         span,
     ))

@@ -27,6 +27,10 @@ pub struct Config {
     /// The packs named in `[site].standards`.
     pub packs: Vec<Arc<Pack>>,
     pub alerts: AlertsConfig,
+    /// `[compliance]`: the six 100% are judged only when the section is present.
+    pub compliance: Option<crate::pipeline::compliance::ComplianceParams>,
+    pub actuators: Vec<super::linkage::ActuatorConfig>,
+    pub control: super::linkage::ControlConfig,
 }
 
 /// Where alerts go besides InfluxDB's `alert` measurement.

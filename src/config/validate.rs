@@ -196,6 +196,13 @@ pub fn validate(
 
     let (rules, packs) = rules(cx, &raw_standards, raw.rules, &buses, &brokers, packs);
     let alerts = alerts(cx, raw.alerts, base, &site_id, &brokers);
+    let compliance = super::linkage::compliance(cx, raw.compliance);
+    let actuators = super::linkage::actuators(cx, raw.actuators, &buses, &rules);
+    let token = raw
+        .control
+        .as_ref()
+        .and_then(|c| secret(cx, c.token_env.clone(), c.token_file.clone(), base, "control.token"));
+    let control = super::linkage::control(cx, raw.control, &site_id, &brokers, token);
 
     Some(Config {
         file: config_path.to_path_buf(),
@@ -208,6 +215,9 @@ pub fn validate(
         rules,
         packs,
         alerts,
+        compliance,
+        actuators,
+        control,
     })
 }
 
@@ -1028,7 +1038,7 @@ fn rules(
             continue;
         }
         seen.insert(r.value.id.clone(), cx.file.position(r.span.start).0);
-        if r.value.enabled && !provided.contains(&r.value.metric) {
+        if !r.value.patch && !provided.contains(&r.value.metric) {
             cx.error(
                 &r.span,
                 "rule",
@@ -1040,12 +1050,18 @@ fn rules(
             continue;
         }
         match rules.iter().position(|x| x.id == r.value.id) {
+            Some(i) if r.value.patch => {
+                rules[i].enabled &= r.value.enabled;
+                if r.value.actuate.is_some() {
+                    rules[i].actuate = r.value.actuate;
+                }
+            }
             Some(i) => rules[i] = r.value,
-            None if !r.value.enabled => cx.error(
+            None if r.value.patch => cx.error(
                 &r.span,
                 "rule",
                 format!(
-                    "rule \"{}\" is switched off, but no pack of [site].standards has it",
+                    "rule \"{}\" names no metric or condition, and no pack of [site].standards has it",
                     r.value.id
                 ),
             ),

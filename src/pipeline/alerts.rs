@@ -456,6 +456,10 @@ impl AlertContext {
         if e.threshold.is_finite() {
             fields.push(f("threshold", FieldValue::Float(e.threshold)));
         }
+        // A violation's evidence (plate, snapshot URL, gate...), always as text.
+        for (k, v) in &e.evidence {
+            fields.push(f(k, FieldValue::Str(v.clone())));
+        }
         Point {
             series: SeriesKey::new("alert", &tags),
             fields,
@@ -547,6 +551,8 @@ mod tests {
                 mark: None,
             },
             enabled: true,
+            actuate: None,
+            patch: false,
         };
         let since = "2026-11-26T06:05:00Z"
             .parse::<jiff::Timestamp>()

@@ -11,12 +11,12 @@
 //! | `hardening` | an inspector's declaration | the declared share |
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::rules::clock::LocalClock;
 use super::rules::{AlertEvent, AlertKind, AlertState};
 use crate::config::rules::{Schedule, Severity};
+pub use crate::model::{Detection, Vehicle};
 
 /// `[compliance]` parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,38 +60,12 @@ pub const ITEMS: [&str; 6] = [
     "sealed_transport",
 ];
 
-/// A vehicle at a gate, as the camera saw it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VehicleSeen {
-    pub device: String,
-    pub time_ms: i64,
-    pub plate: String,
-    pub direction: Option<String>,
-    pub gate: Option<String>,
-    pub muck_truck: Option<bool>,
-    pub covered: Option<bool>,
-    pub snapshot: Option<String>,
-}
-
 /// What the engine made of a vehicle (for the `vehicle` point).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VehicleVerdict {
     /// Only for exits.
     pub washed: Option<bool>,
     pub wash_seconds: Option<f64>,
-}
-
-/// An AI detection (uncovered pile, bare soil, hoarding gap) opened or cleared.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Detection {
-    pub device: String,
-    pub time_ms: i64,
-    /// uncovered_pile | bare_soil | hoarding_gap
-    pub kind: String,
-    /// Tells several detections of one kind apart (default: the kind).
-    pub id: String,
-    pub open: bool,
-    pub snapshot: Option<String>,
 }
 
 /// One item's figures for the day so far.
@@ -102,7 +76,7 @@ pub struct ItemFigures {
     pub violations: u32,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Day {
     exits: u32,
     unwashed: u32,
@@ -118,7 +92,7 @@ struct Day {
     enclosure_violations: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct OpenDetection {
     since: i64,
     reported: bool,
@@ -263,7 +237,7 @@ impl Compliance {
     }
 
     /// A vehicle at a gate; an exit is judged for washing and, for a muck truck, for its cover.
-    pub fn vehicle(&mut self, v: &VehicleSeen, out: &mut Vec<AlertEvent>) -> VehicleVerdict {
+    pub fn vehicle(&mut self, v: &Vehicle, out: &mut Vec<AlertEvent>) -> VehicleVerdict {
         self.roll_day(v.time_ms, &mut Vec::new());
         if v.direction.as_deref() != Some("out") {
             return VehicleVerdict {
@@ -502,8 +476,42 @@ impl Compliance {
     }
 }
 
-/// Shared, for the HTTP API.
-pub type SharedFigures = Arc<std::sync::Mutex<Option<(i64, [ItemFigures; 6])>>>;
+/// What survives a restart: the day's counts so far, open detections, the paving declaration.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    day_no: i64,
+    day: Day,
+    detections: Vec<(String, String, OpenDetection)>,
+    paved: Option<(f64, i64)>,
+}
+
+impl Compliance {
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            day_no: self.day_no,
+            day: self.day.clone(),
+            detections: self
+                .detections
+                .iter()
+                .map(|((k, i), d)| (k.clone(), i.clone(), d.clone()))
+                .collect(),
+            paved: self.paved_reading,
+        }
+    }
+
+    /// Resumes from a snapshot taken before a restart: the day's counts if it is still the
+    /// same local day, open detections and the paving declaration in any case.
+    pub fn restore(&mut self, s: Snapshot, now_ms: i64) {
+        if self.clock.local(now_ms).day == s.day_no {
+            self.day_no = s.day_no;
+            self.day = s.day;
+        }
+        for (k, i, d) in s.detections {
+            self.detections.insert((k, i), d);
+        }
+        self.paved_reading = s.paved;
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -520,8 +528,8 @@ mod tests {
             .as_millisecond()
     }
 
-    fn exit(t: i64, plate: &str, muck: Option<bool>, covered: Option<bool>) -> VehicleSeen {
-        VehicleSeen {
+    fn exit(t: i64, plate: &str, muck: Option<bool>, covered: Option<bool>) -> Vehicle {
+        Vehicle {
             device: "cam-01".into(),
             time_ms: t,
             plate: plate.into(),

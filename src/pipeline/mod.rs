@@ -15,13 +15,16 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use crate::health::Health;
-use crate::model::{Point, Readings};
+use crate::model::{FieldKey, FieldValue, Point, Readings, SeriesKey};
 use crate::outputs::line_protocol::encode_point;
 use crate::outputs::queue::PointQueue;
 
 pub struct Pipeline {
     queue: Arc<dyn PointQueue>,
     health: Arc<Health>,
+    /// The site's id and tags, for event points (vehicles, compliance).
+    site_id: String,
+    site_tags: Vec<(String, String)>,
     judge: Option<Mutex<Judge>>,
     aqi: Option<Mutex<aqi::Aqi>>,
     /// Alert outputs besides InfluxDB (MQTT topic, webhooks): their durable queues, each with
@@ -29,9 +32,10 @@ pub struct Pipeline {
     outboxes: Vec<(crate::config::rules::Severity, Arc<dyn PointQueue>)>,
 }
 
-/// The rule engine and what turns its transitions into alerts.
+/// The rule engine, the compliance engine, and what turns their transitions into alerts.
 pub struct Judge {
     pub engine: rules::Engine,
+    pub compliance: Option<compliance::Compliance>,
     pub ctx: alerts::AlertContext,
     events: Vec<rules::AlertEvent>,
     /// Where open alerts and windows are kept across restarts.
@@ -40,15 +44,23 @@ pub struct Judge {
 
 const OPEN_FILE: &str = "alerts-open.json";
 const WINDOWS_FILE: &str = "rules-windows.json";
+const COMPLIANCE_FILE: &str = "compliance-today.json";
 
 impl Judge {
     pub fn new(engine: rules::Engine, ctx: alerts::AlertContext) -> Self {
         Self {
             engine,
+            compliance: None,
             ctx,
             events: Vec::new(),
             state_dir: None,
         }
+    }
+
+    /// Also judges the six 100%.
+    pub fn with_compliance(mut self, c: compliance::Compliance) -> Self {
+        self.compliance = Some(c);
+        self
     }
 
     /// Keeps state in `dir`, resuming what was saved there: windows as they were, open alerts
@@ -63,6 +75,11 @@ impl Judge {
             );
         }
         self.engine.restore(windows, open, now_ms, &mut self.events);
+        if let Some(c) = &mut self.compliance
+            && let Some(snap) = state::load(&dir.join(COMPLIANCE_FILE))
+        {
+            c.restore(snap, now_ms);
+        }
         self.state_dir = Some(dir.to_path_buf());
         self
     }
@@ -72,6 +89,14 @@ impl Judge {
             && let Err(e) = state::save(&dir.join(OPEN_FILE), &self.engine.open_snapshot())
         {
             tracing::error!(error = %e, "cannot save the open alerts");
+        }
+    }
+
+    fn save_compliance(&self) {
+        if let (Some(dir), Some(c)) = (&self.state_dir, &self.compliance)
+            && let Err(e) = state::save(&dir.join(COMPLIANCE_FILE), &c.snapshot())
+        {
+            tracing::error!(error = %e, "cannot save today's compliance counts");
         }
     }
 
@@ -92,10 +117,19 @@ impl Pipeline {
         Self {
             queue,
             health,
+            site_id: String::new(),
+            site_tags: Vec::new(),
             judge: None,
             aqi: None,
             outboxes: Vec::new(),
         }
+    }
+
+    /// The site's id and tags, for event points.
+    pub fn with_site(mut self, id: &str, tags: &[(String, String)]) -> Self {
+        self.site_id = id.to_string();
+        self.site_tags = tags.to_vec();
+        self
     }
 
     /// Alerts of at least `min` severity also go, as JSON lines, into `queue`.
@@ -155,6 +189,12 @@ impl Pipeline {
                 if let Some(v) = v {
                     j.engine
                         .reading(&r.device.id, &slot.metric, r.time_ms, *v, &mut j.events);
+                    if let Some(c) = &mut j.compliance
+                        && compliance::Compliance::wants(&slot.metric)
+                        && v.is_finite()
+                    {
+                        c.reading(&r.device.id, &slot.metric, r.time_ms, *v);
+                    }
                 }
             }
             self.deliver(j);
@@ -168,8 +208,153 @@ impl Pipeline {
             let mut j = judge.lock().unwrap_or_else(|p| p.into_inner());
             let j = &mut *j;
             j.engine.tick(now_ms, &mut j.events);
+            if let Some(c) = &mut j.compliance {
+                let figures = c.tick(now_ms, &mut j.events);
+                if !figures.is_empty() {
+                    let declared = c.paved_declared();
+                    let points: Vec<Point> = figures
+                        .iter()
+                        .flat_map(|(t, f, done)| self.compliance_points(*t, f, *done, declared.as_deref()))
+                        .collect();
+                    self.points(&points);
+                }
+            }
             self.deliver(j);
         }
+    }
+
+    /// Vehicles at the gates: judged for washing and cover (exits), stored with the verdict.
+    pub fn vehicles(&self, vs: &[compliance::Vehicle]) -> u64 {
+        let mut points = Vec::with_capacity(vs.len());
+        let mut judge = self
+            .judge
+            .as_ref()
+            .map(|j| j.lock().unwrap_or_else(|p| p.into_inner()));
+        for v in vs {
+            let verdict = match judge.as_deref_mut() {
+                Some(Judge {
+                    compliance: Some(c),
+                    events,
+                    ..
+                }) => Some(c.vehicle(v, events)),
+                _ => None,
+            };
+            points.push(self.vehicle_point(v, verdict));
+        }
+        let ticket = self.points(&points);
+        if let Some(j) = judge.as_deref_mut() {
+            self.deliver(j);
+        }
+        ticket
+    }
+
+    /// AI detections opened or cleared. They are events for the compliance engine only; the
+    /// violations they lead to are stored as alerts.
+    pub fn detections(&self, ds: &[compliance::Detection]) {
+        let Some(judge) = &self.judge else {
+            return;
+        };
+        let mut j = judge.lock().unwrap_or_else(|p| p.into_inner());
+        let j = &mut *j;
+        if let Some(c) = &mut j.compliance {
+            for d in ds {
+                tracing::info!(device = %d.device, kind = %d.kind, id = %d.id, open = d.open, "detection");
+                c.detection(d, &mut j.events);
+            }
+            crate::outputs::blocking(|| j.save_compliance());
+        }
+        self.deliver(j);
+    }
+
+    /// Today's six-100% figures: (item, figures) in the order of [`compliance::ITEMS`], with
+    /// the paving declaration's date. `None` without `[compliance]`.
+    pub fn compliance_today(&self) -> Option<([compliance::ItemFigures; 6], Option<String>)> {
+        let j = self.judge.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
+        let c = j.compliance.as_ref()?;
+        Some((c.figures(), c.paved_declared()))
+    }
+
+    fn tags<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut tags: Vec<(&str, &str)> = self
+            .site_tags
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        tags.push(("site", &self.site_id));
+        tags.extend_from_slice(extra);
+        tags
+    }
+
+    fn vehicle_point(
+        &self,
+        v: &compliance::Vehicle,
+        verdict: Option<compliance::VehicleVerdict>,
+    ) -> Point {
+        let mut extra = vec![("device", v.device.as_str())];
+        if let Some(g) = &v.gate {
+            extra.push(("gate", g));
+        }
+        if let Some(d) = &v.direction {
+            extra.push(("direction", d));
+        }
+        let f = |k: &str, v: FieldValue| (FieldKey::new(k), v);
+        let mut fields = vec![f("plate", FieldValue::Str(v.plate.clone()))];
+        if let Some(c) = v.covered {
+            fields.push(f("covered", FieldValue::Bool(c)));
+        }
+        if let Some(m) = v.muck_truck {
+            fields.push(f("muck_truck", FieldValue::Bool(m)));
+        }
+        if let Some(s) = &v.snapshot {
+            fields.push(f("snapshot", FieldValue::Str(s.clone())));
+        }
+        if let Some(vd) = verdict {
+            if let Some(w) = vd.washed {
+                fields.push(f("washed", FieldValue::Bool(w)));
+            }
+            if let Some(s) = vd.wash_seconds {
+                fields.push(f("wash_seconds", FieldValue::Float(s)));
+            }
+        }
+        Point {
+            series: SeriesKey::new("vehicle", &self.tags(&extra)),
+            fields,
+            time_ms: v.time_ms,
+        }
+    }
+
+    /// One point per item: `compliance,item=wash percent=..,checked=..,violations=..,final=..`.
+    fn compliance_points(
+        &self,
+        t: i64,
+        figures: &[compliance::ItemFigures; 6],
+        done: bool,
+        declared: Option<&str>,
+    ) -> Vec<Point> {
+        let f = |k: &str, v: FieldValue| (FieldKey::new(k), v);
+        compliance::ITEMS
+            .iter()
+            .zip(figures)
+            .map(|(item, fig)| {
+                let mut fields = Vec::with_capacity(5);
+                if fig.percent.is_finite() {
+                    fields.push(f("percent", FieldValue::Float(fig.percent)));
+                }
+                fields.push(f("checked", FieldValue::Float(fig.checked)));
+                fields.push(f("violations", FieldValue::Float(f64::from(fig.violations))));
+                fields.push(f("final", FieldValue::Bool(done)));
+                if *item == "hardening"
+                    && let Some(d) = declared
+                {
+                    fields.push(f("declared", FieldValue::Str(d.to_string())));
+                }
+                Point {
+                    series: SeriesKey::new("compliance", &self.tags(&[("item", item)])),
+                    fields,
+                    time_ms: t,
+                }
+            })
+            .collect()
     }
 
     /// Saves the rule windows (every few minutes and at shutdown).
@@ -179,6 +364,7 @@ impl Pipeline {
             crate::outputs::blocking(|| {
                 j.save_windows(now_ms);
                 j.save_open();
+                j.save_compliance();
             });
         }
     }

@@ -23,11 +23,11 @@ use std::collections::VecDeque;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
-use super::mapping::{self, Mapped, Vehicle};
+use super::mapping::{self, Mapped};
 use super::{tls, topic};
 use crate::config::{MqttConfig, Subscription};
 use crate::health::{BrokerHealth, Health};
-use crate::model::{DeviceMeta, FieldKey, FieldValue, Point, Readings, SeriesKey, now_ms};
+use crate::model::{DeviceMeta, Readings, now_ms};
 use crate::outputs::mqtt::PublishRequest;
 use crate::outputs::queue::PointQueue;
 use crate::outputs::sink::truncate;
@@ -414,9 +414,11 @@ impl BrokerTask {
                 }
                 ticket
             }
-            Mapped::Vehicles(vs) => {
-                let points: Vec<Point> = vs.iter().map(|v| self.vehicle_point(v)).collect();
-                self.pipeline.points(&points)
+            Mapped::Vehicles(vs) => self.pipeline.vehicles(&vs),
+            Mapped::Detections(ds) => {
+                // Kept in the compliance state file (saved before this returns), not the store.
+                self.pipeline.detections(&ds);
+                0
             }
         }
     }
@@ -430,7 +432,8 @@ impl BrokerTask {
                 .iter()
                 .map(|f| (f.metric.as_str(), f.measurement.as_str()))
                 .collect(),
-            crate::config::json_profile::JsonKind::Vehicle(_) => Vec::new(),
+            crate::config::json_profile::JsonKind::Vehicle(_)
+            | crate::config::json_profile::JsonKind::Detection { .. } => Vec::new(),
         };
         let meta = Arc::new(DeviceMeta::new(
             device,
@@ -442,37 +445,6 @@ impl BrokerTask {
             self.devices[idx].insert(device.to_string(), meta.clone());
         }
         meta
-    }
-
-    fn vehicle_point(&self, v: &Vehicle) -> Point {
-        let mut tags: Vec<(&str, &str)> = self
-            .site_tags
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        tags.push(("site", &self.site_id));
-        tags.push(("device", &v.device));
-        if let Some(g) = &v.gate {
-            tags.push(("gate", g));
-        }
-        if let Some(d) = &v.direction {
-            tags.push(("direction", d));
-        }
-        let mut fields = vec![(FieldKey::new("plate"), FieldValue::Str(v.plate.clone()))];
-        if let Some(c) = v.covered {
-            fields.push((FieldKey::new("covered"), FieldValue::Bool(c)));
-        }
-        if let Some(m) = v.muck_truck {
-            fields.push((FieldKey::new("muck_truck"), FieldValue::Bool(m)));
-        }
-        if let Some(s) = &v.snapshot {
-            fields.push((FieldKey::new("snapshot"), FieldValue::Str(s.clone())));
-        }
-        Point {
-            series: SeriesKey::new("vehicle", &tags),
-            fields,
-            time_ms: v.time_ms,
-        }
     }
 }
 

@@ -17,23 +17,13 @@ pub struct Item {
     pub invalid: Vec<String>,
 }
 
-/// A vehicle passing a gate (ANPR / AI camera).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Vehicle {
-    pub device: String,
-    pub time_ms: i64,
-    pub plate: String,
-    pub direction: Option<String>,
-    pub gate: Option<String>,
-    pub muck_truck: Option<bool>,
-    pub covered: Option<bool>,
-    pub snapshot: Option<String>,
-}
+pub use crate::model::{Detection, Vehicle};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mapped {
     Readings(Vec<Item>),
     Vehicles(Vec<Vehicle>),
+    Detections(Vec<Detection>),
 }
 
 /// A JSON pointer lookup (RFC 6901), as `Value::pointer` but without allocating a string for
@@ -276,6 +266,72 @@ pub fn map(
             }
             Ok(Mapped::Vehicles(out))
         }
+        JsonKind::Detection {
+            fields,
+            kinds,
+            kind: fixed,
+        } => {
+            let get = |item: &Value, name: &str| {
+                fields
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .and_then(|(_, p)| lookup(item, p))
+                    .cloned()
+            };
+            let mut out = Vec::new();
+            for item in items {
+                let device = device_of(sub, topic_name, item)?;
+                let time_ms = time_of(profile, item, received_ms)?;
+                let kind = match fixed {
+                    Some(k) => k.clone(),
+                    None => {
+                        let label = text(get(item, "kind").as_ref()).ok_or("no detection kind")?;
+                        detection_kind(&label, kinds)?
+                    }
+                };
+                let open = detection_state(get(item, "state").as_ref())?;
+                out.push(Detection {
+                    device,
+                    time_ms,
+                    id: text(get(item, "id").as_ref()).unwrap_or_else(|| kind.clone()),
+                    kind,
+                    open,
+                    snapshot: text(get(item, "snapshot").as_ref()),
+                });
+            }
+            Ok(Mapped::Detections(out))
+        }
+    }
+}
+
+/// A vendor's label, translated by the profile's `kinds`, or already one of ours.
+fn detection_kind(label: &str, kinds: &[(String, String)]) -> Result<String, String> {
+    if let Some((_, k)) = kinds.iter().find(|(l, _)| l == label) {
+        return Ok(k.clone());
+    }
+    if crate::model::DETECTION_KINDS.contains(&label) {
+        return Ok(label.to_string());
+    }
+    Err(format!(
+        "detection kind \"{label}\" is not one of {} (translate it with `kinds` in the profile)",
+        crate::model::DETECTION_KINDS.join(", ")
+    ))
+}
+
+/// Open (true) or cleared (false).
+fn detection_state(v: Option<&Value>) -> Result<bool, String> {
+    let v = v.filter(|v| !v.is_null()).ok_or("no detection state")?;
+    if let Ok(Some(b)) = flag(Some(v)) {
+        return Ok(b);
+    }
+    let s = match v {
+        Value::String(s) => s.trim().to_ascii_lowercase(),
+        other => other.to_string(),
+    };
+    match s.as_str() {
+        "open" | "opened" | "detected" | "alarm" | "start" => Ok(true),
+        "cleared" | "clear" | "closed" | "resolved" | "end" | "normal" => Ok(false),
+        _ => Err(format!("detection state {v} is neither open nor cleared")),
     }
 }
 
