@@ -2,10 +2,11 @@
 //! writer, plus the health reporter; and takes it down in the same order, so what was read is
 //! committed and flushed before the writer stops.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::info;
 
@@ -20,11 +21,12 @@ use crate::outputs::queue::PointQueue;
 use crate::outputs::store::{DiskStore, StoreError};
 use crate::outputs::webhook::WebhookSink;
 use crate::outputs::writer::{Writer, WriterOptions};
+use crate::pipeline::actuate::Linkage;
 use crate::pipeline::alerts::AlertContext;
 use crate::pipeline::aqi::Aqi;
-use crate::pipeline::rules::Engine;
 use crate::pipeline::compliance::Compliance;
-use crate::pipeline::{Judge, Pipeline};
+use crate::pipeline::rules::Engine;
+use crate::pipeline::{CoilWrite, Judge, Pipeline};
 use crate::sources::modbus::bus::BusTask;
 use crate::sources::mqtt::broker::{BrokerTask, MqttSetupError};
 
@@ -99,7 +101,8 @@ impl Gateway {
             };
             let mut judge = Judge::new(engine, ctx);
             if let Some(p) = &cfg.compliance {
-                judge = judge.with_compliance(Compliance::new(p.clone(), cfg.site.timezone.clone()));
+                judge =
+                    judge.with_compliance(Compliance::new(p.clone(), cfg.site.timezone.clone()));
             }
             pipeline = pipeline.with_rules(judge.with_state(&cfg.store.dir, now));
         }
@@ -131,6 +134,29 @@ impl Gateway {
             let store = open_outbox(&w.name)?;
             pipeline = pipeline.with_outbox(w.min_severity, store.clone());
             outbox_stores.push((w.name.clone(), store));
+        }
+        // Linkage: one channel per bus that owns a relay device.
+        let mut coil_rx: HashMap<String, mpsc::UnboundedReceiver<CoilWrite>> = HashMap::new();
+        if !cfg.actuators.is_empty() {
+            let mut writers = HashMap::new();
+            for bus in &cfg.buses {
+                let devices: Vec<&str> = cfg
+                    .actuators
+                    .iter()
+                    .filter(|a| bus.devices.iter().any(|d| d.id == a.device))
+                    .map(|a| a.device.as_str())
+                    .collect();
+                if devices.is_empty() {
+                    continue;
+                }
+                let (tx, rx) = mpsc::unbounded_channel();
+                for d in devices {
+                    writers.insert(d.to_string(), tx.clone());
+                }
+                coil_rx.insert(bus.name.clone(), rx);
+            }
+            let linkage = Linkage::new(cfg.actuators.clone(), cfg.site.timezone.clone());
+            pipeline = pipeline.with_linkage(linkage, writers, cfg.control.max_for);
         }
         let pipeline = Arc::new(pipeline);
         // Brokers are set up (secrets, TLS files) before any task starts.
@@ -247,15 +273,22 @@ impl Gateway {
             sources.push(tokio::spawn(b.run(sources_rx.clone())));
         }
         for bus in &cfg.buses {
-            let task = BusTask::new(
+            let mut task = BusTask::new(
                 bus.clone(),
                 &cfg.site.id,
                 &cfg.site.tags,
                 &health,
                 pipeline.clone(),
             );
+            if let Some(rx) = coil_rx.remove(&bus.name) {
+                task = task.with_commands(rx);
+            }
             sources.push(tokio::spawn(task.run(sources_rx.clone())));
         }
+
+        // Alerts still open from before a restart ask for their actuators again; the others
+        // are set to off (their state is unknown until written and read back).
+        pipeline.resume_demands();
 
         let reporter = tokio::spawn(report_health(
             cfg.site.id.clone(),
@@ -287,6 +320,16 @@ impl Gateway {
     /// queued within its grace period. What it cannot deliver stays in the store for the next
     /// start.
     pub async fn stop(self) {
+        // Actuators to their safe state first, while the buses still run; bounded, since a
+        // relay that does not answer cannot be switched anyway.
+        self.pipeline.stop_actuators();
+        let deadline = tokio::time::Instant::now() + SAFE_STATE_WAIT;
+        while !self.pipeline.actuators_settled() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !self.pipeline.actuators_settled() {
+            tracing::error!("actuators not confirmed in their safe state at shutdown");
+        }
         let _ = self.sources_stop.send(true);
         for s in self.sources {
             let _ = s.await;
@@ -306,6 +349,9 @@ impl Gateway {
         crate::outputs::blocking(|| self.store.close());
     }
 }
+
+/// How long shutdown waits for actuators to be confirmed in their safe state.
+const SAFE_STATE_WAIT: Duration = Duration::from_secs(5);
 
 /// Every `interval`, stores `gateway` points and logs one health line; once more at stop.
 async fn report_health(

@@ -211,7 +211,11 @@ pub fn parse_json_profile(
                     cx.error(
                         &kind.span,
                         &format!("kinds.{}", label.value),
-                        format!("unknown detection \"{}\": expected one of {}", kind.value, known.join(", ")),
+                        format!(
+                            "unknown detection \"{}\": expected one of {}",
+                            kind.value,
+                            known.join(", ")
+                        ),
                     );
                 }
             }
@@ -221,7 +225,11 @@ pub fn parse_json_profile(
                 cx.error(
                     &k.span,
                     "kind",
-                    format!("unknown detection \"{}\": expected one of {}", k.value, known.join(", ")),
+                    format!(
+                        "unknown detection \"{}\": expected one of {}",
+                        k.value,
+                        known.join(", ")
+                    ),
                 );
             }
             if !fields.iter().any(|(n, _)| n == "state") {

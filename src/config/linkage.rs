@@ -171,7 +171,11 @@ pub fn compliance(cx: &mut Cx<'_>, raw: Option<RawCompliance>) -> Option<Complia
         ),
         wash_flow_min: raw.wash_flow_min.as_ref().map_or(d.wash_flow_min, |f| {
             if f.value.is_nan() || f.value < 0.0 {
-                cx.error(&f.span, "compliance.wash_flow_min", "a flow of 0 L/min or more");
+                cx.error(
+                    &f.span,
+                    "compliance.wash_flow_min",
+                    "a flow of 0 L/min or more",
+                );
             }
             f.value
         }),
@@ -182,7 +186,10 @@ pub fn compliance(cx: &mut Cx<'_>, raw: Option<RawCompliance>) -> Option<Complia
         severity: d.severity,
     };
     if p.wash_min > p.wash_lookback {
-        let span = raw.wash_min.as_ref().map_or(raw.span.clone(), |w| w.span.clone());
+        let span = raw
+            .wash_min
+            .as_ref()
+            .map_or(raw.span.clone(), |w| w.span.clone());
         cx.error(
             &span,
             "compliance.wash_min",
@@ -243,7 +250,10 @@ pub fn compliance(cx: &mut Cx<'_>, raw: Option<RawCompliance>) -> Option<Complia
             None => cx.error(
                 &s.span,
                 "compliance.severity",
-                format!("unknown severity \"{}\": info, warning or critical", s.value),
+                format!(
+                    "unknown severity \"{}\": info, warning or critical",
+                    s.value
+                ),
             ),
         }
     }
@@ -349,7 +359,10 @@ pub fn actuators(
                 cx.error(&d.span, &key(k), "must be at most 24h");
             }
         }
-        let max_on = a.max_on.as_ref().map(|_| duration(cx, &a.max_on, &key("max_on"), DAY));
+        let max_on = a
+            .max_on
+            .as_ref()
+            .map(|_| duration(cx, &a.max_on, &key("max_on"), DAY));
         let daily_budget = a
             .daily_budget
             .as_ref()
@@ -433,7 +446,11 @@ pub fn control(
             }
         }
         (Some(b), None) => cx.error(&b.span, "control.topic", "a command topic to subscribe to"),
-        (None, Some(t)) => cx.error(&t.span, "control.broker", "the [[mqtt]] broker to subscribe on"),
+        (None, Some(t)) => cx.error(
+            &t.span,
+            "control.broker",
+            "the [[mqtt]] broker to subscribe on",
+        ),
         (None, None) => {}
     }
     c

@@ -198,10 +198,15 @@ pub fn validate(
     let alerts = alerts(cx, raw.alerts, base, &site_id, &brokers);
     let compliance = super::linkage::compliance(cx, raw.compliance);
     let actuators = super::linkage::actuators(cx, raw.actuators, &buses, &rules);
-    let token = raw
-        .control
-        .as_ref()
-        .and_then(|c| secret(cx, c.token_env.clone(), c.token_file.clone(), base, "control.token"));
+    let token = raw.control.as_ref().and_then(|c| {
+        secret(
+            cx,
+            c.token_env.clone(),
+            c.token_file.clone(),
+            base,
+            "control.token",
+        )
+    });
     let control = super::linkage::control(cx, raw.control, &site_id, &brokers, token);
 
     Some(Config {

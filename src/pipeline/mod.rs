@@ -4,6 +4,7 @@
 //! store ticket of what it handed over and can acknowledge it upstream once it is durable.
 //! The rule engine and the compliance engine join it here.
 
+pub mod actuate;
 pub mod alerts;
 pub mod aqi;
 pub mod compliance;
@@ -30,7 +31,21 @@ pub struct Pipeline {
     /// Alert outputs besides InfluxDB (MQTT topic, webhooks): their durable queues, each with
     /// the lowest severity it takes.
     outboxes: Vec<(crate::config::rules::Severity, Arc<dyn PointQueue>)>,
+    /// Dust-suppression linkage, and per relay device the channel to the bus that owns it.
+    linkage: Option<Mutex<actuate::Linkage>>,
+    coil_writers: std::collections::HashMap<String, CoilSender>,
+    max_override: std::time::Duration,
 }
+
+/// A switch to carry out: the coils (addresses) of one device, all to one state.
+#[derive(Debug, Clone)]
+pub struct CoilWrite {
+    pub switch: actuate::Switch,
+    pub device: String,
+    pub coils: Vec<u16>,
+}
+
+pub type CoilSender = tokio::sync::mpsc::UnboundedSender<CoilWrite>;
 
 /// The rule engine, the compliance engine, and what turns their transitions into alerts.
 pub struct Judge {
@@ -122,6 +137,9 @@ impl Pipeline {
             judge: None,
             aqi: None,
             outboxes: Vec::new(),
+            linkage: None,
+            coil_writers: std::collections::HashMap::new(),
+            max_override: std::time::Duration::from_secs(4 * 3600),
         }
     }
 
@@ -145,6 +163,20 @@ impl Pipeline {
     /// With the HJ 633 AQI computed from PM2.5 and PM10.
     pub fn with_aqi(mut self, aqi: aqi::Aqi) -> Self {
         self.aqi = Some(Mutex::new(aqi));
+        self
+    }
+
+    /// With actuators switched by rules and by hand; `writers` reach the buses that own the
+    /// relay devices.
+    pub fn with_linkage(
+        mut self,
+        linkage: actuate::Linkage,
+        writers: std::collections::HashMap<String, CoilSender>,
+        max_override: std::time::Duration,
+    ) -> Self {
+        self.linkage = Some(Mutex::new(linkage));
+        self.coil_writers = writers;
+        self.max_override = max_override;
         self
     }
 
@@ -214,13 +246,205 @@ impl Pipeline {
                     let declared = c.paved_declared();
                     let points: Vec<Point> = figures
                         .iter()
-                        .flat_map(|(t, f, done)| self.compliance_points(*t, f, *done, declared.as_deref()))
+                        .flat_map(|(t, f, done)| {
+                            self.compliance_points(*t, f, *done, declared.as_deref())
+                        })
                         .collect();
                     self.points(&points);
                 }
             }
             self.deliver(j);
         }
+        self.actuate(now_ms);
+    }
+
+    /// Asks the linkage what to switch now and hands the switches to the buses.
+    fn actuate(&self, now_ms: i64) {
+        let Some(linkage) = &self.linkage else {
+            return;
+        };
+        let mut l = linkage.lock().unwrap_or_else(|p| p.into_inner());
+        for sw in l.tick(now_ms) {
+            let spec = &l.specs()[sw.actuator];
+            tracing::info!(actuator = %spec.id, device = %spec.device, on = sw.on, cause = %sw.cause.text(), "switching");
+            let w = CoilWrite {
+                switch: sw.clone(),
+                device: spec.device.clone(),
+                coils: spec.coils.iter().map(|(_, a)| *a).collect(),
+            };
+            let sent = self
+                .coil_writers
+                .get(&w.device)
+                .is_some_and(|tx| tx.send(w).is_ok());
+            if !sent {
+                let o = l.result(
+                    &sw,
+                    Err("the bus of this device is not running".into()),
+                    now_ms,
+                );
+                self.record_switch(&l, &o, now_ms);
+            }
+        }
+    }
+
+    /// The bus carried out a switch: the coils read back, or why it failed.
+    pub fn switched(&self, sw: &actuate::Switch, read_back: Result<Vec<bool>, String>) {
+        let Some(linkage) = &self.linkage else {
+            return;
+        };
+        let now = crate::model::now_ms();
+        {
+            let mut l = linkage.lock().unwrap_or_else(|p| p.into_inner());
+            let o = l.result(sw, read_back, now);
+            self.record_switch(&l, &o, now);
+        }
+        self.actuate(now);
+    }
+
+    /// Logs a switch's outcome and writes it to `equipment` with its cause.
+    fn record_switch(&self, l: &actuate::Linkage, o: &actuate::Outcome, now_ms: i64) {
+        let spec = &l.specs()[o.actuator];
+        let cause = o.cause.text();
+        match &o.error {
+            None => {
+                self.health.switches.fetch_add(1, Relaxed);
+                tracing::info!(actuator = %spec.id, device = %spec.device, on = o.requested, cause = %cause, "switched, confirmed by reading back");
+            }
+            Some(e) => {
+                self.health.switch_failures.fetch_add(1, Relaxed);
+                tracing::warn!(actuator = %spec.id, device = %spec.device, on = o.requested, cause = %cause, error = %e, "switch not confirmed");
+            }
+        }
+        let f = |k: &str, v: FieldValue| (FieldKey::new(k), v);
+        let mut fields = Vec::with_capacity(spec.coils.len() + 4);
+        if let Some(bits) = &o.read_back {
+            for ((metric, _), on) in spec.coils.iter().zip(bits) {
+                fields.push(f(metric, FieldValue::Float(if *on { 1.0 } else { 0.0 })));
+            }
+        }
+        fields.push(f(
+            "requested",
+            FieldValue::Float(if o.requested { 1.0 } else { 0.0 }),
+        ));
+        fields.push(f("confirmed", FieldValue::Bool(o.confirmed)));
+        fields.push(f("cause", FieldValue::Str(cause)));
+        if let Some(e) = &o.error {
+            fields.push(f("error", FieldValue::Str(e.clone())));
+        }
+        let point = Point {
+            series: SeriesKey::new(
+                "equipment",
+                &self.tags(&[("device", &spec.device), ("actuator", &spec.id)]),
+            ),
+            fields,
+            time_ms: now_ms,
+        };
+        self.points(std::slice::from_ref(&point));
+    }
+
+    /// The link to a Modbus device came back or was lost (actuators on it go to safe state).
+    pub fn device_link(&self, device: &str, up: bool) {
+        if let Some(linkage) = &self.linkage {
+            linkage
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .link(device, up);
+            if !up {
+                self.actuate(crate::model::now_ms());
+            }
+        }
+    }
+
+    /// A manual override: `Some(on)` for `for_`, or `None` to hand back to the rules. Returns
+    /// until when it holds.
+    pub fn override_actuator(
+        &self,
+        id: &str,
+        on: Option<bool>,
+        for_: std::time::Duration,
+        by: &str,
+    ) -> Result<Option<i64>, String> {
+        let Some(linkage) = &self.linkage else {
+            return Err("no [[actuator]] is configured".into());
+        };
+        if on.is_some() && for_ > self.max_override {
+            return Err(format!(
+                "an override lasts at most {}s ([control].max_for)",
+                self.max_override.as_secs()
+            ));
+        }
+        let now = crate::model::now_ms();
+        let until = linkage.lock().unwrap_or_else(|p| p.into_inner()).manual(
+            id,
+            on,
+            for_.as_millis() as i64,
+            by,
+            now,
+        )?;
+        match on {
+            Some(on) => {
+                tracing::warn!(actuator = %id, on, by = %by, seconds = for_.as_secs(), "manual override")
+            }
+            None => tracing::warn!(actuator = %id, by = %by, "manual override released"),
+        }
+        self.actuate(now);
+        Ok(until)
+    }
+
+    pub fn actuators(&self) -> Vec<actuate::ActuatorStatus> {
+        self.linkage.as_ref().map_or_else(Vec::new, |l| {
+            l.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .status(crate::model::now_ms())
+        })
+    }
+
+    /// Sends every actuator to its safe state (at shutdown).
+    pub fn stop_actuators(&self) {
+        if let Some(linkage) = &self.linkage {
+            linkage.lock().unwrap_or_else(|p| p.into_inner()).stop();
+            self.actuate(crate::model::now_ms());
+        }
+    }
+
+    /// Every actuator confirmed in its safe state (or unreachable).
+    pub fn actuators_settled(&self) -> bool {
+        self.linkage
+            .as_ref()
+            .is_none_or(|l| l.lock().unwrap_or_else(|p| p.into_inner()).settled())
+    }
+
+    /// Alerts that were open before a restart ask for their actuators again.
+    pub fn resume_demands(&self) {
+        for e in self.open_alerts() {
+            self.demand(&e);
+        }
+        self.actuate(crate::model::now_ms());
+    }
+
+    /// An alert of a rule with `actuate` opened or closed.
+    fn demand(&self, e: &rules::AlertEvent) -> bool {
+        let (Some(linkage), Some(rule)) = (&self.linkage, &e.rule) else {
+            return false;
+        };
+        let Some(actuator) = &rule.actuate else {
+            return false;
+        };
+        if e.kind != rules::AlertKind::Threshold {
+            return false;
+        }
+        let open = match e.state {
+            rules::AlertState::Open => true,
+            rules::AlertState::Closed => false,
+            _ => return false,
+        };
+        linkage.lock().unwrap_or_else(|p| p.into_inner()).demand(
+            actuator,
+            &e.alert_id,
+            &e.rule_id,
+            open,
+        );
+        true
     }
 
     /// Vehicles at the gates: judged for washing and cover (exits), stored with the verdict.
@@ -269,7 +493,11 @@ impl Pipeline {
     /// Today's six-100% figures: (item, figures) in the order of [`compliance::ITEMS`], with
     /// the paving declaration's date. `None` without `[compliance]`.
     pub fn compliance_today(&self) -> Option<([compliance::ItemFigures; 6], Option<String>)> {
-        let j = self.judge.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
+        let j = self
+            .judge
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let c = j.compliance.as_ref()?;
         Some((c.figures(), c.paved_declared()))
     }
@@ -341,7 +569,10 @@ impl Pipeline {
                     fields.push(f("percent", FieldValue::Float(fig.percent)));
                 }
                 fields.push(f("checked", FieldValue::Float(fig.checked)));
-                fields.push(f("violations", FieldValue::Float(f64::from(fig.violations))));
+                fields.push(f(
+                    "violations",
+                    FieldValue::Float(f64::from(fig.violations)),
+                ));
                 fields.push(f("final", FieldValue::Bool(done)));
                 if *item == "hardening"
                     && let Some(d) = declared
@@ -389,7 +620,9 @@ impl Pipeline {
             .events
             .iter()
             .any(|e| e.state != rules::AlertState::Reminder);
+        let mut demanded = false;
         for e in j.events.drain(..) {
+            demanded |= self.demand(&e);
             let message = j.ctx.message(&e);
             match e.state {
                 rules::AlertState::Open => {
@@ -416,6 +649,10 @@ impl Pipeline {
         self.points(&points);
         if changed {
             crate::outputs::blocking(|| j.save_open());
+        }
+        if demanded {
+            // At once, not at the next tick: the relay switches within the poll that opened it.
+            self.actuate(crate::model::now_ms());
         }
     }
 

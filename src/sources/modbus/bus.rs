@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_modbus::client::Context;
 use tokio_modbus::slave::{Slave, SlaveContext};
@@ -19,11 +19,12 @@ use tracing::{debug, info, warn};
 
 use super::link;
 use super::planner::{self, Plan, Read};
-use super::request::{self, Data};
+use super::registers::Table;
+use super::request::{self, Data, Op};
 use crate::config::{BusConfig, DeviceConfig};
 use crate::health::{DeviceHealth, DeviceState, Health};
 use crate::model::{DeviceMeta, Readings, now_ms};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{CoilWrite, Pipeline};
 
 /// Longest pause between attempts on a failing device (or its interval, if longer).
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -58,6 +59,8 @@ pub struct BusTask {
     conn: Option<Context>,
     last_exchange: Option<Instant>,
     pipeline: Arc<Pipeline>,
+    /// Coil writes of the linkage, carried out between polls.
+    commands: Option<mpsc::UnboundedReceiver<CoilWrite>>,
 }
 
 impl BusTask {
@@ -112,7 +115,14 @@ impl BusTask {
             conn: None,
             last_exchange: None,
             pipeline,
+            commands: None,
         }
+    }
+
+    /// Carries out the linkage's coil writes for devices on this bus.
+    pub fn with_commands(mut self, rx: mpsc::UnboundedReceiver<CoilWrite>) -> Self {
+        self.commands = Some(rx);
+        self
     }
 
     /// Polls until shutdown is signalled.
@@ -127,7 +137,19 @@ impl BusTask {
                 return;
             };
             let due = self.devices[idx].next_due;
+            let command = async {
+                match self.commands.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            // A write waits for the request in flight, then goes before the next poll.
             tokio::select! {
+                biased;
+                Some(w) = command => {
+                    self.write_coils(w).await;
+                    continue;
+                }
                 _ = tokio::time::sleep_until(due) => {}
                 _ = shutdown.changed() => break,
             }
@@ -152,7 +174,7 @@ impl BusTask {
 
         for read_idx in 0..self.devices[idx].plan.reads.len() {
             let read = self.devices[idx].plan.reads[read_idx];
-            match self.exchange(idx, read).await {
+            match self.exchange(idx, &Op::Read(read)).await {
                 Ok(Ok(data)) => {
                     self.decode_into(idx, read_idx, &data, &mut values);
                 }
@@ -195,7 +217,7 @@ impl BusTask {
     async fn exchange(
         &mut self,
         idx: usize,
-        read: Read,
+        op: &Op,
     ) -> Result<Result<Data, tokio_modbus::ExceptionCode>, String> {
         let unit = self.devices[idx].cfg.unit;
         let timeout = self.cfg.timeout;
@@ -215,16 +237,15 @@ impl BusTask {
             return Err("no connection".to_string());
         };
         ctx.set_slave(Slave(unit));
-        let result = tokio::time::timeout(timeout, request::read(ctx, read)).await;
+        let result = tokio::time::timeout(timeout, request::run(ctx, op)).await;
         self.last_exchange = Some(Instant::now());
         let fault = match result {
-            Ok(Ok(Ok(data))) if data.len() >= usize::from(read.count) => return Ok(Ok(data)),
+            Ok(Ok(Ok(data))) if data.len() >= op.expected() => return Ok(Ok(data)),
             Ok(Ok(Ok(data))) => format!(
-                "short reply: {} of {} values for {} {}",
+                "short reply: {} of {} values for {}",
                 data.len(),
-                read.count,
-                read.table,
-                read.start
+                op.expected(),
+                op.describe()
             ),
             Ok(Ok(Err(exception))) => return Ok(Err(exception)),
             Ok(Err(e)) => format!("{e}"),
@@ -236,6 +257,71 @@ impl BusTask {
         // Never reuse a connection after a fault: a late reply could be read as the next answer.
         self.conn = None;
         Err(fault)
+    }
+
+    /// Sets an actuator's coils and reads them back; the pipeline learns what came of it. Only
+    /// coils the device's profile marks writable are ever written.
+    async fn write_coils(&mut self, w: CoilWrite) {
+        let result = self.try_write_coils(&w).await;
+        if let Err(e) = &result {
+            warn!(bus = %self.cfg.name, device = %w.device, coils = ?w.coils, on = w.switch.on, error = %e, "coil write failed");
+        }
+        self.pipeline.switched(&w.switch, result);
+    }
+
+    async fn try_write_coils(&mut self, w: &CoilWrite) -> Result<Vec<bool>, String> {
+        let idx = self
+            .devices
+            .iter()
+            .position(|d| d.cfg.id == w.device)
+            .ok_or_else(|| format!("device {} is not on bus {}", w.device, self.cfg.name))?;
+        let regs = &self.devices[idx].cfg.profile.registers;
+        for a in &w.coils {
+            if !regs
+                .iter()
+                .any(|r| r.table == Table::Coil && r.address == *a && r.writable)
+            {
+                return Err(format!("coil {a} is not marked writable in the profile"));
+            }
+        }
+        let (Some(&lo), Some(&hi)) = (w.coils.iter().min(), w.coils.iter().max()) else {
+            return Err("no coils to write".into());
+        };
+        let on = w.switch.on;
+        let contiguous = usize::from(hi - lo) + 1 == w.coils.len();
+        let ops: Vec<Op> = if w.coils.len() == 1 {
+            vec![Op::WriteCoil { address: lo, on }]
+        } else if contiguous {
+            vec![Op::WriteCoils {
+                start: lo,
+                values: vec![on; w.coils.len()],
+            }]
+        } else {
+            w.coils
+                .iter()
+                .map(|&address| Op::WriteCoil { address, on })
+                .collect()
+        };
+        for op in &ops {
+            match self.exchange(idx, op).await? {
+                Ok(_) => {}
+                Err(ex) => return Err(format!("exception {ex} on {}", op.describe())),
+            }
+        }
+        let back = Op::Read(Read {
+            table: Table::Coil,
+            start: lo,
+            count: hi - lo + 1,
+        });
+        match self.exchange(idx, &back).await? {
+            Ok(Data::Bits(bits)) => Ok(w
+                .coils
+                .iter()
+                .map(|a| bits.get(usize::from(a - lo)).copied().unwrap_or(false))
+                .collect()),
+            Ok(Data::Words(_)) => Err("coils read back as registers".into()),
+            Err(ex) => Err(format!("exception {ex} reading the coils back")),
+        }
     }
 
     fn decode_into(&self, idx: usize, read_idx: usize, data: &Data, values: &mut [Option<f64>]) {
@@ -251,11 +337,13 @@ impl BusTask {
         let bus = self.cfg.name.clone();
         let dev = &mut self.devices[idx];
         let now = Instant::now();
+        let mut link = None;
         dev.health.polls.fetch_add(1, Relaxed);
         match outcome {
             Outcome::Ok | Outcome::Partial => {
                 if dev.failures > 0 || dev.health.state() != DeviceState::Up {
                     info!(bus = %bus, device = %dev.cfg.id, unit = dev.cfg.unit, "device up");
+                    link = Some(true);
                 }
                 dev.failures = 0;
                 dev.health.set_state(DeviceState::Up);
@@ -272,6 +360,7 @@ impl BusTask {
                 if dev.failures >= dev.cfg.down_after && dev.health.state() != DeviceState::Down {
                     warn!(bus = %bus, device = %dev.cfg.id, unit = dev.cfg.unit, failures = dev.failures, "device down");
                     dev.health.set_state(DeviceState::Down);
+                    link = Some(false);
                 }
                 dev.next_due = now + backoff(dev.cfg.interval, dev.failures);
             }
@@ -289,6 +378,9 @@ impl BusTask {
             (None, None) => {}
         }
         dev.last_problem = problem;
+        if let Some(up) = link {
+            self.pipeline.device_link(&dev.cfg.id, up);
+        }
     }
 }
 

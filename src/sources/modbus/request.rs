@@ -1,6 +1,7 @@
-//! One read request on an open connection, and where a register's value sits in its reply.
+//! One request on an open connection (a planned read, or a coil write of the linkage), and
+//! where a register's value sits in a reply.
 
-use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::client::{Context, Reader, Writer};
 
 use super::planner::Read;
 use super::registers::{Table, decode};
@@ -23,6 +24,63 @@ impl Data {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// One request on the bus.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Read(Read),
+    /// FC05.
+    WriteCoil {
+        address: u16,
+        on: bool,
+    },
+    /// FC15.
+    WriteCoils {
+        start: u16,
+        values: Vec<bool>,
+    },
+}
+
+impl Op {
+    /// Values a reply must carry (writes carry none).
+    pub fn expected(&self) -> usize {
+        match self {
+            Op::Read(r) => usize::from(r.count),
+            _ => 0,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Op::Read(r) => format!(
+                "FC{:02} {} {}..+{}",
+                r.table.read_function(),
+                r.table,
+                r.start,
+                r.count
+            ),
+            Op::WriteCoil { address, on } => format!("FC05 coil {address} := {on}"),
+            Op::WriteCoils { start, values } => {
+                format!("FC15 coils {start}..+{} := {:?}", values.len(), values)
+            }
+        }
+    }
+}
+
+/// Sends one request (no timeout here: the caller bounds it). A write answers with no data.
+pub async fn run(ctx: &mut Context, op: &Op) -> tokio_modbus::Result<Data> {
+    match op {
+        Op::Read(r) => read(ctx, *r).await,
+        Op::WriteCoil { address, on } => ctx
+            .write_single_coil(*address, *on)
+            .await
+            .map(|r| r.map(|()| Data::Bits(Vec::new()))),
+        Op::WriteCoils { start, values } => ctx
+            .write_multiple_coils(*start, values)
+            .await
+            .map(|r| r.map(|()| Data::Bits(Vec::new()))),
     }
 }
 
