@@ -40,6 +40,8 @@ pub enum StartError {
     Mqtt(#[from] MqttSetupError),
     #[error("alert output: {0}")]
     Output(String),
+    #[error("control.token: {0}")]
+    Control(String),
 }
 
 /// The sink of an alert output.
@@ -60,6 +62,8 @@ pub struct Gateway {
     reporter_stop: watch::Sender<bool>,
     writer_stop: watch::Sender<bool>,
     sources: Vec<JoinHandle<()>>,
+    http: JoinHandle<()>,
+    http_stop: watch::Sender<bool>,
     reporter: JoinHandle<()>,
     writer: JoinHandle<()>,
     /// Alert outputs: their writers and queues.
@@ -70,6 +74,13 @@ impl Gateway {
     /// Starts every task. Must be called inside a Tokio runtime.
     pub fn start(cfg: &Config) -> Result<Gateway, StartError> {
         let batch_size = cfg.influx.as_ref().map_or(5000, |i| i.batch_size);
+        let control_token = cfg
+            .control
+            .token
+            .as_ref()
+            .map(|t| t.resolve())
+            .transpose()
+            .map_err(StartError::Control)?;
         // Secrets and URLs are checked before anything opens.
         let influx = cfg.influx.as_ref().map(InfluxSink::new).transpose()?;
         let store = Arc::new(DiskStore::open(
@@ -164,13 +175,17 @@ impl Gateway {
             .brokers
             .iter()
             .map(|b| {
-                BrokerTask::new(
+                let task = BrokerTask::new(
                     b.clone(),
                     &cfg.site.id,
                     &cfg.site.tags,
                     pipeline.clone(),
                     health.clone(),
-                )
+                )?;
+                Ok::<_, MqttSetupError>(match &cfg.control.mqtt {
+                    Some((broker, topic)) if *broker == b.name => task.with_control(topic),
+                    _ => task,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         // Alert outputs' sinks: the MQTT one publishes through its broker's connection.
@@ -290,6 +305,15 @@ impl Gateway {
         // are set to off (their state is unknown until written and read back).
         pipeline.resume_demands();
 
+        let (http_stop, http_rx) = watch::channel(false);
+        let api = Arc::new(crate::http::Api {
+            pipeline: pipeline.clone(),
+            site_id: cfg.site.id.clone(),
+            tz: cfg.site.timezone.clone(),
+            control_token,
+        });
+        let http = tokio::spawn(crate::http::serve(cfg.http.listen, api, http_rx));
+
         let reporter = tokio::spawn(report_health(
             cfg.site.id.clone(),
             cfg.site.tags.clone(),
@@ -309,6 +333,8 @@ impl Gateway {
             reporter_stop,
             writer_stop,
             sources,
+            http,
+            http_stop,
             reporter,
             writer,
             outputs,
@@ -329,6 +355,15 @@ impl Gateway {
         }
         if !self.pipeline.actuators_settled() {
             tracing::error!("actuators not confirmed in their safe state at shutdown");
+        }
+        let _ = self.http_stop.send(true);
+        let mut http = self.http;
+        if tokio::time::timeout(Duration::from_secs(2), &mut http)
+            .await
+            .is_err()
+        {
+            // A client holding its connection open does not hold up the shutdown.
+            http.abort();
         }
         let _ = self.sources_stop.send(true);
         for s in self.sources {

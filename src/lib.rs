@@ -6,8 +6,10 @@
 //! what happens on the way.
 
 pub mod config;
+pub mod control;
 pub mod gateway;
 pub mod health;
+pub mod http;
 pub mod model;
 pub mod outputs;
 pub mod pipeline;

@@ -25,8 +25,18 @@ impl Gateway {
     }
 
     /// Writes the files and starts `dustgate run --config site.toml`.
+    /// Without an `[http]` section, the API listens on a free port (not the default 8080, which
+    /// parallel tests and a running demo would share).
     pub fn start(dir: &Path, site_toml: &str, profiles: &[(&str, String)]) -> Gateway {
-        let config = write_site(dir, site_toml, profiles);
+        let mut toml = site_toml.to_string();
+        if !toml.contains("[http]") {
+            let _ = write!(
+                toml,
+                "\n[http]\nlisten = \"127.0.0.1:{}\"\n",
+                super::free_port()
+            );
+        }
+        let config = write_site(dir, &toml, profiles);
         let proc = Proc::spawn(
             "dustgate",
             dir,

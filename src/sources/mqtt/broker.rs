@@ -102,6 +102,8 @@ pub struct BrokerTask {
     invalid_log: Throttle,
     /// Alerts to publish on this connection (QoS 1, answered at PUBACK).
     publish_rx: Option<mpsc::Receiver<PublishRequest>>,
+    /// Manual override commands arrive here (`[control].topic`).
+    control_topic: Option<String>,
 }
 
 impl BrokerTask {
@@ -150,6 +152,7 @@ impl BrokerTask {
             reject_log: Throttle::new(),
             invalid_log: Throttle::new(),
             publish_rx: None,
+            control_topic: None,
         })
     }
 
@@ -311,7 +314,39 @@ impl BrokerTask {
         info!(broker = %self.cfg.name, "MQTT source stopped");
     }
 
+    /// Takes manual override commands on `topic` (a filter; QoS 1).
+    pub fn with_control(mut self, topic: &str) -> Self {
+        self.control_topic = Some(topic.to_string());
+        self
+    }
+
+    /// A manual override command: applied, logged, acknowledged; never stored.
+    fn on_command(&self, client: &AsyncClient, p: &Publish) {
+        let result = crate::control::parse(&p.payload, None, "mqtt")
+            .and_then(|c| crate::control::apply(&self.pipeline, &c));
+        match result {
+            Ok(done) => {
+                info!(broker = %self.cfg.name, topic = %p.topic, command = %done, "override command applied")
+            }
+            Err(e) => warn!(
+                broker = %self.cfg.name,
+                topic = %p.topic,
+                error = %e,
+                payload = %truncate(&String::from_utf8_lossy(&p.payload), 200),
+                "override command refused"
+            ),
+        }
+        self.ack_now(client, p);
+    }
+
     fn subscribe(&self, client: &AsyncClient) {
+        if let Some(t) = &self.control_topic {
+            if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
+                error!(broker = %self.cfg.name, topic = %t, error = %e, "cannot queue the subscription");
+            } else {
+                info!(broker = %self.cfg.name, topic = %t, "subscribing to override commands");
+            }
+        }
         for s in &self.cfg.subscriptions {
             let qos = if s.qos == 0 {
                 QoS::AtMostOnce
@@ -335,6 +370,14 @@ impl BrokerTask {
     ) {
         let received_ms = now_ms();
         let topic_name = p.topic.clone();
+        if self
+            .control_topic
+            .as_ref()
+            .is_some_and(|t| topic::matches(t, &topic_name))
+        {
+            self.on_command(client, &p);
+            return;
+        }
         let Some(idx) = self
             .cfg
             .subscriptions
