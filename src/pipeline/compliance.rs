@@ -119,6 +119,8 @@ pub struct Compliance {
     detections: HashMap<(String, String), OpenDetection>,
     paved_reading: Option<(f64, i64)>,
     last_points_minute: i64,
+    /// A vehicle, detection or declaration changed the figures since they were last written.
+    changed: bool,
 }
 
 fn violation(
@@ -168,6 +170,7 @@ impl Compliance {
             detections: HashMap::new(),
             paved_reading: None,
             last_points_minute: i64::MIN,
+            changed: false,
         }
     }
 
@@ -220,7 +223,10 @@ impl Compliance {
             "earthwork_active" | "demolition_active" => {
                 self.activity.insert(format!("{device}/{metric}"), v >= 0.5);
             }
-            "paved_percent" => self.paved_reading = Some((v.clamp(0.0, 100.0), t)),
+            "paved_percent" => {
+                self.changed |= self.paved_reading.map(|(p, _)| p) != Some(v.clamp(0.0, 100.0));
+                self.paved_reading = Some((v.clamp(0.0, 100.0), t));
+            }
             _ => {}
         }
     }
@@ -248,6 +254,7 @@ impl Compliance {
         let seconds = self.wash_seconds(v.time_ms);
         let washed = seconds >= self.p.wash_min.as_secs_f64();
         self.day.exits += 1;
+        self.changed = true;
         let mut evidence = vec![ev("plate", &v.plate)];
         if let Some(g) = &v.gate {
             evidence.push(ev("gate", g));
@@ -352,6 +359,7 @@ impl Compliance {
                 let since = *self.gap_since.get_or_insert(now - dt);
                 if !self.gap_reported && now - since >= self.p.wet_gap.as_millis() as i64 {
                     self.gap_reported = true;
+                    self.changed = true;
                     self.day.wet_violations += 1;
                     let minutes = (now - since) / 60_000;
                     out.push(violation(
@@ -382,6 +390,7 @@ impl Compliance {
             }
             if !d.reported && now - d.since >= max_open {
                 d.reported = true;
+                self.changed = true;
                 if item == "enclosure" {
                     self.day.enclosure_violations += 1;
                 } else {
@@ -408,9 +417,11 @@ impl Compliance {
         if enclosure {
             self.day.enclosure_open_ms += dt;
         }
+        // Every minute, and at once when a vehicle or a violation changed them.
         let minute = now.div_euclid(60_000);
-        if minute != self.last_points_minute {
+        if minute != self.last_points_minute || self.changed {
             self.last_points_minute = minute;
+            self.changed = false;
             points.push((now, self.figures(), false));
         }
         points
