@@ -84,6 +84,8 @@ pub struct Health {
     pub invalid_values: AtomicU64,
     /// Alerts opened since start.
     pub alerts_opened: AtomicU64,
+    /// Six-100% violations since start.
+    pub violations: AtomicU64,
     /// Actuator switches confirmed by reading the coils back, and those that were not.
     pub switches: AtomicU64,
     pub switch_failures: AtomicU64,
@@ -274,6 +276,7 @@ impl Health {
                 f("readings", self.readings.load(Relaxed) as f64),
                 f("invalid_values", self.invalid_values.load(Relaxed) as f64),
                 f("alerts_opened", self.alerts_opened.load(Relaxed) as f64),
+                f("violations", self.violations.load(Relaxed) as f64),
                 f("switches", self.switches.load(Relaxed) as f64),
                 f("switch_failures", self.switch_failures.load(Relaxed) as f64),
             ],

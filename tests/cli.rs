@@ -154,14 +154,16 @@ fn probe_reads_a_device_with_its_profile_and_raw() {
     assert!(out.contains("exception"), "{out}");
 }
 
+/// The demo's story: a washed truck, an unwashed one (a violation), a dust episode that switches
+/// the mist cannons on, and off again after it.
 #[test]
-fn demo_writes_line_protocol_files() {
+fn demo_tells_its_story_into_line_protocol_files() {
     let dir = scratch_dir("demo-files");
     let store = dir.display().to_string();
     let (code, out, err) = dustgate(&[
         "demo",
         "--duration",
-        "7s",
+        "50s",
         "--interval",
         "1s",
         "--store",
@@ -170,6 +172,17 @@ fn demo_writes_line_protocol_files() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("7 simulated devices"), "{out}");
     assert!(out.contains("devices up 7/7"), "{out}");
+    assert!(out.contains("leaves after the wash"), "{out}");
+    assert!(out.contains("leaves without washing"), "{out}");
+    assert!(err.contains("未冲洗出场"), "the violation is logged: {err}");
+    let on = out
+        .find("mist cannons ON (demo-pm10)")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        out[on..].contains("mist cannons off"),
+        "off again after the episode: {out}"
+    );
+    assert!(out.contains("washed 50% of 2 exits"), "{out}");
     let series = dir.join("series");
     let text: String = std::fs::read_dir(&series)
         .expect("series dir")
@@ -180,6 +193,10 @@ fn demo_writes_line_protocol_files() {
         "air,device=dust-01,",
         "water,device=water-01,",
         "equipment,device=relay-01,",
+        "equipment,actuator=mist-cannons,",
+        "cause=\"rule demo-pm10\"",
+        "vehicle,device=gate-cam-01,",
+        "compliance,district=demo,item=wash,",
         "gateway,",
     ] {
         assert!(text.contains(needle), "no {needle:?} in the demo's files");

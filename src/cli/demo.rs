@@ -4,6 +4,12 @@
 //! meter and a relay module) answer on a loopback port; a site.toml for them is written and
 //! loaded like any other; the gateway polls them and writes to InfluxDB if asked, or to
 //! line-protocol files. A one-line summary is printed every few seconds.
+//!
+//! A 90-second story repeats on top of the day's values, in real time whatever `--speed`: the
+//! wash station runs and a truck leaves washed; a second truck leaves unwashed (a six-100%
+//! violation, logged with its plate); a dust episode lifts PM10 over the demo's rule, and the
+//! mist cannons on the relay module switch on, and off again once it is over and `min_on` has
+//! run out.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -99,7 +105,83 @@ fn site_toml(a: &DemoArgs, port: u16, store: &std::path::Path) -> anyhow::Result
             d.id, d.unit, d.profile
         );
     }
+    t.push_str(DEMO_LINKAGE);
     Ok(t)
+}
+
+/// The demo's rule, actuator and six-100% parameters (short, so the story fits in minutes).
+const DEMO_LINKAGE: &str = r#"[[rule]]
+id = "demo-pm10"
+metric = "pm10"
+devices = ["dust-01"]
+above = 150
+clear = 120
+severity = "warning"
+title = "PM10超标（演示）"
+title_en = "PM10 over the demo limit"
+actuate = "mist-cannons"
+
+[[actuator]]
+id = "mist-cannons"
+device = "relay-01"
+coil = "fog_cannon_on"
+min_on = "20s"
+min_off = "10s"
+max_on = "10m"
+
+[compliance]
+wash_min = "8s"
+wash_lookback = "13s"
+activity = ["07:00-19:00"]
+"#;
+
+/// Plates of the demo's muck trucks.
+const PLATES: &[&str] = &["川A·D1234", "川A·F5678", "川A·K2468", "川A·M1357"];
+
+/// The story's 90-second cycle, in real seconds: (wash pump on, PM10 episode, truck exits).
+struct Story {
+    started: tokio::time::Instant,
+    trucks: u64,
+}
+
+impl Story {
+    const CYCLE: u64 = 90;
+
+    fn second(&self) -> u64 {
+        self.started.elapsed().as_secs() % Self::CYCLE
+    }
+
+    fn cycle(&self) -> u64 {
+        self.started.elapsed().as_secs() / Self::CYCLE
+    }
+
+    /// The wash station runs from 1 s to 13 s of each cycle (the first truck's wash).
+    fn washing(&self) -> bool {
+        (1..13).contains(&self.second())
+    }
+
+    /// PM10 is lifted from 18 s to 40 s.
+    fn pm10_boost(&self) -> f64 {
+        if (18..40).contains(&self.second()) {
+            140.0
+        } else {
+            0.0
+        }
+    }
+
+    /// Trucks leave at 15 s (washed) and 30 s (no wash: a violation).
+    fn exits_due(&mut self) -> Vec<(&'static str, bool)> {
+        let due =
+            self.cycle() * 2 + u64::from(self.second() >= 15) + u64::from(self.second() >= 30);
+        let mut out = Vec::new();
+        while self.trucks < due {
+            let plate = PLATES[(self.trucks as usize) % PLATES.len()];
+            // The second truck of a cycle leaves uncovered too.
+            out.push((plate, self.trucks % 2 == 0));
+            self.trucks += 1;
+        }
+        out
+    }
 }
 
 /// Creates the 1.x database, so a newcomer's first run does not dead-letter everything.
@@ -150,7 +232,7 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         let bank = Arc::new(Bank::default());
         let mut scenario = Scenario::new();
         let clock = SimClock::new(a.speed);
-        fill(&bank, &profiles, &mut scenario, clock.hour());
+        fill(&bank, &profiles, &mut scenario, clock.hour(), 0.0);
         // Coils start off; nothing switches them yet.
         for (d, p) in DEVICES.iter().zip(&profiles) {
             for r in p.registers.iter().filter(|r| r.table.is_bits()) {
@@ -160,14 +242,24 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let server = tokio::spawn(sim::serve(listener, bank.clone()));
+        let story = Arc::new(std::sync::Mutex::new(Story {
+            started: tokio::time::Instant::now(),
+            trucks: 0,
+        }));
         let updater = {
             let bank = bank.clone();
             let profiles = profiles.clone();
+            let story = story.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
                 loop {
                     tick.tick().await;
-                    fill(&bank, &profiles, &mut scenario, clock.hour());
+                    let (boost, washing) = {
+                        let s = story.lock().unwrap_or_else(|p| p.into_inner());
+                        (s.pm10_boost(), s.washing())
+                    };
+                    fill(&bank, &profiles, &mut scenario, clock.hour(), boost);
+                    wash_station(&bank, &profiles, washing);
                 }
             })
         };
@@ -194,9 +286,28 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         let started = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         tick.tick().await;
+        let mut gate = tokio::time::interval(Duration::from_secs(1));
         let stop_at = duration.map(|d| started + d);
         loop {
             let stop = tokio::select! {
+                _ = gate.tick() => {
+                    let exits = story.lock().unwrap_or_else(|p| p.into_inner()).exits_due();
+                    for (plate, washed_one) in exits {
+                        let v = dustgate::model::Vehicle {
+                            device: "gate-cam-01".into(),
+                            time_ms: dustgate::model::now_ms(),
+                            plate: plate.into(),
+                            direction: Some("out".into()),
+                            gate: Some("南".into()),
+                            muck_truck: Some(true),
+                            covered: Some(washed_one),
+                            snapshot: Some(format!("http://127.0.0.1/demo/snap/{}.jpg", plate.replace('·', ""))),
+                        };
+                        println!("gate: muck truck {plate} leaves{}", if washed_one { " after the wash" } else { " without washing, uncovered" });
+                        gw.pipeline.vehicles(std::slice::from_ref(&v));
+                    }
+                    continue;
+                }
                 _ = tick.tick() => false,
                 _ = super::shutdown_signal() => true,
                 _ = async { match stop_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => true,
@@ -243,12 +354,34 @@ impl SimClock {
     }
 }
 
-fn fill(bank: &Bank, profiles: &[Arc<ModbusProfile>], scenario: &mut Scenario, hour: f64) {
+/// The day's values; `boost` lifts the dust monitor's PM10 (the story's dust episode).
+fn fill(
+    bank: &Bank,
+    profiles: &[Arc<ModbusProfile>],
+    scenario: &mut Scenario,
+    hour: f64,
+    boost: f64,
+) {
     for (d, p) in DEVICES.iter().zip(profiles) {
         for r in &p.registers {
             if let Some(v) = scenario.value(d.id, &r.metric, hour) {
-                bank.set(d.unit, r, v);
+                let lift = if d.id == "dust-01" && r.metric == "pm10" {
+                    boost
+                } else {
+                    0.0
+                };
+                bank.set(d.unit, r, v + lift);
             }
+        }
+    }
+}
+
+/// The wash pump's relay is closed while the wash station runs (not an actuator of the demo:
+/// the station's own controller switches it; the gateway reads it back for the six 100%).
+fn wash_station(bank: &Bank, profiles: &[Arc<ModbusProfile>], washing: bool) {
+    for (d, p) in DEVICES.iter().zip(profiles) {
+        for r in p.registers.iter().filter(|r| r.metric == "wash_pump_on") {
+            bank.set(d.unit, r, f64::from(u8::from(washing)));
         }
     }
 }
@@ -263,8 +396,28 @@ fn summary(gw: &Gateway, hour: f64) -> String {
     let noise = h
         .latest_value("dust-01", "noise")
         .map_or("-".into(), |(_, v)| format!("{v:.1}"));
+    let cannons = gw
+        .pipeline
+        .actuators()
+        .into_iter()
+        .find(|a| a.id == "mist-cannons")
+        .map_or("-".to_string(), |a| match a.on {
+            Some(true) => format!("ON ({})", a.demanded_by.join(", ")),
+            Some(false) => "off".into(),
+            None => "?".into(),
+        });
+    let wash = gw
+        .pipeline
+        .compliance_today()
+        .map_or("-".to_string(), |(f, _)| {
+            if f[2].checked > 0.0 {
+                format!("{:.0}% of {} exits", f[2].percent, f[2].checked)
+            } else {
+                "- (no exits yet)".to_string()
+            }
+        });
     format!(
-        "[{}] site {:02}:{:02} | devices up {up}/{total} | readings {} | points written {} | queued {} | dropped {} | PM10 {pm10} µg/m³, noise {noise} dB(A)",
+        "[{}] site {:02}:{:02} | devices up {up}/{total} | readings {} | points written {} | queued {} | dropped {} | PM10 {pm10} µg/m³, noise {noise} dB(A) | mist cannons {cannons} | washed {wash}",
         jiff::tz::TimeZone::system()
             .to_datetime(jiff::Timestamp::now())
             .strftime("%H:%M:%S"),

@@ -629,6 +629,10 @@ impl Pipeline {
                     self.health.alerts_opened.fetch_add(1, Relaxed);
                     tracing::warn!(alert_id = %e.alert_id, rule = %e.rule_id, device = %e.device, "{message}");
                 }
+                rules::AlertState::Event => {
+                    self.health.violations.fetch_add(1, Relaxed);
+                    tracing::warn!(alert_id = %e.alert_id, rule = %e.rule_id, device = %e.device, "{message}");
+                }
                 _ => {
                     tracing::info!(alert_id = %e.alert_id, rule = %e.rule_id, device = %e.device, state = e.state.name(), "{message}")
                 }
