@@ -177,7 +177,7 @@ impl Story {
         while self.trucks < due {
             let plate = PLATES[(self.trucks as usize) % PLATES.len()];
             // The second truck of a cycle leaves uncovered too.
-            out.push((plate, self.trucks % 2 == 0));
+            out.push((plate, self.trucks.is_multiple_of(2)));
             self.trucks += 1;
         }
         out
