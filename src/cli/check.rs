@@ -295,6 +295,87 @@ pub fn describe(cfg: &Config) -> String {
             );
         }
     }
+    if let Some(c) = &cfg.compliance {
+        let hm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+        let _ = writeln!(
+            o,
+            "\nsix 100% ([compliance]): an exit is washed with {} of washing within {} before it (pump on, or flow over {} L/min); wet work: a {} gap without spray during activity is a violation; a detection open {} is a violation",
+            human_duration(c.wash_min),
+            human_duration(c.wash_lookback),
+            c.wash_flow_min,
+            human_duration(c.wet_gap),
+            human_duration(c.max_open)
+        );
+        if !c.activity.is_empty() {
+            let periods: Vec<String> = c
+                .activity
+                .iter()
+                .map(|s| format!("{}–{}", hm(s.start), hm(s.end)))
+                .collect();
+            let _ = writeln!(o, "  activity hours: {}", periods.join(", "));
+        }
+        if let Some((p, d)) = c.paved {
+            let _ = writeln!(o, "  roads paved: {p}% (declared {d})");
+        }
+    }
+    if !cfg.actuators.is_empty() {
+        let _ = writeln!(o, "\nactuators ({}):", cfg.actuators.len());
+        for a in &cfg.actuators {
+            let coils: Vec<String> = a
+                .coils
+                .iter()
+                .map(|(m, addr)| format!("{m}@{addr}"))
+                .collect();
+            let rules: Vec<&str> = cfg
+                .rules
+                .iter()
+                .filter(|r| r.actuate.as_deref() == Some(a.id.as_str()))
+                .map(|r| r.id.as_str())
+                .collect();
+            let _ = writeln!(
+                o,
+                "  {}: {} coil(s) {}; min_on {}, min_off {}, max_on {}, daily budget {}; safe state {}; switched by {}",
+                a.id,
+                a.device,
+                coils.join(", "),
+                human_duration(a.min_on),
+                human_duration(a.min_off),
+                a.max_on.map_or("-".into(), human_duration),
+                a.daily_budget.map_or("-".into(), human_duration),
+                if a.safe_on { "on" } else { "off" },
+                if rules.is_empty() {
+                    "no rule (manual only)".to_string()
+                } else {
+                    format!("rules {}", rules.join(", "))
+                }
+            );
+        }
+        let c = &cfg.control;
+        if let Some((b, t)) = &c.mqtt {
+            let _ = writeln!(o, "  manual override: MQTT {t} on broker {b}");
+        }
+        match &c.token {
+            Some(t) => {
+                let _ = writeln!(
+                    o,
+                    "  manual override: POST http://{}/api/actuators/{{id}} with the bearer token from {}",
+                    cfg.http.listen,
+                    secret_state(t)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    o,
+                    "  manual override over HTTP: off (no [control].token_env)"
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "  an override lasts at most {}",
+            human_duration(c.max_for)
+        );
+    }
     let _ = writeln!(
         o,
         "\nplan: {} bus(es), {} device(s), {} request(s) per cycle, {:.2} requests/s; {} broker(s)",
@@ -353,6 +434,9 @@ fn describe_rule(r: &dustgate::config::rules::RuleConfig) -> String {
     }
     if let Some(m) = r.max_per_day {
         extra.push(format!("at most {m} a day"));
+    }
+    if let Some(a) = &r.actuate {
+        extra.push(format!("switches {a}"));
     }
     if let (Some(f), _) | (None, Some(f)) = (r.effective_from, r.effective_until) {
         let _ = f;

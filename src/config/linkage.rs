@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::reader::{Cx, Sp, Span, TableReader};
-use super::rules::{RuleConfig, Schedule, Severity};
+use super::rules::{Schedule, Severity};
 use super::types::{BusConfig, MqttConfig, Secret};
 use crate::pipeline::compliance::ComplianceParams;
 use crate::sources::modbus::registers::Table;
@@ -264,7 +264,7 @@ pub fn actuators(
     cx: &mut Cx<'_>,
     raw: Vec<RawActuator>,
     buses: &[BusConfig],
-    rules: &[RuleConfig],
+    actuate_at: &[(String, String, Span)],
 ) -> Vec<ActuatorConfig> {
     let mut out: Vec<ActuatorConfig> = Vec::new();
     for a in raw {
@@ -398,16 +398,13 @@ pub fn actuators(
         });
     }
     // Every `actuate` names one.
-    for r in rules {
-        if let Some(a) = &r.actuate
-            && !out.iter().any(|x| &x.id == a)
-        {
+    for (rule, a, span) in actuate_at {
+        if !out.iter().any(|x| &x.id == a) {
             cx.error(
-                &(0..0),
+                span,
                 "rule",
                 format!(
-                    "rule \"{}\" actuates \"{a}\", but there is no [[actuator]] with that id",
-                    r.id
+                    "rule \"{rule}\" actuates \"{a}\", but there is no [[actuator]] with that id"
                 ),
             );
         }

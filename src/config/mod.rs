@@ -169,6 +169,68 @@ mod tests {
         );
     }
 
+    const RELAY_SITE: &str = "[site]\nid = \"s\"\n[[modbus]]\nname = \"b\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\n  [[modbus.device]]\n  id = \"relay-01\"\n  unit = 1\n  profile = \"relay-module-8ch\"\n  [[modbus.device]]\n  id = \"dust-01\"\n  unit = 2\n  profile = \"generic-dust-monitor\"\n";
+
+    #[test]
+    fn actuators_switch_only_writable_coils_of_known_devices() {
+        let e = errors(&format!(
+            "{RELAY_SITE}[[actuator]]\nid = \"a\"\ndevice = \"dust-01\"\ncoil = \"pm10\"\n[[actuator]]\nid = \"b\"\ndevice = \"nope\"\ncoil = \"x\"\n[[actuator]]\nid = \"c\"\ndevice = \"relay-01\"\ncoil = \"fog_cannon_on\"\nmin_on = \"1h\"\nmax_on = \"10m\"\nsafe_state = \"maybe\"\n[[rule]]\nid = \"r\"\nmetric = \"pm10\"\nabove = 1\nactuate = \"ghost\"\n"
+        ));
+        assert!(
+            e.contains("t.toml:18:8: actuator[0].coil: \"pm10\" of device \"dust-01\" is not a writable coil; its profile marks these writable: none"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:21:10: actuator[1].device: no [[modbus.device]] with id \"nope\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("actuator[2].min_on: min_on is longer than max_on"),
+            "{e}"
+        );
+        assert!(
+            e.contains("actuator[2].safe_state: unknown state \"maybe\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:30:1: rule: rule \"r\" actuates \"ghost\", but there is no [[actuator]] with that id"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn compliance_parameters_are_checked() {
+        let e = errors(
+            "[site]\nid = \"s\"\n[compliance]\nwash_min = \"20m\"\nwash_lookback = \"10m\"\nactivity = [\"7:00-25:00\"]\npaved_percent = 120\npaved_date = \"yesterday\"\nsevere = 1\n",
+        );
+        assert!(
+            e.contains("t.toml:4:12: compliance.wash_min: wash_min is longer than wash_lookback"),
+            "{e}"
+        );
+        assert!(e.contains("t.toml:6:12: compliance.activity:"), "{e}");
+        assert!(
+            e.contains("t.toml:7:17: compliance.paved_percent: a share from 0 to 100"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:8:14: compliance.paved_date: \"yesterday\" is not a date"),
+            "{e}"
+        );
+        assert!(e.contains("t.toml:9:1: compliance.severe"), "{e}");
+        let ok = errors("[site]\nid = \"s\"\n[compliance]\nactivity = [\"07:00-19:00\"]\n");
+        assert_eq!(ok, "");
+    }
+
+    #[test]
+    fn secrets_of_control_are_named_not_written() {
+        let e = errors("[site]\nid = \"s\"\n[control]\ntoken = \"abc\"\n");
+        assert!(
+            e.contains("t.toml:4:9: control.token: secrets never go in the config file"),
+            "{e}"
+        );
+        assert!(!e.contains("abc"), "{e}");
+    }
+
     #[test]
     fn reserved_tags_and_syntax_errors() {
         let e = errors("[site]\nid = \"s\"\ntags = { site = \"x\" }\n");

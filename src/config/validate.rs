@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::profile::{ProfileError, ProfileLoader, in_range};
 use super::raw::{RawBroker, RawBus, RawConfig, RawDevice, RawInflux};
-use super::reader::{Cx, Sp};
+use super::reader::{Cx, Sp, Span};
 use super::rules::{Pack, PackLoader, RuleConfig, Severity};
 use super::types::*;
 use crate::sources::modbus::planner::Limits;
@@ -194,10 +194,19 @@ pub fn validate(
         }
     }
 
+    // Where each `actuate` is written, to point at it if it names no actuator.
+    let actuate_at: Vec<(String, String, Span)> = raw
+        .rules
+        .iter()
+        .filter_map(|r| {
+            let a = r.value.actuate.clone()?;
+            Some((r.value.id.clone(), a, r.span.clone()))
+        })
+        .collect();
     let (rules, packs) = rules(cx, &raw_standards, raw.rules, &buses, &brokers, packs);
     let alerts = alerts(cx, raw.alerts, base, &site_id, &brokers);
     let compliance = super::linkage::compliance(cx, raw.compliance);
-    let actuators = super::linkage::actuators(cx, raw.actuators, &buses, &rules);
+    let actuators = super::linkage::actuators(cx, raw.actuators, &buses, &actuate_at);
     let token = raw.control.as_ref().and_then(|c| {
         secret(
             cx,
