@@ -244,7 +244,11 @@ impl Compliance {
 
     /// A vehicle at a gate; an exit is judged for washing and, for a muck truck, for its cover.
     pub fn vehicle(&mut self, v: &Vehicle, out: &mut Vec<AlertEvent>) -> VehicleVerdict {
-        self.roll_day(v.time_ms, &mut Vec::new());
+        // Counted into the day the engine is in: only `tick` turns the day (a late message from
+        // yesterday must not reset today's counts, nor lose yesterday's final figures).
+        if self.day_no == i64::MIN {
+            self.day_no = self.clock.local(v.time_ms).day;
+        }
         if v.direction.as_deref() != Some("out") {
             return VehicleVerdict {
                 washed: None,
@@ -320,7 +324,7 @@ impl Compliance {
         let day = self.clock.local(t).day;
         if self.day_no == i64::MIN {
             self.day_no = day;
-        } else if day != self.day_no {
+        } else if day > self.day_no {
             // The day's final figures, stamped at its last millisecond.
             let end = t - 1;
             points.push((end, self.figures(), true));
@@ -713,6 +717,15 @@ mod tests {
         assert_eq!(fin.len(), 1);
         assert_eq!(fin[0].1[2].violations, 2, "the final figures are the day's");
         assert_eq!(c.figures()[2].checked, 0.0, "a new day starts empty");
+        // A camera's late message from yesterday counts today, and resets nothing.
+        c.vehicle(&exit(t + 1000, "川A55555", None, None), &mut out);
+        c.vehicle(
+            &exit(at("2026-11-26T23:50:00"), "川A66666", None, None),
+            &mut out,
+        );
+        assert_eq!(c.figures()[2].checked, 2.0);
+        let later = c.tick(t + 60_000, &mut out);
+        assert!(later.iter().all(|p| !p.2), "no second day's end");
     }
 
     #[test]

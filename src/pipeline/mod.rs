@@ -467,6 +467,11 @@ impl Pipeline {
         }
         let ticket = self.points(&points);
         if let Some(j) = judge.as_deref_mut() {
+            // The day's counts are kept with the vehicle (a few a minute at most), so a crash
+            // does not lose them from the running percentages.
+            if j.compliance.is_some() {
+                crate::outputs::blocking(|| j.save_compliance());
+            }
             self.deliver(j);
         }
         ticket
