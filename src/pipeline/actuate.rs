@@ -312,45 +312,43 @@ impl Linkage {
                     cause = guard;
                 }
             }
-            let Some(on) = s.on else {
+            let cause = match s.on {
                 // Unknown (start-up, or after a lost link): set it, guards do not apply.
-                if s.pending.is_none() && now >= s.retry_after {
-                    let cause = if matches!(cause, Cause::Cleared) {
+                None => {
+                    if s.pending.is_some() || now < s.retry_after {
+                        continue;
+                    }
+                    if matches!(cause, Cause::Cleared) {
                         Cause::Initial
                     } else {
                         cause
-                    };
-                    let sw = Switch {
-                        actuator: i,
-                        on: want,
-                        cause,
-                    };
-                    s.pending = Some((sw.clone(), now));
-                    out.push(sw);
+                    }
                 }
-                continue;
-            };
-            if let Some((_, sent)) = &s.pending {
-                if now - sent < 4 * RETRY_MS {
-                    continue;
+                Some(on) => {
+                    if let Some((_, sent)) = &s.pending {
+                        if now - sent < 4 * RETRY_MS {
+                            continue;
+                        }
+                        // No answer from the bus for long: ask again.
+                        s.pending = None;
+                    }
+                    if want == on || now < s.retry_after {
+                        continue;
+                    }
+                    let held = now - s.since_ms;
+                    let allowed = if want {
+                        held >= spec.min_off.as_millis() as i64
+                    } else {
+                        // Only the rules wait for min_on; a person, a guard or safety does not.
+                        !matches!(cause, Cause::Cleared | Cause::ManualEnded)
+                            || held >= spec.min_on.as_millis() as i64
+                    };
+                    if !allowed {
+                        continue;
+                    }
+                    cause
                 }
-                // No answer from the bus for long: ask again.
-                s.pending = None;
-            }
-            if want == on || now < s.retry_after {
-                continue;
-            }
-            let held = now - s.since_ms;
-            let allowed = if want {
-                held >= spec.min_off.as_millis() as i64
-            } else {
-                // Only the rules wait for min_on; a person, a guard or safety does not.
-                !matches!(cause, Cause::Cleared | Cause::ManualEnded)
-                    || held >= spec.min_on.as_millis() as i64
             };
-            if !allowed {
-                continue;
-            }
             let sw = Switch {
                 actuator: i,
                 on: want,

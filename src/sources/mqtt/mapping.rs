@@ -237,31 +237,25 @@ pub fn map(
             }
         }
         JsonKind::Vehicle(fields) => {
-            let get = |item: &Value, name: &str| {
-                fields
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .and_then(|(_, p)| lookup(item, p))
-                    .cloned()
-            };
+            let get = |item, name| named(fields, item, name);
             let mut out = Vec::new();
             for item in items {
                 let device = device_of(sub, topic_name, item)?;
                 let time_ms = time_of(profile, item, received_ms)?;
-                let plate = text(get(item, "plate").as_ref()).ok_or("no plate")?;
-                let muck_truck = flag(get(item, "muck_truck").as_ref())
+                let plate = text(get(item, "plate")).ok_or("no plate")?;
+                let muck_truck = flag(get(item, "muck_truck"))
                     .map_err(|()| "muck_truck is not true or false".to_string())?;
-                let covered = flag(get(item, "covered").as_ref())
+                let covered = flag(get(item, "covered"))
                     .map_err(|()| "covered is not true or false".to_string())?;
                 out.push(Vehicle {
                     device,
                     time_ms,
                     plate,
-                    direction: direction(get(item, "direction").as_ref())?,
-                    gate: text(get(item, "gate").as_ref()),
+                    direction: direction(get(item, "direction"))?,
+                    gate: text(get(item, "gate")),
                     muck_truck,
                     covered,
-                    snapshot: text(get(item, "snapshot").as_ref()),
+                    snapshot: text(get(item, "snapshot")),
                 });
             }
             Ok(Mapped::Vehicles(out))
@@ -271,13 +265,7 @@ pub fn map(
             kinds,
             kind: fixed,
         } => {
-            let get = |item: &Value, name: &str| {
-                fields
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .and_then(|(_, p)| lookup(item, p))
-                    .cloned()
-            };
+            let get = |item, name| named(fields, item, name);
             let mut out = Vec::new();
             for item in items {
                 let device = device_of(sub, topic_name, item)?;
@@ -285,23 +273,31 @@ pub fn map(
                 let kind = match fixed {
                     Some(k) => k.clone(),
                     None => {
-                        let label = text(get(item, "kind").as_ref()).ok_or("no detection kind")?;
+                        let label = text(get(item, "kind")).ok_or("no detection kind")?;
                         detection_kind(&label, kinds)?
                     }
                 };
-                let open = detection_state(get(item, "state").as_ref())?;
+                let open = detection_state(get(item, "state"))?;
                 out.push(Detection {
                     device,
                     time_ms,
-                    id: text(get(item, "id").as_ref()).unwrap_or_else(|| kind.clone()),
+                    id: text(get(item, "id")).unwrap_or_else(|| kind.clone()),
                     kind,
                     open,
-                    snapshot: text(get(item, "snapshot").as_ref()),
+                    snapshot: text(get(item, "snapshot")),
                 });
             }
             Ok(Mapped::Detections(out))
         }
     }
+}
+
+/// The value an event profile's field `name` points at in `item`.
+fn named<'a>(fields: &[(String, String)], item: &'a Value, name: &str) -> Option<&'a Value> {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, p)| lookup(item, p))
 }
 
 /// A vendor's label, translated by the profile's `kinds`, or already one of ours.
