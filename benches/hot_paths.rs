@@ -246,11 +246,114 @@ fn bench_rules(c: &mut Criterion) {
     g.finish();
 }
 
+/// The six 100% and the linkage run once a second and once per equipment reading or vehicle:
+/// their cost per call, with a busy site's state (sprays, open detections, a day of wash runs).
+fn bench_six100(c: &mut Criterion) {
+    use dustgate::config::linkage::ActuatorConfig;
+    use dustgate::pipeline::actuate::Linkage;
+    use dustgate::pipeline::compliance::{Compliance, ComplianceParams, Detection, Vehicle};
+    use std::time::Duration;
+    let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap_or(jiff::tz::TimeZone::UTC);
+    let params = ComplianceParams {
+        activity: vec![dustgate::config::rules::Schedule {
+            start: 0,
+            end: 1440,
+            days: [true; 7],
+        }],
+        ..ComplianceParams::default()
+    };
+    let mut comp = Compliance::new(params, tz.clone());
+    let mut out = Vec::new();
+    let mut t = 1_795_683_600_000i64;
+    comp.tick(t, &mut out);
+    for k in 0..8 {
+        comp.reading(&format!("relay-{k}"), "spray_on", t, 1.0);
+    }
+    for k in 0..5 {
+        let d = Detection {
+            device: "ai-01".into(),
+            time_ms: t,
+            kind: "uncovered_pile".into(),
+            id: format!("pile-{k}"),
+            open: true,
+            snapshot: Some("http://ai/1.jpg".into()),
+        };
+        comp.detection(&d, &mut out);
+    }
+    // Wash runs every 2 minutes: the lookback holds several.
+    for k in 0..10 {
+        comp.reading("wash-01", "wash_pump_on", t + k * 120_000, 1.0);
+        comp.reading("wash-01", "wash_pump_on", t + k * 120_000 + 60_000, 0.0);
+    }
+    t += 20 * 60_000;
+    let mut g = c.benchmark_group("six100");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("compliance tick (8 sprays, 5 open detections)", |b| {
+        b.iter(|| {
+            t += 1000;
+            black_box(comp.tick(t, &mut out));
+            out.clear();
+        })
+    });
+    let v = Vehicle {
+        device: "cam-01".into(),
+        time_ms: t,
+        plate: "川A12345".into(),
+        direction: Some("out".into()),
+        gate: Some("south".into()),
+        muck_truck: Some(true),
+        covered: Some(true),
+        snapshot: Some("http://cam/1.jpg".into()),
+    };
+    g.bench_function("compliance vehicle exit judged", |b| {
+        b.iter(|| {
+            black_box(comp.vehicle(black_box(&v), &mut out));
+            out.clear();
+        })
+    });
+    g.bench_function("compliance equipment reading", |b| {
+        b.iter(|| {
+            if Compliance::wants(black_box("spray_on")) {
+                comp.reading("relay-3", "spray_on", t, 1.0);
+            }
+        })
+    });
+    let specs: Vec<ActuatorConfig> = (0..8)
+        .map(|k| ActuatorConfig {
+            id: format!("a{k}"),
+            device: "relay-01".into(),
+            coils: vec![("spray_on".into(), k)],
+            min_on: Duration::from_secs(60),
+            min_off: Duration::from_secs(60),
+            max_on: Some(Duration::from_secs(1800)),
+            daily_budget: Some(Duration::from_secs(6 * 3600)),
+            safe_on: false,
+        })
+        .collect();
+    let mut link = Linkage::new(specs, tz);
+    for sw in link.tick(t) {
+        link.result(&sw, Ok(vec![sw.on]), t);
+    }
+    for k in 0..4 {
+        link.demand(&format!("a{k}"), &format!("alert-{k}"), "pm10-15m", true);
+    }
+    g.bench_function("linkage tick (8 actuators, 4 demanded)", |b| {
+        b.iter(|| {
+            t += 1000;
+            for sw in link.tick(t) {
+                link.result(&sw, Ok(vec![sw.on]), t);
+            }
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_encode,
     bench_pipeline,
     bench_decode,
-    bench_rules
+    bench_rules,
+    bench_six100
 );
 criterion_main!(benches);

@@ -111,9 +111,10 @@ pub struct Compliance {
     flow: f64,
     running_since: Option<i64>,
     runs: VecDeque<(i64, i64)>,
-    // Sprays (per device and metric) and activity readings.
-    sprays: HashMap<String, bool>,
-    activity: HashMap<String, bool>,
+    // Sprays and activity flags, per (device, metric): a few of each on a site, so a list
+    // searched without building a key (no allocation per reading).
+    sprays: Vec<(String, String, bool)>,
+    activity: Vec<(String, String, bool)>,
     gap_since: Option<i64>,
     gap_reported: bool,
     detections: HashMap<(String, String), OpenDetection>,
@@ -147,6 +148,14 @@ fn violation(
     }
 }
 
+/// Sets a (device, metric) flag, adding it the first time it is seen.
+fn set_flag(flags: &mut Vec<(String, String, bool)>, device: &str, metric: &str, on: bool) {
+    match flags.iter_mut().find(|f| f.0 == device && f.1 == metric) {
+        Some(f) => f.2 = on,
+        None => flags.push((device.to_string(), metric.to_string(), on)),
+    }
+}
+
 fn ev(k: &str, v: impl ToString) -> (String, String) {
     (k.to_string(), v.to_string())
 }
@@ -163,8 +172,8 @@ impl Compliance {
             flow: 0.0,
             running_since: None,
             runs: VecDeque::new(),
-            sprays: HashMap::new(),
-            activity: HashMap::new(),
+            sprays: Vec::new(),
+            activity: Vec::new(),
             gap_since: None,
             gap_reported: false,
             detections: HashMap::new(),
@@ -218,10 +227,10 @@ impl Compliance {
                 }
             }
             "spray_on" | "fog_cannon_on" | "fence_spray_on" => {
-                self.sprays.insert(format!("{device}/{metric}"), v >= 0.5);
+                set_flag(&mut self.sprays, device, metric, v >= 0.5);
             }
             "earthwork_active" | "demolition_active" => {
-                self.activity.insert(format!("{device}/{metric}"), v >= 0.5);
+                set_flag(&mut self.activity, device, metric, v >= 0.5);
             }
             "paved_percent" => {
                 self.changed |= self.paved_reading.map(|(p, _)| p) != Some(v.clamp(0.0, 100.0));
@@ -310,7 +319,7 @@ impl Compliance {
     }
 
     fn active(&mut self, t: i64) -> bool {
-        if self.activity.values().any(|a| *a) {
+        if self.activity.iter().any(|a| a.2) {
             return true;
         }
         let local = self.clock.local(t);
@@ -355,7 +364,7 @@ impl Compliance {
         self.day.observed_ms += dt;
         if self.active(now) {
             self.day.active_ms += dt;
-            if self.sprays.values().any(|s| *s) {
+            if self.sprays.iter().any(|s| s.2) {
                 self.day.wet_ms += dt;
                 self.gap_since = None;
                 self.gap_reported = false;
