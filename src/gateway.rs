@@ -309,6 +309,7 @@ impl Gateway {
         let api = Arc::new(crate::http::Api {
             pipeline: pipeline.clone(),
             site_id: cfg.site.id.clone(),
+            site_name: cfg.site.name.clone().unwrap_or_default(),
             tz: cfg.site.timezone.clone(),
             control_token,
         });

@@ -1,42 +1,102 @@
-//! The HTTP API on `[http].listen` (loopback by default): health, today's six-100% figures,
-//! actuators and their manual override.
+//! The HTTP API on `[http].listen` (loopback by default): the status page, health, metrics,
+//! what the gateway reads and judges, today's six-100% figures, actuators and their override.
 //!
-//! | route | |
-//! |---|---|
-//! | `GET /healthz` | `ok` while the gateway runs |
-//! | `GET /api/compliance/today` | each item's percentage, checked count and violations today |
-//! | `GET /api/actuators` | each actuator: on/off, mode (auto, manual, guard, link-lost), why |
-//! | `POST /api/actuators/{id}` | manual override, `Authorization: Bearer <[control] token>` |
+//! | route | module | |
+//! |---|---|---|
+//! | `GET /` (+ `/status.css`, `/status.js`) | [`page`] | the status page for the site crew (zh-CN / en) |
+//! | `GET /healthz` | here | `ok` while the gateway runs |
+//! | `GET /metrics` | [`metrics`] | Prometheus text exposition 0.0.4, every name `dustgate_…` |
+//! | `GET /api/status` | [`api`] | site, gateway time, devices, store depth, uplink lag, brokers |
+//! | `GET /api/readings/latest` | [`api`] | every device's latest value per metric, with the limit in force |
+//! | `GET /api/alerts?state=open` | [`api`] | the open alerts as the contract's alert JSON |
+//! | `GET /api/compliance/today` | [`api`] | each item's percentage, checked count and violations today |
+//! | `GET /api/actuators` | [`actuators`] | each actuator: on/off, mode (auto, manual, guard, link-lost), why |
+//! | `POST /api/actuators/{id}` | [`actuators`] | manual override, `Authorization: Bearer <[control] token>` |
+
+mod actuators;
+mod api;
+pub mod metrics;
+mod page;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
 
+use crate::health::Health;
 use crate::pipeline::Pipeline;
-use crate::pipeline::compliance::ITEMS;
 
 pub struct Api {
     pub pipeline: Arc<Pipeline>,
     pub site_id: String,
+    /// The site's name for people (`[site].name`; may be empty).
+    pub site_name: String,
     pub tz: jiff::tz::TimeZone,
     /// The bearer token of `POST /api/actuators/{id}`; `None`: the endpoint is off.
     pub control_token: Option<String>,
 }
 
+impl Api {
+    fn health(&self) -> &Health {
+        self.pipeline.health()
+    }
+
+    /// The writer's side as the page and `/metrics` show it.
+    fn uplink(&self) -> Uplink {
+        let queue = self.pipeline.queue();
+        let depth = queue.depth();
+        let w = &self.health().writer;
+        // The store stamps its appends with the wall clock (not the site clock of a demo
+        // replay), so the lag is measured against the wall clock too: it is a real delay.
+        let wall = jiff::Timestamp::now().as_millisecond();
+        Uplink {
+            points: depth.points,
+            bytes: depth.bytes,
+            // As in the `gateway` measurement: dropped at the store, and lost by the writer.
+            dropped: queue.dropped_points() + w.lost_points.load(Relaxed),
+            lag_s: depth
+                .oldest_append_ms
+                .map_or(0.0, |t| (wall - t).max(0) as f64 / 1000.0),
+            written: w.written_points.load(Relaxed),
+            dead_letter: w.dead_letter_points.load(Relaxed),
+            retries: w.retries.load(Relaxed),
+        }
+    }
+}
+
+/// The store and the uplink, now.
+struct Uplink {
+    points: u64,
+    bytes: u64,
+    dropped: u64,
+    lag_s: f64,
+    written: u64,
+    dead_letter: u64,
+    retries: u64,
+}
+
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
+        .route("/", get(page::index))
+        .route("/status.css", get(page::css))
+        .route("/status.js", get(page::js))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/api/compliance/today", get(compliance_today))
-        .route("/api/actuators", get(actuators))
-        .route("/api/actuators/{id}", get(actuator).post(override_actuator))
+        .route("/metrics", get(metrics::handler))
+        .route("/api/status", get(api::status))
+        .route("/api/readings/latest", get(api::readings_latest))
+        .route("/api/alerts", get(api::alerts))
+        .route("/api/compliance/today", get(api::compliance_today))
+        .route("/api/actuators", get(actuators::list))
+        .route(
+            "/api/actuators/{id}",
+            get(actuators::one).post(actuators::override_actuator),
+        )
         .with_state(api)
 }
 
@@ -73,125 +133,6 @@ fn rfc3339(ms: i64, tz: &jiff::tz::TimeZone) -> Option<String> {
         .map(|t| t.display_with_offset(tz.to_offset(t)).to_string())
 }
 
-async fn compliance_today(State(api): State<Arc<Api>>) -> Response {
-    let Some((figures, declared)) = api.pipeline.compliance_today() else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "the six 100% are not judged: add [compliance] to site.toml",
-        );
-    };
-    let now_ts = jiff::Timestamp::now();
-    let date = api.tz.to_datetime(now_ts).date();
-    let items: Vec<Value> = ITEMS
-        .iter()
-        .zip(figures.iter())
-        .map(|(item, f)| {
-            json!({
-                "item": item,
-                "percent": f.percent.is_finite().then_some((f.percent * 10.0).round() / 10.0),
-                "checked": f.checked,
-                "violations": f.violations,
-            })
-        })
-        .collect();
-    Json(json!({
-        "site": api.site_id,
-        "date": date.to_string(),
-        "at": rfc3339(now_ts.as_millisecond(), &api.tz),
-        "items": items,
-        "paved_declared": declared,
-    }))
-    .into_response()
-}
-
-fn actuator_json(api: &Api, s: &crate::pipeline::actuate::ActuatorStatus) -> Value {
-    json!({
-        "id": s.id,
-        "device": s.device,
-        "on": s.on,
-        "since": (s.since_ms > 0).then(|| rfc3339(s.since_ms, &api.tz)).flatten(),
-        "mode": s.mode,
-        "manual_until": s.manual_until_ms.and_then(|t| rfc3339(t, &api.tz)),
-        "manual_by": s.manual_by,
-        "demanded_by": s.demanded_by,
-        "guard": s.tripped,
-        "link_lost": s.link_lost,
-        "ran_today_s": s.ran_today_s,
-    })
-}
-
-async fn actuators(State(api): State<Arc<Api>>) -> Response {
-    let list: Vec<Value> = api
-        .pipeline
-        .actuators()
-        .iter()
-        .map(|s| actuator_json(&api, s))
-        .collect();
-    Json(Value::Array(list)).into_response()
-}
-
-async fn actuator(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
-    match api.pipeline.actuators().iter().find(|s| s.id == id) {
-        Some(s) => Json(actuator_json(&api, s)).into_response(),
-        None => error(StatusCode::NOT_FOUND, &format!("no actuator \"{id}\"")),
-    }
-}
-
-async fn override_actuator(
-    State(api): State<Arc<Api>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some(token) = &api.control_token else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "manual override over HTTP is off: set [control].token_env (or token_file)",
-        );
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
-        tracing::warn!(actuator = %id, "override refused: missing or wrong bearer token");
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({"error": "a valid bearer token is required"})),
-        )
-            .into_response();
-    }
-    let command = match crate::control::parse(&body, Some(&id), "http") {
-        Ok(c) => c,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
-    };
-    match crate::control::apply(&api.pipeline, &command) {
-        Ok(v) => Json(v).into_response(),
-        Err(e) if e.starts_with("no actuator") => error(StatusCode::NOT_FOUND, &e),
-        Err(e) => error(StatusCode::BAD_REQUEST, &e),
-    }
-}
-
 fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
-}
-
-/// Compares without leaking, through timing, how much of the token was right.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(super::same(b"abc", b"abc"));
-        assert!(!super::same(b"abc", b"abd"));
-        assert!(!super::same(b"abc", b"abcd"));
-    }
 }

@@ -469,6 +469,11 @@ impl AlertContext {
 
     /// The contract's alert JSON (MQTT and the generic webhook).
     pub fn json(&self, e: &AlertEvent, message: &str) -> String {
+        self.json_value(e, message).to_string()
+    }
+
+    /// The contract's alert JSON as a value (the HTTP API lists open alerts with it).
+    pub fn json_value(&self, e: &AlertEvent, message: &str) -> serde_json::Value {
         let rule = e.rule.as_deref();
         let window = rule
             .and_then(|r| r.window)
@@ -503,7 +508,7 @@ impl AlertContext {
                 j[k.as_str()] = serde_json::json!(v);
             }
         }
-        j.to_string()
+        j
     }
 }
 

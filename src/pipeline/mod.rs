@@ -605,6 +605,35 @@ impl Pipeline {
         }
     }
 
+    /// The limit in force now for a device's metric (see [`rules::Engine::limit_in_force`]);
+    /// `None` without rules or when none judges it now.
+    pub fn limit_in_force(&self, device: &str, metric: &str, now_ms: i64) -> Option<rules::Limit> {
+        self.judge
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .engine
+            .limit_in_force(device, metric, now_ms)
+    }
+
+    /// The alerts open now as the contract's alert JSON, messages in the site's alert language.
+    pub fn open_alerts_json(&self) -> Vec<serde_json::Value> {
+        let Some(judge) = &self.judge else {
+            return Vec::new();
+        };
+        let j = judge.lock().unwrap_or_else(|p| p.into_inner());
+        j.engine
+            .open_alerts()
+            .iter()
+            .map(|e| j.ctx.json_value(e, &j.ctx.message(e)))
+            .collect()
+    }
+
+    /// The counters the pipeline writes to (for the status page and `/metrics`).
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
     /// The alerts open now.
     pub fn open_alerts(&self) -> Vec<rules::AlertEvent> {
         self.judge.as_ref().map_or_else(Vec::new, |j| {

@@ -499,6 +499,63 @@ impl Engine {
         v
     }
 
+    /// The limit a person should see beside a device's latest value: among the enabled rules
+    /// on this device and metric that are in force at `now` (effective dates, schedule), the one
+    /// with an open alert on this device, else the strictest (lowest `above`, highest `below`),
+    /// else the first in configuration order. `None` when no rule judges it now.
+    pub fn limit_in_force(&mut self, device: &str, metric: &str, now: i64) -> Option<Limit> {
+        let local = self.clock.local(now);
+        let regional = self.background_device.as_deref() == Some(device);
+        let mut best: Option<(u8, f64, Limit)> = None;
+        for (ri, rs) in self.rules.iter().enumerate() {
+            let r = &rs.rule;
+            if r.metric != metric || !r.matches_device(device) {
+                continue;
+            }
+            // The regional feed is judged only by rules that name it (as `route` does).
+            if regional
+                && !r
+                    .devices
+                    .iter()
+                    .any(|g| crate::config::rules::glob(g, device))
+            {
+                continue;
+            }
+            let in_force = rs.from_day.is_none_or(|d| local.day >= d)
+                && rs.until_day.is_none_or(|d| local.day <= d)
+                && r.when
+                    .is_none_or(|w| w.contains(local.weekday, local.minute));
+            if !in_force {
+                continue;
+            }
+            let open = self
+                .series
+                .iter()
+                .any(|s| s.rule == ri && s.device == device && s.open.is_some());
+            // Lower ranks win: an open alert first, then by strictness within a kind.
+            let (rank, strict) = match r.condition {
+                Condition::Above(a) => (1, a),
+                Condition::Below(b) => (2, -b),
+                Condition::Outside(..) => (3, 0.0),
+            };
+            let rank = if open { 0 } else { rank };
+            let limit = Limit {
+                rule: r.id.clone(),
+                condition: r.condition,
+                window: r.window.filter(|_| r.aggregate != Aggregate::Each),
+                aggregate: r.aggregate,
+                alert_open: open,
+            };
+            let better = best
+                .as_ref()
+                .is_none_or(|(br, bs, _)| rank < *br || (rank == *br && strict < *bs));
+            if better {
+                best = Some((rank, strict, limit));
+            }
+        }
+        best.map(|(_, _, l)| l)
+    }
+
     fn series_of(&mut self, rule: usize, device: &str) -> Option<usize> {
         let metric = self.rules.get(rule)?.rule.metric.clone();
         let route = self.route(device, &metric).series.clone();
@@ -651,6 +708,30 @@ impl Engine {
                     .quality
                     .restore(AlertKind::OutOfRange, &o.device, &o.metric, alert),
             }
+        }
+    }
+}
+
+/// A rule's limit as it applies to one device now (see [`Engine::limit_in_force`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limit {
+    pub rule: String,
+    pub condition: Condition,
+    /// The rolling window the rule judges (its aggregate), `None` for each reading.
+    pub window: Option<std::time::Duration>,
+    pub aggregate: Aggregate,
+    /// An alert of this rule is open on this device.
+    pub alert_open: bool,
+}
+
+impl Limit {
+    /// Whether `v` is beyond the limit. A windowed rule judges its aggregate, not one reading,
+    /// so for those this only says that the latest reading is beyond the level.
+    pub fn breached_by(&self, v: f64) -> bool {
+        match self.condition {
+            Condition::Above(a) => v > a,
+            Condition::Below(b) => v < b,
+            Condition::Outside(lo, hi) => v < lo || v > hi,
         }
     }
 }

@@ -487,3 +487,57 @@ fn the_shipped_packs_judge_as_the_standards_say() {
         crate::config::rules::Condition::Above(60.0)
     );
 }
+
+#[test]
+fn limit_in_force_for_the_status_page() {
+    let r = rules(
+        r#"
+[[rule]]
+id = "pm10-24h"
+metric = "pm10"
+window = "24h"
+above = 150
+
+[[rule]]
+id = "pm10-site"
+metric = "pm10"
+above = 120
+devices = ["dust-*"]
+
+[[rule]]
+id = "noise-night"
+metric = "noise"
+above = 55
+when = "22:00-06:00"
+
+[[rule]]
+id = "pm25-old"
+metric = "pm25"
+above = 75
+effective_until = "2026-02-28"
+"#,
+    );
+    let mut e = Engine::new(r, shanghai());
+    let day = at("2026-11-26T14:00:00");
+    // The strictest of the two in force; a device the stricter rule does not name gets the other.
+    let l = e.limit_in_force("dust-01", "pm10", day).unwrap();
+    assert_eq!((l.rule.as_str(), l.alert_open), ("pm10-site", false));
+    assert!(l.breached_by(121.0) && !l.breached_by(120.0));
+    let l = e.limit_in_force("tower-01", "pm10", day).unwrap();
+    assert_eq!(l.rule, "pm10-24h");
+    assert_eq!(l.window, Some(std::time::Duration::from_secs(86_400)));
+    // Outside its schedule or its dates, a rule sets no limit.
+    assert!(e.limit_in_force("dust-01", "noise", day).is_none());
+    let night = at("2026-11-26T23:00:00");
+    assert_eq!(
+        e.limit_in_force("dust-01", "noise", night).unwrap().rule,
+        "noise-night"
+    );
+    assert!(e.limit_in_force("dust-01", "pm25", day).is_none());
+    assert!(e.limit_in_force("dust-01", "wind_speed", day).is_none());
+    // A rule with an open alert on the device is the one shown.
+    let mut out = Vec::new();
+    e.reading("dust-01", "pm10", day, 130.0, &mut out);
+    let l = e.limit_in_force("dust-01", "pm10", day).unwrap();
+    assert_eq!((l.rule.as_str(), l.alert_open), ("pm10-site", true));
+}

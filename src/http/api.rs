@@ -1,0 +1,243 @@
+//! The JSON API of the contract: `/api/status`, `/api/readings/latest`, `/api/alerts`,
+//! `/api/compliance/today`. Times are RFC 3339 with the site's offset, in site time (the
+//! gateway's clock, which a demo replay runs fast).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use serde_json::{Value, json};
+
+use super::{Api, error, rfc3339};
+use crate::config::metrics::Catalog;
+use crate::config::rules::Condition;
+use crate::health::DeviceState;
+use crate::model::now_ms;
+use crate::pipeline::compliance::ITEMS;
+
+/// A device heard of only through its readings (MQTT) counts as up while its latest reading is
+/// this recent: such devices are not polled, so there is no failed poll to tell.
+const PUSHED_FRESH_MS: i64 = 10 * 60_000;
+
+/// One device's row on the page.
+pub(super) struct DeviceRow {
+    pub id: String,
+    /// The Modbus bus; `None` for devices that push (MQTT).
+    pub bus: Option<String>,
+    pub state: &'static str,
+    pub last_ok_ms: Option<i64>,
+    pub polls: Option<u64>,
+    pub poll_errors: Option<u64>,
+}
+
+fn state_name(s: DeviceState) -> &'static str {
+    match s {
+        DeviceState::Up => "up",
+        DeviceState::Down => "down",
+        DeviceState::Unknown => "unknown",
+    }
+}
+
+/// Polled devices in configuration order, then devices that push, by id.
+pub(super) fn devices(api: &Api, now: i64) -> Vec<DeviceRow> {
+    let health = api.health();
+    let mut rows: Vec<DeviceRow> = health
+        .devices()
+        .iter()
+        .map(|d| {
+            let last = d.last_ok_ms.load(Relaxed);
+            DeviceRow {
+                id: d.id.clone(),
+                bus: Some(d.bus.clone()),
+                state: state_name(d.state()),
+                last_ok_ms: (last > 0).then_some(last),
+                polls: Some(d.polls.load(Relaxed)),
+                poll_errors: Some(d.poll_errors.load(Relaxed)),
+            }
+        })
+        .collect();
+    let mut pushed: Vec<(String, i64)> = health
+        .latest
+        .lock()
+        .map(|latest| {
+            latest
+                .iter()
+                .filter(|(id, _)| !rows.iter().any(|r| &r.id == *id))
+                .map(|(id, l)| {
+                    let last = l.values.iter().flatten().map(|(t, _)| *t).max();
+                    (id.clone(), last.unwrap_or(0))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pushed.sort();
+    rows.extend(pushed.into_iter().map(|(id, last)| DeviceRow {
+        id,
+        bus: None,
+        state: if now - last <= PUSHED_FRESH_MS {
+            "up"
+        } else {
+            "down"
+        },
+        last_ok_ms: (last > 0).then_some(last),
+        polls: None,
+        poll_errors: None,
+    }));
+    rows
+}
+
+pub(super) async fn status(State(api): State<Arc<Api>>) -> Response {
+    let now = now_ms();
+    let devices: Vec<Value> = devices(&api, now)
+        .into_iter()
+        .map(|d| {
+            json!({
+                "id": d.id,
+                "bus": d.bus,
+                "state": d.state,
+                "last_ok": d.last_ok_ms.and_then(|t| rfc3339(t, &api.tz)),
+                "polls": d.polls,
+                "poll_errors": d.poll_errors,
+            })
+        })
+        .collect();
+    let up = api.uplink();
+    let health = api.health();
+    let brokers: Vec<Value> = health
+        .brokers()
+        .iter()
+        .map(|b| {
+            json!({
+                "name": b.name,
+                "connected": b.connected.load(Relaxed) == 1,
+                "subscriptions": b.subscriptions.iter().map(|s| json!({
+                    "topic": s.topic,
+                    "messages": s.messages.load(Relaxed),
+                    "rejected": s.rejected.load(Relaxed),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({
+        "site": api.site_id,
+        "name": api.site_name,
+        "time": rfc3339(now, &api.tz),
+        "timezone": api.tz.iana_name(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "devices": devices,
+        "queue": { "points": up.points, "bytes": up.bytes, "dropped": up.dropped },
+        "uplink_lag_s": (up.lag_s * 10.0).round() / 10.0,
+        "written_points": up.written,
+        "dead_letter_points": up.dead_letter,
+        "readings": health.readings.load(Relaxed),
+        "open_alerts": api.pipeline.open_alerts().len(),
+        "compliance": api.pipeline.compliance_today().is_some(),
+        "brokers": brokers,
+    }))
+    .into_response()
+}
+
+/// A limit as JSON: `{value, rule, kind: above | below | outside, low, window_s, aggregate}`.
+fn limit_json(l: &crate::pipeline::rules::Limit) -> Value {
+    let (kind, value, low) = match l.condition {
+        Condition::Above(a) => ("above", a, None),
+        Condition::Below(b) => ("below", b, None),
+        // The band's upper edge as `value`, its lower edge as `low`.
+        Condition::Outside(lo, hi) => ("outside", hi, Some(lo)),
+    };
+    json!({
+        "value": value,
+        "low": low,
+        "kind": kind,
+        "rule": l.rule,
+        "window_s": l.window.map(|w| w.as_secs()),
+        "aggregate": l.window.map(|_| l.aggregate.name()),
+    })
+}
+
+pub(super) async fn readings_latest(State(api): State<Arc<Api>>) -> Response {
+    let now = now_ms();
+    // A copy, so the lock on the latest values is not held while the rule engine is asked.
+    let mut latest: Vec<crate::health::LatestValues> = api
+        .health()
+        .latest
+        .lock()
+        .map(|l| l.values().cloned().collect())
+        .unwrap_or_default();
+    latest.sort_by(|a, b| a.device.id.cmp(&b.device.id));
+    let catalog = Catalog::builtin();
+    let mut out = Vec::new();
+    for l in &latest {
+        for (slot, value) in l.device.slots.iter().zip(&l.values) {
+            let Some((t, v)) = value else { continue };
+            let info = catalog.get(&slot.metric);
+            let limit = api.pipeline.limit_in_force(&l.device.id, &slot.metric, now);
+            out.push(json!({
+                "device": l.device.id,
+                "metric": slot.metric,
+                "value": v,
+                "unit": info.map_or("", |i| i.unit.as_str()),
+                "label": info.map(|i| json!({"zh": i.zh, "en": i.en})),
+                "time": rfc3339(*t, &api.tz),
+                "over": limit.as_ref().is_some_and(|l| l.breached_by(*v)),
+                "alert_open": limit.as_ref().is_some_and(|l| l.alert_open),
+                "limit": limit.as_ref().map(limit_json),
+            }));
+        }
+    }
+    Json(Value::Array(out)).into_response()
+}
+
+pub(super) async fn alerts(
+    State(api): State<Arc<Api>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    match q.get("state").map(String::as_str) {
+        None | Some("open") => Json(Value::Array(api.pipeline.open_alerts_json())).into_response(),
+        Some("closed") => error(
+            StatusCode::BAD_REQUEST,
+            "only open alerts are kept in memory: closed ones are in InfluxDB (measurement alert, state=closed)",
+        ),
+        Some(other) => error(
+            StatusCode::BAD_REQUEST,
+            &format!("unknown state \"{other}\": the gateway lists state=open"),
+        ),
+    }
+}
+
+pub(super) async fn compliance_today(State(api): State<Arc<Api>>) -> Response {
+    let Some((figures, declared)) = api.pipeline.compliance_today() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "the six 100% are not judged: add [compliance] to site.toml",
+        );
+    };
+    // Site time: the compliance engine counts days by it.
+    let now = now_ms();
+    let date = jiff::Timestamp::from_millisecond(now)
+        .map(|t| api.tz.to_datetime(t).date().to_string())
+        .ok();
+    let items: Vec<Value> = ITEMS
+        .iter()
+        .zip(figures.iter())
+        .map(|(item, f)| {
+            json!({
+                "item": item,
+                "percent": f.percent.is_finite().then_some((f.percent * 10.0).round() / 10.0),
+                "checked": f.checked,
+                "violations": f.violations,
+            })
+        })
+        .collect();
+    Json(json!({
+        "site": api.site_id,
+        "date": date,
+        "at": rfc3339(now, &api.tz),
+        "items": items,
+        "paved_declared": declared,
+    }))
+    .into_response()
+}

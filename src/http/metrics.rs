@@ -1,0 +1,541 @@
+//! `/metrics`: the gateway's counters in the Prometheus text exposition format 0.0.4, written
+//! with `fmt::Write` into one String (no client library: the format is a few lines of rules).
+//!
+//! Every name starts with `dustgate_`; counters end in `_total`. Per Modbus device:
+//! `device_up`, polls, poll errors, exceptions, timeouts; the pipeline's readings, invalid
+//! values, alerts, violations and switches; the writer and its store; every MQTT subscription;
+//! each device's latest value per metric (`dustgate_reading{device,metric,unit}`); actuators.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::Api;
+use crate::config::metrics::Catalog;
+
+/// The content type of the text format, version 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// A text exposition being written: a family's `# HELP` and `# TYPE` lines, then its samples.
+/// The caller keeps each family's samples together, as the format requires.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        debug_assert!(valid_name(name), "{name}");
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape_label(v));
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        write_value(&mut self.out, value);
+        self.out.push('\n');
+    }
+
+    /// A family with one unlabelled sample.
+    pub fn single(&mut self, name: &str, kind: Kind, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// A label value: backslash, double quote and line feed escaped.
+pub fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// HELP text: backslash and line feed escaped (quotes are fine there).
+pub fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// Go's float syntax as Prometheus parses it: `NaN`, `+Inf`, `-Inf`, or a plain decimal.
+fn write_value(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v == f64::INFINITY {
+        out.push_str("+Inf");
+    } else if v == f64::NEG_INFINITY {
+        out.push_str("-Inf");
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+pub(super) async fn handler(State(api): State<Arc<Api>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        render(&api, crate::model::now_ms()),
+    )
+        .into_response()
+}
+
+/// The whole exposition, now.
+pub fn render(api: &Api, now_ms: i64) -> String {
+    use Kind::{Counter, Gauge};
+    let mut e = Exposition::default();
+    let health = api.health();
+
+    e.family(
+        "dustgate_info",
+        Gauge,
+        "The gateway: its site and version (always 1).",
+    );
+    e.sample(
+        "dustgate_info",
+        &[
+            ("site", &api.site_id),
+            ("version", env!("CARGO_PKG_VERSION")),
+        ],
+        1.0,
+    );
+
+    // Polled (Modbus) devices. Devices that push over MQTT are counted per subscription.
+    let devices = health.devices();
+    type DeviceFigure = fn(&crate::health::DeviceHealth) -> f64;
+    let per_device: [(&str, Kind, &str, DeviceFigure); 6] = [
+        (
+            "dustgate_device_up",
+            Gauge,
+            "1 while the device answers its polls, 0 when down or not polled yet.",
+            |d| f64::from(u8::from(d.state() == crate::health::DeviceState::Up)),
+        ),
+        (
+            "dustgate_polls_total",
+            Counter,
+            "Poll cycles of the device.",
+            |d| d.polls.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_poll_errors_total",
+            Counter,
+            "Poll cycles that failed: timeout, link or protocol error, or nothing readable.",
+            |d| d.poll_errors.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_poll_exceptions_total",
+            Counter,
+            "Modbus exception responses (the device answered but refused a read).",
+            |d| d.exceptions.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_poll_timeouts_total",
+            Counter,
+            "Requests the device did not answer in time.",
+            |d| d.timeouts.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_device_last_ok_timestamp_seconds",
+            Gauge,
+            "When the device last answered a poll (Unix seconds; 0: never).",
+            |d| d.last_ok_ms.load(Relaxed) as f64 / 1000.0,
+        ),
+    ];
+    for (name, kind, help, figure) in per_device {
+        e.family(name, kind, help);
+        for d in &devices {
+            e.sample(name, &[("device", &d.id), ("bus", &d.bus)], figure(d));
+        }
+    }
+
+    let counter = |n: &std::sync::atomic::AtomicU64| n.load(Relaxed) as f64;
+    e.single(
+        "dustgate_readings_total",
+        Counter,
+        "Values read from all sources (one per metric per reading).",
+        counter(&health.readings),
+    );
+    e.single(
+        "dustgate_invalid_values_total",
+        Counter,
+        "Values that were NaN or infinite after decoding (not written).",
+        counter(&health.invalid_values),
+    );
+    e.single(
+        "dustgate_alerts_opened_total",
+        Counter,
+        "Alerts opened since start.",
+        counter(&health.alerts_opened),
+    );
+    let open = api.pipeline.open_alerts();
+    e.family(
+        "dustgate_open_alerts",
+        Gauge,
+        "Alerts open now, by severity.",
+    );
+    for sev in ["info", "warning", "critical"] {
+        let n = open.iter().filter(|a| a.severity.name() == sev).count();
+        e.sample("dustgate_open_alerts", &[("severity", sev)], n as f64);
+    }
+    e.single(
+        "dustgate_violations_total",
+        Counter,
+        "Six-100% violations since start.",
+        counter(&health.violations),
+    );
+    e.single(
+        "dustgate_switches_total",
+        Counter,
+        "Actuator switches confirmed by reading the coils back.",
+        counter(&health.switches),
+    );
+    e.single(
+        "dustgate_switch_failures_total",
+        Counter,
+        "Actuator switches that were not confirmed.",
+        counter(&health.switch_failures),
+    );
+
+    let up = api.uplink();
+    e.single(
+        "dustgate_written_points_total",
+        Counter,
+        "Points the destination accepted (InfluxDB or the local files).",
+        up.written as f64,
+    );
+    e.single(
+        "dustgate_dead_letter_points_total",
+        Counter,
+        "Points the destination rejected, set aside in the dead-letter file.",
+        up.dead_letter as f64,
+    );
+    e.single(
+        "dustgate_write_retries_total",
+        Counter,
+        "Write attempts that failed and were retried.",
+        up.retries as f64,
+    );
+    e.single(
+        "dustgate_queue_points",
+        Gauge,
+        "Points waiting in the durable store.",
+        up.points as f64,
+    );
+    e.single(
+        "dustgate_queue_bytes",
+        Gauge,
+        "Bytes waiting in the durable store.",
+        up.bytes as f64,
+    );
+    e.single(
+        "dustgate_dropped_points_total",
+        Counter,
+        "Points dropped: the store was full, or the dead-letter file could not take them.",
+        up.dropped as f64,
+    );
+    e.single(
+        "dustgate_uplink_lag_seconds",
+        Gauge,
+        "Age of the oldest point waiting in the store (0 when it is empty).",
+        up.lag_s,
+    );
+
+    // Alert outputs (MQTT topic, webhooks).
+    let outputs: Vec<(String, Arc<crate::health::WriterHealth>)> =
+        health.outputs.lock().map(|o| o.clone()).unwrap_or_default();
+    type OutputFigure = fn(&crate::health::WriterHealth) -> f64;
+    let per_output: [(&str, &str, OutputFigure); 3] = [
+        (
+            "dustgate_alert_deliveries_total",
+            "Alert messages delivered by the output.",
+            |w| w.written_points.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_alert_delivery_retries_total",
+            "Alert deliveries that failed and were retried.",
+            |w| w.retries.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_alert_dead_letter_total",
+            "Alert messages the output rejected, set aside.",
+            |w| w.dead_letter_points.load(Relaxed) as f64,
+        ),
+    ];
+    for (name, help, figure) in per_output {
+        e.family(name, Counter, help);
+        for (output, w) in &outputs {
+            e.sample(name, &[("output", output)], figure(w));
+        }
+    }
+
+    // MQTT: per broker, then per subscription.
+    let brokers = health.brokers();
+    e.family(
+        "dustgate_mqtt_connected",
+        Gauge,
+        "1 while the broker connection is up.",
+    );
+    for b in &brokers {
+        e.sample(
+            "dustgate_mqtt_connected",
+            &[("broker", &b.name)],
+            f64::from(b.connected.load(Relaxed)),
+        );
+    }
+    e.family(
+        "dustgate_mqtt_connects_total",
+        Counter,
+        "Connections made to the broker.",
+    );
+    for b in &brokers {
+        e.sample(
+            "dustgate_mqtt_connects_total",
+            &[("broker", &b.name)],
+            b.connects.load(Relaxed) as f64,
+        );
+    }
+    type SubFigure = fn(&crate::health::SubscriptionHealth) -> f64;
+    let per_sub: [(&str, &str, SubFigure); 3] = [
+        (
+            "dustgate_mqtt_messages_total",
+            "Messages received on the subscription.",
+            |s| s.messages.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_mqtt_rejected_total",
+            "Messages that were not JSON, missed their fields or held nonsense (acknowledged).",
+            |s| s.rejected.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_mqtt_dead_lettered_total",
+            "Rejected messages kept in the dead-letter file.",
+            |s| s.dead_lettered.load(Relaxed) as f64,
+        ),
+    ];
+    for (name, help, figure) in per_sub {
+        e.family(name, Counter, help);
+        for b in &brokers {
+            for s in &b.subscriptions {
+                e.sample(name, &[("broker", &b.name), ("topic", &s.topic)], figure(s));
+            }
+        }
+    }
+
+    // Latest values: a copy, so the lock is not held while writing.
+    let mut latest: Vec<crate::health::LatestValues> = health
+        .latest
+        .lock()
+        .map(|l| l.values().cloned().collect())
+        .unwrap_or_default();
+    latest.sort_by(|a, b| a.device.id.cmp(&b.device.id));
+    let catalog = Catalog::builtin();
+    e.family(
+        "dustgate_reading",
+        Gauge,
+        "The latest value of each device's metric, in the metric's canonical unit.",
+    );
+    for l in &latest {
+        for (slot, v) in l.device.slots.iter().zip(&l.values) {
+            if let Some((_, v)) = v {
+                let unit = catalog.get(&slot.metric).map_or("", |i| i.unit.as_str());
+                e.sample(
+                    "dustgate_reading",
+                    &[
+                        ("device", &l.device.id),
+                        ("metric", &slot.metric),
+                        ("unit", unit),
+                    ],
+                    *v,
+                );
+            }
+        }
+    }
+    e.family(
+        "dustgate_reading_age_seconds",
+        Gauge,
+        "How old the latest value of each device's metric is (site time).",
+    );
+    for l in &latest {
+        for (slot, v) in l.device.slots.iter().zip(&l.values) {
+            if let Some((t, _)) = v {
+                e.sample(
+                    "dustgate_reading_age_seconds",
+                    &[("device", &l.device.id), ("metric", &slot.metric)],
+                    (now_ms - t).max(0) as f64 / 1000.0,
+                );
+            }
+        }
+    }
+
+    let actuators = api.pipeline.actuators();
+    e.family(
+        "dustgate_actuator_on",
+        Gauge,
+        "1 while the actuator's coils are on, 0 off, NaN unknown (not confirmed yet).",
+    );
+    for a in &actuators {
+        e.sample(
+            "dustgate_actuator_on",
+            &[("actuator", &a.id), ("device", &a.device), ("mode", a.mode)],
+            a.on.map_or(f64::NAN, |on| f64::from(u8::from(on))),
+        );
+    }
+
+    if let Some((figures, _)) = api.pipeline.compliance_today() {
+        e.family(
+            "dustgate_compliance_percent",
+            Gauge,
+            "Six 100% today: each item's percentage (NaN: nothing to judge yet).",
+        );
+        for (item, f) in crate::pipeline::compliance::ITEMS
+            .iter()
+            .zip(figures.iter())
+        {
+            e.sample("dustgate_compliance_percent", &[("item", item)], f.percent);
+        }
+    }
+    e.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::{BrokerHealth, DeviceHealth, DeviceState, Health};
+    use crate::model::{DeviceMeta, Readings};
+    use crate::outputs::queue::MemoryQueue;
+    use crate::pipeline::Pipeline;
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("line\nnext"), "line\\nnext");
+        assert_eq!(escape_label("µg/m³"), "µg/m³");
+        assert_eq!(escape_help("a \\ \"b\"\nc"), "a \\\\ \"b\"\\nc");
+        let mut e = Exposition::default();
+        e.sample("dustgate_x", &[("topic", "s/\"+\"/t\\\n")], f64::NAN);
+        e.sample("dustgate_x", &[], f64::NEG_INFINITY);
+        e.sample("dustgate_x", &[], 0.1);
+        assert_eq!(
+            e.finish(),
+            "dustgate_x{topic=\"s/\\\"+\\\"/t\\\\\\n\"} NaN\ndustgate_x -Inf\ndustgate_x 0.1\n"
+        );
+        assert!(valid_name("dustgate_polls_total") && valid_name("a:b"));
+        assert!(!valid_name("9lives") && !valid_name("dust-gate") && !valid_name(""));
+    }
+
+    #[test]
+    fn a_sample_rendering() {
+        let health = Arc::new(Health::default());
+        let d = Arc::new(DeviceHealth::new("dust-01", "rs485-a"));
+        d.set_state(DeviceState::Up);
+        d.polls.store(12, Relaxed);
+        d.poll_errors.store(1, Relaxed);
+        health.add_device(d);
+        health.add_broker(Arc::new(BrokerHealth::new(
+            "site-broker",
+            &["sensors/\"x\"/+".to_string()],
+        )));
+        health.record_latest(&Readings {
+            device: Arc::new(DeviceMeta::new(
+                "dust-01",
+                "s1",
+                &[],
+                &[("pm10", "air"), ("noise", "air")],
+            )),
+            time_ms: 1_000_000,
+            values: vec![Some(186.0), Some(65.2)],
+        });
+        let queue = Arc::new(MemoryQueue::new(1 << 20, 100));
+        let pipeline = Arc::new(Pipeline::new(queue, health.clone()).with_site("s1", &[]));
+        let api = Api {
+            pipeline,
+            site_id: "s1".into(),
+            site_name: "工地".into(),
+            tz: jiff::tz::TimeZone::UTC,
+            control_token: None,
+        };
+        let text = render(&api, 1_005_000);
+        for line in [
+            "# HELP dustgate_device_up 1 while the device answers its polls, 0 when down or not polled yet.",
+            "# TYPE dustgate_device_up gauge",
+            "dustgate_device_up{device=\"dust-01\",bus=\"rs485-a\"} 1",
+            "# TYPE dustgate_polls_total counter",
+            "dustgate_polls_total{device=\"dust-01\",bus=\"rs485-a\"} 12",
+            "dustgate_poll_errors_total{device=\"dust-01\",bus=\"rs485-a\"} 1",
+            "dustgate_reading{device=\"dust-01\",metric=\"pm10\",unit=\"µg/m³\"} 186",
+            "dustgate_reading{device=\"dust-01\",metric=\"noise\",unit=\"dB(A)\"} 65.2",
+            "dustgate_reading_age_seconds{device=\"dust-01\",metric=\"pm10\"} 5",
+            "dustgate_mqtt_connected{broker=\"site-broker\"} 0",
+            "dustgate_mqtt_messages_total{broker=\"site-broker\",topic=\"sensors/\\\"x\\\"/+\"} 0",
+            "dustgate_queue_points 0",
+            "dustgate_uplink_lag_seconds 0",
+            "dustgate_open_alerts{severity=\"warning\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        let info = format!(
+            "dustgate_info{{site=\"s1\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.lines().any(|l| l == info), "{text}");
+        // Every family declared once, before its samples, and every name prefixed.
+        let mut declared = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap_or("");
+                assert!(!declared.contains(&name.to_string()), "{name} twice");
+                declared.push(name.to_string());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap_or("");
+                assert!(name.starts_with("dustgate_"), "{line}");
+                assert_eq!(declared.last().map(String::as_str), Some(name), "{line}");
+            }
+        }
+        // No compliance without [compliance].
+        assert!(!text.contains("dustgate_compliance_percent"));
+    }
+}
