@@ -398,20 +398,24 @@ async fn report_health(
     pipeline: Arc<Pipeline>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    // The rule engine's clock: reminders and day boundaries, once a second; its windows saved
-    // every 15 minutes (and at stop).
-    let mut second = tokio::time::interval(Duration::from_secs(1));
-    second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Intervals are site durations (see `clock`): outside a demo replay they are plain waits.
+    let mut next_health = tokio::time::Instant::now() + crate::clock::real(interval);
+    // The rule engine's clock: reminders and day boundaries, once a (site) second, but not
+    // more often than every 20 ms of a fast replay; its windows saved every 15 minutes (and
+    // at stop).
+    let second = || crate::clock::real(Duration::from_secs(1)).max(Duration::from_millis(20));
+    let mut next_second = tokio::time::Instant::now() + second();
     let mut save = tokio::time::interval(Duration::from_secs(15 * 60));
     save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     save.tick().await;
     loop {
         let stopping = tokio::select! {
-            _ = tick.tick() => false,
-            _ = second.tick() => {
+            _ = tokio::time::sleep_until(next_health) => {
+                next_health = tokio::time::Instant::now() + crate::clock::real(interval);
+                false
+            }
+            _ = tokio::time::sleep_until(next_second) => {
+                next_second = tokio::time::Instant::now() + second();
                 pipeline.tick(now_ms());
                 continue;
             }
@@ -450,7 +454,7 @@ async fn report_health(
             });
         let lag_s = depth
             .oldest_append_ms
-            .map_or(0, |t| (now_ms() - t).max(0) / 1000);
+            .map_or(0, |t| (crate::clock::wall_ms() - t).max(0) / 1000);
         info!(
             devices_up = up,
             devices = total,

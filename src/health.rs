@@ -297,7 +297,10 @@ impl Health {
         }
         let lag_s = depth
             .oldest_append_ms
-            .map_or(0.0, |t| ((time_ms - t).max(0) as f64) / 1000.0);
+            // A real delay: the store stamps appends with the wall clock.
+            .map_or(0.0, |t| {
+                ((crate::clock::wall_ms() - t).max(0) as f64) / 1000.0
+            });
         let w = &self.writer;
         points.push(Point {
             series: tags("writer", "dustgate", None),

@@ -144,9 +144,10 @@ pub struct Readings {
     pub values: Vec<Option<f64>>,
 }
 
-/// Milliseconds since the Unix epoch, now.
+/// Site time in milliseconds since the Unix epoch: the wall clock, except in a demo replay
+/// (see [`crate::clock`]).
 pub fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
+    crate::clock::now_ms()
 }
 
 /// A vehicle at a gate, as an ANPR / AI camera saw it.

@@ -154,53 +154,120 @@ fn probe_reads_a_device_with_its_profile_and_raw() {
     assert!(out.contains("exception"), "{out}");
 }
 
-/// The demo's story: a washed truck, an unwashed one (a violation), a dust episode that switches
-/// the mist cannons on, and off again after it.
+/// The demo's day, replayed at 1440x: the dust episode trips the 15-minute PM10 rule and the
+/// mist cannons switch on and off with it; sixteen trucks leave, one unwashed and uncovered;
+/// the wet-work gap, the uncovered pile, the sensor outage and the night work each raise their
+/// alert.
 #[test]
-fn demo_tells_its_story_into_line_protocol_files() {
+fn demo_replays_its_day_into_line_protocol_files() {
     let dir = scratch_dir("demo-files");
     let store = dir.display().to_string();
+    let zone = common::zone_where_it_is_late_evening();
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let (code, out, err) = dustgate(&[
         "demo",
+        "--speed",
+        "1440",
         "--duration",
-        "50s",
-        "--interval",
-        "1s",
+        "62s",
+        "--timezone",
+        &zone,
+        "--listen",
+        &listen,
         "--store",
         &store,
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("7 simulated devices"), "{out}");
-    assert!(out.contains("devices up 7/7"), "{out}");
-    assert!(out.contains("leaves after the wash"), "{out}");
-    assert!(out.contains("leaves without washing"), "{out}");
-    assert!(err.contains("未冲洗出场"), "the violation is logged: {err}");
-    let on = out
-        .find("mist cannons ON (demo-pm10)")
-        .unwrap_or_else(|| panic!("{out}"));
     assert!(
-        out[on..].contains("mist cannons off"),
-        "off again after the episode: {out}"
+        out.contains("replaying the last 24 hours at 1440x"),
+        "{out}"
     );
-    assert!(out.contains("washed 50% of 2 exits"), "{out}");
+    assert!(out.contains("devices up 7/7"), "{out}");
+    assert!(out.contains("leaves without washing, uncovered"), "{out}");
+    assert!(out.contains("washed 94% of 16 exits"), "15 of 16: {out}");
+    for logged in [
+        "未冲洗出场",
+        "未覆盖出场",
+        "离线",
+        "夜间施工噪声超标",
+        "湿法作业",
+        "物料堆未覆盖",
+    ] {
+        assert!(err.contains(logged), "{logged} is logged: {err}");
+    }
     let series = dir.join("series");
     let text: String = std::fs::read_dir(&series)
         .expect("series dir")
         .flatten()
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
         .collect();
+    let lines =
+        |prefix: &str| -> Vec<&str> { text.lines().filter(|l| l.starts_with(prefix)).collect() };
+    let vehicles = lines("vehicle,");
+    assert_eq!(vehicles.len(), 16, "{vehicles:#?}");
+    let unwashed: Vec<_> = vehicles
+        .iter()
+        .filter(|l| l.contains("washed=false"))
+        .collect();
+    assert_eq!(unwashed.len(), 1, "{vehicles:#?}");
+    assert!(
+        unwashed[0].contains("plate=\"川A·D1234\"") && unwashed[0].contains("covered=false"),
+        "{unwashed:?}"
+    );
+    // The cannons: on by the rule, then off once it cleared (in this order).
+    let cannons = lines("equipment,actuator=mist-cannons,");
+    let on = cannons
+        .iter()
+        .position(|l| l.contains("fog_cannon_on=1") && l.contains("cause=\"rule site-pm10-15m\""))
+        .unwrap_or_else(|| panic!("{cannons:#?}"));
+    assert!(
+        cannons[on..]
+            .iter()
+            .any(|l| l.contains("fog_cannon_on=0") && l.contains("cause=\"rule cleared\"")),
+        "{cannons:#?}"
+    );
+    let alerts = lines("alert,");
+    for (rule, state) in [
+        ("site-pm10-15m", "open"),
+        ("site-pm10-15m", "closed"),
+        ("offline", "open"),
+        ("offline", "closed"),
+        ("gb12523-night-leq", "open"),
+        ("six100-wash", "event"),
+        ("six100-sealed_transport", "event"),
+        ("six100-wet_work", "event"),
+        ("six100-cover", "event"),
+    ] {
+        assert!(
+            alerts
+                .iter()
+                .any(|l| l.contains(&format!("rule={rule},"))
+                    && l.contains(&format!("state={state} "))),
+            "no {state} alert of {rule}: {alerts:#?}"
+        );
+    }
     for needle in [
         "air,device=dust-01,",
         "water,device=water-01,",
         "equipment,device=relay-01,",
-        "equipment,actuator=mist-cannons,",
-        "cause=\"rule demo-pm10\"",
-        "vehicle,device=gate-cam-01,",
+        "aqi,device=dust-01,",
         "compliance,district=demo,item=wash,",
+        "compliance,district=demo,item=wet_work,",
         "gateway,",
     ] {
         assert!(text.contains(needle), "no {needle:?} in the demo's files");
     }
+    // The wind sensor's outage, in the gateway's health.
+    let wind = lines("gateway,")
+        .into_iter()
+        .filter(|l| l.contains("device=wind-speed-01,"))
+        .collect::<Vec<_>>();
+    assert!(wind.iter().any(|l| l.contains("device_up=0")), "{wind:#?}");
+    assert!(
+        wind.last().is_some_and(|l| l.contains("device_up=1")),
+        "{wind:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,13 +275,18 @@ async fn demo_fills_influxdb() {
     let influx = Influx1::start();
     let url = influx.url();
     let store = scratch_dir("demo-influx").display().to_string();
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let child = tokio::task::spawn_blocking(move || {
         dustgate(&[
             "demo",
+            "--speed",
+            "1",
             "--duration",
             "6s",
             "--interval",
             "1s",
+            "--listen",
+            &listen,
             "--store",
             &store,
             "--influx-url",

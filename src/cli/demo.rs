@@ -3,13 +3,15 @@
 //! Simulated Modbus devices (a dust monitor, wind sensors, a PM meter, a water probe, a pH
 //! meter and a relay module) answer on a loopback port; a site.toml for them is written and
 //! loaded like any other; the gateway polls them and writes to InfluxDB if asked, or to
-//! line-protocol files. A one-line summary is printed every few seconds.
+//! line-protocol files; the status page is on http://127.0.0.1:8080. A one-line summary is
+//! printed every few seconds, and each moment of the story as it happens.
 //!
-//! A 90-second story repeats on top of the day's values, in real time whatever `--speed`: the
-//! wash station runs and a truck leaves washed; a second truck leaves unwashed (a six-100%
-//! violation, logged with its plate); a dust episode lifts PM10 over the demo's rule, and the
-//! mist cannons on the relay module switch on, and off again once it is over and `min_on` has
-//! run out.
+//! The story is the site's day (`sim::story`): a dust episode that trips the 15-minute PM10
+//! rule and switches the mist cannons, muck trucks at the gate (one unwashed and uncovered),
+//! a wet-work gap, an uncovered pile, a sensor off the bus and back, night-time noise.
+//! `--speed N` replays the last 24 hours N times faster (a day in 24 minutes at 60, in a
+//! minute at 1440) and then runs on in real time, so the dashboards show a whole day that
+//! ends now.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -24,12 +26,19 @@ use dustgate::config::reader::parse_duration;
 use dustgate::config::{self, Diagnostics};
 use dustgate::gateway::Gateway;
 use dustgate::sim::scenario::{DEVICES, Scenario};
+use dustgate::sim::story;
 use dustgate::sim::{self, Bank};
+use dustgate::sources::modbus::registers::Table;
+
+/// The fastest replay: the rule engine's clock ticks at most every 20 ms, and a tick may
+/// stand for at most a minute of site time.
+const MAX_SPEED: f64 = 2880.0;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Simulated time runs this many times faster than the clock (a site day in minutes).
-    #[arg(long, default_value_t = 1.0)]
+    /// Replay the last 24 hours this many times faster than the clock (60: a day in 24
+    /// minutes; 1440: in one), then run on in real time. 1: real time from now.
+    #[arg(long, default_value_t = 60.0)]
     speed: f64,
     /// Write to this InfluxDB (with --influx-db for v1, or --influx-org/--influx-bucket/--influx-token-env for v2).
     #[arg(long)]
@@ -44,15 +53,28 @@ pub struct DemoArgs {
     /// Environment variable that holds the InfluxDB v2 token.
     #[arg(long)]
     influx_token_env: Option<String>,
-    /// Poll interval of the simulated devices.
-    #[arg(long, default_value = "2s")]
-    interval: String,
-    /// Stop after this long (default: until Ctrl-C).
+    /// Poll interval of the simulated devices, in site time (default: 2s in real time, up to
+    /// 1m when replaying fast).
+    #[arg(long)]
+    interval: Option<String>,
+    /// The simulated site's time zone (its day, its nights).
+    #[arg(long, default_value = "Asia/Shanghai")]
+    timezone: String,
+    /// The status page and API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Stop after this long, in real time (default: until Ctrl-C).
     #[arg(long)]
     duration: Option<String>,
     /// Where the demo keeps its files (default: a new folder under the system temp dir).
     #[arg(long)]
     store: Option<PathBuf>,
+}
+
+/// A poll every real second while replaying (but at least every minute of site time, so the
+/// 15-minute windows are covered), every 2 s in real time.
+fn default_interval(speed: f64) -> Duration {
+    Duration::from_secs_f64(speed.clamp(2.0, 60.0))
 }
 
 fn influx_section(a: &DemoArgs) -> anyhow::Result<String> {
@@ -85,18 +107,26 @@ fn influx_section(a: &DemoArgs) -> anyhow::Result<String> {
     Ok(s)
 }
 
-fn site_toml(a: &DemoArgs, port: u16, store: &std::path::Path) -> anyhow::Result<String> {
+fn site_toml(
+    a: &DemoArgs,
+    port: u16,
+    store: &std::path::Path,
+    interval: Duration,
+    today: jiff::civil::Date,
+) -> anyhow::Result<String> {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "# Written by `dustgate demo`: a simulated site on loopback.\n\n[site]\nid = \"demo-site\"\nname = \"演示工地 Demo site\"\ntimezone = \"Asia/Shanghai\"\ntags = {{ district = \"demo\" }}\nhealth_interval = \"10s\"\n"
+        "# Written by `dustgate demo`: a simulated site on loopback.\n\n[site]\nid = \"demo-site\"\nname = \"演示工地 Demo site\"\ntimezone = {:?}\ntags = {{ district = \"demo\" }}\nhealth_interval = \"5m\"\nstandards = [\"gb3095-2026\", \"gb12523-2011\", \"gb3838-2002-class-3\"]\n",
+        a.timezone
     );
     t.push_str(&influx_section(a)?);
     let _ = writeln!(t, "\n[store]\ndir = {:?}\n", store.display().to_string());
+    let _ = writeln!(t, "[http]\nlisten = {:?}\n", a.listen);
     let _ = writeln!(
         t,
-        "[[modbus]]\nname = \"sim-bus\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ntimeout = \"500ms\"\ninterval = {:?}\n",
-        a.interval
+        "[[modbus]]\nname = \"sim-bus\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ntimeout = \"300ms\"\ninterval = \"{}ms\"\n",
+        interval.as_millis()
     );
     for d in DEVICES {
         let _ = writeln!(
@@ -106,83 +136,44 @@ fn site_toml(a: &DemoArgs, port: u16, store: &std::path::Path) -> anyhow::Result
         );
     }
     t.push_str(DEMO_LINKAGE);
+    let quoted: Vec<String> = story::ACTIVITY.iter().map(|a| format!("{a:?}")).collect();
+    let _ = writeln!(
+        t,
+        "\n[compliance]\nwash_min = {:?}\nwash_lookback = {:?}\nwet_gap = {:?}\nmax_open = {:?}\nactivity = [{}]\npaved_percent = 96.0\npaved_date = \"{today}\"",
+        story::WASH_MIN,
+        story::WASH_LOOKBACK,
+        story::WET_GAP,
+        story::MAX_OPEN,
+        quoted.join(", ")
+    );
     Ok(t)
 }
 
-/// The demo's rule, actuator and six-100% parameters (short, so the story fits in minutes).
-const DEMO_LINKAGE: &str = r#"[[rule]]
-id = "demo-pm10"
+/// The demo's own rule and the mist cannons it switches.
+const DEMO_LINKAGE: &str = r#"# Many cities warn construction sites on a 15-minute PM10 mean; 150 µg/m³ is the demo's
+# value, not a published limit [U].
+[[rule]]
+id = "site-pm10-15m"
 metric = "pm10"
 devices = ["dust-01"]
+window = "15m"
+aggregate = "mean"
 above = 150
 clear = 120
+for = "5m"
 severity = "warning"
-title = "PM10超标（演示）"
-title_en = "PM10 over the demo limit"
+title = "PM10 15分钟均值超150（工地预警）"
+title_en = "PM10 15-min mean over 150 (site early warning)"
 actuate = "mist-cannons"
 
 [[actuator]]
 id = "mist-cannons"
 device = "relay-01"
 coil = "fog_cannon_on"
-min_on = "20s"
-min_off = "10s"
-max_on = "10m"
-
-[compliance]
-wash_min = "8s"
-wash_lookback = "13s"
-activity = ["07:00-19:00"]
+min_on = "20m"
+min_off = "10m"
+max_on = "3h"
 "#;
-
-/// Plates of the demo's muck trucks.
-const PLATES: &[&str] = &["川A·D1234", "川A·F5678", "川A·K2468", "川A·M1357"];
-
-/// The story's 90-second cycle, in real seconds: (wash pump on, PM10 episode, truck exits).
-struct Story {
-    started: tokio::time::Instant,
-    trucks: u64,
-}
-
-impl Story {
-    const CYCLE: u64 = 90;
-
-    fn second(&self) -> u64 {
-        self.started.elapsed().as_secs() % Self::CYCLE
-    }
-
-    fn cycle(&self) -> u64 {
-        self.started.elapsed().as_secs() / Self::CYCLE
-    }
-
-    /// The wash station runs from 1 s to 13 s of each cycle (the first truck's wash).
-    fn washing(&self) -> bool {
-        (1..13).contains(&self.second())
-    }
-
-    /// PM10 is lifted from 18 s to 40 s.
-    fn pm10_boost(&self) -> f64 {
-        if (18..40).contains(&self.second()) {
-            140.0
-        } else {
-            0.0
-        }
-    }
-
-    /// Trucks leave at 15 s (washed) and 30 s (no wash: a violation).
-    fn exits_due(&mut self) -> Vec<(&'static str, bool)> {
-        let due =
-            self.cycle() * 2 + u64::from(self.second() >= 15) + u64::from(self.second() >= 30);
-        let mut out = Vec::new();
-        while self.trucks < due {
-            let plate = PLATES[(self.trucks as usize) % PLATES.len()];
-            // The second truck of a cycle leaves uncovered too.
-            out.push((plate, self.trucks.is_multiple_of(2)));
-            self.trucks += 1;
-        }
-        out
-    }
-}
 
 /// Creates the 1.x database, so a newcomer's first run does not dead-letter everything.
 async fn create_v1_database(url: &str, db: &str) {
@@ -202,8 +193,8 @@ async fn create_v1_database(url: &str, db: &str) {
 pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     super::init_logging("warn");
     super::install_crypto();
-    if !(a.speed.is_finite() && a.speed > 0.0) {
-        bail!("--speed must be a positive number");
+    if !(a.speed.is_finite() && (1.0..=MAX_SPEED).contains(&a.speed)) {
+        bail!("--speed must be between 1 and {MAX_SPEED} (a day in 30 s)");
     }
     let duration = a
         .duration
@@ -211,11 +202,19 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         .map(parse_duration)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    parse_duration(&a.interval).map_err(anyhow::Error::msg)?;
+    let interval = match &a.interval {
+        Some(i) => parse_duration(i).map_err(anyhow::Error::msg)?,
+        None => default_interval(a.speed),
+    };
     let store = a.store.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("dustgate-demo-{}", std::process::id()))
     });
     std::fs::create_dir_all(&store).with_context(|| format!("creating {}", store.display()))?;
+    let tz = jiff::tz::TimeZone::get(&a.timezone)
+        .with_context(|| format!("--timezone {}: not a known time zone", a.timezone))?;
+    if a.speed > 1.0 {
+        dustgate::clock::start_replay(dustgate::clock::wall_ms() - 86_400_000, a.speed);
+    }
 
     let rt = super::runtime()?;
     rt.block_on(async move {
@@ -230,10 +229,14 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
             }
         }
         let bank = Arc::new(Bank::default());
-        let mut scenario = Scenario::new();
-        let clock = SimClock::new(a.speed);
-        fill(&bank, &profiles, &mut scenario, clock.hour(), 0.0);
-        // Coils start off; nothing switches them yet.
+        let mut site = Site {
+            bank: bank.clone(),
+            profiles: profiles.clone(),
+            scenario: Scenario::new(),
+        };
+        let h0 = local_hour(&tz, dustgate::clock::now_ms());
+        site.fill(h0);
+        // Coils start off.
         for (d, p) in DEVICES.iter().zip(&profiles) {
             for r in p.registers.iter().filter(|r| r.table.is_bits()) {
                 bank.set(d.unit, r, 0.0);
@@ -242,32 +245,12 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let server = tokio::spawn(sim::serve(listener, bank.clone()));
-        let story = Arc::new(std::sync::Mutex::new(Story {
-            started: tokio::time::Instant::now(),
-            trucks: 0,
-        }));
-        let updater = {
-            let bank = bank.clone();
-            let profiles = profiles.clone();
-            let story = story.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tick.tick().await;
-                    let (boost, washing) = {
-                        let s = story.lock().unwrap_or_else(|p| p.into_inner());
-                        (s.pm10_boost(), s.washing())
-                    };
-                    fill(&bank, &profiles, &mut scenario, clock.hour(), boost);
-                    wash_station(&bank, &profiles, washing);
-                }
-            })
-        };
 
         if let (Some(url), Some(db)) = (&a.influx_url, &a.influx_db) {
             create_v1_database(url, db).await;
         }
-        let toml = site_toml(&a, port, &store)?;
+        let today = tz.to_datetime(jiff::Timestamp::now()).date();
+        let toml = site_toml(&a, port, &store, interval, today)?;
         let cfg_path = store.join("demo-site.toml");
         std::fs::write(&cfg_path, &toml)?;
         let cfg = match config::load(&cfg_path) {
@@ -276,117 +259,217 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         };
         let gw = Gateway::start(&cfg)?;
         println!(
-            "dustgate demo: {} simulated devices on Modbus TCP 127.0.0.1:{port}, polled every {}; site config {}",
+            "dustgate demo: {} simulated devices on Modbus TCP 127.0.0.1:{port}, polled every {:?} of site time; site config {}",
             DEVICES.len(),
-            a.interval,
+            interval,
             cfg_path.display()
         );
+        if a.speed > 1.0 {
+            println!(
+                "replaying the last 24 hours at {}x (a day in {:.0} s), then on in real time",
+                a.speed,
+                86_400.0 / (a.speed - 1.0)
+            );
+        }
+        println!("status page: http://{}/", a.listen);
         println!("writing to {}; Ctrl-C to stop.", gw.destination);
 
         let started = tokio::time::Instant::now();
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        tick.tick().await;
-        let mut gate = tokio::time::interval(Duration::from_secs(1));
         let stop_at = duration.map(|d| started + d);
+        let mut report = tokio::time::interval(Duration::from_secs(5));
+        report.tick().await;
+        let mut last_h = h0;
+        let mut step = tokio::time::interval(Duration::from_millis(20));
+        step.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_fill = tokio::time::Instant::now();
         loop {
             let stop = tokio::select! {
-                _ = gate.tick() => {
-                    let exits = story.lock().unwrap_or_else(|p| p.into_inner()).exits_due();
-                    for (plate, washed_one) in exits {
-                        let v = dustgate::model::Vehicle {
-                            device: "gate-cam-01".into(),
-                            time_ms: dustgate::model::now_ms(),
-                            plate: plate.into(),
-                            direction: Some("out".into()),
-                            gate: Some("南".into()),
-                            muck_truck: Some(true),
-                            covered: Some(washed_one),
-                            snapshot: Some(format!("http://127.0.0.1/demo/snap/{}.jpg", plate.replace('·', ""))),
-                        };
-                        println!("gate: muck truck {plate} leaves{}", if washed_one { " after the wash" } else { " without washing, uncovered" });
-                        gw.pipeline.vehicles(std::slice::from_ref(&v));
+                _ = step.tick() => {
+                    let now = dustgate::clock::now_ms();
+                    let h = local_hour(&tz, now);
+                    site.moments(&gw, &tz, last_h, h, now);
+                    last_h = h;
+                    // New values about twice per poll (and at least once a real second).
+                    if tokio::time::Instant::now() >= next_fill {
+                        site.fill(h);
+                        next_fill = tokio::time::Instant::now()
+                            + (dustgate::clock::real(interval) / 2).min(Duration::from_secs(1));
                     }
                     continue;
                 }
-                _ = tick.tick() => false,
+                _ = report.tick() => false,
                 _ = super::shutdown_signal() => true,
                 _ = async { match stop_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => true,
             };
             if stop {
                 break;
             }
-            println!("{}", summary(&gw, clock.hour()));
+            println!("{}", summary(&gw, &tz));
         }
         let (health, destination) = (gw.health.clone(), gw.destination.clone());
         gw.stop().await;
         println!("{}", summary_final(&health, &destination));
-        updater.abort();
         server.abort();
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Simulated local time of day.
-#[derive(Clone, Copy)]
-struct SimClock {
-    start: std::time::Instant,
-    start_hour: f64,
-    speed: f64,
+/// Local hour of day (0..24, fractional) at `ms`.
+fn local_hour(tz: &jiff::tz::TimeZone, ms: i64) -> f64 {
+    let Ok(t) = jiff::Timestamp::from_millisecond(ms) else {
+        return 0.0;
+    };
+    let d = tz.to_datetime(t);
+    f64::from(d.hour()) + f64::from(d.minute()) / 60.0 + f64::from(d.second()) / 3600.0
 }
 
-impl SimClock {
-    fn new(speed: f64) -> Self {
-        let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap_or(jiff::tz::TimeZone::UTC);
-        let t = tz.to_datetime(jiff::Timestamp::now());
-        let start_hour =
-            f64::from(t.hour()) + f64::from(t.minute()) / 60.0 + f64::from(t.second()) / 3600.0;
-        Self {
-            start: std::time::Instant::now(),
-            start_hour,
-            speed,
+fn hhmm(tz: &jiff::tz::TimeZone, ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| tz.to_datetime(t).strftime("%m-%d %H:%M").to_string())
+        .unwrap_or_default()
+}
+
+/// The simulated site: its devices' registers, the day's values and the story on top.
+struct Site {
+    bank: Arc<Bank>,
+    profiles: Vec<Arc<ModbusProfile>>,
+    scenario: Scenario,
+}
+
+impl Site {
+    /// The register of `metric` on the demo device `device`: (unit, register).
+    fn register(
+        &self,
+        device: &str,
+        metric: &str,
+    ) -> Option<(u8, &dustgate::config::profile::Register)> {
+        DEVICES
+            .iter()
+            .zip(&self.profiles)
+            .find(|(d, _)| d.id == device)
+            .and_then(|(d, p)| {
+                p.registers
+                    .iter()
+                    .find(|r| r.metric == metric)
+                    .map(|r| (d.unit, r))
+            })
+    }
+
+    /// The mist cannons' coil as the relay module has it (switched by the gateway).
+    fn cannons_on(&self) -> bool {
+        self.register("relay-01", "fog_cannon_on")
+            .and_then(|(unit, r)| self.bank.bit(unit, Table::Coil, r.address))
+            .unwrap_or(false)
+    }
+
+    /// The day's values at local hour `h`, with the story's episodes on top.
+    fn fill(&mut self, h: f64) {
+        let boost = story::pm10_boost(h, self.cannons_on());
+        let night_work = story::night_work_noise(h);
+        for (d, p) in DEVICES.iter().zip(&self.profiles) {
+            for r in &p.registers {
+                let Some(mut v) = self.scenario.value(d.id, &r.metric, h) else {
+                    continue;
+                };
+                if d.id == "dust-01" {
+                    match r.metric.as_str() {
+                        "pm10" => v += boost,
+                        "pm25" => v += 0.3 * boost,
+                        "tsp" => v += 1.5 * boost,
+                        "noise" => v = night_work.map_or(v, |n| n + (v - 47.0) / 3.0),
+                        _ => {}
+                    }
+                }
+                self.bank.set(d.unit, r, v);
+            }
+        }
+        // The site's own controllers: the wash station and the spray line's timer.
+        for (metric, on) in [
+            ("wash_pump_on", story::washing(h)),
+            ("spray_on", story::spraying(h)),
+        ] {
+            if let Some((unit, r)) = self.register("relay-01", metric) {
+                self.bank.set(unit, r, f64::from(u8::from(on)));
+            }
+        }
+        let off = story::offline(h);
+        for d in DEVICES {
+            self.bank.set_silent(d.unit, off == Some(d.id));
         }
     }
 
-    fn hour(&self) -> f64 {
-        (self.start_hour + self.start.elapsed().as_secs_f64() * self.speed / 3600.0)
-            .rem_euclid(24.0)
-    }
-}
-
-/// The day's values; `boost` lifts the dust monitor's PM10 (the story's dust episode).
-fn fill(
-    bank: &Bank,
-    profiles: &[Arc<ModbusProfile>],
-    scenario: &mut Scenario,
-    hour: f64,
-    boost: f64,
-) {
-    for (d, p) in DEVICES.iter().zip(profiles) {
-        for r in &p.registers {
-            if let Some(v) = scenario.value(d.id, &r.metric, hour) {
-                let lift = if d.id == "dust-01" && r.metric == "pm10" {
-                    boost
+    /// The moments of the story between local hours `from` and `to`: trucks at the gate and
+    /// the AI camera's detections, handed to the gateway as its MQTT sources would.
+    fn moments(&self, gw: &Gateway, tz: &jiff::tz::TimeZone, from: f64, to: f64, now: i64) {
+        if from == to {
+            return;
+        }
+        for e in story::exits().filter(|e| story::passed(from, to, e.hour)) {
+            let v = dustgate::model::Vehicle {
+                device: "gate-cam-01".into(),
+                time_ms: now,
+                plate: e.plate.into(),
+                direction: Some("out".into()),
+                gate: Some("南".into()),
+                muck_truck: Some(true),
+                covered: Some(e.covered),
+                snapshot: Some(format!(
+                    "http://127.0.0.1/demo/snap/{}.jpg",
+                    e.plate.replace('·', "")
+                )),
+            };
+            println!(
+                "[{}] gate: muck truck {} leaves{}",
+                hhmm(tz, now),
+                e.plate,
+                if e.washed {
+                    " after the wash"
                 } else {
-                    0.0
-                };
-                bank.set(d.unit, r, v + lift);
+                    " without washing, uncovered"
+                }
+            );
+            gw.pipeline.vehicles(std::slice::from_ref(&v));
+        }
+        for s in story::SIGHTINGS {
+            for (at, open) in [(s.open, true), (s.clear, false)] {
+                if !story::passed(from, to, at) {
+                    continue;
+                }
+                println!(
+                    "[{}] AI camera: {} {} {}",
+                    hhmm(tz, now),
+                    s.kind,
+                    s.id,
+                    if open { "seen" } else { "cleared" }
+                );
+                gw.pipeline.detections(&[dustgate::model::Detection {
+                    device: "ai-cam-01".into(),
+                    time_ms: now,
+                    kind: s.kind.into(),
+                    id: s.id.into(),
+                    open,
+                    snapshot: Some(format!("http://127.0.0.1/demo/snap/{}.jpg", s.id)),
+                }]);
+            }
+        }
+        for (at, what) in [
+            (8.0, "dust episode begins (earthwork in a dry wind)"),
+            (9.5, "dust episode over"),
+            (14.0, "wind-speed-01 falls off the bus"),
+            (14.0 + 40.0 / 60.0, "wind-speed-01 is back"),
+            (15.0, "the spray line stays off after a refill"),
+            (story::NIGHT_WORK_FROM, "night work begins (63 dB(A))"),
+            (story::NIGHT_WORK_TO, "night work ends"),
+        ] {
+            if story::passed(from, to, at) {
+                println!("[{}] {what}", hhmm(tz, now));
             }
         }
     }
 }
 
-/// The wash pump's relay is closed while the wash station runs (not an actuator of the demo:
-/// the station's own controller switches it; the gateway reads it back for the six 100%).
-fn wash_station(bank: &Bank, profiles: &[Arc<ModbusProfile>], washing: bool) {
-    for (d, p) in DEVICES.iter().zip(profiles) {
-        for r in p.registers.iter().filter(|r| r.metric == "wash_pump_on") {
-            bank.set(d.unit, r, f64::from(u8::from(washing)));
-        }
-    }
-}
-
-fn summary(gw: &Gateway, hour: f64) -> String {
+fn summary(gw: &Gateway, tz: &jiff::tz::TimeZone) -> String {
     let h = &gw.health;
     let (up, total) = h.devices_up();
     let w = &h.writer;
@@ -417,16 +500,13 @@ fn summary(gw: &Gateway, hour: f64) -> String {
             }
         });
     format!(
-        "[{}] site {:02}:{:02} | devices up {up}/{total} | readings {} | points written {} | queued {} | dropped {} | PM10 {pm10} µg/m³, noise {noise} dB(A) | mist cannons {cannons} | washed {wash}",
-        jiff::tz::TimeZone::system()
-            .to_datetime(jiff::Timestamp::now())
-            .strftime("%H:%M:%S"),
-        hour as u32,
-        ((hour.fract()) * 60.0) as u32,
+        "[{}] devices up {up}/{total} | readings {} | points written {} | queued {} | dropped {} | PM10 {pm10} µg/m³, noise {noise} dB(A) | open alerts {} | mist cannons {cannons} | washed {wash}",
+        hhmm(tz, dustgate::clock::now_ms()),
         h.readings.load(Relaxed),
         w.written_points.load(Relaxed),
         gw.queue.depth().points,
         gw.queue.dropped_points() + w.lost_points.load(Relaxed),
+        gw.pipeline.open_alerts().len(),
     )
 }
 

@@ -113,7 +113,7 @@ impl PointQueue for MemoryQueue {
         g.chunks.push_back(Chunk {
             seq,
             points,
-            appended_ms: crate::model::now_ms(),
+            appended_ms: crate::clock::wall_ms(),
             lines,
         });
         // The writer may be holding a copy of the oldest chunks in a batch it is retrying;

@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
 use super::queue::{Batch, Depth, PointQueue};
-use crate::model::now_ms;
+use crate::clock::wall_ms;
 
 const CHUNKS: TableDefinition<u64, &[u8]> = TableDefinition::new("chunks");
 /// seq → (points, bytes, appended_ms)
@@ -214,7 +214,7 @@ fn open_or_set_aside(path: &Path) -> Result<Database, StoreError> {
     match Database::create(path) {
         Ok(db) => Ok(db),
         Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(why))) => {
-            let aside = path.with_extension(format!("corrupt-{}", now_ms()));
+            let aside = path.with_extension(format!("corrupt-{}", wall_ms()));
             error!(path = %path.display(), error = %why, moved_to = %aside.display(), "store file is corrupted: moving it aside and starting a new one");
             std::fs::rename(path, &aside).map_err(|e| {
                 fail(format!(
@@ -298,7 +298,7 @@ impl Shared {
                 p.appends,
                 p.ticket,
                 st.next_seq,
-                p.oldest_ms.unwrap_or_else(now_ms),
+                p.oldest_ms.unwrap_or_else(wall_ms),
             )
         };
         // Group the appends into chunks.
@@ -438,7 +438,7 @@ impl PointQueue for DiskStore {
             return ticket;
         }
         st.pending.points += points;
-        st.pending.oldest_ms.get_or_insert_with(now_ms);
+        st.pending.oldest_ms.get_or_insert_with(wall_ms);
         st.pending.appends.push((lines, points));
         if st.pending.points >= self.shared.batch_points {
             self.shared.wake.notify_one();

@@ -157,7 +157,7 @@ impl Sink for WebhookSink {
                 };
             }
         };
-        let now = crate::model::now_ms();
+        let now = crate::clock::wall_ms();
         let body = body(self.format, &alert, self.secret.as_deref(), now);
         let req = self
             .client

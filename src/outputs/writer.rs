@@ -18,8 +18,8 @@ use super::dead_letter::DeadLetter;
 use super::queue::{Batch, PointQueue};
 use super::retry::backoff;
 use super::sink::{SendOutcome, Sink};
+use crate::clock::wall_ms;
 use crate::health::WriterHealth;
-use crate::model::now_ms;
 use crate::rand::Jitter;
 
 #[derive(Debug, Clone)]
@@ -136,7 +136,7 @@ impl<S: Sink> Writer<S> {
                     blocking(|| self.queue.ack(batch.last_seq));
                     attempt = 0;
                     if let Some(since) = self.failing_since.take() {
-                        info!(sink = %self.sink.describe(), outage_s = (now_ms() - since) / 1000, "writes succeed again");
+                        info!(sink = %self.sink.describe(), outage_s = (wall_ms() - since) / 1000, "writes succeed again");
                     }
                 }
                 Delivery::Later {
@@ -152,7 +152,7 @@ impl<S: Sink> Writer<S> {
                         backoff(attempt, self.opts.retry_max, self.jitter.next_f64())
                     });
                     if self.failing_since.is_none() {
-                        self.failing_since = Some(now_ms());
+                        self.failing_since = Some(wall_ms());
                         warn!(sink = %self.sink.describe(), reason = %reason, retry_in_ms = wait.as_millis() as u64, "write failed; holding points and retrying");
                     } else {
                         tracing::debug!(reason = %reason, retry_in_ms = wait.as_millis() as u64, "write failed again");
@@ -182,7 +182,7 @@ impl<S: Sink> Writer<S> {
                 SendOutcome::Accepted => {
                     self.wh().written_points.fetch_add(lines as u64, Relaxed);
                     self.wh().batches.fetch_add(1, Relaxed);
-                    self.wh().last_success_ms.store(now_ms(), Relaxed);
+                    self.wh().last_success_ms.store(wall_ms(), Relaxed);
                 }
                 SendOutcome::TooLarge if lines > 1 => {
                     let mid = split_point(part) + start;

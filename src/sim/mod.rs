@@ -6,6 +6,7 @@
 //! pymodbus, a simulator we did not write; this one is for the demo only.
 
 pub mod scenario;
+pub mod story;
 
 use std::collections::BTreeMap;
 use std::future::{Ready, ready};
@@ -31,11 +32,30 @@ pub struct Regs {
 #[derive(Debug, Default)]
 pub struct Bank {
     units: Mutex<BTreeMap<u8, Regs>>,
+    /// Units taken off the bus: they do not answer (the story's sensor outage).
+    silent: Mutex<std::collections::BTreeSet<u8>>,
 }
 
 impl Bank {
     fn units(&self) -> std::sync::MutexGuard<'_, BTreeMap<u8, Regs>> {
         self.units.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a unit off the bus (it stops answering) or puts it back.
+    pub fn set_silent(&self, unit: u8, silent: bool) {
+        let mut s = self.silent.lock().unwrap_or_else(|p| p.into_inner());
+        if silent {
+            s.insert(unit);
+        } else {
+            s.remove(&unit);
+        }
+    }
+
+    fn is_silent(&self, unit: u8) -> bool {
+        self.silent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&unit)
     }
 
     /// Stores `value` in the register of `unit` as its profile describes it.
@@ -161,7 +181,7 @@ impl Service for BankService {
 
     fn call(&self, req: Self::Request) -> Self::Future {
         let known = self.0.units().contains_key(&req.slave);
-        if !known {
+        if !known || self.0.is_silent(req.slave) {
             return ready(Ok(None));
         }
         ready(self.0.answer(req.slave, req.request).map(Some))

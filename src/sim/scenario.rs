@@ -101,9 +101,12 @@ impl Scenario {
             "pm10" => pm10(w),
             "pm25" => 0.55 * pm10(self.walk(device, "pm10")) + 4.0 * w,
             "tsp" => 1.7 * pm10(self.walk(device, "pm10")) + 10.0 * w,
+            // Loud while the site works (07:00–19:00), quieter in the evening, quiet at night.
             "noise" => {
-                if day {
-                    63.0 + 6.0 * bump(h, 10.0, 2.0) + 4.0 * w
+                if (7.0..19.0).contains(&h) {
+                    61.0 + 5.0 * bump(h, 10.0, 2.0) + 3.0 * w
+                } else if day {
+                    52.0 + 3.0 * w
                 } else {
                     47.0 + 3.0 * w
                 }

@@ -141,6 +141,22 @@ fn path_str(path: &Path) -> String {
         .to_owned()
 }
 
+/// A fixed-offset zone in which it is 23:xx now, so the demo's 24-hour replay holds one whole
+/// story day (06:00–23:00) whatever the hour the test runs at.
+pub fn zone_where_it_is_late_evening() -> String {
+    let utc_hour = (now_ms() / 3_600_000).rem_euclid(24);
+    let mut offset = 23 - utc_hour;
+    if offset > 14 {
+        offset -= 24;
+    }
+    // The Etc zones' signs are inverted (POSIX): Etc/GMT-7 is UTC+7.
+    match offset {
+        0 => "Etc/GMT".to_string(),
+        o if o > 0 => format!("Etc/GMT-{o}"),
+        o => format!("Etc/GMT+{}", -o),
+    }
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     let since = SystemTime::now()

@@ -96,7 +96,8 @@ impl BusTask {
                 let dh = Arc::new(DeviceHealth::new(&d.id, &cfg.name));
                 health.add_device(dh.clone());
                 // Stagger first polls across the interval so devices do not all fire at once.
-                let offset = d.interval.mul_f64(f64::from(i as u32) / f64::from(n));
+                let offset =
+                    crate::clock::real(d.interval).mul_f64(f64::from(i as u32) / f64::from(n));
                 Device {
                     cfg: d.clone(),
                     meta,
@@ -337,6 +338,8 @@ impl BusTask {
         let bus = self.cfg.name.clone();
         let dev = &mut self.devices[idx];
         let now = Instant::now();
+        // The interval is a site duration: shorter waits in a demo replay (see `clock`).
+        let interval = crate::clock::real(dev.cfg.interval);
         let mut link = None;
         dev.health.polls.fetch_add(1, Relaxed);
         match outcome {
@@ -348,9 +351,9 @@ impl BusTask {
                 dev.failures = 0;
                 dev.health.set_state(DeviceState::Up);
                 dev.health.last_ok_ms.store(now_ms(), Relaxed);
-                let mut next = dev.next_due + dev.cfg.interval;
+                let mut next = dev.next_due + interval;
                 if next <= now {
-                    next = now + dev.cfg.interval;
+                    next = now + interval;
                 }
                 dev.next_due = next;
             }
@@ -362,7 +365,7 @@ impl BusTask {
                     dev.health.set_state(DeviceState::Down);
                     link = Some(false);
                 }
-                dev.next_due = now + backoff(dev.cfg.interval, dev.failures);
+                dev.next_due = now + backoff(interval, dev.failures);
             }
         }
         match (&problem, &dev.last_problem) {
