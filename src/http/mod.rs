@@ -86,6 +86,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/", get(page::index))
         .route("/status.css", get(page::css))
         .route("/status.js", get(page::js))
+        // No icon: an empty answer keeps browsers from logging a 404 on every visit.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::handler))
         .route("/api/status", get(api::status))

@@ -127,8 +127,10 @@
 
     fill('readings', data.readings.map(r => {
       const name = r.label ? r.label[lang] : r.metric;
+      // Switches (unit 0/1) read as on/off.
+      const v = r.unit === '0/1' ? t(r.value ? 'on' : 'off') : num(r.value) + (r.unit ? ' ' + r.unit : '');
       return row({ 'data-device': r.device, 'data-metric': r.metric }, [
-        r.device, name, el('td', 'num v', num(r.value) + (r.unit ? ' ' + r.unit : '')), limitText(r.limit), when(r.time)
+        r.device, name.charAt(0).toUpperCase() + name.slice(1), el('td', 'num v', v), limitText(r.limit), when(r.time)
       ], r.over || r.alert_open ? 'over' : '');
     }), 'no_readings', 5);
 
