@@ -542,12 +542,16 @@ async fn every_dashboard_query_returns_rows_on_the_demo_data() {
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_dustgate"));
     let dir = scratch_dir("dashboards-demo");
     let store = dir.join("store");
+    let zone = common::zone_where_it_is_late_evening();
     let args: Vec<String> = [
         "demo",
         "--speed",
         "1440",
         "--duration",
-        "80s",
+        "65s",
+        // A zone where it is 23:xx now: the replayed 24 hours hold one whole story day.
+        "--timezone",
+        &zone,
         "--influx-url",
         &influx.url(),
         "--influx-db",

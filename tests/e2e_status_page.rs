@@ -3,8 +3,7 @@
 //! monitor and relay module, `dustgate run` with a PM10 rule that switches the mist cannons.
 //! The page shows the device up and its latest values with the limit in force; when the
 //! simulator raises PM10 the open alert appears without a reload; the language switch turns
-//! every label; a screenshot is kept for review (target/status-page.png, and docs/ for the
-//! README). `/metrics` is parsed strictly as Prometheus text, and the `/api/*` answers carry the
+//! every label; a screenshot is kept for review (target/status-page.png). `/metrics` is parsed strictly as Prometheus text, and the `/api/*` answers carry the
 //! contract's fields.
 
 mod common;
@@ -967,10 +966,9 @@ async fn the_status_page_shows_devices_values_limits_alerts_in_two_languages() {
         "the screenshot is a PNG"
     );
     let root = common::repo_root();
-    let shots = [
-        root.join("target/status-page.png"),
-        root.join("docs/status-page.png"),
-    ];
+    // Only under target/: a test never rewrites tracked files (the README's picture comes
+    // from scripts/screenshot-demo).
+    let shots = [root.join("target/status-page.png")];
     for p in &shots {
         if let Some(d) = p.parent() {
             std::fs::create_dir_all(d).expect("create the screenshot dir");

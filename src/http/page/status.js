@@ -130,8 +130,12 @@
       // Switches (unit 0/1) read as on/off.
       const v = r.unit === '0/1' ? t(r.value ? 'on' : 'off') : num(r.value) + (r.unit ? ' ' + r.unit : '');
       return row({ 'data-device': r.device, 'data-metric': r.metric }, [
-        r.device, name.charAt(0).toUpperCase() + name.slice(1), el('td', 'num v', v), limitText(r.limit), when(r.time)
-      ], r.over || r.alert_open ? 'over' : '');
+        // "pH" keeps its case; "temperature" becomes "Temperature".
+        r.device, /[A-Z]/.test(name) ? name : name.charAt(0).toUpperCase() + name.slice(1),
+        el('td', 'num v', v), limitText(r.limit), when(r.time)
+      // Red with an open alert; amber when only this reading is above a level that is judged
+      // on a mean (one reading over a 24-h limit is not an exceedance).
+      ], r.alert_open ? 'over' : r.over ? 'high' : '');
     }), 'no_readings', 5);
 
     fill('devices', s.devices.map(d => row({ 'data-device': d.id, 'data-state': d.state }, [
