@@ -184,6 +184,18 @@ impl Health {
         }
     }
 
+    /// Every device's latest values, by device id: a copy, so the lock is not held while
+    /// they are turned into an answer.
+    pub fn latest_sorted(&self) -> Vec<LatestValues> {
+        let mut latest: Vec<LatestValues> = self
+            .latest
+            .lock()
+            .map(|l| l.values().cloned().collect())
+            .unwrap_or_default();
+        latest.sort_by(|a, b| a.device.id.cmp(&b.device.id));
+        latest
+    }
+
     /// The latest value of one metric of one device.
     pub fn latest_value(&self, device: &str, metric: &str) -> Option<(i64, f64)> {
         let latest = self.latest.lock().ok()?;

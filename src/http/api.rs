@@ -161,13 +161,7 @@ fn limit_json(l: &crate::pipeline::rules::Limit) -> Value {
 pub(super) async fn readings_latest(State(api): State<Arc<Api>>) -> Response {
     let now = now_ms();
     // A copy, so the lock on the latest values is not held while the rule engine is asked.
-    let mut latest: Vec<crate::health::LatestValues> = api
-        .health()
-        .latest
-        .lock()
-        .map(|l| l.values().cloned().collect())
-        .unwrap_or_default();
-    latest.sort_by(|a, b| a.device.id.cmp(&b.device.id));
+    let latest = api.health().latest_sorted();
     let catalog = Catalog::builtin();
     let mut out = Vec::new();
     for l in &latest {

@@ -362,13 +362,7 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         }
     }
 
-    // Latest values: a copy, so the lock is not held while writing.
-    let mut latest: Vec<crate::health::LatestValues> = health
-        .latest
-        .lock()
-        .map(|l| l.values().cloned().collect())
-        .unwrap_or_default();
-    latest.sort_by(|a, b| a.device.id.cmp(&b.device.id));
+    let latest = health.latest_sorted();
     let catalog = Catalog::builtin();
     e.family(
         "dustgate_reading",
