@@ -282,6 +282,16 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         let mut step = tokio::time::interval(Duration::from_millis(20));
         step.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_fill = tokio::time::Instant::now();
+        // Made once, outside the loop: a signal that comes between two steps is not missed.
+        let shutdown = super::shutdown_signal();
+        tokio::pin!(shutdown);
+        let deadline = async {
+            match stop_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
         loop {
             let stop = tokio::select! {
                 _ = step.tick() => {
@@ -298,8 +308,8 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
                     continue;
                 }
                 _ = report.tick() => false,
-                _ = super::shutdown_signal() => true,
-                _ = async { match stop_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => true,
+                _ = &mut shutdown => true,
+                _ = &mut deadline => true,
             };
             if stop {
                 break;
