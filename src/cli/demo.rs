@@ -57,6 +57,11 @@ pub struct DemoArgs {
     /// 1m when replaying fast).
     #[arg(long)]
     interval: Option<String>,
+    /// An MQTT broker (mqtt://host:port): the gate camera and the AI camera then publish their
+    /// events there, the gateway subscribes to them, and alerts are also published to
+    /// `dustgate/demo-site/alerts`. Without it the events are handed over in-process.
+    #[arg(long)]
+    mqtt_url: Option<String>,
     /// The simulated site's time zone (its day, its nights).
     #[arg(long, default_value = "Asia/Shanghai")]
     timezone: String,
@@ -133,6 +138,12 @@ fn site_toml(
             t,
             "  [[modbus.device]]\n  id = {:?}\n  unit = {}\n  profile = {:?}\n",
             d.id, d.unit, d.profile
+        );
+    }
+    if let Some(url) = &a.mqtt_url {
+        let _ = writeln!(
+            t,
+            "[[mqtt]]\nname = \"site-broker\"\nurl = {url:?}\nclient_id = \"dustgate-demo-site\"\n\n  [[mqtt.subscribe]]\n  topic = \"gate/+/vehicle\"\n  device = \"{{1}}\"\n  profile = \"gate-camera\"\n\n  [[mqtt.subscribe]]\n  topic = \"ai/+/detection\"\n  device = \"{{1}}\"\n  profile = \"ai-detector\"\n\n[alerts.mqtt]\nbroker = \"site-broker\"\ntopic = \"dustgate/{{site}}/alerts\"\n"
         );
     }
     t.push_str(DEMO_LINKAGE);
@@ -274,6 +285,10 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("status page: http://{}/", a.listen);
         println!("writing to {}; Ctrl-C to stop.", gw.destination);
 
+        let mqtt = match &a.mqtt_url {
+            Some(url) => Some(camera_client(url)?),
+            None => None,
+        };
         let started = tokio::time::Instant::now();
         let stop_at = duration.map(|d| started + d);
         let mut report = tokio::time::interval(Duration::from_secs(5));
@@ -297,7 +312,7 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
                 _ = step.tick() => {
                     let now = dustgate::clock::now_ms();
                     let h = local_hour(&tz, now);
-                    site.moments(&gw, &tz, last_h, h, now);
+                    site.moments(&gw, mqtt.as_ref(), &tz, (last_h, h), now);
                     last_h = h;
                     // New values about twice per poll (and at least once a real second).
                     if tokio::time::Instant::now() >= next_fill {
@@ -410,8 +425,16 @@ impl Site {
     }
 
     /// The moments of the story between local hours `from` and `to`: trucks at the gate and
-    /// the AI camera's detections, handed to the gateway as its MQTT sources would.
-    fn moments(&self, gw: &Gateway, tz: &jiff::tz::TimeZone, from: f64, to: f64, now: i64) {
+    /// the AI camera's detections, published on the broker (`mqtt`) or handed to the gateway
+    /// as its MQTT sources would.
+    fn moments(
+        &self,
+        gw: &Gateway,
+        mqtt: Option<&rumqttc::AsyncClient>,
+        tz: &jiff::tz::TimeZone,
+        (from, to): (f64, f64),
+        now: i64,
+    ) {
         if from == to {
             return;
         }
@@ -439,7 +462,20 @@ impl Site {
                     " without washing, uncovered"
                 }
             );
-            gw.pipeline.vehicles(std::slice::from_ref(&v));
+            match mqtt {
+                Some(c) => publish(
+                    c,
+                    "gate/gate-cam-01/vehicle",
+                    serde_json::json!({
+                        "time": v.time_ms, "plate": v.plate, "direction": v.direction,
+                        "gate": v.gate, "muck_truck": v.muck_truck, "covered": v.covered,
+                        "snapshot": v.snapshot,
+                    }),
+                ),
+                None => {
+                    gw.pipeline.vehicles(std::slice::from_ref(&v));
+                }
+            }
         }
         for s in story::SIGHTINGS {
             for (at, open) in [(s.open, true), (s.clear, false)] {
@@ -453,14 +489,25 @@ impl Site {
                     s.id,
                     if open { "seen" } else { "cleared" }
                 );
-                gw.pipeline.detections(&[dustgate::model::Detection {
-                    device: "ai-cam-01".into(),
-                    time_ms: now,
-                    kind: s.kind.into(),
-                    id: s.id.into(),
-                    open,
-                    snapshot: Some(format!("http://127.0.0.1/demo/snap/{}.jpg", s.id)),
-                }]);
+                let snapshot = format!("http://127.0.0.1/demo/snap/{}.jpg", s.id);
+                match mqtt {
+                    Some(c) => publish(
+                        c,
+                        "ai/ai-cam-01/detection",
+                        serde_json::json!({
+                            "time": now, "type": s.kind, "target": s.id, "image": snapshot,
+                            "event": if open { "open" } else { "cleared" },
+                        }),
+                    ),
+                    None => gw.pipeline.detections(&[dustgate::model::Detection {
+                        device: "ai-cam-01".into(),
+                        time_ms: now,
+                        kind: s.kind.into(),
+                        id: s.id.into(),
+                        open,
+                        snapshot: Some(snapshot),
+                    }]),
+                }
             }
         }
         for (at, what) in [
@@ -476,6 +523,41 @@ impl Site {
                 println!("[{}] {what}", hhmm(tz, now));
             }
         }
+    }
+}
+
+/// The cameras' MQTT connection (QoS 1, its event loop on a task of its own).
+fn camera_client(url: &str) -> anyhow::Result<rumqttc::AsyncClient> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .with_context(|| format!("--mqtt-url {url}: give mqtt://host:port"))?;
+    let (host, port) = rest
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .unwrap_or_else(|| (rest.trim_end_matches('/').to_string(), 1883));
+    let mut o = rumqttc::MqttOptions::new("dustgate-demo-cameras", host, port);
+    o.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = rumqttc::AsyncClient::new(o, 256);
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = events.poll().await {
+                tracing::warn!(error = %e, "demo cameras: MQTT connection");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+    Ok(client)
+}
+
+fn publish(c: &rumqttc::AsyncClient, topic: &str, payload: serde_json::Value) {
+    if let Err(e) = c.try_publish(
+        topic,
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        payload.to_string().into_bytes(),
+    ) {
+        eprintln!("demo: could not publish on {topic}: {e}");
     }
 }
 
