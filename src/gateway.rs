@@ -452,9 +452,7 @@ async fn report_health(
             .fold((0, 0), |(m, r), s| {
                 (m + s.messages.load(Relaxed), r + s.rejected.load(Relaxed))
             });
-        let lag_s = depth
-            .oldest_append_ms
-            .map_or(0, |t| (crate::clock::wall_ms() - t).max(0) / 1000);
+        let lag_s = depth.lag_s() as u64;
         info!(
             devices_up = up,
             devices = total,

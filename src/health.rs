@@ -307,12 +307,7 @@ impl Health {
                 });
             }
         }
-        let lag_s = depth
-            .oldest_append_ms
-            // A real delay: the store stamps appends with the wall clock.
-            .map_or(0.0, |t| {
-                ((crate::clock::wall_ms() - t).max(0) as f64) / 1000.0
-            });
+        let lag_s = depth.lag_s();
         let w = &self.writer;
         points.push(Point {
             series: tags("writer", "dustgate", None),

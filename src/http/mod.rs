@@ -52,17 +52,12 @@ impl Api {
         let queue = self.pipeline.queue();
         let depth = queue.depth();
         let w = &self.health().writer;
-        // The store stamps its appends with the wall clock (not the site clock of a demo
-        // replay), so the lag is measured against the wall clock too: it is a real delay.
-        let wall = jiff::Timestamp::now().as_millisecond();
         Uplink {
             points: depth.points,
             bytes: depth.bytes,
             // As in the `gateway` measurement: dropped at the store, and lost by the writer.
             dropped: queue.dropped_points() + w.lost_points.load(Relaxed),
-            lag_s: depth
-                .oldest_append_ms
-                .map_or(0.0, |t| (wall - t).max(0) as f64 / 1000.0),
+            lag_s: depth.lag_s(),
             written: w.written_points.load(Relaxed),
             dead_letter: w.dead_letter_points.load(Relaxed),
             retries: w.retries.load(Relaxed),

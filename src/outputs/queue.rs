@@ -20,6 +20,17 @@ pub struct Depth {
     pub oldest_append_ms: Option<i64>,
 }
 
+impl Depth {
+    /// Uplink lag: how long the oldest waiting point has waited, in seconds (0 when empty).
+    /// A real delay, so measured on the wall clock, as the store stamps its appends (not on
+    /// the site clock of a demo replay).
+    pub fn lag_s(&self) -> f64 {
+        self.oldest_append_ms.map_or(0.0, |t| {
+            (crate::clock::wall_ms() - t).max(0) as f64 / 1000.0
+        })
+    }
+}
+
 /// A run of chunks from the front of the queue, concatenated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
