@@ -114,6 +114,7 @@ pub struct RawInflux {
     pub timeout: Option<Sp<Duration>>,
     pub gzip: Option<Sp<bool>>,
     pub retry_max: Option<Sp<Duration>>,
+    pub create_database: Option<Sp<bool>>,
 }
 
 #[derive(Debug)]
@@ -212,6 +213,7 @@ pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> RawConfig {
             timeout: t.opt(cx, "timeout"),
             gzip: t.opt(cx, "gzip"),
             retry_max: t.opt(cx, "retry_max"),
+            create_database: t.opt(cx, "create_database"),
         });
         t.finish(cx);
     }

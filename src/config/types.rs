@@ -169,6 +169,8 @@ pub struct InfluxConfig {
     pub gzip: bool,
     /// Ceiling of the retry backoff.
     pub retry_max: Duration,
+    /// v1: `CREATE DATABASE` at start when the database is missing (as Telegraf does).
+    pub create_database: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -401,9 +401,20 @@ fn influx(cx: &mut Cx<'_>, i: RawInflux, base: &Path) -> Option<InfluxConfig> {
     let gzip = i
         .gzip
         .map_or_else(|| !url_is_loopback(url.as_deref()), |g| g.value);
+    // Creating a database is a v1 operation (`CREATE DATABASE`); a v2 bucket is the
+    // platform's to create, with its retention and its token's rights.
+    if let (Some(c), Some("v2")) = (&i.create_database, Some(api_name.as_str())) {
+        cx.error(
+            &c.span,
+            "influx.create_database",
+            "`create_database` is for api = \"v1\"; a v2 bucket is created on the server",
+        );
+    }
+    let create_database = i.create_database.is_some_and(|c| c.value);
     Some(InfluxConfig {
         url: url?,
         api: api?,
+        create_database,
         batch_size,
         flush_interval,
         timeout,
