@@ -358,3 +358,52 @@ async fn a_webhook_that_fails_for_a_while_still_gets_the_alert() {
     );
     s.gw.proc.stop();
 }
+
+/// A broker used only to publish alerts (no `[[mqtt.subscribe]]`) is accepted and delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_without_subscriptions_publishes_alerts() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port_plain(), "dustgate/pub-only/alerts", 1);
+    let (spec, _) = dust_monitor_unit(1);
+    let mut sim = ModbusSim::tcp(&json!({ "devices": [spec] }));
+    let dir = scratch_dir("alerts-publish-only");
+    let site = format!(
+        r#"[site]
+id = "pub-only"
+[store]
+dir = "store"
+commit_interval = "50ms"
+[[mqtt]]
+name = "out"
+url = "{}"
+[[modbus]]
+name = "tcp"
+transport = "tcp"
+address = "127.0.0.1:{}"
+interval = "1s"
+  [[modbus.device]]
+  id = "dust-01"
+  unit = 1
+  profile = "generic-dust-monitor"
+[[rule]]
+id = "pm10-high"
+metric = "pm10"
+above = 150
+clear = 120
+[alerts.mqtt]
+broker = "out"
+topic = "dustgate/{{site}}/alerts"
+"#,
+        broker.url_plain(),
+        sim.port()
+    );
+    let mut gw = Gateway::start(&dir, &site, &[]);
+    gw.wait_started();
+    set_pm10(&mut sim, 300);
+    eventually(
+        "the open alert on the topic of a broker with no subscription",
+        Duration::from_secs(30),
+        || async { (states(&mqtt_alerts(&sub)) == ["open"]).then_some(()) },
+    )
+    .await;
+}

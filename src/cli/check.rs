@@ -43,6 +43,12 @@ fn human_bytes(b: u64) -> String {
 pub fn describe(cfg: &Config) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "{} is valid.\n", cfg.file.display());
+    for w in &cfg.warnings {
+        let _ = writeln!(o, "warning: {w}");
+    }
+    if !cfg.warnings.is_empty() {
+        o.push('\n');
+    }
     let s = &cfg.site;
     let _ = write!(o, "site       {}", s.id);
     if let Some(n) = &s.name {

@@ -11,6 +11,9 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     super::init_logging("info");
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     super::install_crypto();
     let rt = super::runtime()?;
     rt.block_on(async {

@@ -81,6 +81,39 @@ mod tests {
         }
     }
 
+    fn load_ok(text: &str) -> Config {
+        let file = SourceFile::new("t.toml", None, text.to_string());
+        let mut profiles = ProfileLoader::new(vec![]);
+        match load_from(&file, &PathBuf::from("t.toml"), &mut profiles) {
+            Ok(c) => c,
+            Err(d) => panic!("expected a valid config, got:\n{d}"),
+        }
+    }
+
+    fn warnings(c: &Config) -> String {
+        let w: Vec<String> = c.warnings.iter().map(|d| d.to_string()).collect();
+        w.join("\n")
+    }
+
+    #[test]
+    fn a_broker_may_only_publish_alerts_or_take_commands() {
+        let c = load_ok(
+            "[site]\nid = \"s\"\n[[mqtt]]\nname = \"out\"\nurl = \"mqtt://127.0.0.1:1883\"\n[[mqtt]]\nname = \"cmd\"\nurl = \"mqtt://127.0.0.1:1884\"\n[[mqtt]]\nname = \"idle\"\nurl = \"mqtt://127.0.0.1:1885\"\n[alerts.mqtt]\nbroker = \"out\"\ntopic = \"a/{site}\"\n[control]\nbroker = \"cmd\"\ntopic = \"c/{site}\"\n",
+        );
+        assert_eq!(c.brokers.len(), 3);
+        assert!(c.brokers.iter().all(|b| b.subscriptions.is_empty()));
+        assert_eq!(
+            c.alerts.mqtt.as_ref().map(|m| m.broker.as_str()),
+            Some("out")
+        );
+        assert_eq!(c.control.mqtt, Some(("cmd".to_string(), "c/s".to_string())));
+        // Only the broker with no use at all is pointed out, as a warning.
+        assert_eq!(
+            warnings(&c),
+            "t.toml:9:1: mqtt[2].subscribe: broker \"idle\" has no [[mqtt.subscribe]] and is not used by [alerts.mqtt] or [control]: it only connects"
+        );
+    }
+
     #[test]
     fn a_minimal_site_loads_with_defaults() {
         let file = SourceFile::new("t.toml", None, "[site]\nid = \"s\"\n".to_string());

@@ -172,6 +172,20 @@ pub fn validate(
     }
 
     let site_id = site.as_ref().map_or("site", |s| s.id.as_str()).to_string();
+    // Brokers without a subscription: (name, span, key path), to warn about those with no use.
+    let idle_brokers: Vec<(String, Span, String)> = raw
+        .mqtt
+        .iter()
+        .filter(|b| b.subscribe.is_empty())
+        .filter_map(|b| {
+            let n = b.name.as_ref()?;
+            Some((
+                n.value.clone(),
+                b.span.clone(),
+                format!("{}.subscribe", b.path_key),
+            ))
+        })
+        .collect();
     let mut brokers = Vec::new();
     let mut broker_names: HashMap<String, usize> = HashMap::new();
     for b in raw.mqtt {
@@ -217,6 +231,18 @@ pub fn validate(
         )
     });
     let control = super::linkage::control(cx, raw.control, &site_id, &brokers, token);
+    let mut warnings = Vec::new();
+    for (name, span, key) in idle_brokers {
+        let publishes = alerts.mqtt.as_ref().is_some_and(|m| m.broker == name);
+        let commands = control.mqtt.as_ref().is_some_and(|(b, _)| *b == name);
+        if !publishes && !commands {
+            warnings.push(cx.file.diagnostic(
+                &span,
+                &key,
+                format!("broker \"{name}\" has no [[mqtt.subscribe]] and is not used by [alerts.mqtt] or [control]: it only connects"),
+            ));
+        }
+    }
 
     Some(Config {
         file: config_path.to_path_buf(),
@@ -232,6 +258,7 @@ pub fn validate(
         compliance,
         actuators,
         control,
+        warnings,
     })
 }
 
@@ -870,14 +897,9 @@ fn broker(
             Some(topic)
         }
     });
+    // A broker without subscriptions may still publish alerts or take `[control]` commands;
+    // one with no use at all is a warning (see `validate`).
     let mut subscriptions = Vec::new();
-    if b.subscribe.is_empty() {
-        cx.error(
-            &b.span,
-            &key("subscribe"),
-            "a broker needs at least one [[mqtt.subscribe]]",
-        );
-    }
     for s in &b.subscribe {
         let skey = |k: &str| format!("{}.{k}", s.path_key);
         let topic = s
