@@ -104,6 +104,27 @@ intervall = "5s"
 }
 
 #[test]
+fn check_accepts_a_sites_own_profile_without_marks_and_says_so() {
+    let dir = scratch_dir("check-unmarked");
+    let profile = "description = \"our meter\"\n[[register]]\nmetric = \"pm10\"\ntable = \"holding\"\naddress = 0\ntype = \"u16\"\n";
+    let site = "[site]\nid = \"s1\"\n[[modbus]]\nname = \"a\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\n  [[modbus.device]]\n  id = \"d1\"\n  unit = 1\n  profile = \"my-meter\"\n";
+    let config = write_site(&dir, site, &[("my-meter", profile.to_string())]);
+    let path = config.display().to_string();
+    let (code, out, err) = dustgate(&["check", "--config", &path]);
+    assert_eq!(code, 0, "stderr: {err}");
+    let prof = dir
+        .join("devices")
+        .join("my-meter.toml")
+        .display()
+        .to_string();
+    let note = format!(
+        "warning: {prof}:1:1: the site's profile \"my-meter\" gives no `source` and `confidence`: it counts as [U]"
+    );
+    assert!(out.contains(&note), "missing {note:?} in:\n{out}");
+    assert!(out.contains("profile my-meter [U]"), "{out}");
+}
+
+#[test]
 fn probe_reads_a_device_with_its_profile_and_raw() {
     let (spec, _) = dust_monitor_unit(1);
     let sim = ModbusSim::tcp(&json!({ "devices": [spec] }));

@@ -131,6 +131,7 @@ pub fn parse_json_profile(
     file: &Arc<SourceFile>,
     catalog: &Catalog,
     diags: &mut Diagnostics,
+    notes: &mut Vec<super::source::Diagnostic>,
 ) -> Option<JsonProfile> {
     let mut cx = Cx { file, diags };
     let doc = parse_document(&mut cx, &file.text)?;
@@ -144,20 +145,7 @@ pub fn parse_json_profile(
         return None;
     }
     let description = root.req::<String>(&mut cx, "description");
-    let source = root.req::<String>(&mut cx, "source");
-    let confidence = root.req::<String>(&mut cx, "confidence");
-    if let Some(c) = &confidence
-        && !matches!(c.value.as_str(), "P" | "S" | "U")
-    {
-        cx.error(
-            &c.span,
-            "confidence",
-            format!(
-                "unknown confidence \"{}\": expected \"P\", \"S\" or \"U\"",
-                c.value
-            ),
-        );
-    }
+    let (source, _confidence) = super::profile::read_marks(&mut cx, &mut root, name, notes);
     let _ = (
         root.opt::<String>(&mut cx, "vendor"),
         root.opt::<String>(&mut cx, "model"),
@@ -325,7 +313,7 @@ pub fn parse_json_profile(
         name: name.to_string(),
         origin: file.name.clone(),
         description: description?.value,
-        source: source?.value,
+        source: source?,
         timestamp: timestamp.map(|t| t.value),
         items: items.map(|t| t.value),
         kind,

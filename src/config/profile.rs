@@ -115,6 +115,8 @@ pub struct ProfileLoader {
     dirs: Vec<PathBuf>,
     cache: HashMap<String, Option<Arc<ModbusProfile>>>,
     json_cache: HashMap<String, Option<Arc<JsonProfile>>>,
+    /// Notes for `check` (a site's own profile without `source` or `confidence`), each once.
+    pub notes: Vec<Diagnostic>,
 }
 
 /// Why a profile could not be used.
@@ -132,6 +134,7 @@ impl ProfileLoader {
             dirs,
             cache: HashMap::new(),
             json_cache: HashMap::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -158,7 +161,7 @@ impl ProfileLoader {
         }
         let file = self.locate(name, diags)?;
         let before = diags.len();
-        let profile = parse_profile(name, &file, Catalog::builtin(), diags);
+        let profile = parse_profile(name, &file, Catalog::builtin(), diags, &mut self.notes);
         let result = (diags.len() == before)
             .then_some(profile)
             .flatten()
@@ -178,7 +181,7 @@ impl ProfileLoader {
         }
         let file = self.locate(name, diags)?;
         let before = diags.len();
-        let profile = parse_json_profile(name, &file, Catalog::builtin(), diags);
+        let profile = parse_json_profile(name, &file, Catalog::builtin(), diags, &mut self.notes);
         let result = (diags.len() == before)
             .then_some(profile)
             .flatten()
@@ -247,12 +250,75 @@ fn is_snake_case(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// Parses and validates one profile file. Problems go to `diags`.
+/// `source` and `confidence` of a profile. Both are required in the shipped library (a
+/// profile built into the binary); a site's own profile (a file on disk) may leave them out:
+/// unmarked counts as [U], and a note for `check` says so.
+pub(crate) fn read_marks(
+    cx: &mut Cx<'_>,
+    root: &mut TableReader<'_, '_>,
+    name: &str,
+    notes: &mut Vec<Diagnostic>,
+) -> (Option<String>, Option<Confidence>) {
+    let shipped = cx.file.path.is_none();
+    let (source, confidence) = if shipped {
+        (
+            root.req::<String>(cx, "source"),
+            root.req::<String>(cx, "confidence"),
+        )
+    } else {
+        (
+            root.opt::<String>(cx, "source"),
+            root.opt::<String>(cx, "confidence"),
+        )
+    };
+    let mut missing = Vec::new();
+    if !root.has("source") {
+        missing.push("`source`");
+    }
+    if !root.has("confidence") {
+        missing.push("`confidence`");
+    }
+    if !shipped && !missing.is_empty() {
+        notes.push(cx.file.diagnostic(
+            &(0..0),
+            "",
+            format!(
+                "the site's profile \"{name}\" gives no {}: it counts as [U] (unconfirmed: check its registers against the vendor's manual)",
+                missing.join(" and ")
+            ),
+        ));
+    }
+    let confidence = match confidence {
+        None if !shipped && !root.has("confidence") => Some(Confidence::Unconfirmed),
+        None => None,
+        Some(c) => match c.value.as_str() {
+            "P" => Some(Confidence::Primary),
+            "S" => Some(Confidence::Secondary),
+            "U" => Some(Confidence::Unconfirmed),
+            other => {
+                cx.error(
+                    &c.span,
+                    "confidence",
+                    format!("unknown confidence \"{other}\": expected \"P\", \"S\" or \"U\""),
+                );
+                None
+            }
+        },
+    };
+    let source = match source {
+        None if !shipped && !root.has("source") => Some(String::new()),
+        s => s.map(|s| s.value),
+    };
+    (source, confidence)
+}
+
+/// Parses and validates one profile file. Problems go to `diags`, notes for `check` to `notes`.
 pub fn parse_profile(
     name: &str,
     file: &Arc<SourceFile>,
     catalog: &Catalog,
     diags: &mut Diagnostics,
+    notes: &mut Vec<Diagnostic>,
 ) -> Option<ModbusProfile> {
     let mut cx = Cx { file, diags };
     let doc = parse_document(&mut cx, &file.text)?;
@@ -272,23 +338,7 @@ pub fn parse_profile(
     let description = root.req::<String>(&mut cx, "description");
     let vendor = root.opt::<String>(&mut cx, "vendor");
     let model = root.opt::<String>(&mut cx, "model");
-    let source = root.req::<String>(&mut cx, "source");
-    let confidence = root.req::<String>(&mut cx, "confidence").and_then(|c| {
-        let v = match c.value.as_str() {
-            "P" => Confidence::Primary,
-            "S" => Confidence::Secondary,
-            "U" => Confidence::Unconfirmed,
-            other => {
-                cx.error(
-                    &c.span,
-                    "confidence",
-                    format!("unknown confidence \"{other}\": expected \"P\", \"S\" or \"U\""),
-                );
-                return None;
-            }
-        };
-        Some(v)
-    });
+    let (source, confidence) = read_marks(&mut cx, &mut root, name, notes);
     let line = root.opt::<String>(&mut cx, "line");
     let max_read = root
         .opt::<i64>(&mut cx, "max_read")
@@ -499,7 +549,7 @@ pub fn parse_profile(
         description: description?.value,
         vendor: vendor.map(|v| v.value),
         model: model.map(|v| v.value),
-        source: source?.value,
+        source: source?,
         confidence: confidence?,
         line: line.map(|v| v.value),
         max_read: max_read.map(|v| v.value),
@@ -594,6 +644,51 @@ mod tests {
     }
 
     #[test]
+    fn a_sites_own_profile_may_leave_out_source_and_confidence() {
+        let modbus = "description = \"x\"\n[[register]]\nmetric = \"pm10\"\ntable = \"holding\"\naddress = 0\ntype = \"u16\"\n";
+        let json = "description = \"x\"\nsource = \"vendor sheet\"\n[[field]]\nmetric = \"pm10\"\npointer = \"/pm10\"\n";
+        // On disk beside the config: accepted as [U], with a note naming the profile.
+        let own = SourceFile::new(
+            "site/devices/m.toml",
+            Some(PathBuf::from("site/devices/m.toml")),
+            modbus.to_string(),
+        );
+        let (mut diags, mut notes) = (Diagnostics::default(), Vec::new());
+        let p = parse_profile("m", &own, Catalog::builtin(), &mut diags, &mut notes);
+        assert!(diags.is_empty(), "{diags}");
+        let p = p.expect("a site's unmarked profile loads");
+        assert_eq!(p.confidence, Confidence::Unconfirmed);
+        let notes: Vec<String> = notes.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            notes,
+            [
+                "site/devices/m.toml:1:1: the site's profile \"m\" gives no `source` and `confidence`: it counts as [U] (unconfirmed: check its registers against the vendor's manual)"
+            ]
+        );
+        let own_json = SourceFile::new(
+            "site/devices/j.toml",
+            Some(PathBuf::from("site/devices/j.toml")),
+            json.to_string(),
+        );
+        let mut notes = Vec::new();
+        let j = parse_json_profile("j", &own_json, Catalog::builtin(), &mut diags, &mut notes);
+        assert!(diags.is_empty() && j.is_some(), "{diags}");
+        assert!(
+            notes[0]
+                .to_string()
+                .contains("gives no `confidence`: it counts as [U]")
+        );
+        // The shipped library (built into the binary) still needs both marks.
+        let shipped = SourceFile::new("devices/m.toml (built in)", None, modbus.to_string());
+        let mut notes = Vec::new();
+        assert!(parse_profile("m", &shipped, Catalog::builtin(), &mut diags, &mut notes).is_none());
+        let all = diags.to_string();
+        assert!(all.contains("missing required key `source`"), "{all}");
+        assert!(all.contains("missing required key `confidence`"), "{all}");
+        assert!(notes.is_empty());
+    }
+
+    #[test]
     fn profile_problems_are_all_reported_with_positions() {
         let text = r#"description = "x"
 source = "y"
@@ -618,7 +713,7 @@ colour = "red"
 "#;
         let file = SourceFile::new("p.toml", None, text.to_string());
         let mut diags = Diagnostics::default();
-        parse_profile("p", &file, Catalog::builtin(), &mut diags);
+        parse_profile("p", &file, Catalog::builtin(), &mut diags, &mut Vec::new());
         let all = diags.to_string();
         assert!(
             all.contains("p.toml:3:14: confidence: unknown confidence \"Q\""),

@@ -231,7 +231,7 @@ pub fn validate(
         )
     });
     let control = super::linkage::control(cx, raw.control, &site_id, &brokers, token);
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<_> = profiles.notes.drain(..).collect();
     for (name, span, key) in idle_brokers {
         let publishes = alerts.mqtt.as_ref().is_some_and(|m| m.broker == name);
         let commands = control.mqtt.as_ref().is_some_and(|(b, _)| *b == name);
