@@ -115,6 +115,51 @@ mod tests {
     }
 
     #[test]
+    fn webhook_names_are_plain_unique_and_not_reserved() {
+        let hook =
+            |name: &str| format!("[[alerts.webhook]]\n{name}url = \"http://127.0.0.1:9/h\"\n");
+        let text = format!(
+            "[site]\nid = \"s\"\n{}{}{}{}{}{}{}",
+            hook("name = \"../x\"\n"),                         // 3
+            hook("name = \"mqtt\"\n"),                         // 6
+            hook("name = \"ops\"\n"),                          // 9
+            hook("name = \"ops\"\n"),                          // 12
+            hook(""),                                          // 15: webhook-4
+            hook("name = \"webhook-4\"\n"),                    // 17
+            hook(&format!("name = \"{}\"\n", "x".repeat(65))), // 20
+        );
+        let e = errors(&text);
+        assert!(
+            e.contains("t.toml:4:8: alerts.webhook[0].name: \"../x\" is not a webhook name: 1 to 64 of A-Z a-z 0-9 - _"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:7:8: alerts.webhook[1].name: \"mqtt\" is reserved: outbox/mqtt/ holds the [alerts.mqtt] queue"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:13:8: alerts.webhook[3].name: webhook name \"ops\" is already used at line 10"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:18:8: alerts.webhook[5].name: webhook name \"webhook-4\" is already used at line 15"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:21:8: alerts.webhook[6].name: \"xxxx"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 5, "{e}");
+        let c = load_ok(&format!(
+            "[site]\nid = \"s\"\n{}{}",
+            hook(""),
+            hook("name = \"Ops_2\"\n")
+        ));
+        let names: Vec<&str> = c.alerts.webhooks.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names, ["webhook-0", "Ops_2"]);
+    }
+
+    #[test]
     fn a_minimal_site_loads_with_defaults() {
         let file = SourceFile::new("t.toml", None, "[site]\nid = \"s\"\n".to_string());
         let c = load_from(

@@ -1185,8 +1185,11 @@ fn alerts(
         })
     });
     let mut webhooks = Vec::new();
+    // Each name becomes `[store].dir/outbox/<name>/`: (lowercased name, line) of those taken.
+    let mut names: HashMap<String, usize> = HashMap::new();
     for (i, w) in raw.webhooks.into_iter().enumerate() {
         let key = |k: &str| format!("{}.{k}", w.path_key);
+        let name = webhook_name(cx, &w, i, &mut names);
         let min_severity = severity(cx, &w.min_severity, &key("min_severity"));
         let format = match w.format.as_ref().map(|f| f.value.as_str()) {
             None | Some("generic") => Some(WebhookFormat::Generic),
@@ -1247,9 +1250,9 @@ fn alerts(
                 "a signing secret is for the dingtalk and feishu formats",
             );
         }
-        if let (Some(url), Some(format)) = (url, format) {
+        if let (Some(url), Some(format), Some(name)) = (url, format, name) {
             webhooks.push(Webhook {
-                name: w.name.map_or_else(|| format!("webhook-{i}"), |n| n.value),
+                name,
                 url,
                 format,
                 secret,
@@ -1265,4 +1268,60 @@ fn alerts(
         mqtt,
         webhooks,
     }
+}
+
+/// Outbox folders under `[store].dir/outbox/` that are not webhooks'.
+const RESERVED_OUTBOX_NAMES: &[&str] = &["mqtt"];
+
+/// A webhook's name (`webhook-<i>` when none is given): it names its outbox folder, so it is
+/// a plain word, unique among webhooks and not one of the other outboxes.
+fn webhook_name(
+    cx: &mut Cx<'_>,
+    w: &super::raw::RawWebhook,
+    i: usize,
+    taken: &mut HashMap<String, usize>,
+) -> Option<String> {
+    let key = format!("{}.name", w.path_key);
+    let (name, span, given) = match &w.name {
+        Some(n) => (n.value.clone(), n.span.clone(), true),
+        None => (format!("webhook-{i}"), w.span.clone(), false),
+    };
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !plain {
+        cx.error(
+            &span,
+            &key,
+            format!("\"{name}\" is not a webhook name: 1 to 64 of A-Z a-z 0-9 - _ (it names the folder outbox/<name>/ of the store)"),
+        );
+        return None;
+    }
+    let folded = name.to_ascii_lowercase();
+    if RESERVED_OUTBOX_NAMES.contains(&folded.as_str()) {
+        cx.error(
+            &span,
+            &key,
+            format!("\"{name}\" is reserved: outbox/{folded}/ holds the [alerts.mqtt] queue"),
+        );
+        return None;
+    }
+    let line = cx.file.position(span.start).0;
+    if let Some(other) = taken.get(&folded) {
+        let what = if given {
+            String::new()
+        } else {
+            " (the name given to an unnamed webhook): give this one a `name`".to_string()
+        };
+        cx.error(
+            &span,
+            &key,
+            format!("webhook name \"{name}\" is already used at line {other}{what}"),
+        );
+        return None;
+    }
+    taken.insert(folded, line);
+    Some(name)
 }
