@@ -125,6 +125,22 @@ fn check_accepts_a_sites_own_profile_without_marks_and_says_so() {
 }
 
 #[test]
+fn check_shows_a_patched_pack_rule_and_its_origin() {
+    let dir = scratch_dir("check-patch");
+    let site = "[site]\nid = \"s1\"\nstandards = [\"gb12523-2011\"]\n[[rule]]\nid = \"gb12523-day-leq\"\nabove = 65\n";
+    let config = write_site(&dir, site, &[]);
+    let path = config.display().to_string();
+    let (code, out, err) = dustgate(&["check", "--config", &path]);
+    assert_eq!(code, 0, "stderr: {err}");
+    for needle in [
+        "noise 20m leq > 65 dB(A) (06:00–22:00), warning — GB 12523-2011 表1 昼间 [P]",
+        "site patches of pack rules:\n  gb12523-day-leq: above 65 (site patch; pack gb12523-2011 had 70)\n",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+}
+
+#[test]
 fn probe_reads_a_device_with_its_profile_and_raw() {
     let (spec, _) = dust_monitor_unit(1);
     let sim = ModbusSim::tcp(&json!({ "devices": [spec] }));

@@ -274,6 +274,14 @@ pub fn describe(cfg: &Config) -> String {
             let _ = writeln!(o, "  {}{note}", describe_rule(r));
         }
     }
+    if !cfg.rule_patches.is_empty() {
+        let _ = writeln!(o, "\nsite patches of pack rules:");
+        for p in &cfg.rule_patches {
+            for line in p.lines() {
+                let _ = writeln!(o, "  {}: {line}", p.rule);
+            }
+        }
+    }
     let a = &cfg.alerts;
     if a.mqtt.is_some() || !a.webhooks.is_empty() {
         let _ = writeln!(o, "\nalerts ({:?}):", a.locale);

@@ -159,6 +159,114 @@ mod tests {
         assert_eq!(names, ["webhook-0", "Ops_2"]);
     }
 
+    const NOISE_SITE: &str = "[site]\nid = \"s\"\nstandards = [\"gb12523-2011\"]\n";
+
+    #[test]
+    fn a_site_rule_with_a_pack_rules_id_patches_only_the_keys_it_gives() {
+        use rules::{Aggregate, Condition};
+        let c = load_ok(&format!(
+            "{NOISE_SITE}[[rule]]\nid = \"gb12523-day-leq\"\nabove = 65\n[[rule]]\nid = \"gb12523-night-leq\"\nwhen = \"23:00-06:00\"\nseverity = \"critical\"\n[[rule]]\nid = \"gb12523-night-lmax\"\nenabled = false\n"
+        ));
+        let ids: Vec<&str> = c.rules.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["gb12523-day-leq", "gb12523-night-leq"]);
+        let day = &c.rules[0];
+        assert_eq!(day.condition, Condition::Above(65.0));
+        assert_eq!(day.threshold(), 65.0);
+        // Everything else is the pack's: metric, window, schedule, citation, severity.
+        assert_eq!(day.metric, "noise");
+        assert_eq!(day.window, Some(std::time::Duration::from_secs(20 * 60)));
+        assert_eq!(day.aggregate, Aggregate::Leq);
+        let when = day.when.expect("the pack's schedule is kept");
+        assert_eq!(
+            (when.start, when.end, when.days),
+            (6 * 60, 22 * 60, [true; 7])
+        );
+        assert_eq!(day.provenance.pack, "gb12523-2011");
+        assert_eq!(
+            day.provenance.standard.as_deref(),
+            Some("GB 12523-2011 表1 昼间")
+        );
+        assert_eq!(day.provenance.mark.as_deref(), Some("[P]"));
+        assert_eq!(day.severity.name(), "warning");
+        // The pack's titles state its number (">70"): with the limit moved they give way to
+        // the generic title, which shows the limit in force.
+        assert_eq!(
+            (day.title_zh.as_deref(), day.title_en.as_deref()),
+            (None, None)
+        );
+        let night = &c.rules[1];
+        assert_eq!(night.condition, Condition::Above(55.0));
+        let w = night.when.expect("schedule");
+        assert_eq!((w.start, w.end), (23 * 60, 6 * 60));
+        assert_eq!(night.severity.name(), "critical");
+        assert_eq!(
+            night.title_en.as_deref(),
+            Some("Night noise over 55 dB(A) (20-min Leq)")
+        );
+        let lines: Vec<String> = c
+            .rule_patches
+            .iter()
+            .flat_map(|p| p.lines().into_iter().map(|l| format!("{}: {l}", p.rule)))
+            .collect();
+        assert_eq!(
+            lines[0],
+            "gb12523-day-leq: above 65 (site patch; pack gb12523-2011 had 70)"
+        );
+        assert!(
+            lines.contains(&"gb12523-night-leq: when 23:00-06:00 mon tue wed thu fri sat sun (site patch; pack gb12523-2011 had 22:00-06:00 mon tue wed thu fri sat sun)".to_string()),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.contains(
+                &"gb12523-night-leq: severity critical (site patch; pack gb12523-2011 had warning)"
+                    .to_string()
+            ),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.contains(
+                &"gb12523-night-lmax: enabled false (site patch; pack gb12523-2011 had true)"
+                    .to_string()
+            ),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn a_patch_is_checked_with_positions() {
+        let e = errors(&format!(
+            "{NOISE_SITE}[[rule]]\nid = \"gb12523-day-leq\"\nabove = 65\nbelow = 30\nclear = 80\nwhen = \"later\"\ncolour = \"red\"\n[[rule]]\nid = \"not-in-any-pack\"\nabove = 1\n[[rule]]\nid = \"also-not\"\nenabled = false\n"
+        ));
+        assert!(
+            e.contains("t.toml:4:1: rule: give only one of `above`, `below` and `outside`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:9:8: rule[0].when: \"later\" is not a period"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:10:1: rule[0].colour: unknown key `colour`"),
+            "{e}"
+        );
+        // A rule of the site's own still needs its metric.
+        assert!(
+            e.contains("t.toml:11:1: rule[1].metric: missing required key `metric` in [rule[1]]"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:14:1: rule: rule \"also-not\" names no metric or condition, and no pack of [site].standards has it"),
+            "{e}"
+        );
+        let e = errors(&format!(
+            "{NOISE_SITE}[[rule]]\nid = \"gb12523-day-leq\"\nclear = 75\n"
+        ));
+        assert!(
+            e.contains("t.toml:6:9: rule[0].clear: `clear` must not be above the limit 70"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn a_minimal_site_loads_with_defaults() {
         let file = SourceFile::new("t.toml", None, "[site]\nid = \"s\"\n".to_string());

@@ -7,16 +7,17 @@ use std::time::Duration;
 
 use super::reader::{ByteSize, Cx, Sp, Span, TableReader};
 
-#[derive(Debug, Default)]
-pub struct RawConfig {
+#[derive(Default)]
+pub struct RawConfig<'t, 'i> {
     pub site: Option<RawSite>,
     pub influx: Option<RawInflux>,
     pub store: Option<RawStore>,
     pub http: Option<RawHttp>,
     pub modbus: Vec<RawBus>,
     pub mqtt: Vec<RawBroker>,
-    /// The site's own `[[rule]]`s, already read (their shape is the rule reader's business).
-    pub rules: Vec<Sp<super::rules::RuleConfig>>,
+    /// The site's own `[[rule]]` tables, read in stage two: one whose id is a pack rule's is a
+    /// patch of it, so they are read once the packs are known.
+    pub rules: Vec<TableReader<'t, 'i>>,
     pub alerts: Option<RawAlerts>,
     pub compliance: Option<super::linkage::RawCompliance>,
     pub actuators: Vec<super::linkage::RawActuator>,
@@ -165,7 +166,7 @@ pub struct RawDevice {
     pub down_after: Option<Sp<i64>>,
 }
 
-pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> RawConfig {
+pub fn read<'t, 'i>(cx: &mut Cx<'_>, root: &mut TableReader<'t, 'i>) -> RawConfig<'t, 'i> {
     let mut raw = RawConfig::default();
     if let Some(mut t) = root.table(cx, "site") {
         raw.site = Some(RawSite {
@@ -311,22 +312,7 @@ pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> RawConfig {
         b.finish(cx);
         raw.mqtt.push(broker);
     }
-    let background = raw
-        .site
-        .as_ref()
-        .and_then(|s| s.background.as_ref())
-        .map(|b| b.value.clone());
-    let site_prov = super::rules::Provenance {
-        pack: "site".into(),
-        standard: None,
-        source: None,
-        mark: None,
-    };
-    for t in root.tables(cx, "rule") {
-        if let Some(r) = super::rules::read_rule(cx, t, &site_prov, background.as_deref()) {
-            raw.rules.push(r);
-        }
-    }
+    raw.rules = root.tables(cx, "rule");
     if let Some(mut a) = root.table(cx, "alerts") {
         let mut alerts = RawAlerts {
             locale: a.opt(cx, "locale"),

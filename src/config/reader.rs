@@ -100,6 +100,14 @@ impl<'t, 'i> TableReader<'t, 'i> {
         self.table.get(key).is_some()
     }
 
+    /// A string value, if the key holds one, without marking the key as read.
+    pub fn peek_str(&self, key: &str) -> Option<&str> {
+        match self.table.get(key)?.get_ref() {
+            DeValue::String(s) => Some(s.as_ref()),
+            _ => None,
+        }
+    }
+
     /// The span of a key's value (the table's span if absent).
     pub fn table_span(&self, key: &str) -> Span {
         self.table.get(key).map_or(self.span.clone(), |v| v.span())

@@ -244,9 +244,194 @@ fn parse_date(cx: &mut Cx<'_>, v: Option<Sp<String>>, key: &str) -> Option<jiff:
 /// device (packs cannot know the site's regional feed).
 pub fn read_rule(
     cx: &mut Cx<'_>,
+    t: TableReader<'_, '_>,
+    provenance: &Provenance,
+    background_device: Option<&str>,
+) -> Option<Sp<RuleConfig>> {
+    read_rule_over(cx, t, provenance, background_device, None)
+}
+
+/// Reads a site's `[[rule]]` whose id is a pack rule's: a patch. Only the keys it gives
+/// change; everything else (metric, window, schedule, citation, severity, titles…) is the
+/// pack's. Gives the rule in force and what changed, for `check`.
+pub fn read_patch(
+    cx: &mut Cx<'_>,
+    t: TableReader<'_, '_>,
+    base: &RuleConfig,
+    background_device: Option<&str>,
+) -> Option<(Sp<RuleConfig>, RulePatch)> {
+    let r = read_rule_over(cx, t, &base.provenance, background_device, Some(base))?;
+    let patch = RulePatch::between(base, &r.value);
+    Some((r, patch))
+}
+
+/// What a site's patch changed in a pack's rule, for `check`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RulePatch {
+    pub rule: String,
+    pub pack: String,
+    /// (key, value in force, the pack's value), e.g. ("above", "65", "70").
+    pub changes: Vec<(String, String, String)>,
+}
+
+impl RulePatch {
+    fn between(pack: &RuleConfig, site: &RuleConfig) -> RulePatch {
+        let mut changes = Vec::new();
+        let mut diff = |key: &str, now: String, was: String| {
+            if now != was {
+                changes.push((key.to_string(), now, was));
+            }
+        };
+        let cond = |c: &Condition| match c {
+            Condition::Above(x) => format!("above {x}"),
+            Condition::Below(x) => format!("below {x}"),
+            Condition::Outside(lo, hi) => format!("outside [{lo}, {hi}]"),
+        };
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "none".to_string());
+        let dur = |d: Option<Duration>| opt(d.map(|d| format!("{d:?}")));
+        let sched = |w: &Option<Schedule>| {
+            opt(w.map(|w| {
+                let days: Vec<&str> = DAYS
+                    .iter()
+                    .zip(w.days)
+                    .filter_map(|(d, on)| on.then_some(*d))
+                    .collect();
+                format!(
+                    "{:02}:{:02}-{:02}:{:02} {}",
+                    w.start / 60,
+                    w.start % 60,
+                    w.end / 60,
+                    w.end % 60,
+                    days.join(" ")
+                )
+            }))
+        };
+        // The condition is shown as its key and number: "above 65 (… had 70)".
+        match (&site.condition, &pack.condition) {
+            (Condition::Above(a), Condition::Above(b)) if a != b => {
+                diff("above", a.to_string(), b.to_string())
+            }
+            (Condition::Below(a), Condition::Below(b)) if a != b => {
+                diff("below", a.to_string(), b.to_string())
+            }
+            (a, b) => diff("condition", cond(a), cond(b)),
+        }
+        diff("metric", site.metric.clone(), pack.metric.clone());
+        diff("devices", site.devices.join(" "), pack.devices.join(" "));
+        diff("window", dur(site.window), dur(pack.window));
+        diff(
+            "aggregate",
+            site.aggregate.name().into(),
+            pack.aggregate.name().into(),
+        );
+        diff(
+            "clear",
+            opt(site.clear.map(|c| c.to_string())),
+            opt(pack.clear.map(|c| c.to_string())),
+        );
+        diff("for", dur(Some(site.hold)), dur(Some(pack.hold)));
+        diff("when", sched(&site.when), sched(&pack.when));
+        diff(
+            "min_coverage",
+            site.min_coverage.to_string(),
+            pack.min_coverage.to_string(),
+        );
+        diff(
+            "max_per_day",
+            opt(site.max_per_day.map(|m| m.to_string())),
+            opt(pack.max_per_day.map(|m| m.to_string())),
+        );
+        diff(
+            "severity",
+            site.severity.name().into(),
+            pack.severity.name().into(),
+        );
+        diff("repeat", dur(site.repeat), dur(pack.repeat));
+        diff(
+            "background",
+            opt(site
+                .background
+                .as_ref()
+                .map(|b| format!("{}/{}", b.device, b.metric))),
+            opt(pack
+                .background
+                .as_ref()
+                .map(|b| format!("{}/{}", b.device, b.metric))),
+        );
+        diff(
+            "effective_from",
+            opt(site.effective_from.map(|d| d.to_string())),
+            opt(pack.effective_from.map(|d| d.to_string())),
+        );
+        diff(
+            "effective_until",
+            opt(site.effective_until.map(|d| d.to_string())),
+            opt(pack.effective_until.map(|d| d.to_string())),
+        );
+        diff(
+            "title",
+            opt(site.title_zh.clone()),
+            opt(pack.title_zh.clone()),
+        );
+        diff(
+            "title_en",
+            opt(site.title_en.clone()),
+            opt(pack.title_en.clone()),
+        );
+        diff(
+            "enabled",
+            site.enabled.to_string(),
+            pack.enabled.to_string(),
+        );
+        diff(
+            "actuate",
+            opt(site.actuate.clone()),
+            opt(pack.actuate.clone()),
+        );
+        diff(
+            "standard",
+            opt(site.provenance.standard.clone()),
+            opt(pack.provenance.standard.clone()),
+        );
+        diff(
+            "confidence",
+            opt(site.provenance.mark.clone()),
+            opt(pack.provenance.mark.clone()),
+        );
+        diff(
+            "source",
+            opt(site.provenance.source.clone()),
+            opt(pack.provenance.source.clone()),
+        );
+        RulePatch {
+            rule: site.id.clone(),
+            pack: pack.provenance.pack.clone(),
+            changes,
+        }
+    }
+
+    /// One line per change: `above 65 (site patch; pack gb12523-2011 had 70)`.
+    pub fn lines(&self) -> Vec<String> {
+        self.changes
+            .iter()
+            .map(|(k, now, was)| {
+                let now = if k == "condition" {
+                    now.clone()
+                } else {
+                    format!("{k} {now}")
+                };
+                format!("{now} (site patch; pack {} had {was})", self.pack)
+            })
+            .collect()
+    }
+}
+
+fn read_rule_over(
+    cx: &mut Cx<'_>,
     mut t: TableReader<'_, '_>,
     provenance: &Provenance,
     background_device: Option<&str>,
+    base: Option<&RuleConfig>,
 ) -> Option<Sp<RuleConfig>> {
     let span = t.span();
     let key = |k: &str| t.key_path(k);
@@ -265,12 +450,14 @@ pub fn read_rule(
     let id = t.req::<String>(cx, "id");
     // `{ id = "...", enabled = false }` alone switches a pack's rule off; `{ id, actuate }`
     // links a pack's rule to an actuator.
-    let switch_off = (t.has("enabled") || t.has("actuate"))
+    // A patch (`base`) needs none of the keys: what it leaves out is the pack's.
+    let switch_off = base.is_none()
+        && (t.has("enabled") || t.has("actuate"))
         && !t.has("metric")
         && !t.has("above")
         && !t.has("below")
         && !t.has("outside");
-    let metric = if switch_off {
+    let metric = if switch_off || base.is_some() {
         t.opt::<String>(cx, "metric")
     } else {
         t.req::<String>(cx, "metric")
@@ -300,6 +487,7 @@ pub fn read_rule(
     let actuate = t.opt::<String>(cx, "actuate");
     if let Some(a) = &actuate
         && provenance.pack != "site"
+        && base.is_none()
     {
         cx.error(&a.span, &k_act, "a standards pack cannot know the site's actuators: link a pack's rule in site.toml with `{ id = \"...\", actuate = \"...\" }`");
     }
@@ -373,6 +561,7 @@ pub fn read_rule(
                 None
             }
         },
+        (None, None, None) if base.is_some() => base.map(|b| b.condition),
         (None, None, None) => {
             cx.error(
                 &span,
@@ -390,13 +579,25 @@ pub fn read_rule(
             None
         }
     };
+    // A patch keeps the pack's `clear`, unless it gives its own.
+    let inherited_clear = base.and_then(|b| b.clear).filter(|_| clear.is_none());
+    let cond_span = [&above, &below]
+        .into_iter()
+        .flatten()
+        .map(|v| v.span.clone())
+        .chain(outside.as_ref().map(|o| o.span.clone()))
+        .next()
+        .unwrap_or_else(|| span.clone());
+    let clear = clear.or_else(|| inherited_clear.map(|c| Sp::new(c, cond_span)));
     if let (Some(c), Some(cond)) = (&clear, &condition) {
         let ok = match cond {
             Condition::Above(a) => c.value <= *a,
             Condition::Below(b) => c.value >= *b,
             Condition::Outside(..) => false,
         };
-        if !ok {
+        if !ok && inherited_clear.is_some() {
+            cx.error(&c.span, &k_clear, format!("the pack's `clear = {}` does not fit the new limit: give `clear` in this rule too", c.value));
+        } else if !ok {
             cx.error(&c.span, &k_clear, match cond {
                 Condition::Outside(..) => "`clear` is for `above` and `below` rules".to_string(),
                 Condition::Above(a) => format!("`clear` must not be above the limit {a}: the alert closes once the value falls to it"),
@@ -404,7 +605,13 @@ pub fn read_rule(
             });
         }
     }
+    let metric = metric.or_else(|| base.map(|b| Sp::new(b.metric.clone(), span.clone())));
     let metric_name = metric.as_ref().map(|m| m.value.clone()).unwrap_or_default();
+    let window_given = window.is_some();
+    let window = window.or_else(|| {
+        base.and_then(|b| b.window)
+            .map(|w| Sp::new(w, span.clone()))
+    });
     let aggregate = match (&aggregate, &window) {
         (Some(a), _) => match a.value.as_str() {
             "mean" => Some(Aggregate::Mean),
@@ -421,6 +628,12 @@ pub fn read_rule(
             }
         },
         (None, None) => Some(Aggregate::Each),
+        // A patch keeps the pack's aggregate, unless it gives a window to a per-reading rule.
+        (None, Some(_))
+            if base.is_some_and(|b| !window_given || b.aggregate != Aggregate::Each) =>
+        {
+            base.map(|b| b.aggregate)
+        }
         (None, Some(_)) if metric_name == "noise" => Some(Aggregate::Leq),
         (None, Some(_)) => Some(Aggregate::Mean),
     };
@@ -442,6 +655,7 @@ pub fn read_rule(
             "a window is longer than zero and at most 7 days",
         );
     }
+    let base_when = base.and_then(|b| b.when);
     let when_sched = when.as_ref().and_then(|w| match Schedule::parse(&w.value) {
         Ok((start, end)) => Some((start, end)),
         Err(e) => {
@@ -449,7 +663,15 @@ pub fn read_rule(
             None
         }
     });
-    let mut day_mask = [true; 7];
+    // A patch giving only `when` keeps the pack's days, and only `days` the pack's hours.
+    let when_sched = when_sched.or_else(|| {
+        base_when
+            .filter(|w| days.is_some() && (w.start, w.end) != (0, 1440))
+            .map(|w| (w.start, w.end))
+    });
+    let mut day_mask = base_when
+        .filter(|_| when.is_some())
+        .map_or([true; 7], |w| w.days);
     if let Some(d) = &days {
         day_mask = [false; 7];
         for name in &d.value {
@@ -474,6 +696,7 @@ pub fn read_rule(
             end: 1440,
             days: day_mask,
         }),
+        (None, false) if when.is_none() => base_when,
         (None, false) => None,
     };
     let min_coverage = match &min_coverage {
@@ -482,10 +705,10 @@ pub fn read_rule(
             0.75
         }
         Some(c) => c.value,
-        None => 0.75,
+        None => base.map_or(0.75, |b| b.min_coverage),
     };
     let severity = match &severity {
-        None => Some(Severity::Warning),
+        None => Some(base.map_or(Severity::Warning, |b| b.severity)),
         Some(s) => Severity::parse(&s.value).or_else(|| {
             cx.error(
                 &s.span,
@@ -499,15 +722,20 @@ pub fn read_rule(
         }),
     };
     let max_per_day = match &max_per_day {
-        None => None,
+        None => base.and_then(|b| b.max_per_day),
         Some(m) if m.value < 0 || m.value > 10_000 => {
             cx.error(&m.span, &k_mpd, "a count of exceedances a day, 0..=10000");
             None
         }
         Some(m) => Some(m.value as u32),
     };
-    let effective_from = parse_date(cx, from, "effective_from");
-    let effective_until = parse_date(cx, until, "effective_until");
+    let (from_given, until_given) = (from.is_some(), until.is_some());
+    let effective_from = parse_date(cx, from, "effective_from")
+        .or_else(|| base.filter(|_| !from_given).and_then(|b| b.effective_from));
+    let effective_until = parse_date(cx, until, "effective_until").or_else(|| {
+        base.filter(|_| !until_given)
+            .and_then(|b| b.effective_until)
+    });
     let id = id?;
     if id.value.is_empty() || id.value.contains(char::is_whitespace) {
         cx.error(&id.span, "id", "a rule id is one word, e.g. \"pm10-15m\"");
@@ -522,29 +750,46 @@ pub fn read_rule(
     if note.is_some() {
         prov.source = note.map(|n| n.value);
     }
+    let condition = condition?;
+    // A pack's titles often state its number ("Leq>70分贝"): a patch that moves the limit
+    // and gives no title of its own falls back to the generic one, which shows the limit.
+    let limit_moved = base.is_some_and(|b| b.condition != condition);
+    let (title_zh, title_en) = match base {
+        Some(b) if title_zh.is_none() && title_en.is_none() && !limit_moved => {
+            (b.title_zh.clone(), b.title_en.clone())
+        }
+        _ => (title_zh.map(|t| t.value), title_en.map(|t| t.value)),
+    };
     Some(Sp::new(
         RuleConfig {
             id: id.value,
             metric: metric?.value,
-            devices: devices.map(|d| d.value).unwrap_or_default(),
+            devices: devices
+                .map(|d| d.value)
+                .or_else(|| base.map(|b| b.devices.clone()))
+                .unwrap_or_default(),
             window: window.map(|w| w.value),
             aggregate: aggregate?,
-            condition: condition?,
+            condition,
             clear: clear.map(|c| c.value),
-            hold: hold.map_or(Duration::ZERO, |h| h.value),
+            hold: hold.map_or_else(|| base.map_or(Duration::ZERO, |b| b.hold), |h| h.value),
             when: schedule,
             min_coverage,
-            background,
+            background: background.or_else(|| base.and_then(|b| b.background.clone())),
             max_per_day,
             severity: severity?,
-            repeat: repeat.map(|r| r.value),
+            repeat: repeat
+                .map(|r| r.value)
+                .or_else(|| base.and_then(|b| b.repeat)),
             effective_from,
             effective_until,
-            title_zh: title_zh.map(|t| t.value),
-            title_en: title_en.map(|t| t.value),
+            title_zh,
+            title_en,
             provenance: prov,
-            enabled: enabled.is_none_or(|e| e.value),
-            actuate: actuate.map(|a| a.value),
+            enabled: enabled.map_or_else(|| base.is_none_or(|b| b.enabled), |e| e.value),
+            actuate: actuate
+                .map(|a| a.value)
+                .or_else(|| base.and_then(|b| b.actuate.clone())),
             patch: false,
         },
         span,

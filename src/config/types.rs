@@ -31,6 +31,8 @@ pub struct Config {
     pub compliance: Option<crate::pipeline::compliance::ComplianceParams>,
     pub actuators: Vec<super::linkage::ActuatorConfig>,
     pub control: super::linkage::ControlConfig,
+    /// What the site's patches changed in pack rules, for `check`.
+    pub rule_patches: Vec<super::rules::RulePatch>,
     /// What `check` points out without refusing the config (file:line:col and key path).
     pub warnings: Vec<super::source::Diagnostic>,
 }

@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use super::profile::{ProfileError, ProfileLoader, in_range};
 use super::raw::{RawBroker, RawBus, RawConfig, RawDevice, RawInflux};
+use super::reader::TableReader;
 use super::reader::{Cx, Sp, Span};
-use super::rules::{Pack, PackLoader, RuleConfig, Severity};
+use super::rules::{
+    Pack, PackLoader, Provenance, RuleConfig, RulePatch, Severity, read_patch, read_rule,
+};
 use super::types::*;
 use crate::sources::modbus::planner::Limits;
 
@@ -208,16 +211,12 @@ pub fn validate(
         }
     }
 
-    // Where each `actuate` is written, to point at it if it names no actuator.
-    let actuate_at: Vec<(String, String, Span)> = raw
-        .rules
-        .iter()
-        .filter_map(|r| {
-            let a = r.value.actuate.clone()?;
-            Some((r.value.id.clone(), a, r.span.clone()))
-        })
-        .collect();
-    let (rules, packs) = rules(cx, &raw_standards, raw.rules, &buses, &brokers, packs);
+    let Rules {
+        rules,
+        packs,
+        patches: rule_patches,
+        actuate_at,
+    } = rules(cx, &raw_standards, raw.rules, &buses, &brokers, packs);
     let alerts = alerts(cx, raw.alerts, base, &site_id, &brokers);
     let compliance = super::linkage::compliance(cx, raw.compliance);
     let actuators = super::linkage::actuators(cx, raw.actuators, &buses, &actuate_at);
@@ -258,6 +257,7 @@ pub fn validate(
         compliance,
         actuators,
         control,
+        rule_patches,
         warnings,
     })
 }
@@ -1006,17 +1006,26 @@ fn broker(
     })
 }
 
-/// The rules in force: each pack's rules in the order listed, a site rule with the same id
-/// replacing the pack's (and `enabled = false` switching it off), the site's other rules after.
+struct Rules {
+    rules: Vec<RuleConfig>,
+    packs: Vec<std::sync::Arc<Pack>>,
+    patches: Vec<RulePatch>,
+    /// Where each `actuate` is written, to point at it if it names no actuator.
+    actuate_at: Vec<(String, String, Span)>,
+}
+
+/// The rules in force: each pack's rules in the order listed, a site rule with a pack rule's
+/// id patching it (only the keys it gives change; `enabled = false` switches it off), the
+/// site's other rules after.
 #[allow(clippy::type_complexity)]
 fn rules(
     cx: &mut Cx<'_>,
     standards: &Option<(Option<Sp<Vec<String>>>, Option<String>)>,
-    site_rules: Vec<Sp<RuleConfig>>,
+    site_rules: Vec<TableReader<'_, '_>>,
     buses: &[BusConfig],
     brokers: &[MqttConfig],
     loader: &mut PackLoader,
-) -> (Vec<RuleConfig>, Vec<std::sync::Arc<Pack>>) {
+) -> Rules {
     let mut packs = Vec::new();
     let mut rules: Vec<RuleConfig> = Vec::new();
     if let Some((Some(list), background)) = standards {
@@ -1074,8 +1083,31 @@ fn rules(
             }
         }
     }
+    let background = standards.as_ref().and_then(|(_, b)| b.clone());
+    let site_prov = Provenance {
+        pack: "site".into(),
+        standard: None,
+        source: None,
+        mark: None,
+    };
+    let from_packs = rules.len();
+    let mut patches = Vec::new();
+    let mut actuate_at = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for r in site_rules {
+    for t in site_rules {
+        let of_pack = t
+            .peek_str("id")
+            .and_then(|id| rules[..from_packs].iter().position(|x| x.id == id));
+        let (r, patch) = match of_pack {
+            Some(i) => match read_patch(cx, t, &rules[i], background.as_deref()) {
+                Some((r, p)) => (r, Some(p)),
+                None => continue,
+            },
+            None => match read_rule(cx, t, &site_prov, background.as_deref()) {
+                Some(r) => (r, None),
+                None => continue,
+            },
+        };
         if let Some(line) = seen.get(&r.value.id) {
             cx.error(
                 &r.span,
@@ -1085,7 +1117,12 @@ fn rules(
             continue;
         }
         seen.insert(r.value.id.clone(), cx.file.position(r.span.start).0);
-        if !r.value.patch && !provided.contains(&r.value.metric) {
+        let metric_changed = patch
+            .as_ref()
+            .is_some_and(|p| p.changes.iter().any(|(k, _, _)| k == "metric"));
+        if (metric_changed || (patch.is_none() && !r.value.patch))
+            && !provided.contains(&r.value.metric)
+        {
             cx.error(
                 &r.span,
                 "rule",
@@ -1096,15 +1133,17 @@ fn rules(
             );
             continue;
         }
-        match rules.iter().position(|x| x.id == r.value.id) {
-            Some(i) if r.value.patch => {
-                rules[i].enabled &= r.value.enabled;
-                if r.value.actuate.is_some() {
-                    rules[i].actuate = r.value.actuate;
+        if let Some(a) = &r.value.actuate {
+            actuate_at.push((r.value.id.clone(), a.clone(), r.span.clone()));
+        }
+        match (of_pack, patch) {
+            (Some(i), Some(p)) => {
+                rules[i] = r.value;
+                if !p.changes.is_empty() {
+                    patches.push(p);
                 }
             }
-            Some(i) => rules[i] = r.value,
-            None if r.value.patch => cx.error(
+            _ if r.value.patch => cx.error(
                 &r.span,
                 "rule",
                 format!(
@@ -1112,11 +1151,16 @@ fn rules(
                     r.value.id
                 ),
             ),
-            None => rules.push(r.value),
+            _ => rules.push(r.value),
         }
     }
     rules.retain(|r| r.enabled);
-    (rules, packs)
+    Rules {
+        rules,
+        packs,
+        patches,
+        actuate_at,
+    }
 }
 
 fn severity(cx: &mut Cx<'_>, s: &Option<Sp<String>>, key: &str) -> Severity {
