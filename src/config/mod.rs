@@ -268,6 +268,36 @@ mod tests {
     }
 
     #[test]
+    fn an_mqtt_device_id_may_not_be_a_modbus_ones() {
+        let e = errors(&format!(
+            "{RELAY_SITE}[[mqtt]]\nname = \"m\"\nurl = \"mqtt://127.0.0.1:1883\"\n  [[mqtt.subscribe]]\n  topic = \"x/dust\"\n  device = \"dust-01\"\n  profile = \"json-dust-monitor\"\n"
+        ));
+        assert_eq!(
+            e,
+            "t.toml:20:12: mqtt[0].subscribe[0].device: device id \"dust-01\" is a Modbus device's (line 12): an MQTT device needs an id of its own"
+        );
+    }
+
+    #[test]
+    fn a_rule_device_glob_that_matches_nothing_is_a_warning() {
+        let rule = "[[rule]]\nid = \"r\"\nmetric = \"pm10\"\ndevices = [\"dust-*\", \"dsut-02\"]\nabove = 1\n";
+        let fixed = "[[mqtt]]\nname = \"m\"\nurl = \"mqtt://127.0.0.1:1883\"\n  [[mqtt.subscribe]]\n  topic = \"x/air\"\n  device = \"air-01\"\n  profile = \"json-dust-monitor\"\n";
+        let c = load_ok(&format!("{RELAY_SITE}{fixed}{rule}"));
+        assert_eq!(
+            warnings(&c),
+            "t.toml:25:11: rule[0].devices: device glob \"dsut-02\" matches no configured device (devices: relay-01, dust-01, air-01)"
+        );
+        // Ids taken from topics are known only at run time: nothing is said.
+        let c = load_ok(&format!(
+            "{RELAY_SITE}{}{rule}",
+            fixed
+                .replace("\"x/air\"", "\"x/+\"")
+                .replace("\"air-01\"", "\"{1}\"")
+        ));
+        assert_eq!(warnings(&c), "");
+    }
+
+    #[test]
     fn a_minimal_site_loads_with_defaults() {
         let file = SourceFile::new("t.toml", None, "[site]\nid = \"s\"\n".to_string());
         let c = load_from(

@@ -108,6 +108,20 @@ impl<'t, 'i> TableReader<'t, 'i> {
         }
     }
 
+    /// An array of strings, if the key holds one, without marking the key as read.
+    pub fn peek_str_list(&self, key: &str) -> Option<Vec<String>> {
+        match self.table.get(key)?.get_ref() {
+            DeValue::Array(items) => items
+                .iter()
+                .map(|i| match i.get_ref() {
+                    DeValue::String(s) => Some(s.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        }
+    }
+
     /// The span of a key's value (the table's span if absent).
     pub fn table_span(&self, key: &str) -> Span {
         self.table.get(key).map_or(self.span.clone(), |v| v.span())

@@ -189,6 +189,22 @@ pub fn validate(
             ))
         })
         .collect();
+    // A fixed MQTT device id must not be a Modbus device's: their series, "up" and alerts
+    // would mix.
+    for s in raw.mqtt.iter().flat_map(|b| &b.subscribe) {
+        if let Some(d) = &s.device
+            && let Some(line) = device_ids.get(&d.value)
+        {
+            cx.error(
+                &d.span,
+                &format!("{}.device", s.path_key),
+                format!(
+                    "device id \"{}\" is a Modbus device's (line {line}): an MQTT device needs an id of its own",
+                    d.value
+                ),
+            );
+        }
+    }
     let mut brokers = Vec::new();
     let mut broker_names: HashMap<String, usize> = HashMap::new();
     for b in raw.mqtt {
@@ -216,6 +232,7 @@ pub fn validate(
         packs,
         patches: rule_patches,
         actuate_at,
+        warnings: rule_warnings,
     } = rules(cx, &raw_standards, raw.rules, &buses, &brokers, packs);
     let alerts = alerts(cx, raw.alerts, base, &site_id, &brokers);
     let compliance = super::linkage::compliance(cx, raw.compliance);
@@ -231,6 +248,7 @@ pub fn validate(
     });
     let control = super::linkage::control(cx, raw.control, &site_id, &brokers, token);
     let mut warnings: Vec<_> = profiles.notes.drain(..).collect();
+    warnings.extend(rule_warnings);
     for (name, span, key) in idle_brokers {
         let publishes = alerts.mqtt.as_ref().is_some_and(|m| m.broker == name);
         let commands = control.mqtt.as_ref().is_some_and(|(b, _)| *b == name);
@@ -1012,6 +1030,7 @@ struct Rules {
     patches: Vec<RulePatch>,
     /// Where each `actuate` is written, to point at it if it names no actuator.
     actuate_at: Vec<(String, String, Span)>,
+    warnings: Vec<super::source::Diagnostic>,
 }
 
 /// The rules in force: each pack's rules in the order listed, a site rule with a pack rule's
@@ -1094,7 +1113,40 @@ fn rules(
     let mut patches = Vec::new();
     let mut actuate_at = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
+    // Device ids known at check time: Modbus devices and fixed MQTT ids. An id taken from a
+    // topic level or the payload is known only at run time; then no glob is reported.
+    let mut known: Vec<&str> = buses
+        .iter()
+        .flat_map(|b| b.devices.iter().map(|d| d.id.as_str()))
+        .collect();
+    let mut all_known = true;
+    for s in brokers.iter().flat_map(|b| &b.subscriptions) {
+        match &s.device {
+            DeviceFrom::Fixed(id) => known.push(id),
+            DeviceFrom::TopicLevel(_) | DeviceFrom::Pointer(_) => all_known = false,
+        }
+    }
+    let mut warnings = Vec::new();
     for t in site_rules {
+        if all_known && let Some(globs) = t.peek_str_list("devices") {
+            for g in globs
+                .iter()
+                .filter(|g| !known.iter().any(|d| super::rules::glob(g, d)))
+            {
+                warnings.push(cx.file.diagnostic(
+                    &t.table_span("devices"),
+                    &t.key_path("devices"),
+                    format!(
+                        "device glob \"{g}\" matches no configured device (devices: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
         let of_pack = t
             .peek_str("id")
             .and_then(|id| rules[..from_packs].iter().position(|x| x.id == id));
@@ -1160,6 +1212,7 @@ fn rules(
         packs,
         patches,
         actuate_at,
+        warnings,
     }
 }
 
