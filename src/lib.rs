@@ -15,5 +15,6 @@ pub mod model;
 pub mod outputs;
 pub mod pipeline;
 pub mod rand;
+pub mod register;
 pub mod sim;
 pub mod sources;

@@ -7,8 +7,40 @@ use std::time::Duration;
 use super::reader::{Cx, Sp, Span, TableReader};
 use super::rules::{Schedule, Severity};
 use super::types::{BusConfig, MqttConfig, Secret};
-use crate::pipeline::compliance::ComplianceParams;
-use crate::sources::modbus::registers::Table;
+use crate::register::Table;
+
+/// `[compliance]` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComplianceParams {
+    pub wash_min: Duration,
+    pub wash_lookback: Duration,
+    /// Flow (L/min) above which the wash station counts as running, without a pump signal.
+    pub wash_flow_min: f64,
+    /// A stretch this long without spray during activity is a violation.
+    pub wet_gap: Duration,
+    /// A detection open longer than this is a violation.
+    pub max_open: Duration,
+    /// Activity from the site's schedule, besides `earthwork_active`/`demolition_active` readings.
+    pub activity: Vec<Schedule>,
+    /// The share of site roads paved, declared by an inspector, and when.
+    pub paved: Option<(f64, jiff::civil::Date)>,
+    pub severity: Severity,
+}
+
+impl Default for ComplianceParams {
+    fn default() -> Self {
+        Self {
+            wash_min: Duration::from_secs(45),
+            wash_lookback: Duration::from_secs(600),
+            wash_flow_min: 10.0,
+            wet_gap: Duration::from_secs(600),
+            max_open: Duration::from_secs(1800),
+            activity: Vec::new(),
+            paved: None,
+            severity: Severity::Warning,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct RawCompliance {

@@ -11,8 +11,7 @@ use super::json_profile::{JsonProfile, parse_json_profile};
 use super::metrics::Catalog;
 use super::reader::{Cx, Sp, TableReader, parse_document};
 use super::source::{Diagnostic, Diagnostics, SourceFile};
-use crate::sources::modbus::planner::{Limits, Span, fits_address_space};
-use crate::sources::modbus::registers::{ByteOrder, Table, ValueType};
+use crate::register::{ByteOrder, Limits, Span, Table, ValueType, fits_address_space};
 
 include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 

@@ -8,8 +8,7 @@ use std::time::Duration;
 use super::json_profile::JsonProfile;
 use super::profile::ModbusProfile;
 use super::rules::{Pack, RuleConfig, Severity};
-pub use crate::pipeline::alerts::Locale;
-use crate::sources::modbus::planner::Limits;
+use crate::register::Limits;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -28,13 +27,31 @@ pub struct Config {
     pub packs: Vec<Arc<Pack>>,
     pub alerts: AlertsConfig,
     /// `[compliance]`: the six 100% are judged only when the section is present.
-    pub compliance: Option<crate::pipeline::compliance::ComplianceParams>,
+    pub compliance: Option<super::linkage::ComplianceParams>,
     pub actuators: Vec<super::linkage::ActuatorConfig>,
     pub control: super::linkage::ControlConfig,
     /// What the site's patches changed in pack rules, for `check`.
     pub rule_patches: Vec<super::rules::RulePatch>,
     /// What `check` points out without refusing the config (file:line:col and key path).
     pub warnings: Vec<super::source::Diagnostic>,
+}
+
+/// The language of alert texts (`[alerts].locale`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Locale {
+    #[default]
+    ZhCn,
+    En,
+}
+
+impl Locale {
+    pub fn parse(s: &str) -> Option<Locale> {
+        match s {
+            "zh-CN" | "zh" => Some(Locale::ZhCn),
+            "en" | "en-US" | "en-GB" => Some(Locale::En),
+            _ => None,
+        }
+    }
 }
 
 /// Where alerts go besides InfluxDB's `alert` measurement.

@@ -14,7 +14,7 @@ use super::rules::{
     Pack, PackLoader, Provenance, RuleConfig, RulePatch, Severity, read_patch, read_rule,
 };
 use super::types::*;
-use crate::sources::modbus::planner::Limits;
+use crate::register::Limits;
 
 const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
 

@@ -5,26 +5,10 @@
 use std::fmt::Write as _;
 
 use super::rules::{AlertEvent, AlertKind, AlertState};
+pub use crate::config::Locale;
 use crate::config::metrics::Catalog;
 use crate::config::rules::Aggregate;
 use crate::model::{FieldKey, FieldValue, Point, SeriesKey};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Locale {
-    #[default]
-    ZhCn,
-    En,
-}
-
-impl Locale {
-    pub fn parse(s: &str) -> Option<Locale> {
-        match s {
-            "zh-CN" | "zh" => Some(Locale::ZhCn),
-            "en" | "en-US" | "en-GB" => Some(Locale::En),
-            _ => None,
-        }
-    }
-}
 
 /// What every alert of a site shares.
 pub struct AlertContext {

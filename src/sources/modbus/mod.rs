@@ -3,5 +3,6 @@
 pub mod bus;
 pub mod link;
 pub mod planner;
-pub mod registers;
+/// The register types live at the crate root (config uses them too); the path is kept.
+pub use crate::register as registers;
 pub mod request;

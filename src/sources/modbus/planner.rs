@@ -7,43 +7,8 @@
 //! registers, and the greedy read covers the longest such prefix), which the property tests
 //! check against an exhaustive dynamic programme.
 
-use super::registers::Table;
-
-/// The registers (or bits) one value occupies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
-    pub table: Table,
-    pub address: u16,
-    /// At least 1.
-    pub count: u16,
-}
-
-impl Span {
-    fn end(&self) -> u32 {
-        u32::from(self.address) + u32::from(self.count)
-    }
-}
-
-/// Limits that shape a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest read in registers, at most 125 (bit tables are always limited to 2000 bits).
-    pub max_read: u16,
-    /// Largest hole between two values that one read may bridge.
-    pub max_gap: u16,
-    /// Read every value with its own request (for firmware that refuses multi-value reads).
-    pub read_singly: bool,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_read: 125,
-            max_gap: 0,
-            read_singly: false,
-        }
-    }
-}
+use crate::register::Table;
+pub use crate::register::{Limits, Span, fits_address_space};
 
 /// One Modbus read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,11 +95,6 @@ impl Plan {
     pub fn total_count(&self) -> u32 {
         self.reads.iter().map(|r| u32::from(r.count)).sum()
     }
-}
-
-/// Checks that spans end inside the 16-bit address space; used by config validation.
-pub fn fits_address_space(s: &Span) -> bool {
-    s.end() <= 0x1_0000
 }
 
 #[cfg(test)]

@@ -1,4 +1,8 @@
-//! Register tables, value types and byte orders, and the decoding of raw words into values.
+//! Register tables, value types and byte orders, the span a value occupies and the read limits
+//! of a device, and the decoding of raw words into values.
+//!
+//! Shared by the configuration (profiles name tables, types and orders; devices carry limits)
+//! and the Modbus source (planner, decoders), so neither depends on the other for them.
 //!
 //! Pure functions: no I/O. Decoding is on the hot path of every poll, so it works on the words
 //! in place without allocating.
@@ -266,6 +270,48 @@ pub fn encode(value: f64, ty: ValueType, order: ByteOrder) -> Vec<u16> {
         words.reverse();
     }
     words
+}
+
+/// The registers (or bits) one value occupies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub table: Table,
+    pub address: u16,
+    /// At least 1.
+    pub count: u16,
+}
+
+impl Span {
+    /// One past the last register (or bit) it occupies.
+    pub fn end(&self) -> u32 {
+        u32::from(self.address) + u32::from(self.count)
+    }
+}
+
+/// Limits that shape a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest read in registers, at most 125 (bit tables are always limited to 2000 bits).
+    pub max_read: u16,
+    /// Largest hole between two values that one read may bridge.
+    pub max_gap: u16,
+    /// Read every value with its own request (for firmware that refuses multi-value reads).
+    pub read_singly: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_read: 125,
+            max_gap: 0,
+            read_singly: false,
+        }
+    }
+}
+
+/// Checks that spans end inside the 16-bit address space; used by config validation.
+pub fn fits_address_space(s: &Span) -> bool {
+    s.end() <= 0x1_0000
 }
 
 #[cfg(test)]
