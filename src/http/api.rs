@@ -133,8 +133,8 @@ pub(super) async fn status(State(api): State<Arc<Api>>) -> Response {
         "written_points": up.written,
         "dead_letter_points": up.dead_letter,
         "readings": health.readings.load(Relaxed),
-        "open_alerts": api.pipeline.open_alerts().len(),
-        "compliance": api.pipeline.compliance_today().is_some(),
+        "open_alerts": api.site.open_alerts().len(),
+        "compliance": api.site.compliance_today().is_some(),
         "brokers": brokers,
     }))
     .into_response()
@@ -168,7 +168,7 @@ pub(super) async fn readings_latest(State(api): State<Arc<Api>>) -> Response {
         for (slot, value) in l.device.slots.iter().zip(&l.values) {
             let Some((t, v)) = value else { continue };
             let info = catalog.get(&slot.metric);
-            let limit = api.pipeline.limit_in_force(&l.device.id, &slot.metric, now);
+            let limit = api.site.limit_in_force(&l.device.id, &slot.metric, now);
             out.push(json!({
                 "device": l.device.id,
                 "metric": slot.metric,
@@ -190,7 +190,7 @@ pub(super) async fn alerts(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     match q.get("state").map(String::as_str) {
-        None | Some("open") => Json(Value::Array(api.pipeline.open_alerts_json())).into_response(),
+        None | Some("open") => Json(Value::Array(api.site.open_alerts_json(None))).into_response(),
         Some("closed") => error(
             StatusCode::BAD_REQUEST,
             "only open alerts are kept in memory: closed ones are in InfluxDB (measurement alert, state=closed)",
@@ -203,7 +203,7 @@ pub(super) async fn alerts(
 }
 
 pub(super) async fn compliance_today(State(api): State<Arc<Api>>) -> Response {
-    let Some((figures, declared)) = api.pipeline.compliance_today() else {
+    let Some((figures, declared)) = api.site.compliance_today() else {
         return error(
             StatusCode::NOT_FOUND,
             "the six 100% are not judged: add [compliance] to site.toml",

@@ -208,7 +208,7 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         "Alerts opened since start.",
         counter(&health.alerts_opened),
     );
-    let open = api.pipeline.open_alerts();
+    let open = api.site.open_alerts();
     e.family(
         "dustgate_open_alerts",
         Gauge,
@@ -402,7 +402,7 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         }
     }
 
-    let actuators = api.pipeline.actuators();
+    let actuators = api.site.actuators();
     e.family(
         "dustgate_actuator_on",
         Gauge,
@@ -416,7 +416,7 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         );
     }
 
-    if let Some((figures, _)) = api.pipeline.compliance_today() {
+    if let Some((figures, _)) = api.site.compliance_today() {
         e.family(
             "dustgate_compliance_percent",
             Gauge,
@@ -435,10 +435,11 @@ pub fn render(api: &Api, now_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::edge::SiteEdge;
     use crate::health::{BrokerHealth, DeviceHealth, DeviceState, Health};
     use crate::model::{DeviceMeta, Readings};
     use crate::outputs::queue::MemoryQueue;
-    use crate::pipeline::Pipeline;
+    use crate::pipeline::SiteCore;
 
     #[test]
     fn label_values_and_help_are_escaped() {
@@ -481,9 +482,14 @@ mod tests {
             values: vec![Some(186.0), Some(65.2)],
         });
         let queue = Arc::new(MemoryQueue::new(1 << 20, 100));
-        let pipeline = Arc::new(Pipeline::new(queue, health.clone()).with_site("s1", &[]));
+        let site = Arc::new(SiteEdge::new(
+            SiteCore::new("s1", &[]),
+            queue,
+            health.clone(),
+        ));
         let api = Api {
-            pipeline,
+            site: site.clone(),
+            control: site,
             site_id: "s1".into(),
             site_name: "工地".into(),
             tz: jiff::tz::TimeZone::UTC,

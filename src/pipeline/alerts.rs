@@ -103,8 +103,13 @@ impl AlertContext {
         ts.display_with_offset(offset).to_string()
     }
 
-    /// The message an inspector reads.
+    /// The message an inspector reads, in the site's alert language.
     pub fn message(&self, e: &AlertEvent) -> String {
+        self.message_in(e, self.locale)
+    }
+
+    /// The message in `locale` (the status page and the API render in the reader's).
+    pub fn message_in(&self, e: &AlertEvent, locale: Locale) -> String {
         let info = Catalog::builtin().get(&e.metric);
         let unit = info.map_or("", |i| i.unit.as_str());
         let unit_sp = if unit.is_empty() {
@@ -112,18 +117,18 @@ impl AlertContext {
         } else {
             format!(" {unit}")
         };
-        let label = info.map_or(e.metric.as_str(), |i| match self.locale {
+        let label = info.map_or(e.metric.as_str(), |i| match locale {
             Locale::ZhCn => i.zh.as_str(),
             Locale::En => i.en.as_str(),
         });
         let rule = e.rule.as_deref();
         let standard = rule.and_then(|r| r.provenance.standard.clone());
-        let title = rule.and_then(|r| match self.locale {
+        let title = rule.and_then(|r| match locale {
             Locale::ZhCn => r.title_zh.clone(),
             Locale::En => r.title_en.clone().or_else(|| r.title_zh.clone()),
         });
         let window = rule.and_then(|r| r.window.map(|w| (w.as_millis() as i64, r.aggregate)));
-        let how = match (window, self.locale) {
+        let how = match (window, locale) {
             (None, Locale::ZhCn) | (Some((_, Aggregate::Each)), Locale::ZhCn) => {
                 "实测值".to_string()
             }
@@ -154,7 +159,7 @@ impl AlertContext {
         } else {
             &self.site_name
         };
-        match self.locale {
+        match locale {
             Locale::ZhCn => {
                 let _ = write!(m, "【{site}】{} ", e.device);
                 match (e.kind, e.state) {
