@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -91,6 +92,9 @@ impl Gateway {
         let store = open_store(cfg)?;
         let queue: Arc<dyn PointQueue> = store.clone();
         let health = Arc::new(Health::default());
+        health
+            .offline_after_ms
+            .store(cfg.alerts.offline_after.as_millis() as i64, Relaxed);
         let outboxes = open_outboxes(cfg)?;
         let (coil_writers, mut coil_rx) = coil_channels(cfg);
         let site = Arc::new(build_site(
@@ -531,9 +535,8 @@ async fn report_health(
             now_ms(),
         );
         site.points(&points);
-        let (up, total) = health.devices_up();
+        let (up, total) = health.devices_up(now_ms());
         let w = &health.writer;
-        use std::sync::atomic::Ordering::Relaxed;
         let brokers = health.brokers();
         let connected = brokers
             .iter()

@@ -567,7 +567,7 @@ fn publish(c: &rumqttc::AsyncClient, topic: &str, payload: serde_json::Value) {
 
 fn summary(gw: &Gateway, tz: &jiff::tz::TimeZone) -> String {
     let h = &gw.health;
-    let (up, total) = h.devices_up();
+    let (up, total) = h.devices_up(dustgate::model::now_ms());
     let w = &h.writer;
     let pm10 = h
         .latest_value("dust-01", "pm10")

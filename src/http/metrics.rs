@@ -141,16 +141,24 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         1.0,
     );
 
+    // Up or not, for every device (one notion: `health::device_state`); devices that push
+    // have no bus label.
+    e.family(
+        "dustgate_device_up",
+        Gauge,
+        "1 while the device's data arrives, 0 when down (silent past [alerts].offline_after, or given up by its bus) or not heard from yet.",
+    );
+    for d in health.device_statuses(now_ms) {
+        let up = f64::from(u8::from(d.state == crate::health::DeviceState::Up));
+        match &d.bus {
+            Some(bus) => e.sample("dustgate_device_up", &[("device", &d.id), ("bus", bus)], up),
+            None => e.sample("dustgate_device_up", &[("device", &d.id)], up),
+        }
+    }
     // Polled (Modbus) devices. Devices that push over MQTT are counted per subscription.
     let devices = health.devices();
     type DeviceFigure = fn(&crate::health::DeviceHealth) -> f64;
-    let per_device: [(&str, Kind, &str, DeviceFigure); 6] = [
-        (
-            "dustgate_device_up",
-            Gauge,
-            "1 while the device answers its polls, 0 when down or not polled yet.",
-            |d| f64::from(u8::from(d.state() == crate::health::DeviceState::Up)),
-        ),
+    let per_device: [(&str, Kind, &str, DeviceFigure); 5] = [
         (
             "dustgate_polls_total",
             Counter,
@@ -497,7 +505,7 @@ mod tests {
         };
         let text = render(&api, 1_005_000);
         for line in [
-            "# HELP dustgate_device_up 1 while the device answers its polls, 0 when down or not polled yet.",
+            "# HELP dustgate_device_up 1 while the device's data arrives, 0 when down (silent past [alerts].offline_after, or given up by its bus) or not heard from yet.",
             "# TYPE dustgate_device_up gauge",
             "dustgate_device_up{device=\"dust-01\",bus=\"rs485-a\"} 1",
             "# TYPE dustgate_polls_total counter",

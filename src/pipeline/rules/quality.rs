@@ -61,6 +61,12 @@ fn ev(
     }
 }
 
+/// How long a device may be silent before it is offline: `[alerts].offline_after`, and at
+/// least three of its intervals. The status page's "up" uses the same figure.
+pub fn offline_after(offline_after_ms: i64, interval_ms: Option<i64>) -> i64 {
+    offline_after_ms.max(interval_ms.map_or(0, |i| 3 * i))
+}
+
 impl Quality {
     pub fn new(offline_after_ms: i64) -> Self {
         Self {
@@ -80,8 +86,7 @@ impl Quality {
     }
 
     fn offline_after(&self, d: &DeviceQ) -> i64 {
-        self.offline_after_ms
-            .max(d.interval_ms.map_or(0, |i| 3 * i))
+        offline_after(self.offline_after_ms, d.interval_ms)
     }
 
     /// Checks one reading; `false` when it is outside the sensor's range and must not be judged.

@@ -127,13 +127,22 @@ fn wind(t: i64) -> Readings {
     }
 }
 
+/// Points as `series field=value,... time`, with values in their Rust form (the core's output,
+/// before any encoder).
 fn lines(points: &[Point]) -> Vec<String> {
     points
         .iter()
         .map(|p| {
-            let mut b = Vec::new();
-            crate::outputs::line_protocol::encode_point(p, &mut b);
-            String::from_utf8(b).unwrap().trim_end().to_string()
+            let fields: Vec<String> = p
+                .fields
+                .iter()
+                .map(|(k, v)| match v {
+                    FieldValue::Float(f) => format!("{}={f}", k.as_str()),
+                    FieldValue::Bool(b) => format!("{}={b}", k.as_str()),
+                    FieldValue::Str(s) => format!("{}={s:?}", k.as_str()),
+                })
+                .collect();
+            format!("{} {} {}", p.series.as_str(), fields.join(","), p.time_ms)
         })
         .collect()
 }

@@ -95,6 +95,7 @@ impl BusTask {
                     slots_by_read[loc.read].push(slot);
                 }
                 let dh = Arc::new(DeviceHealth::new(&d.id, &cfg.name));
+                dh.interval_ms.store(d.interval.as_millis() as i64, Relaxed);
                 health.add_device(dh.clone());
                 // Stagger first polls across the interval so devices do not all fire at once.
                 let offset =
