@@ -134,6 +134,8 @@ pub struct MetricSlot {
     pub field: FieldKey,
     /// Index into [`DeviceMeta::series`].
     pub series: usize,
+    /// The device's measuring range for this metric; `None`: the metric's default.
+    pub range: Option<(f64, f64)>,
 }
 
 /// What the pipeline needs to know about a device to turn its readings into points. Built
@@ -168,6 +170,7 @@ impl DeviceMeta {
                 metric: (*metric).to_string(),
                 field: FieldKey::new(metric),
                 series,
+                range: None,
             });
         }
         let mut all_tags: Vec<(&str, &str)> = vec![("site", site_id), ("device", id)];
@@ -181,6 +184,16 @@ impl DeviceMeta {
             slots,
             series,
         }
+    }
+}
+
+impl DeviceMeta {
+    /// The device's own measuring ranges, slot by slot (from its profile).
+    pub fn with_ranges(mut self, ranges: impl IntoIterator<Item = Option<(f64, f64)>>) -> Self {
+        for (slot, r) in self.slots.iter_mut().zip(ranges) {
+            slot.range = r;
+        }
+        self
     }
 }
 

@@ -474,6 +474,7 @@ mod tests {
         d.set_state(DeviceState::Up);
         d.polls.store(12, Relaxed);
         d.poll_errors.store(1, Relaxed);
+        d.last_ok_ms.store(1_000_000, Relaxed);
         health.add_device(d);
         health.add_broker(Arc::new(BrokerHealth::new(
             "site-broker",

@@ -223,9 +223,13 @@ impl SiteCore {
             tracing::warn!(device = %r.device.id, invalid, "values that are not finite numbers after decoding were not written");
         }
         fx.points.extend(points);
+        // An impossible value (below the sensor's range) is written flagged, never used.
+        let usable = |slot: &crate::model::MetricSlot, v: f64| {
+            v.is_finite() && validate::flag(slot, v).judged()
+        };
         if let Some(a) = &mut self.aqi {
             for (slot, v) in r.device.slots.iter().zip(&r.values) {
-                if let Some(v) = v.filter(|v| v.is_finite())
+                if let Some(v) = v.filter(|v| usable(slot, *v))
                     && let Some(p) = a.reading(&r.device.id, &slot.metric, r.time_ms, v)
                 {
                     fx.points.push(p);
@@ -235,11 +239,19 @@ impl SiteCore {
         if let Some(j) = &mut self.judge {
             for (slot, v) in r.device.slots.iter().zip(&r.values) {
                 if let Some(v) = v {
-                    j.engine
-                        .reading(&r.device.id, &slot.metric, r.time_ms, *v, &mut self.events);
+                    // The quality checks see every value (they raise the out-of-range alert);
+                    // the rules only judged ones.
+                    j.engine.reading_in_range(
+                        &r.device.id,
+                        &slot.metric,
+                        r.time_ms,
+                        *v,
+                        validate::range_of(slot),
+                        &mut self.events,
+                    );
                     if let Some(c) = &mut j.compliance
                         && Compliance::wants(&slot.metric)
-                        && v.is_finite()
+                        && usable(slot, *v)
                     {
                         c.reading(&r.device.id, &slot.metric, r.time_ms, *v);
                     }

@@ -257,11 +257,25 @@ impl Engine {
         v: f64,
         out: &mut Vec<AlertEvent>,
     ) {
+        self.reading_in_range(device, metric, t, v, None, out);
+    }
+
+    /// Feeds one reading of a device whose own measuring range is `range` (`None`: the
+    /// metric's default).
+    pub fn reading_in_range(
+        &mut self,
+        device: &str,
+        metric: &str,
+        t: i64,
+        v: f64,
+        range: Option<(f64, f64)>,
+        out: &mut Vec<AlertEvent>,
+    ) {
         if !v.is_finite() {
             return;
         }
-        if !self.quality.reading(device, metric, t, v, out) {
-            // Outside the sensor's range: flagged, not judged.
+        if !self.quality.reading(device, metric, t, v, range, out) {
+            // Below the sensor's range (negative dust): impossible, flagged, not judged.
             return;
         }
         let route = self.route(device, metric);

@@ -463,3 +463,78 @@ fn a_manual_override_is_bounded_and_a_missing_actuator_refused() {
         Err(OverrideError::NoActuators)
     );
 }
+
+#[test]
+fn a_value_above_the_sensors_range_is_flagged_and_judged_a_negative_one_flagged_not_judged() {
+    let mut s = site();
+    let t = t0();
+    let init = fx(|f| s.restore(Saved::default(), t, f));
+    s.switched(
+        &init.coil_writes[0].switch,
+        Ok(vec![false]),
+        t,
+        &mut Effects::default(),
+    );
+    // A sand episode: PM10 1,500 µg/m³ on a monitor that measures up to 1,000 (the default).
+    let t1 = t + 70_000;
+    let e = fx(|f| s.readings(&dust(t1, 1500.0, 90.0), t1, f));
+    assert_eq!(
+        lines(&e.points)[0],
+        format!("air,device=dust-01,site=cd-jj-0017 pm10=1500,pm10_flag=\"T\",pm25=90 {t1}")
+    );
+    let opened: Vec<AlertKind> = e
+        .alerts
+        .iter()
+        .filter(|a| a.event.state == AlertState::Open)
+        .map(|a| a.event.kind)
+        .collect();
+    assert!(
+        opened.contains(&AlertKind::Threshold) && opened.contains(&AlertKind::OutOfRange),
+        "the PM10 rule judges it, and the range alert says so: {opened:?}"
+    );
+    assert_eq!(e.coil_writes.len(), 1, "the mist cannons switch on");
+    assert!(e.coil_writes[0].switch.on);
+
+    // Negative dust: impossible, written with flag D, not judged (the PM10 alert stays as it
+    // was: neither cleared by -5 nor raised).
+    let mut s = site();
+    let e = fx(|f| s.readings(&dust(t1, -5.0, 20.0), t1, f));
+    assert_eq!(
+        lines(&e.points)[0],
+        format!("air,device=dust-01,site=cd-jj-0017 pm10=-5,pm10_flag=\"D\",pm25=20 {t1}")
+    );
+    assert!(
+        e.alerts
+            .iter()
+            .all(|a| a.event.kind == AlertKind::OutOfRange),
+        "{:?}",
+        e.alerts
+    );
+    assert!(e.coil_writes.iter().all(|w| !w.switch.on));
+
+    // A device whose own range reaches 10,000 µg/m³ (a profile's `range`): no flag.
+    let meta = Arc::new(
+        DeviceMeta::new("dust-02", "cd-jj-0017", &[], &[("pm10", "air")])
+            .with_ranges([Some((0.0, 10_000.0))]),
+    );
+    let e = fx(|f| {
+        s.readings(
+            &Readings {
+                device: meta,
+                time_ms: t1,
+                values: vec![Some(1500.0)],
+            },
+            t1,
+            f,
+        )
+    });
+    assert_eq!(
+        lines(&e.points)[0],
+        format!("air,device=dust-02,site=cd-jj-0017 pm10=1500 {t1}")
+    );
+    assert!(
+        e.alerts
+            .iter()
+            .all(|a| a.event.kind != AlertKind::OutOfRange)
+    );
+}

@@ -87,7 +87,10 @@ impl BusTask {
                     .iter()
                     .map(|r| (r.metric.as_str(), r.measurement.as_str()))
                     .collect();
-                let meta = Arc::new(DeviceMeta::new(&d.id, site_id, &tags, &metrics));
+                let meta = Arc::new(
+                    DeviceMeta::new(&d.id, site_id, &tags, &metrics)
+                        .with_ranges(d.profile.registers.iter().map(|r| r.range)),
+                );
                 let spans: Vec<_> = d.profile.registers.iter().map(|r| r.span()).collect();
                 let plan = planner::plan(&spans, &d.limits);
                 let mut slots_by_read = vec![Vec::new(); plan.reads.len()];

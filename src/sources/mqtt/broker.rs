@@ -475,12 +475,15 @@ impl BrokerTask {
             crate::config::json_profile::JsonKind::Vehicle(_)
             | crate::config::json_profile::JsonKind::Detection { .. } => Vec::new(),
         };
-        let meta = Arc::new(DeviceMeta::new(
-            device,
-            &self.site_id,
-            &self.site_tags,
-            &metrics,
-        ));
+        let ranges: Vec<Option<(f64, f64)>> = match &sub.profile.kind {
+            crate::config::json_profile::JsonKind::Readings(fields) => {
+                fields.iter().map(|f| f.range).collect()
+            }
+            _ => Vec::new(),
+        };
+        let meta = Arc::new(
+            DeviceMeta::new(device, &self.site_id, &self.site_tags, &metrics).with_ranges(ranges),
+        );
         if self.devices[idx].len() < MAX_CACHED_DEVICES {
             self.devices[idx].insert(device.to_string(), meta.clone());
         }
