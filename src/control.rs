@@ -12,7 +12,18 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::pipeline::Pipeline;
+/// Whoever can apply a manual override (the site edge): the MQTT command topic and the HTTP
+/// endpoint both go through it.
+pub trait Overrides: Send + Sync {
+    /// `Some(on)` for `for_`, or `None` to hand back to the rules. Returns until when it holds.
+    fn override_actuator(
+        &self,
+        id: &str,
+        on: Option<bool>,
+        for_: Duration,
+        by: &str,
+    ) -> Result<Option<i64>, String>;
+}
 
 const DEFAULT_FOR: Duration = Duration::from_secs(30 * 60);
 
@@ -68,8 +79,8 @@ pub fn parse(body: &[u8], actuator: Option<&str>, default_by: &str) -> Result<Co
 }
 
 /// Applies a command. `Ok` says what happens, for the caller's answer.
-pub fn apply(pipeline: &Pipeline, c: &Command) -> Result<Value, String> {
-    let until = pipeline.override_actuator(&c.actuator, c.on, c.for_, &c.by)?;
+pub fn apply(site: &dyn Overrides, c: &Command) -> Result<Value, String> {
+    let until = site.override_actuator(&c.actuator, c.on, c.for_, &c.by)?;
     Ok(serde_json::json!({
         "actuator": c.actuator,
         "state": match c.on { Some(true) => "on", Some(false) => "off", None => "auto" },

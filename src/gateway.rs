@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -11,6 +12,8 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::Config;
+use crate::config::rules::Severity;
+use crate::edge::{CoilSender, SiteEdge};
 use crate::health::Health;
 use crate::model::now_ms;
 use crate::outputs::dead_letter::DeadLetter;
@@ -26,7 +29,8 @@ use crate::pipeline::alerts::AlertContext;
 use crate::pipeline::aqi::Aqi;
 use crate::pipeline::compliance::Compliance;
 use crate::pipeline::rules::Engine;
-use crate::pipeline::{CoilWrite, Judge, Pipeline};
+use crate::pipeline::{CoilWrite, Judge, SiteCore};
+use crate::sources::ingest::Ingest;
 use crate::sources::modbus::bus::BusTask;
 use crate::sources::mqtt::broker::{BrokerTask, MqttSetupError};
 
@@ -54,7 +58,8 @@ enum OutputSink {
 pub struct Gateway {
     pub health: Arc<Health>,
     pub queue: Arc<dyn PointQueue>,
-    pub pipeline: Arc<Pipeline>,
+    /// The site core behind its edge: sources hand readings in through it.
+    pub site: Arc<SiteEdge>,
     /// Where points are written, for people.
     pub destination: String,
     store: Arc<DiskStore>,
@@ -64,6 +69,7 @@ pub struct Gateway {
     sources: Vec<JoinHandle<()>>,
     http: JoinHandle<()>,
     http_stop: watch::Sender<bool>,
+    ticker: JoinHandle<()>,
     reporter: JoinHandle<()>,
     writer: JoinHandle<()>,
     /// Alert outputs: their writers and queues.
@@ -71,9 +77,10 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts every task. Must be called inside a Tokio runtime.
+    /// Starts every task. Must be called inside a Tokio runtime. Build everything that can
+    /// fail first (secrets, URLs, TLS files, the store), then spawn.
     pub fn start(cfg: &Config) -> Result<Gateway, StartError> {
-        let batch_size = cfg.influx.as_ref().map_or(5000, |i| i.batch_size);
+        // Build.
         let control_token = cfg
             .control
             .token
@@ -81,253 +88,71 @@ impl Gateway {
             .map(|t| t.resolve())
             .transpose()
             .map_err(StartError::Control)?;
-        // Secrets and URLs are checked before anything opens.
         let influx = cfg.influx.as_ref().map(InfluxSink::new).transpose()?;
-        let store = Arc::new(DiskStore::open(
-            &cfg.store.dir,
-            cfg.store.max_size,
-            batch_size,
-            cfg.store.commit_interval,
-        )?);
+        let store = open_store(cfg)?;
         let queue: Arc<dyn PointQueue> = store.clone();
         let health = Arc::new(Health::default());
-        let mut pipeline =
-            Pipeline::new(queue.clone(), health.clone()).with_site(&cfg.site.id, &cfg.site.tags);
-        if !cfg.rules.is_empty() || cfg.compliance.is_some() {
-            let mut engine = Engine::new(cfg.rules.clone(), cfg.site.timezone.clone());
-            engine.set_background_device(cfg.site.background.clone());
-            engine.set_offline_after(cfg.alerts.offline_after.as_millis() as i64);
-            let now = now_ms();
-            for b in &cfg.buses {
-                for d in &b.devices {
-                    engine.register_device(&d.id, Some(d.interval.as_millis() as i64), now);
-                }
-            }
-            let ctx = AlertContext {
-                site_id: cfg.site.id.clone(),
-                site_name: cfg.site.name.clone().unwrap_or_default(),
-                site_tags: cfg.site.tags.clone(),
-                tz: cfg.site.timezone.clone(),
-                locale: cfg.alerts.locale,
-            };
-            let mut judge = Judge::new(engine, ctx);
-            if let Some(p) = &cfg.compliance {
-                judge =
-                    judge.with_compliance(Compliance::new(p.clone(), cfg.site.timezone.clone()));
-            }
-            pipeline = pipeline.with_rules(judge.with_state(&cfg.store.dir, now));
-        }
-        let forced = cfg.packs.iter().find_map(|p| p.aqi.clone());
-        let aqi = Aqi::new(
-            &cfg.site.id,
-            &cfg.site.tags,
-            cfg.site.timezone.clone(),
-            forced,
-        );
-        let mut pipeline = pipeline.with_aqi(aqi);
-        // Alert outputs, each behind its own durable queue (`[store].dir/outbox/<name>/`).
-        let open_outbox = |name: &str| {
-            DiskStore::open(
-                &cfg.store.dir.join("outbox").join(name),
-                256 << 20,
-                1,
-                cfg.store.commit_interval,
-            )
-            .map(Arc::new)
-        };
-        let mut outbox_stores: Vec<(String, Arc<DiskStore>)> = Vec::new();
-        if let Some(m) = &cfg.alerts.mqtt {
-            let store = open_outbox("mqtt")?;
-            pipeline = pipeline.with_outbox(m.min_severity, store.clone());
-            outbox_stores.push(("mqtt".to_string(), store));
-        }
-        for w in &cfg.alerts.webhooks {
-            let store = open_outbox(&w.name)?;
-            pipeline = pipeline.with_outbox(w.min_severity, store.clone());
-            outbox_stores.push((w.name.clone(), store));
-        }
-        // Linkage: one channel per bus that owns a relay device.
-        let mut coil_rx: HashMap<String, mpsc::UnboundedReceiver<CoilWrite>> = HashMap::new();
-        if !cfg.actuators.is_empty() {
-            let mut writers = HashMap::new();
-            for bus in &cfg.buses {
-                let devices: Vec<&str> = cfg
-                    .actuators
-                    .iter()
-                    .filter(|a| bus.devices.iter().any(|d| d.id == a.device))
-                    .map(|a| a.device.as_str())
-                    .collect();
-                if devices.is_empty() {
-                    continue;
-                }
-                let (tx, rx) = mpsc::unbounded_channel();
-                for d in devices {
-                    writers.insert(d.to_string(), tx.clone());
-                }
-                coil_rx.insert(bus.name.clone(), rx);
-            }
-            let linkage = Linkage::new(cfg.actuators.clone(), cfg.site.timezone.clone());
-            pipeline = pipeline.with_linkage(linkage, writers, cfg.control.max_for);
-        }
-        let pipeline = Arc::new(pipeline);
-        // Brokers are set up (secrets, TLS files) before any task starts.
-        let mut brokers = cfg
-            .brokers
-            .iter()
-            .map(|b| {
-                let task = BrokerTask::new(
-                    b.clone(),
-                    &cfg.site.id,
-                    &cfg.site.tags,
-                    pipeline.clone(),
-                    health.clone(),
-                )?;
-                Ok::<_, MqttSetupError>(match &cfg.control.mqtt {
-                    Some((broker, topic)) if *broker == b.name => task.with_control(topic),
-                    _ => task,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        // Alert outputs' sinks: the MQTT one publishes through its broker's connection.
-        let mut output_writers = Vec::new();
-        for (name, store) in &outbox_stores {
-            let sink = if name == "mqtt" {
-                let Some(m) = &cfg.alerts.mqtt else { continue };
-                let Some(b) = brokers.iter_mut().find(|b| b.name() == m.broker) else {
-                    return Err(StartError::Output(format!(
-                        "alerts.mqtt: no broker {}",
-                        m.broker
-                    )));
-                };
-                OutputSink::Mqtt(MqttSink::new(&m.broker, &m.topic, b.publisher()))
-            } else {
-                let Some(w) = cfg.alerts.webhooks.iter().find(|w| &w.name == name) else {
-                    continue;
-                };
-                OutputSink::Webhook(
-                    WebhookSink::new(w, Duration::from_secs(10)).map_err(StartError::Output)?,
-                )
-            };
-            output_writers.push((name.clone(), store.clone(), sink));
-        }
-        let alert_opts = WriterOptions {
-            batch_size: 1,
-            flush_interval: Duration::from_secs(1),
-            retry_max: Duration::from_secs(60),
-            shutdown_grace: Duration::from_secs(5),
-        };
+        health
+            .offline_after_ms
+            .store(cfg.alerts.offline_after.as_millis() as i64, Relaxed);
+        let outboxes = open_outboxes(cfg)?;
+        let (coil_writers, mut coil_rx) = coil_channels(cfg);
+        let site = Arc::new(build_site(
+            cfg,
+            queue.clone(),
+            health.clone(),
+            &outboxes,
+            coil_writers,
+        ));
+        let mut brokers = build_brokers(cfg, &site, &health)?;
+        let output_writers = build_alert_sinks(cfg, &outboxes, &mut brokers)?;
+
+        // Spawn: sources → site → store → writers; the tick, the health report and HTTP.
         let (sources_stop, sources_rx) = watch::channel(false);
         let (writer_stop, writer_rx) = watch::channel(false);
         let (reporter_stop, reporter_rx) = watch::channel(false);
-
-        let dead_letter = DeadLetter::new(cfg.store.dir.join("dead-letter"), "influx");
-        let grace = Duration::from_secs(10);
-        let (writer, destination) = match (influx, &cfg.influx) {
-            (Some(sink), Some(icfg)) => {
-                let opts = WriterOptions {
-                    batch_size: icfg.batch_size,
-                    flush_interval: icfg.flush_interval,
-                    retry_max: icfg.retry_max,
-                    shutdown_grace: grace,
-                };
-                let w = Writer::new(
-                    queue.clone(),
-                    sink,
-                    opts,
-                    dead_letter,
-                    health.writer.clone(),
-                );
-                (
-                    tokio::spawn(w.run(writer_rx.clone())),
-                    format!("InfluxDB {}", icfg.url),
-                )
-            }
-            _ => {
-                let dir = cfg.store.dir.join("series");
-                let sink = FileSink::new(dir.clone(), cfg.site.timezone.clone());
-                let opts = WriterOptions {
-                    batch_size,
-                    flush_interval: Duration::from_secs(1),
-                    retry_max: Duration::from_secs(30),
-                    shutdown_grace: grace,
-                };
-                let w = Writer::new(
-                    queue.clone(),
-                    sink,
-                    opts,
-                    dead_letter,
-                    health.writer.clone(),
-                );
-                (
-                    tokio::spawn(w.run(writer_rx.clone())),
-                    format!("line-protocol files in {}", dir.display()),
-                )
-            }
-        };
-
-        let mut outputs = Vec::new();
-        for (name, store, sink) in output_writers {
-            let wh = Arc::new(crate::health::WriterHealth::default());
-            if let Ok(mut o) = health.outputs.lock() {
-                o.push((name.clone(), wh.clone()));
-            }
-            let dl = DeadLetter::new(cfg.store.dir.join("dead-letter"), "alerts");
-            let q: Arc<dyn PointQueue> = store.clone();
-            let handle = match sink {
-                OutputSink::Mqtt(s) => tokio::spawn(
-                    Writer::new(q, s, alert_opts.clone(), dl, wh).run(writer_rx.clone()),
-                ),
-                OutputSink::Webhook(s) => tokio::spawn(
-                    Writer::new(q, s, alert_opts.clone(), dl, wh).run(writer_rx.clone()),
-                ),
-            };
-            outputs.push((handle, store));
-        }
+        let (writer, destination) = spawn_writer(cfg, influx, &queue, &health, &writer_rx);
+        let outputs = spawn_alert_writers(cfg, output_writers, &health, &writer_rx);
+        // Alerts still open from before a restart ask for their actuators again (the coil
+        // writes wait in the buses' channels); the others are set to off (their state is
+        // unknown until written and read back).
+        site.restore();
         let mut sources = Vec::new();
         for b in brokers {
             sources.push(tokio::spawn(b.run(sources_rx.clone())));
         }
         for bus in &cfg.buses {
-            let mut task = BusTask::new(
-                bus.clone(),
-                &cfg.site.id,
-                &cfg.site.tags,
-                &health,
-                pipeline.clone(),
-            );
+            let ingest: Arc<dyn Ingest> = site.clone();
+            let mut task = BusTask::new(bus.clone(), &cfg.site.id, &cfg.site.tags, &health, ingest);
             if let Some(rx) = coil_rx.remove(&bus.name) {
                 task = task.with_commands(rx);
             }
             sources.push(tokio::spawn(task.run(sources_rx.clone())));
         }
-
-        // Alerts still open from before a restart ask for their actuators again; the others
-        // are set to off (their state is unknown until written and read back).
-        pipeline.resume_demands();
-
+        let ticker = tokio::spawn(tick(site.clone(), reporter_rx.clone()));
+        let reporter = tokio::spawn(report_health(
+            cfg.site.id.clone(),
+            cfg.site.tags.clone(),
+            cfg.site.health_interval,
+            health.clone(),
+            site.clone(),
+            reporter_rx,
+        ));
         let (http_stop, http_rx) = watch::channel(false);
         let api = Arc::new(crate::http::Api {
-            pipeline: pipeline.clone(),
+            site: site.clone(),
+            control: site.clone(),
             site_id: cfg.site.id.clone(),
             site_name: cfg.site.name.clone().unwrap_or_default(),
             tz: cfg.site.timezone.clone(),
             control_token,
         });
         let http = tokio::spawn(crate::http::serve(cfg.http.listen, api, http_rx));
-
-        let reporter = tokio::spawn(report_health(
-            cfg.site.id.clone(),
-            cfg.site.tags.clone(),
-            cfg.site.health_interval,
-            health.clone(),
-            pipeline.clone(),
-            reporter_rx,
-        ));
         info!(site = %cfg.site.id, buses = cfg.buses.len(), brokers = cfg.brokers.len(), store = %store.path().display(), destination = %destination, "gateway started");
         Ok(Gateway {
             health,
             queue,
-            pipeline,
+            site,
             destination,
             store,
             sources_stop,
@@ -336,6 +161,7 @@ impl Gateway {
             sources,
             http,
             http_stop,
+            ticker,
             reporter,
             writer,
             outputs,
@@ -349,12 +175,12 @@ impl Gateway {
     pub async fn stop(self) {
         // Actuators to their safe state first, while the buses still run; bounded, since a
         // relay that does not answer cannot be switched anyway.
-        self.pipeline.stop_actuators();
+        self.site.stop_actuators();
         let deadline = tokio::time::Instant::now() + SAFE_STATE_WAIT;
-        while !self.pipeline.actuators_settled() && tokio::time::Instant::now() < deadline {
+        while !self.site.actuators_settled() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if !self.pipeline.actuators_settled() {
+        if !self.site.actuators_settled() {
             tracing::error!("actuators not confirmed in their safe state at shutdown");
         }
         let _ = self.http_stop.send(true);
@@ -371,6 +197,7 @@ impl Gateway {
             let _ = s.await;
         }
         let _ = self.reporter_stop.send(true);
+        let _ = self.ticker.await;
         let _ = self.reporter.await;
         crate::outputs::blocking(|| self.store.flush());
         for (_, q) in &self.outputs {
@@ -389,46 +216,316 @@ impl Gateway {
 /// How long shutdown waits for actuators to be confirmed in their safe state.
 const SAFE_STATE_WAIT: Duration = Duration::from_secs(5);
 
-/// Every `interval`, stores `gateway` points and logs one health line; once more at stop.
-async fn report_health(
-    site_id: String,
-    site_tags: Vec<(String, String)>,
-    interval: Duration,
-    health: Arc<Health>,
-    pipeline: Arc<Pipeline>,
-    mut stop: watch::Receiver<bool>,
+/// An alert output's durable queue (`[store].dir/outbox/<name>/`), with its name and the
+/// lowest severity it takes.
+struct Outbox {
+    name: String,
+    min: Severity,
+    store: Arc<DiskStore>,
+}
+
+fn open_store(cfg: &Config) -> Result<Arc<DiskStore>, StoreError> {
+    let batch_size = cfg.influx.as_ref().map_or(5000, |i| i.batch_size);
+    Ok(Arc::new(DiskStore::open(
+        &cfg.store.dir,
+        cfg.store.max_size,
+        batch_size,
+        cfg.store.commit_interval,
+    )?))
+}
+
+/// Alert outputs, each behind its own durable queue.
+fn open_outboxes(cfg: &Config) -> Result<Vec<Outbox>, StoreError> {
+    let open = |name: &str, min: Severity| {
+        DiskStore::open(
+            &cfg.store.dir.join("outbox").join(name),
+            256 << 20,
+            1,
+            cfg.store.commit_interval,
+        )
+        .map(|s| Outbox {
+            name: name.to_string(),
+            min,
+            store: Arc::new(s),
+        })
+    };
+    let mut out = Vec::new();
+    if let Some(m) = &cfg.alerts.mqtt {
+        out.push(open("mqtt", m.min_severity)?);
+    }
+    for w in &cfg.alerts.webhooks {
+        out.push(open(&w.name, w.min_severity)?);
+    }
+    Ok(out)
+}
+
+/// Linkage: one channel per bus that owns a relay device; the senders by device.
+fn coil_channels(
+    cfg: &Config,
+) -> (
+    HashMap<String, CoilSender>,
+    HashMap<String, mpsc::UnboundedReceiver<CoilWrite>>,
 ) {
-    // Intervals are site durations (see `clock`): outside a demo replay they are plain waits.
-    let mut next_health = tokio::time::Instant::now() + crate::clock::real(interval);
-    // The rule engine's clock: reminders and day boundaries, once a (site) second, but not
-    // more often than every 20 ms of a fast replay; its windows saved every 15 minutes (and
-    // at stop).
+    let (mut writers, mut receivers) = (HashMap::new(), HashMap::new());
+    for bus in &cfg.buses {
+        let devices: Vec<&str> = cfg
+            .actuators
+            .iter()
+            .filter(|a| bus.devices.iter().any(|d| d.id == a.device))
+            .map(|a| a.device.as_str())
+            .collect();
+        if devices.is_empty() {
+            continue;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        for d in devices {
+            writers.insert(d.to_string(), tx.clone());
+        }
+        receivers.insert(bus.name.clone(), rx);
+    }
+    (writers, receivers)
+}
+
+/// The site core (rules, six 100%, AQI, linkage) behind its edge.
+fn build_site(
+    cfg: &Config,
+    queue: Arc<dyn PointQueue>,
+    health: Arc<Health>,
+    outboxes: &[Outbox],
+    coil_writers: HashMap<String, CoilSender>,
+) -> SiteEdge {
+    let mut core = SiteCore::new(&cfg.site.id, &cfg.site.tags);
+    if !cfg.rules.is_empty() || cfg.compliance.is_some() {
+        let mut engine = Engine::new(cfg.rules.clone(), cfg.site.timezone.clone());
+        engine.set_background_device(cfg.site.background.clone());
+        engine.set_offline_after(cfg.alerts.offline_after.as_millis() as i64);
+        let now = now_ms();
+        for b in &cfg.buses {
+            for d in &b.devices {
+                engine.register_device(&d.id, Some(d.interval.as_millis() as i64), now);
+            }
+        }
+        let ctx = AlertContext {
+            site_id: cfg.site.id.clone(),
+            site_name: cfg.site.name.clone().unwrap_or_default(),
+            site_tags: cfg.site.tags.clone(),
+            tz: cfg.site.timezone.clone(),
+            locale: cfg.alerts.locale,
+        };
+        let mut judge = Judge::new(engine, ctx);
+        if let Some(p) = &cfg.compliance {
+            judge = judge.with_compliance(Compliance::new(p.clone(), cfg.site.timezone.clone()));
+        }
+        core = core.with_rules(judge);
+    }
+    let forced = cfg.packs.iter().find_map(|p| p.aqi.clone());
+    core = core.with_aqi(Aqi::new(
+        &cfg.site.id,
+        &cfg.site.tags,
+        cfg.site.timezone.clone(),
+        forced,
+    ));
+    if !cfg.actuators.is_empty() {
+        let linkage = Linkage::new(cfg.actuators.clone(), cfg.site.timezone.clone());
+        core = core.with_linkage(linkage, cfg.control.max_for);
+    }
+    let mut site = SiteEdge::new(core, queue, health)
+        .with_coil_writers(coil_writers)
+        .with_state_dir(cfg.store.dir.clone());
+    for o in outboxes {
+        site = site.with_outbox(o.min, o.store.clone());
+    }
+    site
+}
+
+/// Brokers are set up (secrets, TLS files) before any task starts.
+fn build_brokers(
+    cfg: &Config,
+    site: &Arc<SiteEdge>,
+    health: &Arc<Health>,
+) -> Result<Vec<BrokerTask>, MqttSetupError> {
+    cfg.brokers
+        .iter()
+        .map(|b| {
+            let ingest: Arc<dyn Ingest> = site.clone();
+            let task = BrokerTask::new(
+                b.clone(),
+                &cfg.site.id,
+                &cfg.site.tags,
+                ingest,
+                health.clone(),
+            )?;
+            Ok(match &cfg.control.mqtt {
+                Some((broker, topic)) if *broker == b.name => task.with_control(topic),
+                _ => task,
+            })
+        })
+        .collect()
+}
+
+/// Alert outputs' sinks: the MQTT one publishes through its broker's connection.
+fn build_alert_sinks(
+    cfg: &Config,
+    outboxes: &[Outbox],
+    brokers: &mut [BrokerTask],
+) -> Result<Vec<(String, Arc<DiskStore>, OutputSink)>, StartError> {
+    let mut out = Vec::new();
+    for o in outboxes {
+        let sink = if o.name == "mqtt" {
+            let Some(m) = &cfg.alerts.mqtt else { continue };
+            let Some(b) = brokers.iter_mut().find(|b| b.name() == m.broker) else {
+                return Err(StartError::Output(format!(
+                    "alerts.mqtt: no broker {}",
+                    m.broker
+                )));
+            };
+            OutputSink::Mqtt(MqttSink::new(&m.broker, &m.topic, b.publisher()))
+        } else {
+            let Some(w) = cfg.alerts.webhooks.iter().find(|w| w.name == o.name) else {
+                continue;
+            };
+            OutputSink::Webhook(
+                WebhookSink::new(w, Duration::from_secs(10)).map_err(StartError::Output)?,
+            )
+        };
+        out.push((o.name.clone(), o.store.clone(), sink));
+    }
+    Ok(out)
+}
+
+/// The series writer: to InfluxDB, or to daily line-protocol files without `[influx]`.
+fn spawn_writer(
+    cfg: &Config,
+    influx: Option<InfluxSink>,
+    queue: &Arc<dyn PointQueue>,
+    health: &Arc<Health>,
+    stop: &watch::Receiver<bool>,
+) -> (JoinHandle<()>, String) {
+    let dead_letter = DeadLetter::new(cfg.store.dir.join("dead-letter"), "influx");
+    let grace = Duration::from_secs(10);
+    match (influx, &cfg.influx) {
+        (Some(sink), Some(icfg)) => {
+            let opts = WriterOptions {
+                batch_size: icfg.batch_size,
+                flush_interval: icfg.flush_interval,
+                retry_max: icfg.retry_max,
+                shutdown_grace: grace,
+            };
+            let w = Writer::new(
+                queue.clone(),
+                sink,
+                opts,
+                dead_letter,
+                health.writer.clone(),
+            );
+            (
+                tokio::spawn(w.run(stop.clone())),
+                format!("InfluxDB {}", icfg.url),
+            )
+        }
+        _ => {
+            let dir = cfg.store.dir.join("series");
+            let sink = FileSink::new(dir.clone(), cfg.site.timezone.clone());
+            let opts = WriterOptions {
+                batch_size: 5000,
+                flush_interval: Duration::from_secs(1),
+                retry_max: Duration::from_secs(30),
+                shutdown_grace: grace,
+            };
+            let w = Writer::new(
+                queue.clone(),
+                sink,
+                opts,
+                dead_letter,
+                health.writer.clone(),
+            );
+            (
+                tokio::spawn(w.run(stop.clone())),
+                format!("line-protocol files in {}", dir.display()),
+            )
+        }
+    }
+}
+
+/// One writer per alert output, each with its own health.
+fn spawn_alert_writers(
+    cfg: &Config,
+    sinks: Vec<(String, Arc<DiskStore>, OutputSink)>,
+    health: &Arc<Health>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<(JoinHandle<()>, Arc<DiskStore>)> {
+    let opts = WriterOptions {
+        batch_size: 1,
+        flush_interval: Duration::from_secs(1),
+        retry_max: Duration::from_secs(60),
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let mut outputs = Vec::new();
+    for (name, store, sink) in sinks {
+        let wh = Arc::new(crate::health::WriterHealth::default());
+        if let Ok(mut o) = health.outputs.lock() {
+            o.push((name.clone(), wh.clone()));
+        }
+        let dl = DeadLetter::new(cfg.store.dir.join("dead-letter"), "alerts");
+        let q: Arc<dyn PointQueue> = store.clone();
+        let handle = match sink {
+            OutputSink::Mqtt(s) => {
+                tokio::spawn(Writer::new(q, s, opts.clone(), dl, wh).run(stop.clone()))
+            }
+            OutputSink::Webhook(s) => {
+                tokio::spawn(Writer::new(q, s, opts.clone(), dl, wh).run(stop.clone()))
+            }
+        };
+        outputs.push((handle, store));
+    }
+    outputs
+}
+
+/// The site's clock: reminders, day boundaries and linkage guards once a (site) second, but
+/// not more often than every 20 ms of a fast replay; the rule windows saved every 15 minutes
+/// and at stop.
+async fn tick(site: Arc<SiteEdge>, mut stop: watch::Receiver<bool>) {
     let second = || crate::clock::real(Duration::from_secs(1)).max(Duration::from_millis(20));
     let mut next_second = tokio::time::Instant::now() + second();
     let mut save = tokio::time::interval(Duration::from_secs(15 * 60));
     save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     save.tick().await;
     loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_second) => {
+                next_second = tokio::time::Instant::now() + second();
+                site.tick();
+            }
+            _ = save.tick() => site.save_state(),
+            _ = stop.changed() => break,
+        }
+        if *stop.borrow() {
+            break;
+        }
+    }
+    site.save_state();
+}
+
+/// Every `interval`, stores `gateway` points and logs one health line; once more at stop.
+async fn report_health(
+    site_id: String,
+    site_tags: Vec<(String, String)>,
+    interval: Duration,
+    health: Arc<Health>,
+    site: Arc<SiteEdge>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Intervals are site durations (see `clock`): outside a demo replay they are plain waits.
+    let mut next_health = tokio::time::Instant::now() + crate::clock::real(interval);
+    loop {
         let stopping = tokio::select! {
             _ = tokio::time::sleep_until(next_health) => {
                 next_health = tokio::time::Instant::now() + crate::clock::real(interval);
                 false
             }
-            _ = tokio::time::sleep_until(next_second) => {
-                next_second = tokio::time::Instant::now() + second();
-                pipeline.tick(now_ms());
-                continue;
-            }
-            _ = save.tick() => {
-                pipeline.save_state(now_ms());
-                continue;
-            }
             _ = stop.changed() => true,
         };
-        if stopping {
-            pipeline.save_state(now_ms());
-        }
-        let queue = pipeline.queue();
+        let queue = site.queue();
         let depth = queue.depth();
         let points = health.snapshot_points(
             &site_id,
@@ -437,10 +534,9 @@ async fn report_health(
             queue.dropped_points(),
             now_ms(),
         );
-        pipeline.points(&points);
-        let (up, total) = health.devices_up();
+        site.points(&points);
+        let (up, total) = health.devices_up(now_ms());
         let w = &health.writer;
-        use std::sync::atomic::Ordering::Relaxed;
         let brokers = health.brokers();
         let connected = brokers
             .iter()

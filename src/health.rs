@@ -6,6 +6,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
 
+/// `[alerts].offline_after` when it is not set.
+pub const DEFAULT_OFFLINE_AFTER_MS: i64 = 10 * 60_000;
+
 /// Up/down state of a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceState {
@@ -27,6 +30,8 @@ pub struct DeviceHealth {
     pub timeouts: AtomicU64,
     state: AtomicU8,
     pub last_ok_ms: AtomicI64,
+    /// The poll interval (site time), for when it counts as silent.
+    pub interval_ms: AtomicI64,
 }
 
 impl DeviceHealth {
@@ -40,6 +45,7 @@ impl DeviceHealth {
             timeouts: AtomicU64::new(0),
             state: AtomicU8::new(0),
             last_ok_ms: AtomicI64::new(0),
+            interval_ms: AtomicI64::new(0),
         }
     }
 
@@ -95,6 +101,50 @@ pub struct Health {
     pub brokers: std::sync::Mutex<Vec<Arc<BrokerHealth>>>,
     /// The latest value of every device's every metric, for people (demo, status page).
     pub latest: std::sync::Mutex<std::collections::HashMap<String, LatestValues>>,
+    /// `[alerts].offline_after` in ms (0: the default): silent this long, a device is down.
+    pub offline_after_ms: AtomicI64,
+}
+
+/// A device as the status page, `/api/status`, `/metrics` and the `gateway` points show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceStatus {
+    pub id: String,
+    /// The Modbus bus; `None` for a device that pushes (MQTT).
+    pub bus: Option<String>,
+    pub state: DeviceState,
+    pub last_ok_ms: Option<i64>,
+    pub polls: Option<u64>,
+    pub poll_errors: Option<u64>,
+}
+
+/// The one notion of "up", for every source: a device is up while its data arrives. It is down
+/// once it has been silent longer than the offline alert allows (`[alerts].offline_after`, at
+/// least three intervals: [`crate::pipeline::rules::quality::offline_after`]), or, for a polled
+/// device, as soon as its bus gives up on it (`down_after` failed polls in a row). So a device
+/// with an open offline alert is never shown up. `now` and `last_ok_ms` are site time.
+pub fn device_state(
+    last_ok_ms: Option<i64>,
+    interval_ms: Option<i64>,
+    link_down: bool,
+    offline_after_ms: i64,
+    now: i64,
+) -> DeviceState {
+    let Some(last) = last_ok_ms else {
+        return if link_down {
+            DeviceState::Down
+        } else {
+            DeviceState::Unknown
+        };
+    };
+    let silent_for = now.saturating_sub(last);
+    if link_down
+        || silent_for
+            > crate::pipeline::rules::quality::offline_after(offline_after_ms, interval_ms)
+    {
+        DeviceState::Down
+    } else {
+        DeviceState::Up
+    }
 }
 
 /// One MQTT broker connection.
@@ -204,9 +254,67 @@ impl Health {
         l.values.get(slot).copied().flatten()
     }
 
-    pub fn devices_up(&self) -> (usize, usize) {
-        let d = self.devices();
-        let up = d.iter().filter(|d| d.state() == DeviceState::Up).count();
+    fn offline_after(&self) -> i64 {
+        match self.offline_after_ms.load(Relaxed) {
+            0 => DEFAULT_OFFLINE_AFTER_MS,
+            ms => ms,
+        }
+    }
+
+    /// Every device, polled ones in configuration order then those that push, by id, each
+    /// with its state by [`device_state`].
+    pub fn device_statuses(&self, now: i64) -> Vec<DeviceStatus> {
+        let after = self.offline_after();
+        let mut rows: Vec<DeviceStatus> = self
+            .devices()
+            .iter()
+            .map(|d| {
+                let last = d.last_ok_ms.load(Relaxed);
+                let last = (last > 0).then_some(last);
+                let interval = d.interval_ms.load(Relaxed);
+                DeviceStatus {
+                    id: d.id.clone(),
+                    bus: Some(d.bus.clone()),
+                    state: device_state(
+                        last,
+                        (interval > 0).then_some(interval),
+                        d.state() == DeviceState::Down,
+                        after,
+                        now,
+                    ),
+                    last_ok_ms: last,
+                    polls: Some(d.polls.load(Relaxed)),
+                    poll_errors: Some(d.poll_errors.load(Relaxed)),
+                }
+            })
+            .collect();
+        let mut pushed: Vec<(String, Option<i64>)> = self
+            .latest
+            .lock()
+            .map(|latest| {
+                latest
+                    .iter()
+                    .filter(|(id, _)| !rows.iter().any(|r| &r.id == *id))
+                    .map(|(id, l)| (id.clone(), l.values.iter().flatten().map(|(t, _)| *t).max()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        pushed.sort();
+        rows.extend(pushed.into_iter().map(|(id, last)| DeviceStatus {
+            id,
+            bus: None,
+            state: device_state(last, None, false, after, now),
+            last_ok_ms: last,
+            polls: None,
+            poll_errors: None,
+        }));
+        rows
+    }
+
+    /// (up, all) devices now.
+    pub fn devices_up(&self, now: i64) -> (usize, usize) {
+        let d = self.device_statuses(now);
+        let up = d.iter().filter(|d| d.state == DeviceState::Up).count();
         (up, d.len())
     }
 }
@@ -240,19 +348,29 @@ impl Health {
         };
         let f = |name: &str, v: f64| (FieldKey::new(name), FieldValue::Float(v));
         let mut points = Vec::new();
-        for d in self.devices() {
-            let up = match d.state() {
-                DeviceState::Up => 1.0,
-                _ => 0.0,
+        let devices = self.devices();
+        for d in self.device_statuses(time_ms) {
+            let up = f("device_up", f64::from(u8::from(d.state == DeviceState::Up)));
+            let Some(polled) = devices
+                .iter()
+                .find(|p| d.bus.as_deref() == Some(&p.bus) && p.id == d.id)
+            else {
+                // A device that pushes: only whether its data arrives.
+                points.push(Point {
+                    series: tags("pushed", &d.id, None),
+                    fields: vec![up],
+                    time_ms,
+                });
+                continue;
             };
             points.push(Point {
-                series: tags("modbus", &d.id, Some(&d.bus)),
+                series: tags("modbus", &d.id, Some(&polled.bus)),
                 fields: vec![
-                    f("device_up", up),
-                    f("polls", d.polls.load(Relaxed) as f64),
-                    f("poll_errors", d.poll_errors.load(Relaxed) as f64),
-                    f("exceptions", d.exceptions.load(Relaxed) as f64),
-                    f("timeouts", d.timeouts.load(Relaxed) as f64),
+                    up,
+                    f("polls", polled.polls.load(Relaxed) as f64),
+                    f("poll_errors", polled.poll_errors.load(Relaxed) as f64),
+                    f("exceptions", polled.exceptions.load(Relaxed) as f64),
+                    f("timeouts", polled.timeouts.load(Relaxed) as f64),
                 ],
                 time_ms,
             });
@@ -329,5 +447,79 @@ impl Health {
             time_ms,
         });
         points
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DeviceMeta, Readings};
+    use crate::pipeline::rules::{AlertKind, AlertState, Engine};
+
+    const MIN: i64 = 60_000;
+
+    fn pushed(h: &Health, device: &str, t: i64) {
+        h.record_latest(&Readings {
+            device: Arc::new(DeviceMeta::new(device, "s", &[], &[("pm10", "air")])),
+            time_ms: t,
+            values: vec![Some(50.0)],
+        });
+    }
+
+    /// The page's "up" and the offline alert are one notion: at every minute of a silence,
+    /// the device is down exactly when its offline alert is open.
+    #[test]
+    fn up_on_the_page_and_the_offline_alert_agree_for_pushed_and_polled_devices() {
+        let t0 = 1_800_000_000_000;
+        let h = Health::default();
+        h.offline_after_ms.store(10 * MIN, Relaxed);
+        let polled = Arc::new(DeviceHealth::new("wind-01", "rs485"));
+        polled.interval_ms.store(10_000, Relaxed);
+        polled.set_state(DeviceState::Up);
+        polled.last_ok_ms.store(t0, Relaxed);
+        h.add_device(polled.clone());
+        pushed(&h, "mqtt-dust", t0);
+
+        let mut engine = Engine::new(vec![], jiff::tz::TimeZone::UTC);
+        engine.set_offline_after(10 * MIN);
+        engine.register_device("wind-01", Some(10_000), t0);
+        let mut events = Vec::new();
+        engine.reading("mqtt-dust", "pm10", t0, 50.0, &mut events);
+        engine.reading("wind-01", "wind_speed", t0, 2.0, &mut events);
+
+        // The bus still says "up" (its failed polls have not reached down_after): silence
+        // alone must take the device down when the alert opens.
+        let mut t = t0;
+        while t <= t0 + 15 * MIN {
+            engine.tick(t, &mut events);
+            let open: Vec<String> = engine
+                .open_alerts()
+                .into_iter()
+                .filter(|a| a.kind == AlertKind::Offline)
+                .map(|a| a.device)
+                .collect();
+            for d in h.device_statuses(t) {
+                assert_eq!(
+                    d.state == DeviceState::Down,
+                    open.contains(&d.id),
+                    "{} at +{} min: {:?}, open offline alerts {open:?}",
+                    d.id,
+                    (t - t0) / MIN,
+                    d.state
+                );
+            }
+            t += 30_000;
+        }
+        assert!(events.iter().any(|e| e.state == AlertState::Open));
+        assert_eq!(h.devices_up(t0 + 5 * MIN), (2, 2));
+        assert_eq!(h.devices_up(t0 + 15 * MIN), (0, 2));
+        // A bus that gave up on its device: down at once, before the silence is long.
+        polled.set_state(DeviceState::Down);
+        assert_eq!(h.device_statuses(t0 + MIN)[0].state, DeviceState::Down);
+        // Never heard of: unknown, not up.
+        assert_eq!(
+            device_state(None, Some(10_000), false, 10 * MIN, t0),
+            DeviceState::Unknown
+        );
     }
 }

@@ -7,7 +7,55 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::outputs::line_protocol::{escape_key, escape_measurement};
+/// Escaping for line protocol (see `crate::outputs::line_protocol` for the rules): done here,
+/// once, when a series key or field key is made.
+fn push_escaped(s: &str, out: &mut String, special: &[char]) {
+    // A name may not end in a backslash (InfluxDB's parsers reject or misread it), so a
+    // trailing run of backslashes is written as slashes.
+    let body = s.trim_end_matches('\\');
+    let trailing = s.len() - body.len();
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' | '\r' | '\t' => {
+                if special.contains(&' ') {
+                    out.push('\\');
+                }
+                out.push(' ');
+            }
+            '\\' => {
+                out.push('\\');
+                match chars.peek() {
+                    None => {}
+                    Some(n)
+                        if *n == '\\' || special.contains(n) || matches!(n, '\n' | '\r' | '\t') =>
+                    {
+                        out.push('\\')
+                    }
+                    Some(_) => {}
+                }
+            }
+            c if special.contains(&c) => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    for _ in 0..trailing {
+        out.push('/');
+    }
+}
+
+/// Escapes a measurement name.
+pub fn escape_measurement(s: &str, out: &mut String) {
+    push_escaped(s, out, &[',', ' ']);
+}
+
+/// Escapes a tag key, tag value or field key.
+pub fn escape_key(s: &str, out: &mut String) {
+    push_escaped(s, out, &[',', '=', ' ']);
+}
 
 /// Measurement and tag set, already escaped for line protocol, tags sorted by key.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -86,6 +134,8 @@ pub struct MetricSlot {
     pub field: FieldKey,
     /// Index into [`DeviceMeta::series`].
     pub series: usize,
+    /// The device's measuring range for this metric; `None`: the metric's default.
+    pub range: Option<(f64, f64)>,
 }
 
 /// What the pipeline needs to know about a device to turn its readings into points. Built
@@ -120,6 +170,7 @@ impl DeviceMeta {
                 metric: (*metric).to_string(),
                 field: FieldKey::new(metric),
                 series,
+                range: None,
             });
         }
         let mut all_tags: Vec<(&str, &str)> = vec![("site", site_id), ("device", id)];
@@ -133,6 +184,16 @@ impl DeviceMeta {
             slots,
             series,
         }
+    }
+}
+
+impl DeviceMeta {
+    /// The device's own measuring ranges, slot by slot (from its profile).
+    pub fn with_ranges(mut self, ranges: impl IntoIterator<Item = Option<(f64, f64)>>) -> Self {
+        for (slot, r) in self.slots.iter_mut().zip(ranges) {
+            slot.range = r;
+        }
+        self
     }
 }
 

@@ -950,6 +950,19 @@ async fn the_status_page_shows_devices_values_limits_alerts_in_two_languages() {
         .await;
     println!("pm10 row (en): {pm10}");
     assert_eq!(b.attribute("html", "lang").await.as_deref(), Some("en"));
+    // The alert's message too, rendered by the gateway in the reader's language (the site's
+    // alert language is zh-CN).
+    let alert_en = b
+        .wait_text(
+            "#alerts li[data-rule=\"pm10-high\"]",
+            "the alert message in English",
+            |t| t.contains("over the limit"),
+        )
+        .await;
+    assert!(
+        !alert_en.contains("超标") && !alert_en.contains("限值"),
+        "no Chinese in the English alert: {alert_en}"
+    );
     b.wait_text(ACTUATOR_STATE, "on", |t| t == "on").await;
     b.wait_text(ACTUATOR_MODE, "auto", |t| t == "auto").await;
     b.wait_text(
@@ -996,6 +1009,14 @@ async fn the_status_page_shows_devices_values_limits_alerts_in_two_languages() {
         .await;
 
     // --- The API agrees with the page. ---
+    let en = get_json(&http, &format!("{base}/api/alerts?state=open&lang=en")).await;
+    let en_message = en[0]["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        en_message.contains("PM10 over the limit") && en_message.contains("limit 150"),
+        "?lang=en renders in English: {en}"
+    );
+    let (st, _, body) = get(&http, &format!("{base}/api/alerts?state=open&lang=fr")).await;
+    assert_eq!(st, 400, "an unknown lang is refused: {body}");
     let alerts = get_json(&http, &format!("{base}/api/alerts?state=open")).await;
     let a = alerts
         .as_array()

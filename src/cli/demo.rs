@@ -25,9 +25,11 @@ use dustgate::config::profile::{ModbusProfile, ProfileLoader};
 use dustgate::config::reader::parse_duration;
 use dustgate::config::{self, Diagnostics};
 use dustgate::gateway::Gateway;
+use dustgate::http::SiteView as _;
 use dustgate::sim::scenario::{DEVICES, Scenario};
 use dustgate::sim::story;
 use dustgate::sim::{self, Bank};
+use dustgate::sources::ingest::Ingest as _;
 use dustgate::sources::modbus::registers::Table;
 
 /// The fastest replay: the rule engine's clock ticks at most every 20 ms, and a tick may
@@ -473,7 +475,7 @@ impl Site {
                     }),
                 ),
                 None => {
-                    gw.pipeline.vehicles(std::slice::from_ref(&v));
+                    gw.site.vehicles(std::slice::from_ref(&v));
                 }
             }
         }
@@ -499,14 +501,16 @@ impl Site {
                             "event": if open { "open" } else { "cleared" },
                         }),
                     ),
-                    None => gw.pipeline.detections(&[dustgate::model::Detection {
-                        device: "ai-cam-01".into(),
-                        time_ms: now,
-                        kind: s.kind.into(),
-                        id: s.id.into(),
-                        open,
-                        snapshot: Some(snapshot),
-                    }]),
+                    None => {
+                        gw.site.detections(&[dustgate::model::Detection {
+                            device: "ai-cam-01".into(),
+                            time_ms: now,
+                            kind: s.kind.into(),
+                            id: s.id.into(),
+                            open,
+                            snapshot: Some(snapshot),
+                        }]);
+                    }
                 }
             }
         }
@@ -563,7 +567,7 @@ fn publish(c: &rumqttc::AsyncClient, topic: &str, payload: serde_json::Value) {
 
 fn summary(gw: &Gateway, tz: &jiff::tz::TimeZone) -> String {
     let h = &gw.health;
-    let (up, total) = h.devices_up();
+    let (up, total) = h.devices_up(dustgate::model::now_ms());
     let w = &h.writer;
     let pm10 = h
         .latest_value("dust-01", "pm10")
@@ -572,7 +576,7 @@ fn summary(gw: &Gateway, tz: &jiff::tz::TimeZone) -> String {
         .latest_value("dust-01", "noise")
         .map_or("-".into(), |(_, v)| format!("{v:.1}"));
     let cannons = gw
-        .pipeline
+        .site
         .actuators()
         .into_iter()
         .find(|a| a.id == "mist-cannons")
@@ -582,7 +586,7 @@ fn summary(gw: &Gateway, tz: &jiff::tz::TimeZone) -> String {
             None => "?".into(),
         });
     let wash = gw
-        .pipeline
+        .site
         .compliance_today()
         .map_or("-".to_string(), |(f, _)| {
             if f[2].checked > 0.0 {
@@ -598,7 +602,7 @@ fn summary(gw: &Gateway, tz: &jiff::tz::TimeZone) -> String {
         w.written_points.load(Relaxed),
         gw.queue.depth().points,
         gw.queue.dropped_points() + w.lost_points.load(Relaxed),
-        gw.pipeline.open_alerts().len(),
+        gw.site.open_alerts().len(),
     )
 }
 

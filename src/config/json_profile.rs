@@ -39,6 +39,8 @@ pub struct JsonField {
     pub pointer: String,
     pub scale: f64,
     pub offset: f64,
+    /// The sensor's measuring range (see [`super::profile::Register::range`]).
+    pub range: Option<(f64, f64)>,
 }
 
 impl JsonField {
@@ -260,6 +262,8 @@ pub fn parse_json_profile(
                 let offset = t.opt::<f64>(&mut cx, "offset");
                 let measurement = t.opt::<String>(&mut cx, "measurement");
                 let path = t.path().to_string();
+                let range = t.opt::<Vec<f64>>(&mut cx, "range");
+                let range = super::profile::read_range(&mut cx, range, &format!("{path}.range"));
                 t.finish(&mut cx);
                 let (Some(metric), Some(pointer)) = (metric, pointer) else {
                     continue;
@@ -303,6 +307,7 @@ pub fn parse_json_profile(
                     pointer: pointer.value,
                     scale: scale.map_or(1.0, |s| s.value),
                     offset: offset.map_or(0.0, |s| s.value),
+                    range,
                 });
             }
             JsonKind::Readings(fields)

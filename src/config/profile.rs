@@ -63,6 +63,30 @@ pub struct Register {
     pub offset: f64,
     pub writable: bool,
     pub note: Option<String>,
+    /// The device's measuring range `[lo, hi]` (`range = [0, 1000]`); `None`: the metric's
+    /// default (data/metrics.toml). Above it a value is flagged T and still judged; below it
+    /// (negative dust) it is impossible: flagged and not judged.
+    pub range: Option<(f64, f64)>,
+}
+
+/// Reads a `range = [lo, hi]` key: two finite numbers, lo below hi.
+pub(crate) fn read_range(
+    cx: &mut Cx<'_>,
+    v: Option<Sp<Vec<f64>>>,
+    path: &str,
+) -> Option<(f64, f64)> {
+    let v = v?;
+    match v.value.as_slice() {
+        [lo, hi] if lo.is_finite() && hi.is_finite() && lo < hi => Some((*lo, *hi)),
+        _ => {
+            cx.error(
+                &v.span,
+                path,
+                "range must be [low, high]: two numbers, low below high (the sensor's measuring range)",
+            );
+            None
+        }
+    }
 }
 
 impl Register {
@@ -391,6 +415,9 @@ pub fn parse_profile(
         let writable = t.opt::<bool>(&mut cx, "writable");
         let measurement = t.opt::<String>(&mut cx, "measurement");
         let note = t.opt::<String>(&mut cx, "note");
+        let range_key = t.key_path("range");
+        let range = t.opt::<Vec<f64>>(&mut cx, "range");
+        let range = read_range(&mut cx, range, &range_key);
         let span = t.span();
         t.finish(&mut cx);
 
@@ -499,6 +526,7 @@ pub fn parse_profile(
             offset: offset.map_or(0.0, |s| s.value),
             writable: writable.is_some_and(|w| w.value),
             note: note.map(|n| n.value),
+            range,
         };
         // One metric once; registers must not overlap (bits of one register may share it).
         for (other, other_span) in &registers {
@@ -597,6 +625,7 @@ mod tests {
             offset: 0.0,
             writable: false,
             note: None,
+            range: None,
         };
         assert_eq!(r.apply_scale(609.0), 60.9);
         r.scale = 0.01;

@@ -45,6 +45,29 @@ pub enum Condition {
     Outside(f64, f64),
 }
 
+impl Condition {
+    /// The one check of a value against the condition: `Some(the limit crossed)` when `v` is
+    /// beyond it (for `outside`, the bound on its side), `None` otherwise.
+    pub fn breached(&self, v: f64) -> Option<f64> {
+        match *self {
+            Condition::Above(a) => (v > a).then_some(a),
+            Condition::Below(b) => (v < b).then_some(b),
+            Condition::Outside(lo, _) if v < lo => Some(lo),
+            Condition::Outside(_, hi) => (v > hi).then_some(hi),
+        }
+    }
+
+    /// Whether an open alert closes at `v`: back past `clear` (hysteresis) or, without it,
+    /// back within the limit.
+    pub fn cleared(&self, v: f64, clear: Option<f64>) -> bool {
+        match *self {
+            Condition::Above(a) => v <= clear.unwrap_or(a),
+            Condition::Below(b) => v >= clear.unwrap_or(b),
+            Condition::Outside(..) => self.breached(v).is_none(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
     Info,

@@ -45,6 +45,17 @@ pub enum Locale {
 }
 
 impl Locale {
+    /// Every language, in the order of the text tables.
+    pub const ALL: [Locale; 2] = [Locale::ZhCn, Locale::En];
+
+    /// The tag people write: `zh-CN`, `en`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Locale::ZhCn => "zh-CN",
+            Locale::En => "en",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Locale> {
         match s {
             "zh-CN" | "zh" => Some(Locale::ZhCn),

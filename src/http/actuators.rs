@@ -28,7 +28,7 @@ fn actuator_json(api: &Api, s: &crate::pipeline::actuate::ActuatorStatus) -> Val
 
 pub(super) async fn list(State(api): State<Arc<Api>>) -> Response {
     let list: Vec<Value> = api
-        .pipeline
+        .site
         .actuators()
         .iter()
         .map(|s| actuator_json(&api, s))
@@ -37,7 +37,7 @@ pub(super) async fn list(State(api): State<Arc<Api>>) -> Response {
 }
 
 pub(super) async fn one(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
-    match api.pipeline.actuators().iter().find(|s| s.id == id) {
+    match api.site.actuators().iter().find(|s| s.id == id) {
         Some(s) => Json(actuator_json(&api, s)).into_response(),
         None => error(StatusCode::NOT_FOUND, &format!("no actuator \"{id}\"")),
     }
@@ -73,7 +73,7 @@ pub(super) async fn override_actuator(
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
-    match crate::control::apply(&api.pipeline, &command) {
+    match crate::control::apply(api.control.as_ref(), &command) {
         Ok(v) => Json(v).into_response(),
         Err(e) if e.starts_with("no actuator") => error(StatusCode::NOT_FOUND, &e),
         Err(e) => error(StatusCode::BAD_REQUEST, &e),

@@ -18,10 +18,6 @@ use crate::health::DeviceState;
 use crate::model::now_ms;
 use crate::pipeline::compliance::ITEMS;
 
-/// A device heard of only through its readings (MQTT) counts as up while its latest reading is
-/// this recent: such devices are not polled, so there is no failed poll to tell.
-const PUSHED_FRESH_MS: i64 = 10 * 60_000;
-
 /// One device's row on the page.
 pub(super) struct DeviceRow {
     pub id: String,
@@ -43,50 +39,18 @@ fn state_name(s: DeviceState) -> &'static str {
 
 /// Polled devices in configuration order, then devices that push, by id.
 pub(super) fn devices(api: &Api, now: i64) -> Vec<DeviceRow> {
-    let health = api.health();
-    let mut rows: Vec<DeviceRow> = health
-        .devices()
-        .iter()
-        .map(|d| {
-            let last = d.last_ok_ms.load(Relaxed);
-            DeviceRow {
-                id: d.id.clone(),
-                bus: Some(d.bus.clone()),
-                state: state_name(d.state()),
-                last_ok_ms: (last > 0).then_some(last),
-                polls: Some(d.polls.load(Relaxed)),
-                poll_errors: Some(d.poll_errors.load(Relaxed)),
-            }
+    api.health()
+        .device_statuses(now)
+        .into_iter()
+        .map(|d| DeviceRow {
+            id: d.id,
+            bus: d.bus,
+            state: state_name(d.state),
+            last_ok_ms: d.last_ok_ms,
+            polls: d.polls,
+            poll_errors: d.poll_errors,
         })
-        .collect();
-    let mut pushed: Vec<(String, i64)> = health
-        .latest
-        .lock()
-        .map(|latest| {
-            latest
-                .iter()
-                .filter(|(id, _)| !rows.iter().any(|r| &r.id == *id))
-                .map(|(id, l)| {
-                    let last = l.values.iter().flatten().map(|(t, _)| *t).max();
-                    (id.clone(), last.unwrap_or(0))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    pushed.sort();
-    rows.extend(pushed.into_iter().map(|(id, last)| DeviceRow {
-        id,
-        bus: None,
-        state: if now - last <= PUSHED_FRESH_MS {
-            "up"
-        } else {
-            "down"
-        },
-        last_ok_ms: (last > 0).then_some(last),
-        polls: None,
-        poll_errors: None,
-    }));
-    rows
+        .collect()
 }
 
 pub(super) async fn status(State(api): State<Arc<Api>>) -> Response {
@@ -133,8 +97,8 @@ pub(super) async fn status(State(api): State<Arc<Api>>) -> Response {
         "written_points": up.written,
         "dead_letter_points": up.dead_letter,
         "readings": health.readings.load(Relaxed),
-        "open_alerts": api.pipeline.open_alerts().len(),
-        "compliance": api.pipeline.compliance_today().is_some(),
+        "open_alerts": api.site.open_alerts().len(),
+        "compliance": api.site.compliance_today().is_some(),
         "brokers": brokers,
     }))
     .into_response()
@@ -168,7 +132,7 @@ pub(super) async fn readings_latest(State(api): State<Arc<Api>>) -> Response {
         for (slot, value) in l.device.slots.iter().zip(&l.values) {
             let Some((t, v)) = value else { continue };
             let info = catalog.get(&slot.metric);
-            let limit = api.pipeline.limit_in_force(&l.device.id, &slot.metric, now);
+            let limit = api.site.limit_in_force(&l.device.id, &slot.metric, now);
             out.push(json!({
                 "device": l.device.id,
                 "metric": slot.metric,
@@ -189,8 +153,23 @@ pub(super) async fn alerts(
     State(api): State<Arc<Api>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    // Messages in the reader's language (`?lang=en`), the site's alert language otherwise.
+    let locale = match q.get("lang") {
+        None => None,
+        Some(l) => match crate::pipeline::alerts::Locale::parse(l) {
+            Some(l) => Some(l),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("unknown lang \"{}\": zh-CN or en", l.escape_debug()),
+                );
+            }
+        },
+    };
     match q.get("state").map(String::as_str) {
-        None | Some("open") => Json(Value::Array(api.pipeline.open_alerts_json())).into_response(),
+        None | Some("open") => {
+            Json(Value::Array(api.site.open_alerts_json(locale))).into_response()
+        }
         Some("closed") => error(
             StatusCode::BAD_REQUEST,
             "only open alerts are kept in memory: closed ones are in InfluxDB (measurement alert, state=closed)",
@@ -203,7 +182,7 @@ pub(super) async fn alerts(
 }
 
 pub(super) async fn compliance_today(State(api): State<Arc<Api>>) -> Response {
-    let Some((figures, declared)) = api.pipeline.compliance_today() else {
+    let Some((figures, declared)) = api.site.compliance_today() else {
         return error(
             StatusCode::NOT_FOUND,
             "the six 100% are not judged: add [compliance] to site.toml",

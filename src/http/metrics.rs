@@ -141,16 +141,24 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         1.0,
     );
 
+    // Up or not, for every device (one notion: `health::device_state`); devices that push
+    // have no bus label.
+    e.family(
+        "dustgate_device_up",
+        Gauge,
+        "1 while the device's data arrives, 0 when down (silent past [alerts].offline_after, or given up by its bus) or not heard from yet.",
+    );
+    for d in health.device_statuses(now_ms) {
+        let up = f64::from(u8::from(d.state == crate::health::DeviceState::Up));
+        match &d.bus {
+            Some(bus) => e.sample("dustgate_device_up", &[("device", &d.id), ("bus", bus)], up),
+            None => e.sample("dustgate_device_up", &[("device", &d.id)], up),
+        }
+    }
     // Polled (Modbus) devices. Devices that push over MQTT are counted per subscription.
     let devices = health.devices();
     type DeviceFigure = fn(&crate::health::DeviceHealth) -> f64;
-    let per_device: [(&str, Kind, &str, DeviceFigure); 6] = [
-        (
-            "dustgate_device_up",
-            Gauge,
-            "1 while the device answers its polls, 0 when down or not polled yet.",
-            |d| f64::from(u8::from(d.state() == crate::health::DeviceState::Up)),
-        ),
+    let per_device: [(&str, Kind, &str, DeviceFigure); 5] = [
         (
             "dustgate_polls_total",
             Counter,
@@ -208,7 +216,7 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         "Alerts opened since start.",
         counter(&health.alerts_opened),
     );
-    let open = api.pipeline.open_alerts();
+    let open = api.site.open_alerts();
     e.family(
         "dustgate_open_alerts",
         Gauge,
@@ -402,7 +410,7 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         }
     }
 
-    let actuators = api.pipeline.actuators();
+    let actuators = api.site.actuators();
     e.family(
         "dustgate_actuator_on",
         Gauge,
@@ -416,7 +424,7 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         );
     }
 
-    if let Some((figures, _)) = api.pipeline.compliance_today() {
+    if let Some((figures, _)) = api.site.compliance_today() {
         e.family(
             "dustgate_compliance_percent",
             Gauge,
@@ -435,10 +443,11 @@ pub fn render(api: &Api, now_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::edge::SiteEdge;
     use crate::health::{BrokerHealth, DeviceHealth, DeviceState, Health};
     use crate::model::{DeviceMeta, Readings};
     use crate::outputs::queue::MemoryQueue;
-    use crate::pipeline::Pipeline;
+    use crate::pipeline::SiteCore;
 
     #[test]
     fn label_values_and_help_are_escaped() {
@@ -465,6 +474,7 @@ mod tests {
         d.set_state(DeviceState::Up);
         d.polls.store(12, Relaxed);
         d.poll_errors.store(1, Relaxed);
+        d.last_ok_ms.store(1_000_000, Relaxed);
         health.add_device(d);
         health.add_broker(Arc::new(BrokerHealth::new(
             "site-broker",
@@ -481,9 +491,14 @@ mod tests {
             values: vec![Some(186.0), Some(65.2)],
         });
         let queue = Arc::new(MemoryQueue::new(1 << 20, 100));
-        let pipeline = Arc::new(Pipeline::new(queue, health.clone()).with_site("s1", &[]));
+        let site = Arc::new(SiteEdge::new(
+            SiteCore::new("s1", &[]),
+            queue,
+            health.clone(),
+        ));
         let api = Api {
-            pipeline,
+            site: site.clone(),
+            control: site,
             site_id: "s1".into(),
             site_name: "工地".into(),
             tz: jiff::tz::TimeZone::UTC,
@@ -491,7 +506,7 @@ mod tests {
         };
         let text = render(&api, 1_005_000);
         for line in [
-            "# HELP dustgate_device_up 1 while the device answers its polls, 0 when down or not polled yet.",
+            "# HELP dustgate_device_up 1 while the device's data arrives, 0 when down (silent past [alerts].offline_after, or given up by its bus) or not heard from yet.",
             "# TYPE dustgate_device_up gauge",
             "dustgate_device_up{device=\"dust-01\",bus=\"rs485-a\"} 1",
             "# TYPE dustgate_polls_total counter",

@@ -17,6 +17,9 @@ mod actuators;
 mod api;
 pub mod metrics;
 mod page;
+mod view;
+
+pub use view::SiteView;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,11 +32,14 @@ use axum::routing::get;
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::control::Overrides;
 use crate::health::Health;
-use crate::pipeline::Pipeline;
 
 pub struct Api {
-    pub pipeline: Arc<Pipeline>,
+    /// The site as it is now (read only).
+    pub site: Arc<dyn SiteView>,
+    /// Where manual overrides go.
+    pub control: Arc<dyn Overrides>,
     pub site_id: String,
     /// The site's name for people (`[site].name`; may be empty).
     pub site_name: String,
@@ -44,19 +50,18 @@ pub struct Api {
 
 impl Api {
     fn health(&self) -> &Health {
-        self.pipeline.health()
+        self.site.health()
     }
 
     /// The writer's side as the page and `/metrics` show it.
     fn uplink(&self) -> Uplink {
-        let queue = self.pipeline.queue();
-        let depth = queue.depth();
+        let depth = self.site.depth();
         let w = &self.health().writer;
         Uplink {
             points: depth.points,
             bytes: depth.bytes,
             // As in the `gateway` measurement: dropped at the store, and lost by the writer.
-            dropped: queue.dropped_points() + w.lost_points.load(Relaxed),
+            dropped: self.site.dropped_points() + w.lost_points.load(Relaxed),
             lag_s: depth.lag_s(),
             written: w.written_points.load(Relaxed),
             dead_letter: w.dead_letter_points.load(Relaxed),

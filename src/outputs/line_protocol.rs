@@ -13,53 +13,8 @@ use std::io::Write as _;
 
 use crate::model::{FieldValue, Point};
 
-fn push_escaped(s: &str, out: &mut String, special: &[char]) {
-    // A name may not end in a backslash (InfluxDB's parsers reject or misread it), so a
-    // trailing run of backslashes is written as slashes.
-    let body = s.trim_end_matches('\\');
-    let trailing = s.len() - body.len();
-    let mut chars = body.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\n' | '\r' | '\t' => {
-                if special.contains(&' ') {
-                    out.push('\\');
-                }
-                out.push(' ');
-            }
-            '\\' => {
-                out.push('\\');
-                match chars.peek() {
-                    None => {}
-                    Some(n)
-                        if *n == '\\' || special.contains(n) || matches!(n, '\n' | '\r' | '\t') =>
-                    {
-                        out.push('\\')
-                    }
-                    Some(_) => {}
-                }
-            }
-            c if special.contains(&c) => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
-        }
-    }
-    for _ in 0..trailing {
-        out.push('/');
-    }
-}
-
-/// Escapes a measurement name.
-pub fn escape_measurement(s: &str, out: &mut String) {
-    push_escaped(s, out, &[',', ' ']);
-}
-
-/// Escapes a tag key, tag value or field key.
-pub fn escape_key(s: &str, out: &mut String) {
-    push_escaped(s, out, &[',', '=', ' ']);
-}
+// Names are escaped where series keys are made (`crate::model`), once per device.
+pub use crate::model::{escape_key, escape_measurement};
 
 /// Appends one point as a line (with its trailing newline). Fields that are not finite numbers
 /// are left out; a point left with no field writes nothing. Returns the number of fields written.

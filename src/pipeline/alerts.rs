@@ -2,8 +2,6 @@
 //! phone (site, device, what, value, limit, window, since when, the standard; zh-CN or en), a
 //! point in the InfluxDB `alert` measurement (Grafana annotations), and the contract's JSON.
 
-use std::fmt::Write as _;
-
 use super::rules::{AlertEvent, AlertKind, AlertState};
 pub use crate::config::Locale;
 use crate::config::metrics::Catalog;
@@ -31,28 +29,144 @@ fn fmt_value(v: f64) -> String {
     }
 }
 
-fn duration_text(ms: i64, locale: Locale) -> String {
-    let m = ms / 60_000;
-    match locale {
-        Locale::ZhCn => {
-            if m % 1440 == 0 && m > 0 {
-                format!("{}天", m / 1440)
-            } else if m % 60 == 0 && m > 0 {
-                format!("{}小时", m / 60)
-            } else {
-                format!("{m}分钟")
+/// The words of every message, per language (data/alert-texts.toml).
+#[derive(Debug)]
+pub struct Texts {
+    /// In the order of [`Locale::ALL`]: key → template.
+    by_locale: [std::collections::HashMap<String, String>; 2],
+}
+
+const TEXTS_TOML: &str = include_str!("../../data/alert-texts.toml");
+
+/// Every key a language's table must have.
+pub const TEXT_KEYS: &[&str] = &[
+    "head",
+    "end",
+    "standard",
+    "window_days",
+    "window_hours",
+    "window_minutes",
+    "lasted_days",
+    "lasted_hours",
+    "lasted_minutes",
+    "how_reading",
+    "how_window",
+    "aggregate_mean",
+    "aggregate_leq",
+    "aggregate_max",
+    "net",
+    "title",
+    "threshold_open",
+    "threshold_reminder",
+    "threshold_closed",
+    "daily_open",
+    "daily_closed",
+    "offline_open",
+    "offline_closed",
+    "stuck_open",
+    "stuck_closed",
+    "range_open",
+    "range_closed",
+    "gate",
+    "snapshot",
+    "violation_at",
+    "violation_wash",
+    "violation_sealed_transport",
+    "violation_wet_work",
+    "violation_cover",
+    "violation_enclosure",
+    "violation_other",
+];
+
+impl Texts {
+    /// The built-in texts. The file is part of the binary and checked by a unit test, so a
+    /// failure here is a build defect, not bad input.
+    pub fn builtin() -> &'static Texts {
+        static TEXTS: std::sync::OnceLock<Texts> = std::sync::OnceLock::new();
+        TEXTS.get_or_init(|| {
+            Texts::parse(TEXTS_TOML).expect("data/alert-texts.toml is valid (checked by tests)")
+        })
+    }
+
+    /// Every language table with every key, and nothing else.
+    pub fn parse(text: &str) -> Result<Texts, String> {
+        let doc: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
+        let mut by_locale: [std::collections::HashMap<String, String>; 2] = Default::default();
+        for (slot, locale) in by_locale.iter_mut().zip(Locale::ALL) {
+            let name = locale.name();
+            let table = doc
+                .get(name)
+                .and_then(|t| t.as_table())
+                .ok_or_else(|| format!("no [\"{name}\"] table"))?;
+            for (k, v) in table {
+                if !TEXT_KEYS.contains(&k.as_str()) {
+                    return Err(format!("{name}.{k}: not a known key"));
+                }
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| format!("{name}.{k}: not a string"))?;
+                slot.insert(k.clone(), v.to_string());
+            }
+            if let Some(missing) = TEXT_KEYS.iter().find(|k| !slot.contains_key(**k)) {
+                return Err(format!("{name}.{missing}: missing"));
             }
         }
-        Locale::En => {
-            if m % 1440 == 0 && m > 0 {
-                format!("{}-day", m / 1440)
-            } else if m % 60 == 0 && m > 0 {
-                format!("{}-hour", m / 60)
-            } else {
-                format!("{m}-min")
+        Ok(Texts { by_locale })
+    }
+
+    fn get(&self, locale: Locale, key: &str) -> &str {
+        self.by_locale[locale as usize]
+            .get(key)
+            .map_or("", String::as_str)
+    }
+
+    /// The template `key` in `locale`, its `{name}`s filled from `vars` (unknown ones left
+    /// as they are).
+    fn fill(&self, locale: Locale, key: &str, vars: &[(&str, &str)]) -> String {
+        fill(self.get(locale, key), vars)
+    }
+}
+
+fn fill(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) => {
+                let name = &after[..close];
+                match vars.iter().find(|(k, _)| *k == name) {
+                    Some((_, v)) => out.push_str(v),
+                    None => {
+                        out.push('{');
+                        out.push_str(name);
+                        out.push('}');
+                    }
+                }
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push_str(&rest[open..]);
+                rest = "";
             }
         }
     }
+    out.push_str(rest);
+    out
+}
+
+/// "15分钟" / "15-min" (`kind` "window") or "35分钟" / "35 min" (`kind` "lasted").
+fn duration_text(texts: &Texts, locale: Locale, kind: &str, ms: i64) -> String {
+    let m = ms / 60_000;
+    let (n, unit) = if m % 1440 == 0 && m > 0 {
+        (m / 1440, "days")
+    } else if m % 60 == 0 && m > 0 {
+        (m / 60, "hours")
+    } else {
+        (m, "minutes")
+    };
+    texts.fill(locale, &format!("{kind}_{unit}"), &[("n", &n.to_string())])
 }
 
 impl AlertContext {
@@ -87,324 +201,151 @@ impl AlertContext {
         ts.display_with_offset(offset).to_string()
     }
 
-    /// The message an inspector reads.
+    /// The message an inspector reads, in the site's alert language.
     pub fn message(&self, e: &AlertEvent) -> String {
+        self.message_in(e, self.locale)
+    }
+
+    /// The message in `locale` (the status page and the API render in the reader's).
+    pub fn message_in(&self, e: &AlertEvent, locale: Locale) -> String {
+        let texts = Texts::builtin();
+        let t = |key: &str, vars: &[(&str, &str)]| texts.fill(locale, key, vars);
         let info = Catalog::builtin().get(&e.metric);
-        let unit = info.map_or("", |i| i.unit.as_str());
-        let unit_sp = if unit.is_empty() {
-            String::new()
-        } else {
-            format!(" {unit}")
-        };
-        let label = info.map_or(e.metric.as_str(), |i| match self.locale {
+        let unit = info.map_or(String::new(), |i| {
+            if i.unit.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", i.unit)
+            }
+        });
+        let label = info.map_or(e.metric.as_str(), |i| match locale {
             Locale::ZhCn => i.zh.as_str(),
             Locale::En => i.en.as_str(),
         });
         let rule = e.rule.as_deref();
-        let standard = rule.and_then(|r| r.provenance.standard.clone());
-        let title = rule.and_then(|r| match self.locale {
-            Locale::ZhCn => r.title_zh.clone(),
-            Locale::En => r.title_en.clone().or_else(|| r.title_zh.clone()),
-        });
-        let window = rule.and_then(|r| r.window.map(|w| (w.as_millis() as i64, r.aggregate)));
-        let how = match (window, self.locale) {
-            (None, Locale::ZhCn) | (Some((_, Aggregate::Each)), Locale::ZhCn) => {
-                "实测值".to_string()
-            }
-            (None, Locale::En) | (Some((_, Aggregate::Each)), Locale::En) => "reading".to_string(),
-            (Some((w, agg)), Locale::ZhCn) => format!(
-                "{}{}",
-                duration_text(w, Locale::ZhCn),
-                match agg {
-                    Aggregate::Leq => "等效声级",
-                    Aggregate::Max => "最大值",
-                    _ => "均值",
-                }
-            ),
-            (Some((w, agg)), Locale::En) => format!(
-                "{} {}",
-                duration_text(w, Locale::En),
-                match agg {
-                    Aggregate::Leq => "Leq",
-                    Aggregate::Max => "max",
-                    _ => "mean",
-                }
-            ),
-        };
-        let bg = rule.and_then(|r| r.background.as_ref()).is_some();
-        let mut m = String::new();
         let site = if self.site_name.is_empty() {
             &self.site_id
         } else {
             &self.site_name
         };
-        match self.locale {
-            Locale::ZhCn => {
-                let _ = write!(m, "【{site}】{} ", e.device);
-                match (e.kind, e.state) {
-                    (AlertKind::Violation, _) => {
-                        let ev = |k: &str| {
-                            e.evidence
-                                .iter()
-                                .find(|(n, _)| n == k)
-                                .map(|(_, v)| v.as_str())
-                                .unwrap_or("")
-                        };
-                        let gate = if ev("gate").is_empty() {
-                            String::new()
-                        } else {
-                            format!("，{}门", ev("gate"))
-                        };
-                        let _ = match e.metric.as_str() {
-                            "wash" => write!(
-                                m,
-                                "六个百分百·冲洗：车辆 {} 未冲洗出场{gate}（冲洗 {} 秒，要求至少 {} 秒）",
-                                ev("plate"),
-                                ev("wash_seconds"),
-                                ev("wash_min")
+        let (value, threshold) = (fmt_value(e.value), fmt_value(e.threshold));
+        let (since, at) = (self.when(e.since_ms, e.at_ms), self.when(e.at_ms, e.at_ms));
+        let vars: Vec<(&str, &str)> = vec![
+            ("site", site),
+            ("device", &e.device),
+            ("label", label),
+            ("unit", &unit),
+            ("value", &value),
+            ("threshold", &threshold),
+            ("since", &since),
+            ("at", &at),
+        ];
+        let body = match (e.kind, e.state) {
+            (AlertKind::Violation, _) => self.violation_text(e, locale, &at),
+            (AlertKind::DailyAllowance, AlertState::Closed) => t("daily_closed", &vars),
+            (AlertKind::DailyAllowance, _) => t("daily_open", &vars),
+            (AlertKind::Offline, AlertState::Closed) => t("offline_closed", &vars),
+            (AlertKind::Offline, _) => t("offline_open", &vars),
+            (AlertKind::Stuck, AlertState::Closed) => t("stuck_closed", &vars),
+            (AlertKind::Stuck, _) => t("stuck_open", &vars),
+            (AlertKind::OutOfRange, AlertState::Closed) => t("range_closed", &vars),
+            (AlertKind::OutOfRange, _) => t("range_open", &vars),
+            (AlertKind::Threshold, state) => {
+                let title = rule
+                    .and_then(|r| match locale {
+                        Locale::ZhCn => r.title_zh.clone(),
+                        Locale::En => r.title_en.clone().or_else(|| r.title_zh.clone()),
+                    })
+                    .unwrap_or_else(|| t("title", &vars));
+                let how = match rule.and_then(|r| r.window.map(|w| (w, r.aggregate))) {
+                    None | Some((_, Aggregate::Each)) => t("how_reading", &[]),
+                    Some((w, agg)) => t(
+                        "how_window",
+                        &[
+                            (
+                                "window",
+                                &duration_text(texts, locale, "window", w.as_millis() as i64),
                             ),
-                            "sealed_transport" => write!(
-                                m,
-                                "六个百分百·密闭运输：渣土车 {} 未覆盖出场{gate}",
-                                ev("plate")
-                            ),
-                            "wet_work" => write!(
-                                m,
-                                "六个百分百·湿法作业：作业中已 {} 分钟未喷淋降尘",
-                                ev("minutes")
-                            ),
-                            "cover" => write!(
-                                m,
-                                "六个百分百·覆盖：{}未覆盖已持续 {} 分钟",
-                                ev("detection"),
-                                ev("minutes")
-                            ),
-                            "enclosure" => {
-                                write!(m, "六个百分百·围挡：围挡缺口已持续 {} 分钟", ev("minutes"))
-                            }
-                            other => write!(m, "六个百分百·{other}：违规"),
-                        };
-                        if !ev("snapshot").is_empty() {
-                            let _ = write!(m, "，抓拍：{}", ev("snapshot"));
-                        }
-                        let _ = write!(m, "，时间 {}", self.when(e.at_ms, e.at_ms));
-                    }
-                    (AlertKind::DailyAllowance, AlertState::Closed) => {
-                        let _ = write!(
-                            m,
-                            "{label}当日超标 {} 次，次日已重新计数",
-                            fmt_value(e.value)
-                        );
-                    }
-                    (AlertKind::DailyAllowance, _) => {
-                        let _ = write!(
-                            m,
-                            "{label}当日超标已达 {} 次，超过每日允许的 {} 次，当日不达标",
-                            fmt_value(e.value),
-                            fmt_value(e.threshold)
-                        );
-                    }
-                    (AlertKind::Offline, AlertState::Closed) => {
-                        let _ = write!(m, "数据已恢复");
-                    }
-                    (AlertKind::Offline, _) => {
-                        let _ = write!(m, "离线：自 {} 起无数据", self.when(e.since_ms, e.at_ms));
-                    }
-                    (AlertKind::Stuck, AlertState::Closed) => {
-                        let _ = write!(m, "{label}数值已恢复变化");
-                    }
-                    (AlertKind::Stuck, _) => {
-                        let _ = write!(
-                            m,
-                            "{label}数值 {}{unit_sp} 自 {} 起未变化，请检查传感器",
-                            fmt_value(e.value),
-                            self.when(e.since_ms, e.at_ms)
-                        );
-                    }
-                    (AlertKind::OutOfRange, AlertState::Closed) => {
-                        let _ = write!(m, "{label}读数已回到量程内");
-                    }
-                    (AlertKind::OutOfRange, _) => {
-                        let _ = write!(
-                            m,
-                            "{label}读数 {}{unit_sp} 超出传感器量程，未参与评价，请检查设备",
-                            fmt_value(e.value)
-                        );
-                    }
-                    (AlertKind::Threshold, state) => {
-                        let t = title.unwrap_or_else(|| format!("{label}超标"));
-                        let net = if bg { "（扣除背景值后）" } else { "" };
-                        match state {
-                            AlertState::Closed => {
-                                let _ = write!(
-                                    m,
-                                    "{t}已恢复：{how}{net} {}{unit_sp}，限值 {}{unit_sp}，持续 {}（{}–{}）",
-                                    fmt_value(e.value),
-                                    fmt_value(e.threshold),
-                                    duration_text((e.at_ms - e.since_ms).max(0), Locale::ZhCn),
-                                    self.when(e.since_ms, e.at_ms),
-                                    self.when(e.at_ms, e.at_ms)
-                                );
-                            }
-                            _ => {
-                                let _ = write!(
-                                    m,
-                                    "{}{t}：{how}{net} {}{unit_sp}，限值 {}{unit_sp}，自 {} 起",
-                                    if state == AlertState::Reminder {
-                                        "仍"
-                                    } else {
-                                        ""
+                            (
+                                "aggregate",
+                                &t(
+                                    match agg {
+                                        Aggregate::Leq => "aggregate_leq",
+                                        Aggregate::Max => "aggregate_max",
+                                        _ => "aggregate_mean",
                                     },
-                                    fmt_value(e.value),
-                                    fmt_value(e.threshold),
-                                    self.when(e.since_ms, e.at_ms)
-                                );
-                            }
-                        }
-                    }
-                }
-                if let Some(s) = standard {
-                    let _ = write!(m, "（{s}）");
-                }
-                m.push('。');
+                                    &[],
+                                ),
+                            ),
+                        ],
+                    ),
+                };
+                let net = if rule.and_then(|r| r.background.as_ref()).is_some() {
+                    t("net", &[])
+                } else {
+                    String::new()
+                };
+                let lasted = duration_text(texts, locale, "lasted", (e.at_ms - e.since_ms).max(0));
+                let mut v = vars.clone();
+                v.extend([
+                    ("title", title.as_str()),
+                    ("how", how.as_str()),
+                    ("net", net.as_str()),
+                    ("lasted", lasted.as_str()),
+                ]);
+                let key = match state {
+                    AlertState::Closed => "threshold_closed",
+                    AlertState::Reminder => "threshold_reminder",
+                    _ => "threshold_open",
+                };
+                t(key, &v)
             }
-            Locale::En => {
-                let _ = write!(m, "[{site}] {}: ", e.device);
-                match (e.kind, e.state) {
-                    (AlertKind::Violation, _) => {
-                        let ev = |k: &str| {
-                            e.evidence
-                                .iter()
-                                .find(|(n, _)| n == k)
-                                .map(|(_, v)| v.as_str())
-                                .unwrap_or("")
-                        };
-                        let gate = if ev("gate").is_empty() {
-                            String::new()
-                        } else {
-                            format!(" at the {} gate", ev("gate"))
-                        };
-                        let _ = match e.metric.as_str() {
-                            "wash" => write!(
-                                m,
-                                "six-100% wash: vehicle {} left unwashed{gate} (washed {} s of the {} s required)",
-                                ev("plate"),
-                                ev("wash_seconds"),
-                                ev("wash_min")
-                            ),
-                            "sealed_transport" => write!(
-                                m,
-                                "six-100% sealed transport: muck truck {} left uncovered{gate}",
-                                ev("plate")
-                            ),
-                            "wet_work" => write!(
-                                m,
-                                "six-100% wet work: {} min of work without spraying",
-                                ev("minutes")
-                            ),
-                            "cover" => write!(
-                                m,
-                                "six-100% cover: {} uncovered for {} min",
-                                ev("detection"),
-                                ev("minutes")
-                            ),
-                            "enclosure" => write!(
-                                m,
-                                "six-100% enclosure: a gap in the hoarding for {} min",
-                                ev("minutes")
-                            ),
-                            other => write!(m, "six-100% {other}: violation"),
-                        };
-                        if !ev("snapshot").is_empty() {
-                            let _ = write!(m, "; snapshot: {}", ev("snapshot"));
-                        }
-                        let _ = write!(m, "; at {}", self.when(e.at_ms, e.at_ms));
-                    }
-                    (AlertKind::DailyAllowance, AlertState::Closed) => {
-                        let _ = write!(
-                            m,
-                            "{label}: {} exceedances yesterday; counting starts again",
-                            fmt_value(e.value)
-                        );
-                    }
-                    (AlertKind::DailyAllowance, _) => {
-                        let _ = write!(
-                            m,
-                            "{label} over the limit {} times today, more than the {} allowed: non-compliant today",
-                            fmt_value(e.value),
-                            fmt_value(e.threshold)
-                        );
-                    }
-                    (AlertKind::Offline, AlertState::Closed) => {
-                        let _ = write!(m, "data is back");
-                    }
-                    (AlertKind::Offline, _) => {
-                        let _ = write!(
-                            m,
-                            "offline: no data since {}",
-                            self.when(e.since_ms, e.at_ms)
-                        );
-                    }
-                    (AlertKind::Stuck, AlertState::Closed) => {
-                        let _ = write!(m, "{label} is changing again");
-                    }
-                    (AlertKind::Stuck, _) => {
-                        let _ = write!(
-                            m,
-                            "{label} stuck at {}{unit_sp} since {}: check the sensor",
-                            fmt_value(e.value),
-                            self.when(e.since_ms, e.at_ms)
-                        );
-                    }
-                    (AlertKind::OutOfRange, AlertState::Closed) => {
-                        let _ = write!(m, "{label} readings are back within the sensor's range");
-                    }
-                    (AlertKind::OutOfRange, _) => {
-                        let _ = write!(
-                            m,
-                            "{label} reading {}{unit_sp} is outside the sensor's range; not judged, check the device",
-                            fmt_value(e.value)
-                        );
-                    }
-                    (AlertKind::Threshold, state) => {
-                        let t = title.unwrap_or_else(|| format!("{label} over the limit"));
-                        let net = if bg { " net of background" } else { "" };
-                        match state {
-                            AlertState::Closed => {
-                                let _ = write!(
-                                    m,
-                                    "{t}: back to normal, {how}{net} {}{unit_sp}, limit {}{unit_sp}; lasted {} ({}–{})",
-                                    fmt_value(e.value),
-                                    fmt_value(e.threshold),
-                                    duration_text((e.at_ms - e.since_ms).max(0), Locale::En)
-                                        .replace('-', " "),
-                                    self.when(e.since_ms, e.at_ms),
-                                    self.when(e.at_ms, e.at_ms)
-                                );
-                            }
-                            _ => {
-                                let _ = write!(
-                                    m,
-                                    "{}{t}: {how}{net} {}{unit_sp}, limit {}{unit_sp}, since {}",
-                                    if state == AlertState::Reminder {
-                                        "still: "
-                                    } else {
-                                        ""
-                                    },
-                                    fmt_value(e.value),
-                                    fmt_value(e.threshold),
-                                    self.when(e.since_ms, e.at_ms)
-                                );
-                            }
-                        }
-                    }
-                }
-                if let Some(s) = standard {
-                    let _ = write!(m, " ({s})");
-                }
-                m.push('.');
-            }
+        };
+        let mut m = t("head", &vars);
+        m.push_str(&body);
+        if let Some(s) = rule.and_then(|r| r.provenance.standard.as_deref()) {
+            m.push_str(&t("standard", &[("standard", s)]));
         }
+        m.push_str(&t("end", &[]));
+        m
+    }
+
+    /// A six-100% violation: what, with its evidence (plate, gate, snapshot), and when.
+    fn violation_text(&self, e: &AlertEvent, locale: Locale, at: &str) -> String {
+        let texts = Texts::builtin();
+        let ev = |k: &str| {
+            e.evidence
+                .iter()
+                .find(|(n, _)| n == k)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        let at_gate = if ev("gate").is_empty() {
+            String::new()
+        } else {
+            texts.fill(locale, "gate", &[("gate", ev("gate"))])
+        };
+        let vars = [
+            ("plate", ev("plate")),
+            ("wash_seconds", ev("wash_seconds")),
+            ("wash_min", ev("wash_min")),
+            ("minutes", ev("minutes")),
+            ("detection", ev("detection")),
+            ("item", e.metric.as_str()),
+            ("at_gate", at_gate.as_str()),
+        ];
+        let key = match e.metric.as_str() {
+            "wash" => "violation_wash",
+            "sealed_transport" => "violation_sealed_transport",
+            "wet_work" => "violation_wet_work",
+            "cover" => "violation_cover",
+            "enclosure" => "violation_enclosure",
+            _ => "violation_other",
+        };
+        let mut m = texts.fill(locale, key, &vars);
+        if !ev("snapshot").is_empty() {
+            m.push_str(&texts.fill(locale, "snapshot", &[("snapshot", ev("snapshot"))]));
+        }
+        m.push_str(&texts.fill(locale, "violation_at", &[("at", at)]));
         m
     }
 
@@ -577,6 +518,58 @@ mod tests {
         assert_eq!(
             ctx(Locale::En).message(&ev(AlertState::Open)),
             "[锦江区 B 地块] dust-01: PM10 over the limit: 15-min mean 182 µg/m³, limit 150 µg/m³, since 14:05 (GB 3095-2012)."
+        );
+    }
+
+    #[test]
+    fn the_texts_have_every_key_in_every_language() {
+        Texts::parse(TEXTS_TOML).unwrap();
+        assert!(
+            Texts::parse("[\"zh-CN\"]\nhead = \"x\"\n[en]\n")
+                .unwrap_err()
+                .contains("missing")
+        );
+        assert_eq!(fill("{a}-{b}-{c", &[("a", "1"), ("b", "2")]), "1-2-{c");
+        assert_eq!(fill("{x}", &[]), "{x}");
+    }
+
+    #[test]
+    fn every_kind_of_message_in_both_languages() {
+        let c = ctx(Locale::ZhCn);
+        let mut e = ev(AlertState::Reminder);
+        assert_eq!(
+            c.message_in(&e, Locale::ZhCn),
+            "【锦江区 B 地块】dust-01 仍PM10超标：15分钟均值 182 µg/m³，限值 150 µg/m³，自 14:05 起（GB 3095-2012）。"
+        );
+        assert_eq!(
+            c.message_in(&e, Locale::En),
+            "[锦江区 B 地块] dust-01: still: PM10 over the limit: 15-min mean 182 µg/m³, limit 150 µg/m³, since 14:05 (GB 3095-2012)."
+        );
+        e.state = AlertState::Closed;
+        assert_eq!(
+            c.message_in(&e, Locale::En),
+            "[锦江区 B 地块] dust-01: PM10 over the limit: back to normal, 15-min mean 182 µg/m³, limit 150 µg/m³; lasted 35 min (14:05–14:40) (GB 3095-2012)."
+        );
+        e.kind = AlertKind::Offline;
+        e.rule = None;
+        e.state = AlertState::Open;
+        assert_eq!(
+            c.message_in(&e, Locale::ZhCn),
+            "【锦江区 B 地块】dust-01 离线：自 14:05 起无数据。"
+        );
+        e.kind = AlertKind::Violation;
+        e.metric = "sealed_transport".into();
+        e.evidence = vec![
+            ("plate".into(), "川A12345".into()),
+            ("gate".into(), "南".into()),
+        ];
+        assert_eq!(
+            c.message_in(&e, Locale::ZhCn),
+            "【锦江区 B 地块】dust-01 六个百分百·密闭运输：渣土车 川A12345 未覆盖出场，南门，时间 14:40。"
+        );
+        assert_eq!(
+            c.message_in(&e, Locale::En),
+            "[锦江区 B 地块] dust-01: six-100% sealed transport: muck truck 川A12345 left uncovered at the 南 gate; at 14:40."
         );
     }
 

@@ -1,4 +1,5 @@
-//! Where readings come from.
+//! Sources: where readings come from. Each hands them in through an [`ingest::Ingest`] handle.
 
+pub mod ingest;
 pub mod modbus;
 pub mod mqtt;

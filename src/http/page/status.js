@@ -177,10 +177,13 @@
     } finally { clearTimeout(timer); }
   }
 
+  // Alert messages are rendered by the gateway in the reader's language.
+  function alertsUrl() { return 'api/alerts?state=open&lang=' + (lang === 'zh' ? 'zh-CN' : 'en'); }
+
   async function refresh() {
     try {
       const [status, readings, alerts, compliance, actuators] = await Promise.all([
-        get('api/status'), get('api/readings/latest'), get('api/alerts?state=open'),
+        get('api/status'), get('api/readings/latest'), get(alertsUrl()),
         get('api/compliance/today', true), get('api/actuators')
       ]);
       data = { status, readings, alerts, compliance, actuators };
@@ -201,6 +204,8 @@
     p.set('lang', l === 'zh' ? 'zh-CN' : 'en');
     history.replaceState(null, '', '?' + p.toString());
     render();
+    // The open alerts' messages again, in the new language (the next refresh would too).
+    get(alertsUrl()).then(a => { if (data) { data.alerts = a; render(); } }).catch(() => {});
   }
 
   for (const a of document.querySelectorAll('#lang a')) {

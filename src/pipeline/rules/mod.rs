@@ -257,11 +257,25 @@ impl Engine {
         v: f64,
         out: &mut Vec<AlertEvent>,
     ) {
+        self.reading_in_range(device, metric, t, v, None, out);
+    }
+
+    /// Feeds one reading of a device whose own measuring range is `range` (`None`: the
+    /// metric's default).
+    pub fn reading_in_range(
+        &mut self,
+        device: &str,
+        metric: &str,
+        t: i64,
+        v: f64,
+        range: Option<(f64, f64)>,
+        out: &mut Vec<AlertEvent>,
+    ) {
         if !v.is_finite() {
             return;
         }
-        if !self.quality.reading(device, metric, t, v, out) {
-            // Outside the sensor's range: flagged, not judged.
+        if !self.quality.reading(device, metric, t, v, range, out) {
+            // Below the sensor's range (negative dust): impossible, flagged, not judged.
             return;
         }
         let route = self.route(device, metric);
@@ -342,12 +356,7 @@ impl Engine {
 
         if let Some(open) = &mut s.open {
             open.value = value;
-            let cleared = match rule.condition {
-                Condition::Above(a) => value <= rule.clear.unwrap_or(a),
-                Condition::Below(b) => value >= rule.clear.unwrap_or(b),
-                Condition::Outside(lo, hi) => value >= lo && value <= hi,
-            };
-            if cleared {
+            if rule.condition.cleared(value, rule.clear) {
                 if let Some(open) = s.open.take() {
                     out.push(event(
                         rule,
@@ -363,17 +372,10 @@ impl Engine {
             }
             return;
         }
-        let (breach, threshold) = match rule.condition {
-            Condition::Above(a) => (value > a, a),
-            Condition::Below(b) => (value < b, b),
-            Condition::Outside(lo, hi) => {
-                (value < lo || value > hi, if value < lo { lo } else { hi })
-            }
-        };
-        if !breach {
+        let Some(threshold) = rule.condition.breached(value) else {
             s.breach_since = None;
             return;
-        }
+        };
         let since = *s.breach_since.get_or_insert(t);
         if t - since < rule.hold.as_millis() as i64 {
             return;
@@ -728,11 +730,7 @@ impl Limit {
     /// Whether `v` is beyond the limit. A windowed rule judges its aggregate, not one reading,
     /// so for those this only says that the latest reading is beyond the level.
     pub fn breached_by(&self, v: f64) -> bool {
-        match self.condition {
-            Condition::Above(a) => v > a,
-            Condition::Below(b) => v < b,
-            Condition::Outside(lo, hi) => v < lo || v > hi,
-        }
+        self.condition.breached(v).is_some()
     }
 }
 

@@ -61,6 +61,12 @@ fn ev(
     }
 }
 
+/// How long a device may be silent before it is offline: `[alerts].offline_after`, and at
+/// least three of its intervals. The status page's "up" uses the same figure.
+pub fn offline_after(offline_after_ms: i64, interval_ms: Option<i64>) -> i64 {
+    offline_after_ms.max(interval_ms.map_or(0, |i| 3 * i))
+}
+
 impl Quality {
     pub fn new(offline_after_ms: i64) -> Self {
         Self {
@@ -80,17 +86,20 @@ impl Quality {
     }
 
     fn offline_after(&self, d: &DeviceQ) -> i64 {
-        self.offline_after_ms
-            .max(d.interval_ms.map_or(0, |i| 3 * i))
+        offline_after(self.offline_after_ms, d.interval_ms)
     }
 
-    /// Checks one reading; `false` when it is outside the sensor's range and must not be judged.
+    /// Checks one reading; `false` when it must not be judged: below the sensor's range, an
+    /// impossible value. Above the range the value is flagged (T) but judged: it is at least
+    /// the range's top, so it exceeds every limit below it (PM10 over 1,000 µg/m³ happens in
+    /// sand episodes). `range` is the device's own (`None`: the metric's default).
     pub fn reading(
         &mut self,
         device: &str,
         metric: &str,
         t: i64,
         v: f64,
+        range: Option<(f64, f64)>,
         out: &mut Vec<AlertEvent>,
     ) -> bool {
         let d = match self.devices.get_mut(device) {
@@ -117,7 +126,7 @@ impl Quality {
             None => {
                 let info = Catalog::builtin().get(metric);
                 per_device.entry(metric.to_string()).or_insert(ValueQ {
-                    range: info.and_then(|i| i.range),
+                    range: range.or_else(|| info.and_then(|i| i.range)),
                     stuck_after: info
                         .and_then(|i| i.stuck_after)
                         .map(|d| d.as_millis() as i64),
@@ -149,9 +158,10 @@ impl Quality {
                     ));
                     q.out_of_range = Some(a);
                 }
-                return false;
-            }
-            if let Some(a) = q.out_of_range.take() {
+                if v < lo {
+                    return false;
+                }
+            } else if let Some(a) = q.out_of_range.take() {
                 out.push(ev(
                     AlertKind::OutOfRange,
                     device,

@@ -312,15 +312,33 @@ fn data_quality_out_of_range_stuck_and_offline() {
     let t0 = at("2026-11-26T09:00:00");
     e.register_device("dust-01", Some(10_000), t0);
     let mut out = Vec::new();
-    // 5000 µg/m³ is outside a laser sensor's range: flagged, not judged.
-    e.reading("dust-01", "pm10", t0, 5000.0, &mut out);
+    // -5 µg/m³ is below a laser sensor's range: impossible, flagged, not judged.
+    e.reading("dust-01", "pm10", t0, -5.0, &mut out);
     assert_eq!(
         states(&out),
         vec![("out-of-range".into(), AlertState::Open)]
     );
-    e.reading("dust-01", "pm10", t0 + 10_000, 60.0, &mut out);
+    e.reading("dust-01", "pm10", t0 + 5_000, 60.0, &mut out);
     assert_eq!(out[1].state, AlertState::Closed);
     assert_eq!(out[1].alert_id, out[0].alert_id);
+    // 5000 µg/m³ is above its range (1,000): flagged, and still over the limit of 150 (a sand
+    // episode is not hidden by the sensor's ceiling).
+    let mut out = Vec::new();
+    e.reading("dust-01", "pm10", t0 + 6_000, 5000.0, &mut out);
+    assert_eq!(
+        states(&out),
+        vec![
+            ("out-of-range".into(), AlertState::Open),
+            ("pm10".into(), AlertState::Open)
+        ]
+    );
+    e.reading("dust-01", "pm10", t0 + 10_000, 60.0, &mut out);
+    assert_eq!(out[2].state, AlertState::Closed);
+    assert_eq!(out[2].alert_id, out[0].alert_id);
+    assert_eq!(
+        (out[3].rule_id.as_str(), out[3].state),
+        ("pm10", AlertState::Closed)
+    );
     // The same 60 for two hours: stuck.
     let mut out = feed(
         &mut e,

@@ -24,7 +24,8 @@ use super::request::{self, Data, Op};
 use crate::config::{BusConfig, DeviceConfig};
 use crate::health::{DeviceHealth, DeviceState, Health};
 use crate::model::{DeviceMeta, Readings, now_ms};
-use crate::pipeline::{CoilWrite, Pipeline};
+use crate::pipeline::CoilWrite;
+use crate::sources::ingest::Ingest;
 
 /// Longest pause between attempts on a failing device (or its interval, if longer).
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -58,7 +59,7 @@ pub struct BusTask {
     devices: Vec<Device>,
     conn: Option<Context>,
     last_exchange: Option<Instant>,
-    pipeline: Arc<Pipeline>,
+    ingest: Arc<dyn Ingest>,
     /// Coil writes of the linkage, carried out between polls.
     commands: Option<mpsc::UnboundedReceiver<CoilWrite>>,
 }
@@ -69,7 +70,7 @@ impl BusTask {
         site_id: &str,
         site_tags: &[(String, String)],
         health: &Health,
-        pipeline: Arc<Pipeline>,
+        ingest: Arc<dyn Ingest>,
     ) -> Self {
         let start = Instant::now();
         let n = cfg.devices.len().max(1) as u32;
@@ -86,7 +87,10 @@ impl BusTask {
                     .iter()
                     .map(|r| (r.metric.as_str(), r.measurement.as_str()))
                     .collect();
-                let meta = Arc::new(DeviceMeta::new(&d.id, site_id, &tags, &metrics));
+                let meta = Arc::new(
+                    DeviceMeta::new(&d.id, site_id, &tags, &metrics)
+                        .with_ranges(d.profile.registers.iter().map(|r| r.range)),
+                );
                 let spans: Vec<_> = d.profile.registers.iter().map(|r| r.span()).collect();
                 let plan = planner::plan(&spans, &d.limits);
                 let mut slots_by_read = vec![Vec::new(); plan.reads.len()];
@@ -94,6 +98,7 @@ impl BusTask {
                     slots_by_read[loc.read].push(slot);
                 }
                 let dh = Arc::new(DeviceHealth::new(&d.id, &cfg.name));
+                dh.interval_ms.store(d.interval.as_millis() as i64, Relaxed);
                 health.add_device(dh.clone());
                 // Stagger first polls across the interval so devices do not all fire at once.
                 let offset =
@@ -115,7 +120,7 @@ impl BusTask {
             devices,
             conn: None,
             last_exchange: None,
-            pipeline,
+            ingest,
             commands: None,
         }
     }
@@ -165,7 +170,7 @@ impl BusTask {
         info!(bus = %self.cfg.name, "bus stopped");
     }
 
-    /// Polls one device, hands its readings to the pipeline, reschedules it.
+    /// Polls one device, hands its readings in, reschedules it.
     async fn poll(&mut self, idx: usize) {
         let time_ms = now_ms();
         let nslots = self.devices[idx].meta.slots.len();
@@ -209,7 +214,7 @@ impl BusTask {
                 time_ms,
                 values,
             };
-            self.pipeline.readings(&readings);
+            self.ingest.readings(&readings);
         }
     }
 
@@ -260,14 +265,14 @@ impl BusTask {
         Err(fault)
     }
 
-    /// Sets an actuator's coils and reads them back; the pipeline learns what came of it. Only
+    /// Sets an actuator's coils and reads them back; the site learns what came of it. Only
     /// coils the device's profile marks writable are ever written.
     async fn write_coils(&mut self, w: CoilWrite) {
         let result = self.try_write_coils(&w).await;
         if let Err(e) = &result {
             warn!(bus = %self.cfg.name, device = %w.device, coils = ?w.coils, on = w.switch.on, error = %e, "coil write failed");
         }
-        self.pipeline.switched(&w.switch, result);
+        self.ingest.switched(&w.switch, result);
     }
 
     async fn try_write_coils(&mut self, w: &CoilWrite) -> Result<Vec<bool>, String> {
@@ -382,7 +387,7 @@ impl BusTask {
         }
         dev.last_problem = problem;
         if let Some(up) = link {
-            self.pipeline.device_link(&dev.cfg.id, up);
+            self.ingest.device_link(&dev.cfg.id, up);
         }
     }
 }

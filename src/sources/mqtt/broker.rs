@@ -29,10 +29,9 @@ use crate::config::{MqttConfig, Subscription};
 use crate::health::{BrokerHealth, Health};
 use crate::model::{DeviceMeta, Readings, now_ms};
 use crate::outputs::mqtt::PublishRequest;
-use crate::outputs::queue::PointQueue;
 use crate::outputs::sink::truncate;
-use crate::pipeline::Pipeline;
 use crate::rand::Jitter;
+use crate::sources::ingest::Ingest;
 
 /// Devices remembered per subscription (their series keys); past this, a device id that
 /// arrives in a topic is still stored, but its key is rebuilt for each message.
@@ -94,7 +93,7 @@ pub struct BrokerTask {
     site_id: String,
     site_tags: Vec<(String, String)>,
     options: MqttOptions,
-    pipeline: Arc<Pipeline>,
+    ingest: Arc<dyn Ingest>,
     health: Arc<Health>,
     bh: Arc<BrokerHealth>,
     devices: Vec<HashMap<String, Arc<DeviceMeta>>>,
@@ -113,7 +112,7 @@ impl BrokerTask {
         cfg: MqttConfig,
         site_id: &str,
         site_tags: &[(String, String)],
-        pipeline: Arc<Pipeline>,
+        ingest: Arc<dyn Ingest>,
         health: Arc<Health>,
     ) -> Result<Self, MqttSetupError> {
         let fail = |message: String| MqttSetupError::Setup {
@@ -144,7 +143,7 @@ impl BrokerTask {
             site_id: site_id.to_string(),
             site_tags: site_tags.to_vec(),
             options: o,
-            pipeline,
+            ingest,
             health,
             bh,
             devices,
@@ -175,7 +174,7 @@ impl BrokerTask {
         let acker = tokio::spawn(ack_loop(
             client.clone(),
             ack_rx,
-            self.pipeline.queue().clone(),
+            self.ingest.clone(),
             generation.clone(),
             received.clone(),
         ));
@@ -290,7 +289,7 @@ impl BrokerTask {
         }
         // Let what was read become durable and acknowledged, then leave cleanly. What is not
         // acknowledged the broker delivers again.
-        self.pipeline.queue().commit_soon();
+        self.ingest.commit_soon();
         drop(ack_tx);
         let flush = async {
             // The event loop keeps running while the last acknowledgements go out.
@@ -323,7 +322,7 @@ impl BrokerTask {
     /// A manual override command: applied, logged, acknowledged; never stored.
     fn on_command(&self, client: &AsyncClient, p: &Publish) {
         let result = crate::control::parse(&p.payload, None, "mqtt")
-            .and_then(|c| crate::control::apply(&self.pipeline, &c));
+            .and_then(|c| crate::control::apply(self.ingest.as_ref(), &c));
         match result {
             Ok(done) => {
                 info!(broker = %self.cfg.name, topic = %p.topic, command = %done, "override command applied")
@@ -433,7 +432,7 @@ impl BrokerTask {
         }
     }
 
-    /// Hands mapped readings or events to the pipeline; returns the store ticket.
+    /// Hands mapped readings or events to the site; returns the store ticket.
     fn store(&mut self, idx: usize, sub: &Subscription, mapped: Mapped, topic_name: &str) -> u64 {
         match mapped {
             Mapped::Readings(items) => {
@@ -453,16 +452,14 @@ impl BrokerTask {
                         time_ms: item.time_ms,
                         values: item.values,
                     };
-                    ticket = ticket.max(self.pipeline.readings(&r));
+                    ticket = ticket.max(self.ingest.readings(&r));
                 }
                 ticket
             }
-            Mapped::Vehicles(vs) => self.pipeline.vehicles(&vs),
-            Mapped::Detections(ds) => {
-                // Kept in the compliance state file (saved before this returns), not the store.
-                self.pipeline.detections(&ds);
-                0
-            }
+            Mapped::Vehicles(vs) => self.ingest.vehicles(&vs),
+            // Kept in the compliance state file (saved before this returns); the violations
+            // they lead to are alert points in the store.
+            Mapped::Detections(ds) => self.ingest.detections(&ds),
         }
     }
 
@@ -478,12 +475,15 @@ impl BrokerTask {
             crate::config::json_profile::JsonKind::Vehicle(_)
             | crate::config::json_profile::JsonKind::Detection { .. } => Vec::new(),
         };
-        let meta = Arc::new(DeviceMeta::new(
-            device,
-            &self.site_id,
-            &self.site_tags,
-            &metrics,
-        ));
+        let ranges: Vec<Option<(f64, f64)>> = match &sub.profile.kind {
+            crate::config::json_profile::JsonKind::Readings(fields) => {
+                fields.iter().map(|f| f.range).collect()
+            }
+            _ => Vec::new(),
+        };
+        let meta = Arc::new(
+            DeviceMeta::new(device, &self.site_id, &self.site_tags, &metrics).with_ranges(ranges),
+        );
         if self.devices[idx].len() < MAX_CACHED_DEVICES {
             self.devices[idx].insert(device.to_string(), meta.clone());
         }
@@ -497,11 +497,11 @@ impl BrokerTask {
 async fn ack_loop(
     client: AsyncClient,
     mut rx: mpsc::UnboundedReceiver<(u64, u64, Publish)>,
-    queue: Arc<dyn PointQueue>,
+    ingest: Arc<dyn Ingest>,
     generation: Arc<AtomicU64>,
     received: Arc<AtomicU64>,
 ) {
-    let mut durable = queue.durable();
+    let mut durable = ingest.durable();
     while let Some((ticket, gen_of_msg, publish)) = rx.recv().await {
         let mut seen = received.load(Relaxed);
         while *durable.borrow() < ticket {
@@ -512,7 +512,7 @@ async fn ack_loop(
                     // Nothing new from the broker: it is waiting for our acknowledgements.
                     let now = received.load(Relaxed);
                     if now == seen {
-                        queue.commit_soon();
+                        ingest.commit_soon();
                     }
                     seen = now;
                 }

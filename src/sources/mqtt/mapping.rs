@@ -353,6 +353,7 @@ mod tests {
             pointer: p.into(),
             scale,
             offset: 0.0,
+            range: None,
         };
         JsonProfile {
             name: "t".into(),

@@ -11,11 +11,16 @@ use tracing::{error, warn};
 
 /// Writes `value` as JSON to `path`, atomically.
 pub fn save<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
     let body = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    save_bytes(path, &body)
+}
+
+/// Writes `body` (already serialized) to `path`, atomically.
+pub fn save_bytes(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&body)?;
+        f.write_all(body)?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
