@@ -1,12 +1,12 @@
-//! `[compliance]` (the six 100%), `[[actuator]]` (dust-suppression linkage) and `[control]`
-//! (manual override): read in stage one, checked against the buses, brokers and rules in stage
-//! two.
+//! `[compliance]` (the six 100%) and `[[actuator]]` (dust-suppression linkage): read in stage
+//! one, checked against the buses and rules in stage two. `[control]` is in `control.rs`.
 
 use std::time::Duration;
 
+use super::common::{DAY, duration};
+use super::modbus::BusConfig;
 use super::reader::{Cx, Sp, Span, TableReader};
 use super::rules::{Schedule, Severity};
-use super::types::{BusConfig, MqttConfig, Secret};
 use crate::register::Table;
 
 /// `[compliance]` parameters.
@@ -72,16 +72,6 @@ pub struct RawActuator {
     pub safe_state: Option<Sp<String>>,
 }
 
-#[derive(Debug)]
-pub struct RawControl {
-    pub span: Span,
-    pub broker: Option<Sp<String>>,
-    pub topic: Option<Sp<String>>,
-    pub token_env: Option<Sp<String>>,
-    pub token_file: Option<Sp<String>>,
-    pub max_for: Option<Sp<Duration>>,
-}
-
 pub fn read_compliance(cx: &mut Cx<'_>, mut t: TableReader<'_, '_>) -> RawCompliance {
     let raw = RawCompliance {
         span: t.span(),
@@ -118,28 +108,6 @@ pub fn read_actuator(cx: &mut Cx<'_>, mut t: TableReader<'_, '_>) -> RawActuator
     raw
 }
 
-pub fn read_control(cx: &mut Cx<'_>, mut t: TableReader<'_, '_>) -> RawControl {
-    if t.has("token") {
-        let _ = t.opt::<String>(cx, "token").map(|v| {
-            cx.error(
-                &v.span,
-                &t.key_path("token"),
-                "secrets never go in the config file: name them with token_env or token_file",
-            )
-        });
-    }
-    let raw = RawControl {
-        span: t.span(),
-        broker: t.opt(cx, "broker"),
-        topic: t.opt(cx, "topic"),
-        token_env: t.opt(cx, "token_env"),
-        token_file: t.opt(cx, "token_file"),
-        max_for: t.opt(cx, "max_for"),
-    };
-    t.finish(cx);
-    raw
-}
-
 /// A validated `[[actuator]]`: coils of one relay device switched together.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActuatorConfig {
@@ -154,40 +122,6 @@ pub struct ActuatorConfig {
     pub daily_budget: Option<Duration>,
     /// The state on shutdown and after the link to the relay was lost.
     pub safe_on: bool,
-}
-
-/// `[control]`: manual override of actuators.
-#[derive(Debug, Clone)]
-pub struct ControlConfig {
-    /// (broker name, command topic) for overrides over MQTT.
-    pub mqtt: Option<(String, String)>,
-    /// Bearer token for `POST /api/actuators/{id}`; without it the endpoint is off.
-    pub token: Option<Secret>,
-    /// Longest override anyone may ask for.
-    pub max_for: Duration,
-}
-
-impl Default for ControlConfig {
-    fn default() -> Self {
-        Self {
-            mqtt: None,
-            token: None,
-            max_for: Duration::from_secs(4 * 3600),
-        }
-    }
-}
-
-const DAY: Duration = Duration::from_secs(24 * 3600);
-
-fn duration(cx: &mut Cx<'_>, d: &Option<Sp<Duration>>, key: &str, default: Duration) -> Duration {
-    match d {
-        None => default,
-        Some(d) if d.value.is_zero() || d.value > DAY => {
-            cx.error(&d.span, key, "must be longer than zero and at most 24h");
-            default
-        }
-        Some(d) => d.value,
-    }
 }
 
 pub fn compliance(cx: &mut Cx<'_>, raw: Option<RawCompliance>) -> Option<ComplianceParams> {
@@ -442,45 +376,4 @@ pub fn actuators(
         }
     }
     out
-}
-
-pub fn control(
-    cx: &mut Cx<'_>,
-    raw: Option<RawControl>,
-    site_id: &str,
-    brokers: &[MqttConfig],
-    token: Option<Secret>,
-) -> ControlConfig {
-    let mut c = ControlConfig {
-        token,
-        ..ControlConfig::default()
-    };
-    let Some(raw) = raw else {
-        return c;
-    };
-    c.max_for = duration(cx, &raw.max_for, "control.max_for", c.max_for);
-    match (&raw.broker, &raw.topic) {
-        (Some(b), Some(t)) => {
-            let topic = t.value.replace("{site}", site_id);
-            if !brokers.iter().any(|x| x.name == b.value) {
-                cx.error(
-                    &b.span,
-                    "control.broker",
-                    format!("no [[mqtt]] broker named \"{}\"", b.value),
-                );
-            } else if let Err(e) = super::validate::check_topic_filter(&topic) {
-                cx.error(&t.span, "control.topic", e);
-            } else {
-                c.mqtt = Some((b.value.clone(), topic));
-            }
-        }
-        (Some(b), None) => cx.error(&b.span, "control.topic", "a command topic to subscribe to"),
-        (None, Some(t)) => cx.error(
-            &t.span,
-            "control.broker",
-            "the [[mqtt]] broker to subscribe on",
-        ),
-        (None, None) => {}
-    }
-    c
 }

@@ -1,28 +1,185 @@
-//! Configuration: `site.toml` and the device profiles it names.
+//! Configuration: `site.toml` and the device profiles and standards packs it names.
+//!
+//! One file per section, each holding the section's raw shape, its validation and its typed
+//! value together: `site`, `influx`, `store`, `http`, `modbus` (buses and devices), `mqtt`
+//! (brokers and subscriptions), `rules` (with the standards packs), `alerts`, `linkage`
+//! (`[compliance]` and `[[actuator]]`), `control`; helpers they share are in `common`.
 //!
 //! Loading has two stages, after Vector's validate/build split: the TOML tree is read into raw
-//! types (`raw.rs`: shape, types, unknown keys), then validated into typed values
-//! (`validate.rs`: ranges, references, duplicates, overlaps). Every problem in every file is
-//! reported at once, each with file:line:column and key path.
+//! types (shape, types, unknown keys: [`read`]), then validated into typed values (ranges,
+//! references, duplicates, overlaps: [`validate`]). Every problem in every file is reported at
+//! once, each with file:line:column and key path.
 
+pub mod alerts;
+pub mod common;
+pub mod control;
+pub mod http;
+pub mod influx;
 pub mod json_profile;
 pub mod linkage;
 pub mod metrics;
+pub mod modbus;
+pub mod mqtt;
 pub mod profile;
-pub mod raw;
 pub mod reader;
 pub mod rules;
+pub mod site;
 pub mod source;
-pub mod types;
-pub mod validate;
+pub mod store;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+pub use alerts::{AlertMqtt, AlertsConfig, Locale, Webhook, WebhookFormat};
+pub use common::Secret;
+pub use http::HttpConfig;
+pub use influx::{InfluxApi, InfluxConfig};
+pub use modbus::{BusConfig, DeviceConfig, Parity, SerialLine, Transport};
+pub use mqtt::{DeviceFrom, MqttConfig, Subscription, TlsFiles};
+pub use site::Site;
 pub use source::{Diagnostic, Diagnostics, SourceFile};
-pub use types::*;
+pub use store::StoreConfig;
 
 use profile::ProfileLoader;
 use reader::{Cx, TableReader, parse_document};
+use rules::{Pack, PackLoader, RuleConfig};
+
+/// The validated configuration: typed values only, every cross-reference resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub file: PathBuf,
+    pub site: Site,
+    /// `None`: series go to daily line-protocol files under `[store].dir`.
+    pub influx: Option<InfluxConfig>,
+    pub store: StoreConfig,
+    pub http: HttpConfig,
+    pub buses: Vec<BusConfig>,
+    pub brokers: Vec<MqttConfig>,
+    /// The rules in force: the packs' rules, with the site's own replacing those of the same id.
+    pub rules: Vec<RuleConfig>,
+    /// The packs named in `[site].standards`.
+    pub packs: Vec<Arc<Pack>>,
+    pub alerts: AlertsConfig,
+    /// `[compliance]`: the six 100% are judged only when the section is present.
+    pub compliance: Option<linkage::ComplianceParams>,
+    pub actuators: Vec<linkage::ActuatorConfig>,
+    pub control: control::ControlConfig,
+    /// What the site's patches changed in pack rules, for `check`.
+    pub rule_patches: Vec<rules::RulePatch>,
+    /// What `check` points out without refusing the config (file:line:col and key path).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Stage one: every section's raw shape, each value with its span.
+#[derive(Default)]
+pub struct RawConfig<'t, 'i> {
+    pub site: Option<site::RawSite>,
+    pub influx: Option<influx::RawInflux>,
+    pub store: Option<store::RawStore>,
+    pub http: Option<http::RawHttp>,
+    pub modbus: Vec<modbus::RawBus>,
+    pub mqtt: Vec<mqtt::RawBroker>,
+    /// The site's own `[[rule]]` tables, read in stage two: one whose id is a pack rule's is a
+    /// patch of it, so they are read once the packs are known.
+    pub rules: Vec<TableReader<'t, 'i>>,
+    pub alerts: Option<alerts::RawAlerts>,
+    pub compliance: Option<linkage::RawCompliance>,
+    pub actuators: Vec<linkage::RawActuator>,
+    pub control: Option<control::RawControl>,
+}
+
+/// Stage one: reads each section's shape (types, unknown keys, required keys).
+pub fn read<'t, 'i>(cx: &mut Cx<'_>, root: &mut TableReader<'t, 'i>) -> RawConfig<'t, 'i> {
+    RawConfig {
+        site: site::read(cx, root),
+        influx: influx::read(cx, root),
+        store: store::read(cx, root),
+        http: http::read(cx, root),
+        modbus: modbus::read(cx, root),
+        mqtt: mqtt::read(cx, root),
+        rules: root.tables(cx, "rule"),
+        alerts: alerts::read(cx, root),
+        compliance: root
+            .table(cx, "compliance")
+            .map(|t| linkage::read_compliance(cx, t)),
+        actuators: root
+            .tables(cx, "actuator")
+            .into_iter()
+            .map(|t| linkage::read_actuator(cx, t))
+            .collect(),
+        control: root
+            .table(cx, "control")
+            .map(|t| control::read_control(cx, t)),
+    }
+}
+
+/// Stage two: each section checked for meaning, then the cross-references between them, into
+/// the typed [`Config`]. Every problem is recorded; nothing stops at the first.
+pub fn validate(
+    cx: &mut Cx<'_>,
+    raw: RawConfig,
+    config_path: &Path,
+    profiles: &mut ProfileLoader,
+    packs: &mut PackLoader,
+) -> Option<Config> {
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    let raw_standards = raw.site.as_ref().map(|s| {
+        (
+            s.standards.clone(),
+            s.background.as_ref().map(|b| b.value.clone()),
+        )
+    });
+    let site = site::validate(cx, raw.site);
+    let influx = raw.influx.and_then(|i| influx::validate(cx, i, base));
+    let store = store::validate(cx, raw.store, base);
+    let http = http::validate(cx, raw.http);
+    let (buses, device_ids) = modbus::validate(cx, raw.modbus, profiles);
+    let site_id = site.as_ref().map_or("site", |s| s.id.as_str()).to_string();
+    let (brokers, idle_brokers) =
+        mqtt::validate(cx, raw.mqtt, base, &site_id, profiles, &device_ids);
+    let rules::Rules {
+        rules,
+        packs,
+        patches: rule_patches,
+        actuate_at,
+        warnings: rule_warnings,
+    } = rules::resolve(cx, &raw_standards, raw.rules, &buses, &brokers, packs);
+    let alerts = alerts::validate(cx, raw.alerts, base, &site_id, &brokers);
+    let compliance = linkage::compliance(cx, raw.compliance);
+    let actuators = linkage::actuators(cx, raw.actuators, &buses, &actuate_at);
+    let token = raw.control.as_ref().and_then(|c| {
+        common::secret(
+            cx,
+            c.token_env.clone(),
+            c.token_file.clone(),
+            base,
+            "control.token",
+        )
+    });
+    let control = control::control(cx, raw.control, &site_id, &brokers, token);
+    let mut warnings: Vec<_> = profiles.notes.drain(..).collect();
+    warnings.extend(rule_warnings);
+    warnings.extend(mqtt::unused_brokers(cx, idle_brokers, &alerts, &control));
+
+    Some(Config {
+        file: config_path.to_path_buf(),
+        site: site?,
+        influx,
+        store,
+        http: http?,
+        buses,
+        brokers,
+        rules,
+        packs,
+        alerts,
+        compliance,
+        actuators,
+        control,
+        rule_patches,
+        warnings,
+    })
+}
 
 /// Loads and validates a config file, with profiles from `devices/` beside it, then built-ins.
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {
@@ -38,7 +195,7 @@ fn packs_for(path: &Path) -> rules::PackLoader {
 
 /// Loads a config from text already in memory (`dustgate demo` builds its own).
 pub fn load_from(
-    file: &std::sync::Arc<SourceFile>,
+    file: &Arc<SourceFile>,
     path: &Path,
     profiles: &mut ProfileLoader,
 ) -> Result<Config, Diagnostics> {
@@ -50,9 +207,9 @@ pub fn load_from(
         };
         parse_document(&mut cx, &file.text).and_then(|doc| {
             let mut root = TableReader::root(&doc);
-            let raw = raw::read(&mut cx, &mut root);
+            let raw = read(&mut cx, &mut root);
             root.finish(&mut cx);
-            validate::validate(&mut cx, raw, path, profiles, &mut packs_for(path))
+            validate(&mut cx, raw, path, profiles, &mut packs_for(path))
         })
     };
     diags.sort();

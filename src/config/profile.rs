@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::common::in_range;
 use super::json_profile::{JsonProfile, parse_json_profile};
 use super::metrics::Catalog;
 use super::reader::{Cx, Sp, TableReader, parse_document};
@@ -584,27 +585,6 @@ pub fn parse_profile(
         read_singly: read_singly.map(|v| v.value),
         registers: registers.into_iter().map(|(r, _)| r).collect(),
     })
-}
-
-/// Checks an integer's range and narrows it.
-pub fn in_range<T: TryFrom<i64>>(
-    cx: &mut Cx<'_>,
-    v: &Sp<i64>,
-    key_path: &str,
-    lo: i64,
-    hi: i64,
-) -> Option<Sp<T>> {
-    if v.value < lo || v.value > hi {
-        cx.error(
-            &v.span,
-            key_path,
-            format!("{} is out of range: expected {lo}..={hi}", v.value),
-        );
-        return None;
-    }
-    T::try_from(v.value)
-        .ok()
-        .map(|x| Sp::new(x, v.span.clone()))
 }
 
 #[cfg(test)]

@@ -2,14 +2,16 @@
 //!
 //! A pack is data: the limits of a published standard, each rule with its source, effective
 //! dates and confidence mark. A site lists the packs it is judged by (`[site].standards`); a
-//! site's own `[[rule]]` with the same id replaces the pack's.
+//! site's own `[[rule]]` with the same id patches the pack's: only the keys it gives change.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::reader::{Cx, Sp, TableReader, parse_document};
+use super::modbus::BusConfig;
+use super::mqtt::{DeviceFrom, MqttConfig};
+use super::reader::{Cx, Sp, Span, TableReader, parse_document};
 use super::source::{Diagnostic, Diagnostics, SourceFile};
 
 include!(concat!(env!("OUT_DIR"), "/builtin_standards.rs"));
@@ -956,6 +958,199 @@ impl PackLoader {
                     (*text).to_string(),
                 ))
             })
+    }
+}
+
+/// The rules a site is judged by, with what `check` says about them.
+pub struct Rules {
+    pub rules: Vec<RuleConfig>,
+    pub packs: Vec<std::sync::Arc<Pack>>,
+    pub patches: Vec<RulePatch>,
+    /// Where each `actuate` is written, to point at it if it names no actuator.
+    pub actuate_at: Vec<(String, String, Span)>,
+    pub warnings: Vec<super::source::Diagnostic>,
+}
+
+/// The rules in force: each pack's rules in the order listed, a site rule with a pack rule's
+/// id patching it (only the keys it gives change; `enabled = false` switches it off), the
+/// site's other rules after.
+#[allow(clippy::type_complexity)]
+pub fn resolve(
+    cx: &mut Cx<'_>,
+    standards: &Option<(Option<Sp<Vec<String>>>, Option<String>)>,
+    site_rules: Vec<TableReader<'_, '_>>,
+    buses: &[BusConfig],
+    brokers: &[MqttConfig],
+    loader: &mut PackLoader,
+) -> Rules {
+    let mut packs = Vec::new();
+    let mut rules: Vec<RuleConfig> = Vec::new();
+    if let Some((Some(list), background)) = standards {
+        for id in &list.value {
+            let before = cx.diags.len();
+            match loader.load(id, background.as_deref(), cx.diags) {
+                Ok(Some(pack)) => {
+                    for r in &pack.rules {
+                        if rules.iter().any(|x| x.id == r.id) {
+                            cx.error(
+                                &list.span,
+                                "site.standards",
+                                format!(
+                                    "rule \"{}\" of pack \"{id}\" is already given by another pack",
+                                    r.id
+                                ),
+                            );
+                        } else {
+                            rules.push(r.clone());
+                        }
+                    }
+                    packs.push(pack);
+                }
+                Ok(None) => {
+                    let what = if cx.diags.len() == before {
+                        "has errors"
+                    } else {
+                        "has errors, listed with its file"
+                    };
+                    cx.error(
+                        &list.span,
+                        "site.standards",
+                        format!("standards pack \"{id}\" {what}"),
+                    );
+                }
+                Err(msg) => cx.error(&list.span, "site.standards", msg),
+            }
+        }
+    }
+    // Metrics some device can provide: canonical ones, and any a profile maps.
+    let mut provided: Vec<String> = super::metrics::Catalog::builtin()
+        .metrics
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    for b in buses {
+        for d in &b.devices {
+            provided.extend(d.profile.registers.iter().map(|r| r.metric.clone()));
+        }
+    }
+    for b in brokers {
+        for s in &b.subscriptions {
+            if let super::json_profile::JsonKind::Readings(f) = &s.profile.kind {
+                provided.extend(f.iter().map(|f| f.metric.clone()));
+            }
+        }
+    }
+    let background = standards.as_ref().and_then(|(_, b)| b.clone());
+    let site_prov = Provenance {
+        pack: "site".into(),
+        standard: None,
+        source: None,
+        mark: None,
+    };
+    let from_packs = rules.len();
+    let mut patches = Vec::new();
+    let mut actuate_at = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    // Device ids known at check time: Modbus devices and fixed MQTT ids. An id taken from a
+    // topic level or the payload is known only at run time; then no glob is reported.
+    let mut known: Vec<&str> = buses
+        .iter()
+        .flat_map(|b| b.devices.iter().map(|d| d.id.as_str()))
+        .collect();
+    let mut all_known = true;
+    for s in brokers.iter().flat_map(|b| &b.subscriptions) {
+        match &s.device {
+            DeviceFrom::Fixed(id) => known.push(id),
+            DeviceFrom::TopicLevel(_) | DeviceFrom::Pointer(_) => all_known = false,
+        }
+    }
+    let mut warnings = Vec::new();
+    for t in site_rules {
+        if all_known && let Some(globs) = t.peek_str_list("devices") {
+            for g in globs
+                .iter()
+                .filter(|g| !known.iter().any(|d| super::rules::glob(g, d)))
+            {
+                warnings.push(cx.file.diagnostic(
+                    &t.table_span("devices"),
+                    &t.key_path("devices"),
+                    format!(
+                        "device glob \"{g}\" matches no configured device (devices: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
+        let of_pack = t
+            .peek_str("id")
+            .and_then(|id| rules[..from_packs].iter().position(|x| x.id == id));
+        let (r, patch) = match of_pack {
+            Some(i) => match read_patch(cx, t, &rules[i], background.as_deref()) {
+                Some((r, p)) => (r, Some(p)),
+                None => continue,
+            },
+            None => match read_rule(cx, t, &site_prov, background.as_deref()) {
+                Some(r) => (r, None),
+                None => continue,
+            },
+        };
+        if let Some(line) = seen.get(&r.value.id) {
+            cx.error(
+                &r.span,
+                "rule",
+                format!("rule id \"{}\" is already used at line {line}", r.value.id),
+            );
+            continue;
+        }
+        seen.insert(r.value.id.clone(), cx.file.position(r.span.start).0);
+        let metric_changed = patch
+            .as_ref()
+            .is_some_and(|p| p.changes.iter().any(|(k, _, _)| k == "metric"));
+        if (metric_changed || (patch.is_none() && !r.value.patch))
+            && !provided.contains(&r.value.metric)
+        {
+            cx.error(
+                &r.span,
+                "rule",
+                format!(
+                    "no device provides metric \"{}\": a canonical metric or one a profile maps",
+                    r.value.metric
+                ),
+            );
+            continue;
+        }
+        if let Some(a) = &r.value.actuate {
+            actuate_at.push((r.value.id.clone(), a.clone(), r.span.clone()));
+        }
+        match (of_pack, patch) {
+            (Some(i), Some(p)) => {
+                rules[i] = r.value;
+                if !p.changes.is_empty() {
+                    patches.push(p);
+                }
+            }
+            _ if r.value.patch => cx.error(
+                &r.span,
+                "rule",
+                format!(
+                    "rule \"{}\" names no metric or condition, and no pack of [site].standards has it",
+                    r.value.id
+                ),
+            ),
+            _ => rules.push(r.value),
+        }
+    }
+    rules.retain(|r| r.enabled);
+    Rules {
+        rules,
+        packs,
+        patches,
+        actuate_at,
+        warnings,
     }
 }
 
