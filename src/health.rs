@@ -73,6 +73,16 @@ pub struct WriterHealth {
     pub batches: AtomicU64,
     pub last_success_ms: AtomicI64,
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// Since when (wall ms) the destination (InfluxDB database or bucket) has been missing:
+    /// points are held, not written; 0 while it is there.
+    pub destination_missing_since_ms: AtomicI64,
+}
+
+impl WriterHealth {
+    /// Since when the destination has been missing, if it is now.
+    pub fn destination_missing_since(&self) -> Option<i64> {
+        Some(self.destination_missing_since_ms.load(Relaxed)).filter(|&t| t != 0)
+    }
 }
 
 #[derive(Debug, Default)]

@@ -280,6 +280,19 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         "Age of the oldest point waiting in the store (0 when it is empty).",
         up.lag_s,
     );
+    let missing = health.writer.destination_missing_since();
+    e.single(
+        "dustgate_writer_destination_missing",
+        Gauge,
+        "1 while the destination (InfluxDB database or bucket) is missing: points are held in the store, not written.",
+        f64::from(u8::from(missing.is_some())),
+    );
+    e.single(
+        "dustgate_writer_destination_missing_since_seconds",
+        Gauge,
+        "Since when the destination has been missing (Unix seconds; 0 while it is there).",
+        missing.unwrap_or(0) as f64 / 1000.0,
+    );
 
     // Alert outputs (MQTT topic, webhooks).
     let outputs: Vec<(String, Arc<crate::health::WriterHealth>)> =

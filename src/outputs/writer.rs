@@ -5,6 +5,11 @@
 //! be delivered now (network, 408, 429, 5xx) is held and retried with capped, jittered backoff
 //! (or after the server's Retry-After) while new points keep queueing behind it. A 413 splits
 //! the batch in halves until the parts fit; other 4xx go to the dead-letter file.
+//!
+//! A missing destination (InfluxDB 404: database or bucket not found) is an operator's mistake,
+//! not the batch's: the batch is held in the store and retried with the same backoff, the writer
+//! health shows it (status page, `/metrics`), and it is logged once a minute while it lasts,
+//! and once when it is over.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -41,7 +46,12 @@ pub struct Writer<S: Sink> {
     batch_limit: usize,
     jitter: Jitter,
     failing_since: Option<i64>,
+    /// While the destination is missing: when that was last logged.
+    missing_logged: Option<tokio::time::Instant>,
 }
+
+/// How often a missing destination is logged while it lasts.
+const MISSING_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The result of trying to deliver one batch.
 enum Delivery {
@@ -52,6 +62,8 @@ enum Delivery {
         after: Option<Duration>,
         reason: String,
         resume_at: Vec<(usize, usize)>,
+        /// The destination (database, bucket) is missing.
+        missing: bool,
     },
 }
 
@@ -73,6 +85,7 @@ impl<S: Sink> Writer<S> {
             batch_limit,
             jitter: Jitter::new(),
             failing_since: None,
+            missing_logged: None,
         }
     }
 
@@ -83,6 +96,10 @@ impl<S: Sink> Writer<S> {
     /// Runs until shutdown; then tries to deliver what is left within the grace period.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         info!(sink = %self.sink.describe(), batch_size = self.opts.batch_size, "writer started");
+        tokio::select! {
+            _ = self.sink.prepare() => {}
+            _ = shutdown.changed() => {}
+        }
         loop {
             if *shutdown.borrow() {
                 break;
@@ -143,6 +160,7 @@ impl<S: Sink> Writer<S> {
                     after,
                     reason,
                     resume_at,
+                    missing,
                 } => {
                     self.wh().retries.fetch_add(1, Relaxed);
                     if let Ok(mut e) = self.wh().last_error.lock() {
@@ -151,7 +169,10 @@ impl<S: Sink> Writer<S> {
                     let wait = after.unwrap_or_else(|| {
                         backoff(attempt, self.opts.retry_max, self.jitter.next_f64())
                     });
-                    if self.failing_since.is_none() {
+                    if missing {
+                        self.failing_since.get_or_insert_with(wall_ms);
+                        self.destination_missing(&reason, wait);
+                    } else if self.failing_since.is_none() {
                         self.failing_since = Some(wall_ms());
                         warn!(sink = %self.sink.describe(), reason = %reason, retry_in_ms = wait.as_millis() as u64, "write failed; holding points and retrying");
                     } else {
@@ -178,7 +199,15 @@ impl<S: Sink> Writer<S> {
         while let Some((start, end)) = stack.pop() {
             let part = &batch.body[start..end];
             let lines = count_lines(part);
-            match self.sink.send(part).await {
+            let outcome = self.sink.send(part).await;
+            if !matches!(
+                outcome,
+                SendOutcome::DestinationMissing { .. } | SendOutcome::Retry { .. }
+            ) {
+                // The server answered about the batch: the destination is there.
+                self.destination_present();
+            }
+            match outcome {
                 SendOutcome::Accepted => {
                     self.wh().written_points.fetch_add(lines as u64, Relaxed);
                     self.wh().batches.fetch_add(1, Relaxed);
@@ -212,11 +241,68 @@ impl<S: Sink> Writer<S> {
                         after,
                         reason,
                         resume_at: stack,
+                        missing: false,
+                    };
+                }
+                SendOutcome::DestinationMissing { reason } => {
+                    stack.push((start, end));
+                    stack.reverse();
+                    return Delivery::Later {
+                        after: None,
+                        reason,
+                        resume_at: stack,
+                        missing: true,
                     };
                 }
             }
         }
         Delivery::Done
+    }
+
+    /// The destination answered "not found": shown in the health, logged when it starts and
+    /// then at most once per [`MISSING_LOG_EVERY`] (not once per batch or retry).
+    fn destination_missing(&mut self, reason: &str, retry_in: Duration) {
+        let now = tokio::time::Instant::now();
+        let since = match self.wh().destination_missing_since() {
+            Some(t) => t,
+            None => {
+                let t = wall_ms();
+                self.wh().destination_missing_since_ms.store(t, Relaxed);
+                t
+            }
+        };
+        let due = self
+            .missing_logged
+            .is_none_or(|at| now.duration_since(at) >= MISSING_LOG_EVERY);
+        if due {
+            self.missing_logged = Some(now);
+            error!(
+                sink = %self.sink.describe(),
+                reason = %reason,
+                missing_s = (wall_ms() - since) / 1000,
+                queued_points = self.queue.depth().points,
+                retry_in_ms = retry_in.as_millis() as u64,
+                "destination missing (create the InfluxDB database or bucket, or allow create_database): holding points in the store and retrying"
+            );
+        } else {
+            tracing::debug!(reason = %reason, retry_in_ms = retry_in.as_millis() as u64, "destination still missing");
+        }
+    }
+
+    /// The server answered about a batch: if the destination was missing, it is there now.
+    fn destination_present(&mut self) {
+        if let Some(since) = self.wh().destination_missing_since() {
+            self.wh().destination_missing_since_ms.store(0, Relaxed);
+            self.missing_logged = None;
+            // This line says it; "writes succeed again" would say it twice.
+            self.failing_since = None;
+            info!(
+                sink = %self.sink.describe(),
+                missing_s = (wall_ms() - since) / 1000,
+                queued_points = self.queue.depth().points,
+                "destination is there again: delivering the held points"
+            );
+        }
     }
 
     fn set_aside(&self, part: &[u8], lines: usize, reason: &str) {
@@ -464,6 +550,51 @@ mod tests {
             r.dead_letter
         );
         assert_eq!(r.health.dead_letter_points.load(Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_destination_holds_the_batch_until_it_is_there() {
+        let missing = || SendOutcome::DestinationMissing {
+            reason: "HTTP 404: database not found".into(),
+        };
+        let r = run(&["a 1", "b 2"], vec![missing(), missing(), missing()]).await;
+        // Held and sent again (with backoff), never set aside; then delivered whole.
+        assert_eq!(r.sent.len(), 4);
+        assert!(r.sent.iter().all(|(_, b)| b == "a 1\nb 2\n"));
+        assert!(r.sent[3].0 - r.sent[2].0 >= Duration::from_secs(1));
+        assert_eq!(r.dead_letter, "");
+        assert_eq!(r.health.dead_letter_points.load(Relaxed), 0);
+        assert_eq!(r.health.written_points.load(Relaxed), 2);
+        assert_eq!(r.health.retries.load(Relaxed), 3);
+        assert_eq!(
+            r.health.destination_missing_since(),
+            None,
+            "cleared once written"
+        );
+        assert_eq!(r.left, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_the_destination_is_missing_it_shows_and_nothing_is_set_aside() {
+        let answers = (0..10_000)
+            .map(|_| SendOutcome::DestinationMissing {
+                reason: "HTTP 404: bucket \"dust\" not found".into(),
+            })
+            .collect();
+        let r = run(&["a 1"], answers).await;
+        assert_eq!(r.left, 1, "kept in the store");
+        assert_eq!(r.dead_letter, "");
+        assert!(r.health.destination_missing_since().is_some());
+        assert!(
+            r.health
+                .last_error
+                .lock()
+                .unwrap()
+                .as_deref()
+                .is_some_and(|e| e.contains("not found"))
+        );
+        // Backoff capped at retry_max (30 s here): over 100 s, a handful of tries, not hundreds.
+        assert!((4..=12).contains(&r.sent.len()), "{} tries", r.sent.len());
     }
 
     #[test]
