@@ -5,6 +5,7 @@
 //! with `config` (site.toml and device profiles) feeding all of them and `health` counting
 //! what happens on the way.
 
+pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod control;

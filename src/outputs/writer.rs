@@ -21,11 +21,10 @@ use tracing::{error, info, warn};
 use super::blocking;
 use super::dead_letter::DeadLetter;
 use super::queue::{Batch, PointQueue};
-use super::retry::backoff;
 use super::sink::{SendOutcome, Sink};
+use crate::backoff::Backoff;
 use crate::clock::wall_ms;
 use crate::health::WriterHealth;
-use crate::rand::Jitter;
 
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
@@ -44,7 +43,8 @@ pub struct Writer<S: Sink> {
     health: Arc<WriterHealth>,
     /// Lowered after a 413, so later batches fit.
     batch_limit: usize,
-    jitter: Jitter,
+    /// 500 ms doubling to `retry_max`, in the upper half (jitter).
+    backoff: Backoff,
     failing_since: Option<i64>,
     /// While the destination is missing: when that was last logged.
     missing_logged: Option<tokio::time::Instant>,
@@ -76,6 +76,7 @@ impl<S: Sink> Writer<S> {
         health: Arc<WriterHealth>,
     ) -> Self {
         let batch_limit = opts.batch_size;
+        let backoff = Backoff::new(Duration::from_millis(500), opts.retry_max).jittered(0.5);
         Self {
             queue,
             sink,
@@ -83,7 +84,7 @@ impl<S: Sink> Writer<S> {
             dead_letter,
             health,
             batch_limit,
-            jitter: Jitter::new(),
+            backoff,
             failing_since: None,
             missing_logged: None,
         }
@@ -134,7 +135,7 @@ impl<S: Sink> Writer<S> {
     /// (returning `false` if shutdown comes meanwhile); without one, gives up at the first
     /// failure.
     async fn drain(&mut self, mut shutdown: Option<&mut watch::Receiver<bool>>) -> bool {
-        let mut attempt: u32 = 0;
+        self.backoff.reset();
         // The batch being delivered, and which of its line ranges are still owed.
         let mut current: Option<(Batch, Vec<(usize, usize)>)> = None;
         loop {
@@ -151,7 +152,7 @@ impl<S: Sink> Writer<S> {
             match self.deliver(&batch, owed).await {
                 Delivery::Done => {
                     blocking(|| self.queue.ack(batch.last_seq));
-                    attempt = 0;
+                    self.backoff.reset();
                     if let Some(since) = self.failing_since.take() {
                         info!(sink = %self.sink.describe(), outage_s = (wall_ms() - since) / 1000, "writes succeed again");
                     }
@@ -166,9 +167,9 @@ impl<S: Sink> Writer<S> {
                     if let Ok(mut e) = self.wh().last_error.lock() {
                         *e = Some(reason.clone());
                     }
-                    let wait = after.unwrap_or_else(|| {
-                        backoff(attempt, self.opts.retry_max, self.jitter.next_f64())
-                    });
+                    // A server's Retry-After counts as an attempt too.
+                    let backoff = self.backoff.next_delay();
+                    let wait = after.unwrap_or(backoff);
                     if missing {
                         self.failing_since.get_or_insert_with(wall_ms);
                         self.destination_missing(&reason, wait);
@@ -178,7 +179,6 @@ impl<S: Sink> Writer<S> {
                     } else {
                         tracing::debug!(reason = %reason, retry_in_ms = wait.as_millis() as u64, "write failed again");
                     }
-                    attempt = attempt.saturating_add(1);
                     let Some(rx) = shutdown.as_deref_mut() else {
                         return false;
                     };

@@ -21,6 +21,7 @@ use super::link;
 use super::planner::{self, Plan, Read};
 use super::registers::Table;
 use super::request::{self, Data, Op};
+use crate::backoff::Backoff;
 use crate::config::{BusConfig, DeviceConfig};
 use crate::health::{DeviceHealth, DeviceState, Health};
 use crate::model::{DeviceMeta, Readings, now_ms};
@@ -37,7 +38,10 @@ struct Device {
     /// Per read, the registers (slot indices) whose data it carries.
     slots_by_read: Vec<Vec<usize>>,
     next_due: Instant,
+    /// Failed polls in a row (for `down_after`).
     failures: u32,
+    /// The pause after a failed poll: its interval doubling, see [`device_backoff`].
+    backoff: Backoff,
     health: Arc<DeviceHealth>,
     last_problem: Option<String>,
 }
@@ -105,6 +109,7 @@ impl BusTask {
                     slots_by_read,
                     next_due: start + offset,
                     failures: 0,
+                    backoff: device_backoff(crate::clock::real(d.interval)),
                     health: dh,
                     last_problem: None,
                 }
@@ -349,6 +354,7 @@ impl BusTask {
                     link = Some(true);
                 }
                 dev.failures = 0;
+                dev.backoff.reset();
                 dev.health.set_state(DeviceState::Up);
                 dev.health.last_ok_ms.store(now_ms(), Relaxed);
                 let mut next = dev.next_due + interval;
@@ -365,7 +371,9 @@ impl BusTask {
                     dev.health.set_state(DeviceState::Down);
                     link = Some(false);
                 }
-                dev.next_due = now + backoff(interval, dev.failures);
+                let (initial, cap) = device_backoff_bounds(interval);
+                dev.backoff.set_bounds(initial, cap);
+                dev.next_due = now + dev.backoff.next_delay();
             }
         }
         match (&problem, &dev.last_problem) {
@@ -387,12 +395,15 @@ impl BusTask {
     }
 }
 
-/// Pause before the next attempt after `failures` failed polls in a row: doubling from the
-/// interval, capped at [`MAX_BACKOFF`] (or the interval, if longer).
-pub fn backoff(interval: Duration, failures: u32) -> Duration {
-    let cap = MAX_BACKOFF.max(interval);
-    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-    interval.saturating_mul(factor).min(cap)
+/// The pause after failed polls in a row: the device's interval, doubling, capped at
+/// [`MAX_BACKOFF`] (or the interval, if longer); no jitter (the bus is the device's own).
+fn device_backoff(interval: Duration) -> Backoff {
+    let (initial, cap) = device_backoff_bounds(interval);
+    Backoff::new(initial, cap)
+}
+
+fn device_backoff_bounds(interval: Duration) -> (Duration, Duration) {
+    (interval, MAX_BACKOFF.max(interval))
 }
 
 #[cfg(test)]
@@ -401,15 +412,18 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let i = Duration::from_secs(5);
-        assert_eq!(backoff(i, 1), Duration::from_secs(5));
-        assert_eq!(backoff(i, 2), Duration::from_secs(10));
-        assert_eq!(backoff(i, 4), Duration::from_secs(40));
-        assert_eq!(backoff(i, 5), Duration::from_secs(60));
-        assert_eq!(backoff(i, 500), Duration::from_secs(60));
-        assert_eq!(
-            backoff(Duration::from_secs(300), 3),
-            Duration::from_secs(300)
-        );
+        let secs = |interval: u64, failures: usize| {
+            let mut b = device_backoff(Duration::from_secs(interval));
+            (0..failures)
+                .map(|_| b.next_delay().as_secs())
+                .last()
+                .unwrap_or(0)
+        };
+        assert_eq!(secs(5, 1), 5);
+        assert_eq!(secs(5, 2), 10);
+        assert_eq!(secs(5, 4), 40);
+        assert_eq!(secs(5, 5), 60);
+        assert_eq!(secs(5, 500), 60);
+        assert_eq!(secs(300, 3), 300);
     }
 }
