@@ -22,9 +22,13 @@ pub struct DeviceHealth {
     pub polls: AtomicU64,
     /// Polls that failed: timeout, link or protocol error, or nothing readable.
     pub poll_errors: AtomicU64,
-    /// Modbus exception responses (the device answered, but refused a read).
+    /// Modbus exception responses (the device answered, but refused a request).
     pub exceptions: AtomicU64,
     pub timeouts: AtomicU64,
+    /// Link faults: the connection could not be opened, or broke under a request.
+    pub link_errors: AtomicU64,
+    /// Replies that did not fit their request (mismatched header, too few values).
+    pub protocol_errors: AtomicU64,
     state: AtomicU8,
     pub last_ok_ms: AtomicI64,
 }
@@ -38,6 +42,8 @@ impl DeviceHealth {
             poll_errors: AtomicU64::new(0),
             exceptions: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            link_errors: AtomicU64::new(0),
+            protocol_errors: AtomicU64::new(0),
             state: AtomicU8::new(0),
             last_ok_ms: AtomicI64::new(0),
         }

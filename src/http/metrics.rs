@@ -2,8 +2,8 @@
 //! with `fmt::Write` into one String (no client library: the format is a few lines of rules).
 //!
 //! Every name starts with `dustgate_`; counters end in `_total`. Per Modbus device:
-//! `device_up`, polls, poll errors, exceptions, timeouts; the pipeline's readings, invalid
-//! values, alerts, violations and switches; the writer and its store; every MQTT subscription;
+//! `device_up`, polls, poll errors, exceptions, timeouts, link and protocol errors; the
+//! pipeline's readings, invalid values, alerts, violations and switches; the writer and its store; every MQTT subscription;
 //! each device's latest value per metric (`dustgate_reading{device,metric,unit}`); actuators.
 
 use std::fmt::Write as _;
@@ -144,7 +144,7 @@ pub fn render(api: &Api, now_ms: i64) -> String {
     // Polled (Modbus) devices. Devices that push over MQTT are counted per subscription.
     let devices = health.devices();
     type DeviceFigure = fn(&crate::health::DeviceHealth) -> f64;
-    let per_device: [(&str, Kind, &str, DeviceFigure); 6] = [
+    let per_device: [(&str, Kind, &str, DeviceFigure); 8] = [
         (
             "dustgate_device_up",
             Gauge,
@@ -166,8 +166,20 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         (
             "dustgate_poll_exceptions_total",
             Counter,
-            "Modbus exception responses (the device answered but refused a read).",
+            "Modbus exception responses (the device answered but refused a request).",
             |d| d.exceptions.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_poll_link_errors_total",
+            Counter,
+            "Link faults: the connection could not be opened or broke under a request.",
+            |d| d.link_errors.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_poll_protocol_errors_total",
+            Counter,
+            "Replies that did not fit their request (mismatched header, too few values).",
+            |d| d.protocol_errors.load(Relaxed) as f64,
         ),
         (
             "dustgate_poll_timeouts_total",
