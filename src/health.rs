@@ -341,6 +341,11 @@ impl Health {
                 ),
                 f("retries", w.retries.load(Relaxed) as f64),
                 f("uplink_lag_s", lag_s),
+                // Held while it lasts, so it shows in InfluxDB once the database is there.
+                f(
+                    "destination_missing",
+                    f64::from(u8::from(w.destination_missing_since().is_some())),
+                ),
             ],
             time_ms,
         });

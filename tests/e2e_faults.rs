@@ -266,6 +266,21 @@ async fn a_missing_database_holds_the_readings_until_it_is_created() {
     let health = latest_by_device(&influx, "held", "gateway", "WHERE component = 'modbus'").await;
     let final_polls = f(health.get("dust-01"), "polls").unwrap_or(0.0);
     let stored = count_pm10(&influx, "held").await;
+    // The gateway's own health points were held too: the missing period shows afterwards.
+    let flagged = influx
+        .query_rows(
+            "held",
+            "SELECT max(destination_missing) FROM gateway WHERE component = 'writer'",
+        )
+        .await;
+    assert_eq!(
+        flagged
+            .first()
+            .and_then(|r| r.get(1))
+            .and_then(Value::as_f64),
+        Some(1.0),
+        "{flagged:?}"
+    );
     eprintln!(
         "held: {held} points queued after ~{secs} s, {polls} readings then, {arrived} arrived after CREATE DATABASE; {stored} stored of {final_polls} polls at stop; {lines} log line(s)"
     );

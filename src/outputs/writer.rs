@@ -282,7 +282,7 @@ impl<S: Sink> Writer<S> {
                 missing_s = (wall_ms() - since) / 1000,
                 queued_points = self.queue.depth().points,
                 retry_in_ms = retry_in.as_millis() as u64,
-                "destination missing (create the InfluxDB database or bucket, or allow create_database): holding points in the store and retrying"
+                "destination missing (create the InfluxDB database or bucket; with v1, create_database = true lets the gateway do it): holding points in the store and retrying"
             );
         } else {
             tracing::debug!(reason = %reason, retry_in_ms = retry_in.as_millis() as u64, "destination still missing");
@@ -385,6 +385,11 @@ mod tests {
 
     /// Queues `lines` (one chunk each), runs the writer until the queue is empty, stops it.
     async fn run(lines: &[&str], answers: Vec<SendOutcome>) -> Run {
+        run_for(lines, answers, Duration::from_secs(100)).await
+    }
+
+    /// As [`run`], waiting at most `max_wait` (paused time) for the queue to empty.
+    async fn run_for(lines: &[&str], answers: Vec<SendOutcome>, max_wait: Duration) -> Run {
         let queue: Arc<dyn PointQueue> = Arc::new(MemoryQueue::new(1 << 20, 100));
         for l in lines {
             queue.append(format!("{l}\n").into_bytes(), 1);
@@ -413,7 +418,7 @@ mod tests {
         );
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(w.run(rx));
-        for _ in 0..10_000 {
+        for _ in 0..max_wait.as_millis() / 10 {
             if queue.depth().points == 0 {
                 break;
             }
@@ -595,6 +600,69 @@ mod tests {
         );
         // Backoff capped at retry_max (30 s here): over 100 s, a handful of tries, not hundreds.
         assert!((4..=12).contains(&r.sent.len()), "{} tries", r.sent.len());
+    }
+
+    /// The log lines `f` emits at WARN and above (and the "there again" INFO), as text.
+    fn logged<F: std::future::Future<Output = ()>>(f: F) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap()
+                .block_on(f)
+        });
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_missing_destination_is_logged_once_a_minute_not_per_retry() {
+        let log = logged(async {
+            // 5 minutes of 404s (retry_max 30 s: a try every 15–30 s), then it is there.
+            let mut answers: Vec<SendOutcome> = (0..14)
+                .map(|_| SendOutcome::DestinationMissing {
+                    reason: "HTTP 404: database not found".into(),
+                })
+                .collect();
+            answers.push(SendOutcome::Accepted);
+            let r = run_for(&["a 1"], answers, Duration::from_secs(900)).await;
+            assert_eq!(r.left, 0);
+            let span = r.sent[r.sent.len() - 1].0 - r.sent[0].0;
+            assert!(span >= Duration::from_secs(200), "{span:?}");
+        });
+        let missing = log
+            .lines()
+            .filter(|l| l.contains("destination missing"))
+            .count();
+        let there = log
+            .lines()
+            .filter(|l| l.contains("destination is there again"))
+            .count();
+        assert!((3..=6).contains(&missing), "{missing} lines:\n{log}");
+        assert_eq!(there, 1, "{log}");
+        assert!(!log.contains("write failed"), "{log}");
+        assert!(
+            !log.contains("writes succeed again"),
+            "said once, not twice: {log}"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@
       each: 'each reading', mean: 'mean', leq: 'Leq', max: 'max', min_: 'min', h_: 'h',
       c_devices: 'Devices up', c_alerts: 'Open alerts', c_queue: 'Store depth', c_lag: 'Uplink lag',
       err: 'The gateway is not answering ({0}); showing the last data received.',
-      dest_missing: 'InfluxDB destination missing since {0}: nothing is written, points are held in the store ({1}). Create the database or bucket (or set create_database = true). Server said: {2}',
+      dest_missing: 'InfluxDB destination missing since {0}: nothing is written, points are held in the store ({1}). Create the database or bucket (InfluxDB 1.x: or set create_database = true). Server said: {2}',
       enclosure: 'Enclosure', cover: 'Cover', wash: 'Vehicle wash', hardening: 'Road hardening',
       wet_work: 'Wet work', sealed_transport: 'Sealed transport'
     },
@@ -41,7 +41,7 @@
       each: '实测值', mean: '均值', leq: '等效声级', max: '最大值', min_: '分钟', h_: '小时',
       c_devices: '在线设备', c_alerts: '当前告警', c_queue: '缓存数据', c_lag: '上传延迟',
       err: '网关无响应（{0}），显示的是最后收到的数据。',
-      dest_missing: 'InfluxDB 数据库不存在（自 {0}）：数据未写入，暂存在本地（{1}）。请创建数据库或 bucket（或设置 create_database = true）。服务器回复：{2}',
+      dest_missing: 'InfluxDB 数据库不存在（自 {0}）：数据未写入，暂存在本地（{1}）。请创建数据库或 bucket（InfluxDB 1.x 也可设置 create_database = true）。服务器回复：{2}',
       enclosure: '围挡', cover: '覆盖', wash: '冲洗', hardening: '路面硬化',
       wet_work: '湿法作业', sealed_transport: '密闭运输'
     }
