@@ -313,6 +313,26 @@ async fn a_missing_database_is_created_when_create_database_is_true() {
         || async { (count_pm10(&influx, "made").await >= 3.0).then_some(()) },
     )
     .await;
+    // Dropped under the running gateway: the next write finds it missing and creates it again.
+    influx.execute("", "DROP DATABASE \"made\"").await;
+    eventually(
+        "readings in the database created again",
+        Duration::from_secs(30),
+        || async {
+            let databases = influx.query_rows("", "SHOW DATABASES").await;
+            if !databases.iter().any(|r| r.first() == Some(&json!("made"))) {
+                return None;
+            }
+            (count_pm10(&influx, "made").await >= 2.0).then_some(())
+        },
+    )
+    .await;
+    let created = gw
+        .log()
+        .lines()
+        .filter(|l| l.contains("InfluxDB database created"))
+        .count();
+    assert!(created >= 2, "at start and after the drop: {created}");
     gw.proc.stop();
     let log = gw.log();
     assert!(!log.contains(MISSING_LINE), "{log}");

@@ -13,7 +13,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue
 
 use super::base64;
 use super::retry::parse_retry_after;
-use super::sink::{SendOutcome, Sink, classify_write, truncate};
+use super::sink::{SendOutcome, Sink, classify_write, names_missing_database, truncate};
 use crate::config::{InfluxApi, InfluxConfig};
 use tracing::{debug, info, warn};
 
@@ -248,8 +248,10 @@ impl Sink for InfluxSink {
         match outcome {
             // v1 with `create_database`: create it, and if that worked send the batch again
             // at once (no backoff, no "missing" shown for a database the gateway may create).
-            SendOutcome::DestinationMissing { .. }
-                if self.create.is_some() && self.create_database().await =>
+            SendOutcome::DestinationMissing { ref reason }
+                if self.create.is_some()
+                    && names_missing_database(reason)
+                    && self.create_database().await =>
             {
                 self.write(body).await
             }

@@ -64,7 +64,7 @@ pub fn classify_write(status: u16, retry_after: Option<Duration>, body: &str) ->
     classify(status, retry_after, body)
 }
 
-/// Whether an answer body names a missing database or bucket (for the log and the status page;
+/// Whether an answer body names a missing database or bucket (then `create_database` may help;
 /// any 404 to a write is held either way).
 pub fn names_missing_database(body: &str) -> bool {
     let b = body.to_ascii_lowercase();
