@@ -25,9 +25,13 @@ pub struct DeviceHealth {
     pub polls: AtomicU64,
     /// Polls that failed: timeout, link or protocol error, or nothing readable.
     pub poll_errors: AtomicU64,
-    /// Modbus exception responses (the device answered, but refused a read).
+    /// Modbus exception responses (the device answered, but refused a request).
     pub exceptions: AtomicU64,
     pub timeouts: AtomicU64,
+    /// Link faults: the connection could not be opened, or broke under a request.
+    pub link_errors: AtomicU64,
+    /// Replies that did not fit their request (mismatched header, too few values).
+    pub protocol_errors: AtomicU64,
     state: AtomicU8,
     pub last_ok_ms: AtomicI64,
     /// The poll interval (site time), for when it counts as silent.
@@ -43,6 +47,8 @@ impl DeviceHealth {
             poll_errors: AtomicU64::new(0),
             exceptions: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            link_errors: AtomicU64::new(0),
+            protocol_errors: AtomicU64::new(0),
             state: AtomicU8::new(0),
             last_ok_ms: AtomicI64::new(0),
             interval_ms: AtomicI64::new(0),
@@ -79,6 +85,16 @@ pub struct WriterHealth {
     pub batches: AtomicU64,
     pub last_success_ms: AtomicI64,
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// Since when (wall ms) the destination (InfluxDB database or bucket) has been missing:
+    /// points are held, not written; 0 while it is there.
+    pub destination_missing_since_ms: AtomicI64,
+}
+
+impl WriterHealth {
+    /// Since when the destination has been missing, if it is now.
+    pub fn destination_missing_since(&self) -> Option<i64> {
+        Some(self.destination_missing_since_ms.load(Relaxed)).filter(|&t| t != 0)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -371,6 +387,8 @@ impl Health {
                     f("poll_errors", polled.poll_errors.load(Relaxed) as f64),
                     f("exceptions", polled.exceptions.load(Relaxed) as f64),
                     f("timeouts", polled.timeouts.load(Relaxed) as f64),
+                    f("link_errors", polled.link_errors.load(Relaxed) as f64),
+                    f("protocol_errors", polled.protocol_errors.load(Relaxed) as f64),
                 ],
                 time_ms,
             });
@@ -443,6 +461,11 @@ impl Health {
                 ),
                 f("retries", w.retries.load(Relaxed) as f64),
                 f("uplink_lag_s", lag_s),
+                // Held while it lasts, so it shows in InfluxDB once the database is there.
+                f(
+                    "destination_missing",
+                    f64::from(u8::from(w.destination_missing_since().is_some())),
+                ),
             ],
             time_ms,
         });

@@ -7,6 +7,7 @@
 //! outboxes). `config` (site.toml and device profiles) feeds all of them, `health` counts what
 //! happens on the way, `http` reads a view of it, and `gateway` wires it together.
 
+pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod control;

@@ -1107,3 +1107,61 @@ async fn the_status_page_shows_devices_values_limits_alerts_in_two_languages() {
     drop(b);
     println!("status page test took {:?}", t0.elapsed());
 }
+
+/// Issue 10: a missing InfluxDB database used to look healthy on the page while every batch
+/// was set aside. Now the page shows it in red, with the server's words, until it is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_influxdb_database_is_shown_red_until_it_is_created() {
+    let influx = common::Influx1::start();
+    let sensors = ModbusSim::tcp(&sensors_spec(80));
+    let port = free_port();
+    let dir = scratch_dir("status-page-missing-db");
+    let toml = format!(
+        "[site]\nid = \"page-missing\"\nhealth_interval = \"1s\"\n\n{}\n[store]\ndir = \"store\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[[modbus]]\nname = \"sensors\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{}\"\ninterval = \"1s\"\n\n  [[modbus.device]]\n  id = \"dust-01\"\n  unit = 1\n  profile = \"generic-dust-monitor\"\n",
+        common::site::influx_v1(&influx.url(), "nowhere"),
+        sensors.port()
+    );
+    let mut gw = Gateway::start(&dir, &toml, &[]);
+    gw.wait_started();
+    gw.wait_log("HTTP API listening", Duration::from_secs(10));
+    let b = Browser::start().await;
+    b.navigate(&format!("http://127.0.0.1:{port}/?lang=en&refresh=1"))
+        .await;
+    let banner = b
+        .wait_text("#uplink-error", "the missing-database banner", |t| {
+            t.contains("InfluxDB destination missing") && t.contains("database not found")
+        })
+        .await;
+    println!("banner: {banner}");
+    let card = b
+        .attribute("[data-card=\"queue\"]", "class")
+        .await
+        .unwrap_or_default();
+    assert!(
+        card.contains("bad"),
+        "the store-depth card is red: {card:?}"
+    );
+    // Chinese too.
+    b.click("#lang-zh").await;
+    b.wait_text("#uplink-error", "the banner in Chinese", |t| {
+        t.contains("数据库不存在")
+    })
+    .await;
+
+    // Created by hand: the banner goes (a hidden element has no text).
+    influx.create_db("nowhere").await;
+    b.wait_text(
+        "#uplink-error",
+        "no banner once the database is there",
+        str::is_empty,
+    )
+    .await;
+    let card = b
+        .attribute("[data-card=\"queue\"]", "class")
+        .await
+        .unwrap_or_default();
+    assert!(!card.contains("bad"), "{card:?}");
+    drop(b);
+    gw.proc.stop();
+    drop(sensors);
+}

@@ -96,12 +96,25 @@ pub(super) async fn status(State(api): State<Arc<Api>>) -> Response {
         "uplink_lag_s": (up.lag_s * 10.0).round() / 10.0,
         "written_points": up.written,
         "dead_letter_points": up.dead_letter,
+        "writer": writer_json(&health.writer, &api.tz),
         "readings": health.readings.load(Relaxed),
         "open_alerts": api.site.open_alerts().len(),
         "compliance": api.site.compliance_today().is_some(),
         "brokers": brokers,
     }))
     .into_response()
+}
+
+/// The writer's state: whether its destination is missing (since when, and the server's
+/// words), and its last error.
+fn writer_json(w: &crate::health::WriterHealth, tz: &jiff::tz::TimeZone) -> Value {
+    let missing = w.destination_missing_since();
+    let last_error = w.last_error.lock().ok().and_then(|e| e.clone());
+    json!({
+        "destination_missing": missing.is_some(),
+        "missing_since": missing.and_then(|t| rfc3339(t, tz)),
+        "last_error": last_error,
+    })
 }
 
 /// A limit as JSON: `{value, rule, kind: above | below | outside, low, window_s, aggregate}`.

@@ -2,8 +2,8 @@
 //! with `fmt::Write` into one String (no client library: the format is a few lines of rules).
 //!
 //! Every name starts with `dustgate_`; counters end in `_total`. Per Modbus device:
-//! `device_up`, polls, poll errors, exceptions, timeouts; the pipeline's readings, invalid
-//! values, alerts, violations and switches; the writer and its store; every MQTT subscription;
+//! `device_up`, polls, poll errors, exceptions, timeouts, link and protocol errors; the
+//! pipeline's readings, invalid values, alerts, violations and switches; the writer and its store; every MQTT subscription;
 //! each device's latest value per metric (`dustgate_reading{device,metric,unit}`); actuators.
 
 use std::fmt::Write as _;
@@ -158,7 +158,7 @@ pub fn render(api: &Api, now_ms: i64) -> String {
     // Polled (Modbus) devices. Devices that push over MQTT are counted per subscription.
     let devices = health.devices();
     type DeviceFigure = fn(&crate::health::DeviceHealth) -> f64;
-    let per_device: [(&str, Kind, &str, DeviceFigure); 5] = [
+    let per_device: [(&str, Kind, &str, DeviceFigure); 7] = [
         (
             "dustgate_polls_total",
             Counter,
@@ -174,8 +174,20 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         (
             "dustgate_poll_exceptions_total",
             Counter,
-            "Modbus exception responses (the device answered but refused a read).",
+            "Modbus exception responses (the device answered but refused a request).",
             |d| d.exceptions.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_poll_link_errors_total",
+            Counter,
+            "Link faults: the connection could not be opened or broke under a request.",
+            |d| d.link_errors.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_poll_protocol_errors_total",
+            Counter,
+            "Replies that did not fit their request (mismatched header, too few values).",
+            |d| d.protocol_errors.load(Relaxed) as f64,
         ),
         (
             "dustgate_poll_timeouts_total",
@@ -287,6 +299,19 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         Gauge,
         "Age of the oldest point waiting in the store (0 when it is empty).",
         up.lag_s,
+    );
+    let missing = health.writer.destination_missing_since();
+    e.single(
+        "dustgate_writer_destination_missing",
+        Gauge,
+        "1 while the destination (InfluxDB database or bucket) is missing: points are held in the store, not written.",
+        f64::from(u8::from(missing.is_some())),
+    );
+    e.single(
+        "dustgate_writer_destination_missing_since_seconds",
+        Gauge,
+        "Since when the destination has been missing (Unix seconds; 0 while it is there).",
+        missing.unwrap_or(0) as f64 / 1000.0,
     );
 
     // Alert outputs (MQTT topic, webhooks).

@@ -64,6 +64,7 @@ mod tests {
             "id=\"lang-zh\"",
             "id=\"updated\"",
             "id=\"error\"",
+            "id=\"uplink-error\"",
         ] {
             assert!(super::INDEX.contains(id), "{id}");
         }

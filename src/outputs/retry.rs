@@ -1,18 +1,9 @@
-//! Retry timing: capped exponential backoff with jitter, and the `Retry-After` header.
+//! Retry timing: the `Retry-After` header (the backoff itself is [`crate::backoff`]).
 
 use std::time::Duration;
 
 /// Longest wait taken from a server's `Retry-After`.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
-
-/// Backoff before retry number `attempt` (0-based): 500 ms doubling to `cap`, then a random
-/// point in the upper half of that, so many gateways recovering together do not stampede.
-pub fn backoff(attempt: u32, cap: Duration, rand01: f64) -> Duration {
-    let base = Duration::from_millis(500)
-        .saturating_mul(2u32.saturating_pow(attempt.min(20)))
-        .min(cap);
-    base.mul_f64(0.5 + 0.5 * rand01.clamp(0.0, 1.0))
-}
 
 /// Parses `Retry-After`: delay-seconds, or an HTTP date (relative to `now`).
 pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
@@ -32,16 +23,6 @@ pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        let cap = Duration::from_secs(60);
-        assert_eq!(backoff(0, cap, 1.0), Duration::from_millis(500));
-        assert_eq!(backoff(0, cap, 0.0), Duration::from_millis(250));
-        assert_eq!(backoff(3, cap, 0.999_999).as_millis(), 3999);
-        assert_eq!(backoff(30, cap, 1.0), cap);
-        assert_eq!(backoff(30, cap, 0.0), cap / 2);
-    }
 
     #[test]
     fn retry_after_forms() {

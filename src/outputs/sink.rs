@@ -16,11 +16,20 @@ pub enum SendOutcome {
     TooLarge,
     /// Any other 4xx: it will never be accepted as it is. Set aside, counted.
     Rejected { status: u16, reason: String },
+    /// The destination itself is not there (InfluxDB 404: database or bucket not found). An
+    /// operator's mistake, not the batch's: held in the store and retried with backoff until
+    /// someone creates it, and shown loudly meanwhile.
+    DestinationMissing { reason: String },
 }
 
 /// A destination for line-protocol batches.
 pub trait Sink: Send {
     fn send(&mut self, body: &[u8]) -> impl std::future::Future<Output = SendOutcome> + Send;
+    /// Called once when the writer starts, before the first batch (InfluxDB v1 with
+    /// `create_database`: creates the database). Nothing by default.
+    fn prepare(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        async {}
+    }
     /// Where it writes, for logs (never with secrets).
     fn describe(&self) -> String;
 }
@@ -40,6 +49,26 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> SendO
             reason: format!("HTTP {status}: {}", truncate(body, 300)),
         },
     }
+}
+
+/// Classifies the answer to an InfluxDB write (v1 `/write`, v2 `/api/v2/write`, and the
+/// servers that speak them): as [`classify`], except that a 404 means the database, the bucket
+/// or the write endpoint is missing (`database not found`, `bucket "x" not found`), which says
+/// nothing about the batch: [`SendOutcome::DestinationMissing`], never dead-lettered.
+pub fn classify_write(status: u16, retry_after: Option<Duration>, body: &str) -> SendOutcome {
+    if status == 404 {
+        return SendOutcome::DestinationMissing {
+            reason: format!("HTTP 404: {}", truncate(body, 300)),
+        };
+    }
+    classify(status, retry_after, body)
+}
+
+/// Whether an answer body names a missing database or bucket (then `create_database` may help;
+/// any 404 to a write is held either way).
+pub fn names_missing_database(body: &str) -> bool {
+    let b = body.to_ascii_lowercase();
+    b.contains("database not found") || (b.contains("bucket") && b.contains("not found"))
 }
 
 /// At most `max` bytes of `s`, cut at a character boundary, on one line.
@@ -76,5 +105,37 @@ mod tests {
             );
         }
         assert_eq!(truncate("锦江区", 4), "锦…");
+    }
+
+    #[test]
+    fn a_missing_database_or_bucket_is_held_not_rejected() {
+        // InfluxDB 1.x, 2.x (bucket), 2.x's v1 compatibility API.
+        for body in [
+            r#"{"error":"database not found: \"nowhere\""}"#,
+            r#"{"code":"not found","message":"bucket \"dust\" not found"}"#,
+            r#"{"code":"not found","message":"database not found"}"#,
+        ] {
+            assert!(
+                matches!(
+                    classify_write(404, None, body),
+                    SendOutcome::DestinationMissing { ref reason } if reason.contains("not found")
+                ),
+                "{body}"
+            );
+            assert!(names_missing_database(body), "{body}");
+        }
+        // Content problems are still rejected; the rest as for any HTTP destination.
+        assert!(matches!(
+            classify_write(400, None, "partial write: field type conflict"),
+            SendOutcome::Rejected { status: 400, .. }
+        ));
+        assert!(matches!(
+            classify_write(503, None, ""),
+            SendOutcome::Retry { .. }
+        ));
+        assert_eq!(classify_write(204, None, ""), SendOutcome::Accepted);
+        assert!(!names_missing_database(
+            "unable to parse 'x': missing fields"
+        ));
     }
 }

@@ -5,6 +5,11 @@
 //! be delivered now (network, 408, 429, 5xx) is held and retried with capped, jittered backoff
 //! (or after the server's Retry-After) while new points keep queueing behind it. A 413 splits
 //! the batch in halves until the parts fit; other 4xx go to the dead-letter file.
+//!
+//! A missing destination (InfluxDB 404: database or bucket not found) is an operator's mistake,
+//! not the batch's: the batch is held in the store and retried with the same backoff, the writer
+//! health shows it (status page, `/metrics`), and it is logged once a minute while it lasts,
+//! and once when it is over.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -16,11 +21,10 @@ use tracing::{error, info, warn};
 use super::blocking;
 use super::dead_letter::DeadLetter;
 use super::queue::{Batch, PointQueue};
-use super::retry::backoff;
 use super::sink::{SendOutcome, Sink};
+use crate::backoff::Backoff;
 use crate::clock::wall_ms;
 use crate::health::WriterHealth;
-use crate::rand::Jitter;
 
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
@@ -39,9 +43,15 @@ pub struct Writer<S: Sink> {
     health: Arc<WriterHealth>,
     /// Lowered after a 413, so later batches fit.
     batch_limit: usize,
-    jitter: Jitter,
+    /// 500 ms doubling to `retry_max`, in the upper half (jitter).
+    backoff: Backoff,
     failing_since: Option<i64>,
+    /// While the destination is missing: when that was last logged.
+    missing_logged: Option<tokio::time::Instant>,
 }
+
+/// How often a missing destination is logged while it lasts.
+const MISSING_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The result of trying to deliver one batch.
 enum Delivery {
@@ -52,6 +62,8 @@ enum Delivery {
         after: Option<Duration>,
         reason: String,
         resume_at: Vec<(usize, usize)>,
+        /// The destination (database, bucket) is missing.
+        missing: bool,
     },
 }
 
@@ -64,6 +76,7 @@ impl<S: Sink> Writer<S> {
         health: Arc<WriterHealth>,
     ) -> Self {
         let batch_limit = opts.batch_size;
+        let backoff = Backoff::new(Duration::from_millis(500), opts.retry_max).jittered(0.5);
         Self {
             queue,
             sink,
@@ -71,8 +84,9 @@ impl<S: Sink> Writer<S> {
             dead_letter,
             health,
             batch_limit,
-            jitter: Jitter::new(),
+            backoff,
             failing_since: None,
+            missing_logged: None,
         }
     }
 
@@ -83,6 +97,10 @@ impl<S: Sink> Writer<S> {
     /// Runs until shutdown; then tries to deliver what is left within the grace period.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         info!(sink = %self.sink.describe(), batch_size = self.opts.batch_size, "writer started");
+        tokio::select! {
+            _ = self.sink.prepare() => {}
+            _ = shutdown.changed() => {}
+        }
         loop {
             if *shutdown.borrow() {
                 break;
@@ -117,7 +135,7 @@ impl<S: Sink> Writer<S> {
     /// (returning `false` if shutdown comes meanwhile); without one, gives up at the first
     /// failure.
     async fn drain(&mut self, mut shutdown: Option<&mut watch::Receiver<bool>>) -> bool {
-        let mut attempt: u32 = 0;
+        self.backoff.reset();
         // The batch being delivered, and which of its line ranges are still owed.
         let mut current: Option<(Batch, Vec<(usize, usize)>)> = None;
         loop {
@@ -134,7 +152,7 @@ impl<S: Sink> Writer<S> {
             match self.deliver(&batch, owed).await {
                 Delivery::Done => {
                     blocking(|| self.queue.ack(batch.last_seq));
-                    attempt = 0;
+                    self.backoff.reset();
                     if let Some(since) = self.failing_since.take() {
                         info!(sink = %self.sink.describe(), outage_s = (wall_ms() - since) / 1000, "writes succeed again");
                     }
@@ -143,21 +161,24 @@ impl<S: Sink> Writer<S> {
                     after,
                     reason,
                     resume_at,
+                    missing,
                 } => {
                     self.wh().retries.fetch_add(1, Relaxed);
                     if let Ok(mut e) = self.wh().last_error.lock() {
                         *e = Some(reason.clone());
                     }
-                    let wait = after.unwrap_or_else(|| {
-                        backoff(attempt, self.opts.retry_max, self.jitter.next_f64())
-                    });
-                    if self.failing_since.is_none() {
+                    // A server's Retry-After counts as an attempt too.
+                    let backoff = self.backoff.next_delay();
+                    let wait = after.unwrap_or(backoff);
+                    if missing {
+                        self.failing_since.get_or_insert_with(wall_ms);
+                        self.destination_missing(&reason, wait);
+                    } else if self.failing_since.is_none() {
                         self.failing_since = Some(wall_ms());
                         warn!(sink = %self.sink.describe(), reason = %reason, retry_in_ms = wait.as_millis() as u64, "write failed; holding points and retrying");
                     } else {
                         tracing::debug!(reason = %reason, retry_in_ms = wait.as_millis() as u64, "write failed again");
                     }
-                    attempt = attempt.saturating_add(1);
                     let Some(rx) = shutdown.as_deref_mut() else {
                         return false;
                     };
@@ -178,7 +199,15 @@ impl<S: Sink> Writer<S> {
         while let Some((start, end)) = stack.pop() {
             let part = &batch.body[start..end];
             let lines = count_lines(part);
-            match self.sink.send(part).await {
+            let outcome = self.sink.send(part).await;
+            if !matches!(
+                outcome,
+                SendOutcome::DestinationMissing { .. } | SendOutcome::Retry { .. }
+            ) {
+                // The server answered about the batch: the destination is there.
+                self.destination_present();
+            }
+            match outcome {
                 SendOutcome::Accepted => {
                     self.wh().written_points.fetch_add(lines as u64, Relaxed);
                     self.wh().batches.fetch_add(1, Relaxed);
@@ -212,11 +241,68 @@ impl<S: Sink> Writer<S> {
                         after,
                         reason,
                         resume_at: stack,
+                        missing: false,
+                    };
+                }
+                SendOutcome::DestinationMissing { reason } => {
+                    stack.push((start, end));
+                    stack.reverse();
+                    return Delivery::Later {
+                        after: None,
+                        reason,
+                        resume_at: stack,
+                        missing: true,
                     };
                 }
             }
         }
         Delivery::Done
+    }
+
+    /// The destination answered "not found": shown in the health, logged when it starts and
+    /// then at most once per [`MISSING_LOG_EVERY`] (not once per batch or retry).
+    fn destination_missing(&mut self, reason: &str, retry_in: Duration) {
+        let now = tokio::time::Instant::now();
+        let since = match self.wh().destination_missing_since() {
+            Some(t) => t,
+            None => {
+                let t = wall_ms();
+                self.wh().destination_missing_since_ms.store(t, Relaxed);
+                t
+            }
+        };
+        let due = self
+            .missing_logged
+            .is_none_or(|at| now.duration_since(at) >= MISSING_LOG_EVERY);
+        if due {
+            self.missing_logged = Some(now);
+            error!(
+                sink = %self.sink.describe(),
+                reason = %reason,
+                missing_s = (wall_ms() - since) / 1000,
+                queued_points = self.queue.depth().points,
+                retry_in_ms = retry_in.as_millis() as u64,
+                "destination missing (create the InfluxDB database or bucket; with v1, create_database = true lets the gateway do it): holding points in the store and retrying"
+            );
+        } else {
+            tracing::debug!(reason = %reason, retry_in_ms = retry_in.as_millis() as u64, "destination still missing");
+        }
+    }
+
+    /// The server answered about a batch: if the destination was missing, it is there now.
+    fn destination_present(&mut self) {
+        if let Some(since) = self.wh().destination_missing_since() {
+            self.wh().destination_missing_since_ms.store(0, Relaxed);
+            self.missing_logged = None;
+            // This line says it; "writes succeed again" would say it twice.
+            self.failing_since = None;
+            info!(
+                sink = %self.sink.describe(),
+                missing_s = (wall_ms() - since) / 1000,
+                queued_points = self.queue.depth().points,
+                "destination is there again: delivering the held points"
+            );
+        }
     }
 
     fn set_aside(&self, part: &[u8], lines: usize, reason: &str) {
@@ -299,6 +385,11 @@ mod tests {
 
     /// Queues `lines` (one chunk each), runs the writer until the queue is empty, stops it.
     async fn run(lines: &[&str], answers: Vec<SendOutcome>) -> Run {
+        run_for(lines, answers, Duration::from_secs(100)).await
+    }
+
+    /// As [`run`], waiting at most `max_wait` (paused time) for the queue to empty.
+    async fn run_for(lines: &[&str], answers: Vec<SendOutcome>, max_wait: Duration) -> Run {
         let queue: Arc<dyn PointQueue> = Arc::new(MemoryQueue::new(1 << 20, 100));
         for l in lines {
             queue.append(format!("{l}\n").into_bytes(), 1);
@@ -327,7 +418,7 @@ mod tests {
         );
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(w.run(rx));
-        for _ in 0..10_000 {
+        for _ in 0..max_wait.as_millis() / 10 {
             if queue.depth().points == 0 {
                 break;
             }
@@ -464,6 +555,123 @@ mod tests {
             r.dead_letter
         );
         assert_eq!(r.health.dead_letter_points.load(Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_destination_holds_the_batch_until_it_is_there() {
+        let missing = || SendOutcome::DestinationMissing {
+            reason: "HTTP 404: database not found".into(),
+        };
+        let r = run(&["a 1", "b 2"], vec![missing(), missing(), missing()]).await;
+        // Held and sent again (with backoff), never set aside; then delivered whole.
+        assert_eq!(r.sent.len(), 4);
+        assert!(r.sent.iter().all(|(_, b)| b == "a 1\nb 2\n"));
+        assert!(r.sent[3].0 - r.sent[2].0 >= Duration::from_secs(1));
+        assert_eq!(r.dead_letter, "");
+        assert_eq!(r.health.dead_letter_points.load(Relaxed), 0);
+        assert_eq!(r.health.written_points.load(Relaxed), 2);
+        assert_eq!(r.health.retries.load(Relaxed), 3);
+        assert_eq!(
+            r.health.destination_missing_since(),
+            None,
+            "cleared once written"
+        );
+        assert_eq!(r.left, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_the_destination_is_missing_it_shows_and_nothing_is_set_aside() {
+        let answers = (0..10_000)
+            .map(|_| SendOutcome::DestinationMissing {
+                reason: "HTTP 404: bucket \"dust\" not found".into(),
+            })
+            .collect();
+        let r = run(&["a 1"], answers).await;
+        assert_eq!(r.left, 1, "kept in the store");
+        assert_eq!(r.dead_letter, "");
+        assert!(r.health.destination_missing_since().is_some());
+        assert!(
+            r.health
+                .last_error
+                .lock()
+                .unwrap()
+                .as_deref()
+                .is_some_and(|e| e.contains("not found"))
+        );
+        // Backoff capped at retry_max (30 s here): over 100 s, a handful of tries, not hundreds.
+        assert!((4..=14).contains(&r.sent.len()), "{} tries", r.sent.len());
+    }
+
+    /// The log lines `f` emits at WARN and above (and the "there again" INFO), as text.
+    fn logged<F: std::future::Future<Output = ()>>(f: F) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap()
+                .block_on(f)
+        });
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_missing_destination_is_logged_once_a_minute_not_per_retry() {
+        let span = Arc::new(Mutex::new(Duration::ZERO));
+        let spanned = span.clone();
+        let log = logged(async move {
+            // 14 answers 404 (retry_max 30 s: after the first few, a try every 15–30 s, so
+            // 2¼ to 4½ minutes in all), then it is there.
+            let mut answers: Vec<SendOutcome> = (0..14)
+                .map(|_| SendOutcome::DestinationMissing {
+                    reason: "HTTP 404: database not found".into(),
+                })
+                .collect();
+            answers.push(SendOutcome::Accepted);
+            let r = run_for(&["a 1"], answers, Duration::from_secs(900)).await;
+            assert_eq!(r.left, 0);
+            *spanned.lock().unwrap() = r.sent[r.sent.len() - 1].0 - r.sent[0].0;
+        });
+        let span = *span.lock().unwrap();
+        assert!(span >= Duration::from_secs(120), "{span:?}");
+        let missing = log
+            .lines()
+            .filter(|l| l.contains("destination missing"))
+            .count();
+        let there = log
+            .lines()
+            .filter(|l| l.contains("destination is there again"))
+            .count();
+        // Once when it starts, then at most once a minute: not once per try (14).
+        let most = 1 + span.as_secs() / 60;
+        assert!(
+            missing >= 2 && missing as u64 <= most,
+            "{missing} lines in {span:?} (at most {most}):\n{log}"
+        );
+        assert_eq!(there, 1, "{log}");
+        assert!(!log.contains("write failed"), "{log}");
+        assert!(
+            !log.contains("writes succeed again"),
+            "said once, not twice: {log}"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@
       each: 'each reading', mean: 'mean', leq: 'Leq', max: 'max', min_: 'min', h_: 'h',
       c_devices: 'Devices up', c_alerts: 'Open alerts', c_queue: 'Store depth', c_lag: 'Uplink lag',
       err: 'The gateway is not answering ({0}); showing the last data received.',
+      dest_missing: 'InfluxDB destination missing since {0}: nothing is written, points are held in the store ({1}). Create the database or bucket (InfluxDB 1.x: or set create_database = true). Server said: {2}',
       enclosure: 'Enclosure', cover: 'Cover', wash: 'Vehicle wash', hardening: 'Road hardening',
       wet_work: 'Wet work', sealed_transport: 'Sealed transport'
     },
@@ -40,6 +41,7 @@
       each: '实测值', mean: '均值', leq: '等效声级', max: '最大值', min_: '分钟', h_: '小时',
       c_devices: '在线设备', c_alerts: '当前告警', c_queue: '缓存数据', c_lag: '上传延迟',
       err: '网关无响应（{0}），显示的是最后收到的数据。',
+      dest_missing: 'InfluxDB 数据库不存在（自 {0}）：数据未写入，暂存在本地（{1}）。请创建数据库或 bucket（InfluxDB 1.x 也可设置 create_database = true）。服务器回复：{2}',
       enclosure: '围挡', cover: '覆盖', wash: '冲洗', hardening: '路面硬化',
       wet_work: '湿法作业', sealed_transport: '密闭运输'
     }
@@ -104,10 +106,17 @@
     $('gw-time').textContent = s.time ? s.time.slice(0, 10) + ' ' + s.time.slice(11, 19) + ' ' + s.time.slice(-6) : '—';
     $('updated').textContent = s.time ? s.time.slice(11, 19) : '—';
     const up = s.devices.filter(d => d.state === 'up').length;
+    // A missing InfluxDB database or bucket: red, with the server's words, until it is there.
+    const w = s.writer || {};
+    const missing = !!w.destination_missing;
+    const ue = $('uplink-error');
+    ue.hidden = !missing;
+    ue.textContent = missing ? t('dest_missing').replace('{0}', when(w.missing_since))
+      .replace('{1}', s.queue.points + ' ' + t('points')).replace('{2}', w.last_error || '—') : '';
     const cards = [
       ['c_devices', up + '/' + s.devices.length, up < s.devices.length],
       ['c_alerts', s.open_alerts, s.open_alerts > 0],
-      ['c_queue', s.queue.points + ' ' + t('points'), false],
+      ['c_queue', s.queue.points + ' ' + t('points'), missing],
       ['c_lag', num(s.uplink_lag_s) + ' s', s.uplink_lag_s > 60]
     ].map(([k, v, bad]) => {
       const c = el('div', 'card' + (bad ? ' bad' : ''), null, { 'data-card': k.slice(2) });

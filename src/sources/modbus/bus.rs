@@ -21,6 +21,7 @@ use super::link;
 use super::planner::{self, Plan, Read};
 use super::registers::Table;
 use super::request::{self, Data, Op};
+use crate::backoff::Backoff;
 use crate::config::{BusConfig, DeviceConfig};
 use crate::health::{DeviceHealth, DeviceState, Health};
 use crate::model::{DeviceMeta, Readings, now_ms};
@@ -38,7 +39,10 @@ struct Device {
     /// Per read, the registers (slot indices) whose data it carries.
     slots_by_read: Vec<Vec<usize>>,
     next_due: Instant,
+    /// Failed polls in a row (for `down_after`).
     failures: u32,
+    /// The pause after a failed poll: its interval doubling, see [`device_backoff`].
+    backoff: Backoff,
     health: Arc<DeviceHealth>,
     last_problem: Option<String>,
 }
@@ -52,6 +56,88 @@ enum Outcome {
     Partial,
     /// No answer, or a broken link: the device backs off.
     Failed,
+}
+
+/// Why one request on the bus came to nothing. Only an exception leaves the link as it is:
+/// the device answered in step; everything else drops the connection (see the module doc).
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// The device answered with a Modbus exception ("device said no"): alive, refused this.
+    #[error("exception {0}")]
+    Exception(tokio_modbus::ExceptionCode),
+    /// No valid reply in time.
+    #[error("no valid reply within {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be opened.
+    #[error(transparent)]
+    Open(#[from] link::LinkError),
+    /// The link broke under the request ("link broken": I/O on the socket or serial line).
+    #[error("link broken: {0}")]
+    Link(#[source] std::io::Error),
+    /// A reply that does not fit the request: mismatched header or function code, too few
+    /// values.
+    #[error("{0}")]
+    Decode(String),
+}
+
+impl PollError {
+    /// Whether the connection must be thrown away before the next request: after anything but
+    /// an exception, a late or garbled reply could be read as the next answer.
+    pub fn reconnects(&self) -> bool {
+        !matches!(self, PollError::Exception(_))
+    }
+
+    /// Counts it in the device's health: exceptions, timeouts, link faults (opening or I/O)
+    /// and replies that did not fit, each apart.
+    fn count(&self, h: &DeviceHealth) {
+        let counter = match self {
+            PollError::Exception(_) => &h.exceptions,
+            PollError::Timeout(_) => &h.timeouts,
+            PollError::Open(_) | PollError::Link(_) => &h.link_errors,
+            PollError::Decode(_) => &h.protocol_errors,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+}
+
+/// What a request came to: `None` when it timed out.
+fn request_outcome(
+    result: Option<tokio_modbus::Result<Data>>,
+    op: &Op,
+    timeout: Duration,
+) -> Result<Data, PollError> {
+    match result {
+        Some(Ok(Ok(data))) if data.len() >= op.expected() => Ok(data),
+        Some(Ok(Ok(data))) => Err(PollError::Decode(format!(
+            "short reply: {} of {} values for {}",
+            data.len(),
+            op.expected(),
+            op.describe()
+        ))),
+        Some(Ok(Err(exception))) => Err(PollError::Exception(exception)),
+        Some(Err(tokio_modbus::Error::Transport(e))) => Err(PollError::Link(e)),
+        Some(Err(tokio_modbus::Error::Protocol(e))) => Err(PollError::Decode(e.to_string())),
+        None => Err(PollError::Timeout(timeout)),
+    }
+}
+
+/// Why a coil write came to nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    #[error("device {device} is not on bus {bus}")]
+    NotOnBus { device: String, bus: String },
+    #[error("coil {0} is not marked writable in the profile")]
+    NotWritable(u16),
+    #[error("no coils to write")]
+    NoCoils,
+    #[error("{error} on {op}")]
+    Request {
+        op: String,
+        #[source]
+        error: PollError,
+    },
+    #[error("coils read back as registers")]
+    ReadBackWords,
 }
 
 pub struct BusTask {
@@ -110,6 +196,7 @@ impl BusTask {
                     slots_by_read,
                     next_due: start + offset,
                     failures: 0,
+                    backoff: device_backoff(crate::clock::real(d.interval)),
                     health: dh,
                     last_problem: None,
                 }
@@ -181,11 +268,10 @@ impl BusTask {
         for read_idx in 0..self.devices[idx].plan.reads.len() {
             let read = self.devices[idx].plan.reads[read_idx];
             match self.exchange(idx, &Op::Read(read)).await {
-                Ok(Ok(data)) => {
+                Ok(data) => {
                     self.decode_into(idx, read_idx, &data, &mut values);
                 }
-                Ok(Err(exception)) => {
-                    self.devices[idx].health.exceptions.fetch_add(1, Relaxed);
+                Err(PollError::Exception(exception)) => {
                     problem = Some(format!(
                         "exception {exception} on FC{:02} {} {}..+{}",
                         read.table.read_function(),
@@ -196,7 +282,7 @@ impl BusTask {
                     outcome = Outcome::Partial;
                 }
                 Err(e) => {
-                    problem = Some(e);
+                    problem = Some(e.to_string());
                     outcome = Outcome::Failed;
                     break;
                 }
@@ -218,51 +304,42 @@ impl BusTask {
         }
     }
 
-    /// One request on the bus, with reconnect, pacing and timeout. The outer error is a link
-    /// fault (connection already dropped); the inner one a Modbus exception.
-    async fn exchange(
-        &mut self,
-        idx: usize,
-        op: &Op,
-    ) -> Result<Result<Data, tokio_modbus::ExceptionCode>, String> {
+    /// One request on the bus, with reconnect, pacing and timeout; counted in the device's
+    /// health when it fails, and the connection dropped unless the device answered with an
+    /// exception.
+    async fn exchange(&mut self, idx: usize, op: &Op) -> Result<Data, PollError> {
         let unit = self.devices[idx].cfg.unit;
         let timeout = self.cfg.timeout;
         if let Some(last) = self.last_exchange {
             tokio::time::sleep_until(last + self.cfg.request_gap).await;
         }
-        if self.conn.is_none() {
-            match link::open(&self.cfg.transport, unit, timeout).await {
-                Ok(c) => self.conn = Some(c),
+        let ctx = match self.conn.as_mut() {
+            Some(c) => c,
+            None => match link::open(&self.cfg.transport, unit, timeout).await {
+                Ok(c) => self.conn.insert(c),
                 Err(e) => {
                     self.last_exchange = Some(Instant::now());
-                    return Err(e.to_string());
+                    let e = PollError::Open(e);
+                    e.count(&self.devices[idx].health);
+                    return Err(e);
                 }
-            }
-        }
-        let Some(ctx) = self.conn.as_mut() else {
-            return Err("no connection".to_string());
+            },
         };
         ctx.set_slave(Slave(unit));
-        let result = tokio::time::timeout(timeout, request::run(ctx, op)).await;
+        let result = tokio::time::timeout(timeout, request::run(ctx, op))
+            .await
+            .ok();
         self.last_exchange = Some(Instant::now());
-        let fault = match result {
-            Ok(Ok(Ok(data))) if data.len() >= op.expected() => return Ok(Ok(data)),
-            Ok(Ok(Ok(data))) => format!(
-                "short reply: {} of {} values for {}",
-                data.len(),
-                op.expected(),
-                op.describe()
-            ),
-            Ok(Ok(Err(exception))) => return Ok(Err(exception)),
-            Ok(Err(e)) => format!("{e}"),
-            Err(_) => {
-                self.devices[idx].health.timeouts.fetch_add(1, Relaxed);
-                format!("no valid reply within {timeout:?}")
+        let outcome = request_outcome(result, op, timeout);
+        if let Err(e) = &outcome {
+            e.count(&self.devices[idx].health);
+            if e.reconnects() {
+                // Never reuse a connection after a fault: a late reply could be read as the
+                // next answer.
+                self.conn = None;
             }
-        };
-        // Never reuse a connection after a fault: a late reply could be read as the next answer.
-        self.conn = None;
-        Err(fault)
+        }
+        outcome
     }
 
     /// Sets an actuator's coils and reads them back; the site learns what came of it. Only
@@ -272,26 +349,30 @@ impl BusTask {
         if let Err(e) = &result {
             warn!(bus = %self.cfg.name, device = %w.device, coils = ?w.coils, on = w.switch.on, error = %e, "coil write failed");
         }
-        self.ingest.switched(&w.switch, result);
+        self.ingest
+            .switched(&w.switch, result.map_err(|e| e.to_string()));
     }
 
-    async fn try_write_coils(&mut self, w: &CoilWrite) -> Result<Vec<bool>, String> {
+    async fn try_write_coils(&mut self, w: &CoilWrite) -> Result<Vec<bool>, SwitchError> {
         let idx = self
             .devices
             .iter()
             .position(|d| d.cfg.id == w.device)
-            .ok_or_else(|| format!("device {} is not on bus {}", w.device, self.cfg.name))?;
+            .ok_or_else(|| SwitchError::NotOnBus {
+                device: w.device.clone(),
+                bus: self.cfg.name.clone(),
+            })?;
         let regs = &self.devices[idx].cfg.profile.registers;
         for a in &w.coils {
             if !regs
                 .iter()
                 .any(|r| r.table == Table::Coil && r.address == *a && r.writable)
             {
-                return Err(format!("coil {a} is not marked writable in the profile"));
+                return Err(SwitchError::NotWritable(*a));
             }
         }
         let (Some(&lo), Some(&hi)) = (w.coils.iter().min(), w.coils.iter().max()) else {
-            return Err("no coils to write".into());
+            return Err(SwitchError::NoCoils);
         };
         let on = w.switch.on;
         let contiguous = usize::from(hi - lo) + 1 == w.coils.len();
@@ -309,24 +390,29 @@ impl BusTask {
                 .collect()
         };
         for op in &ops {
-            match self.exchange(idx, op).await? {
-                Ok(_) => {}
-                Err(ex) => return Err(format!("exception {ex} on {}", op.describe())),
-            }
+            self.exchange(idx, op)
+                .await
+                .map_err(|error| SwitchError::Request {
+                    op: op.describe(),
+                    error,
+                })?;
         }
         let back = Op::Read(Read {
             table: Table::Coil,
             start: lo,
             count: hi - lo + 1,
         });
-        match self.exchange(idx, &back).await? {
+        match self.exchange(idx, &back).await {
             Ok(Data::Bits(bits)) => Ok(w
                 .coils
                 .iter()
                 .map(|a| bits.get(usize::from(a - lo)).copied().unwrap_or(false))
                 .collect()),
-            Ok(Data::Words(_)) => Err("coils read back as registers".into()),
-            Err(ex) => Err(format!("exception {ex} reading the coils back")),
+            Ok(Data::Words(_)) => Err(SwitchError::ReadBackWords),
+            Err(error) => Err(SwitchError::Request {
+                op: format!("reading the coils back ({})", back.describe()),
+                error,
+            }),
         }
     }
 
@@ -354,6 +440,7 @@ impl BusTask {
                     link = Some(true);
                 }
                 dev.failures = 0;
+                dev.backoff.reset();
                 dev.health.set_state(DeviceState::Up);
                 dev.health.last_ok_ms.store(now_ms(), Relaxed);
                 let mut next = dev.next_due + interval;
@@ -370,7 +457,9 @@ impl BusTask {
                     dev.health.set_state(DeviceState::Down);
                     link = Some(false);
                 }
-                dev.next_due = now + backoff(interval, dev.failures);
+                let (initial, cap) = device_backoff_bounds(interval);
+                dev.backoff.set_bounds(initial, cap);
+                dev.next_due = now + dev.backoff.next_delay();
             }
         }
         match (&problem, &dev.last_problem) {
@@ -392,29 +481,109 @@ impl BusTask {
     }
 }
 
-/// Pause before the next attempt after `failures` failed polls in a row: doubling from the
-/// interval, capped at [`MAX_BACKOFF`] (or the interval, if longer).
-pub fn backoff(interval: Duration, failures: u32) -> Duration {
-    let cap = MAX_BACKOFF.max(interval);
-    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-    interval.saturating_mul(factor).min(cap)
+/// The pause after failed polls in a row: the device's interval, doubling, capped at
+/// [`MAX_BACKOFF`] (or the interval, if longer); no jitter (the bus is the device's own).
+fn device_backoff(interval: Duration) -> Backoff {
+    let (initial, cap) = device_backoff_bounds(interval);
+    Backoff::new(initial, cap)
+}
+
+fn device_backoff_bounds(interval: Duration) -> (Duration, Duration) {
+    (interval, MAX_BACKOFF.max(interval))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn read(count: u16) -> Op {
+        Op::Read(Read {
+            table: Table::Holding,
+            start: 10,
+            count,
+        })
+    }
+
+    #[test]
+    fn an_exception_keeps_the_link_and_everything_else_drops_it() {
+        use tokio_modbus::ExceptionCode;
+        let t = Duration::from_millis(300);
+        let h = DeviceHealth::new("d", "bus");
+        let ok = request_outcome(Some(Ok(Ok(Data::Words(vec![1, 2])))), &read(2), t);
+        assert!(matches!(ok, Ok(Data::Words(ref w)) if w == &[1, 2]));
+
+        let ex = request_outcome(
+            Some(Ok(Err(ExceptionCode::IllegalDataAddress))),
+            &read(2),
+            t,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            ex,
+            PollError::Exception(ExceptionCode::IllegalDataAddress)
+        ));
+        assert!(!ex.reconnects(), "the device answered: keep the connection");
+        assert!(ex.to_string().starts_with("exception "), "{ex}");
+        ex.count(&h);
+
+        let broken = request_outcome(
+            Some(Err(tokio_modbus::Error::Transport(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "broken pipe",
+            )))),
+            &read(2),
+            t,
+        )
+        .unwrap_err();
+        assert!(matches!(broken, PollError::Link(_)));
+        assert!(broken.reconnects());
+        assert_eq!(broken.to_string(), "link broken: broken pipe");
+        broken.count(&h);
+
+        let late = request_outcome(None, &read(2), t).unwrap_err();
+        assert!(matches!(late, PollError::Timeout(_)) && late.reconnects());
+        assert_eq!(late.to_string(), "no valid reply within 300ms");
+        late.count(&h);
+
+        let short = request_outcome(Some(Ok(Ok(Data::Words(vec![1])))), &read(2), t).unwrap_err();
+        assert!(matches!(short, PollError::Decode(_)) && short.reconnects());
+        assert!(short.to_string().contains("short reply: 1 of 2"), "{short}");
+        short.count(&h);
+
+        let refused = PollError::from(link::LinkError::ConnectTimeout {
+            target: "127.0.0.1:1".into(),
+            timeout: t,
+        });
+        assert!(refused.reconnects());
+        refused.count(&h);
+
+        // Each kind counted apart.
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
+        assert_eq!(
+            (
+                n(&h.exceptions),
+                n(&h.link_errors),
+                n(&h.timeouts),
+                n(&h.protocol_errors)
+            ),
+            (1, 2, 1, 1)
+        );
+    }
+
     #[test]
     fn backoff_doubles_and_caps() {
-        let i = Duration::from_secs(5);
-        assert_eq!(backoff(i, 1), Duration::from_secs(5));
-        assert_eq!(backoff(i, 2), Duration::from_secs(10));
-        assert_eq!(backoff(i, 4), Duration::from_secs(40));
-        assert_eq!(backoff(i, 5), Duration::from_secs(60));
-        assert_eq!(backoff(i, 500), Duration::from_secs(60));
-        assert_eq!(
-            backoff(Duration::from_secs(300), 3),
-            Duration::from_secs(300)
-        );
+        let secs = |interval: u64, failures: usize| {
+            let mut b = device_backoff(Duration::from_secs(interval));
+            (0..failures)
+                .map(|_| b.next_delay().as_secs())
+                .last()
+                .unwrap_or(0)
+        };
+        assert_eq!(secs(5, 1), 5);
+        assert_eq!(secs(5, 2), 10);
+        assert_eq!(secs(5, 4), 40);
+        assert_eq!(secs(5, 5), 60);
+        assert_eq!(secs(5, 500), 60);
+        assert_eq!(secs(300, 3), 300);
     }
 }

@@ -25,12 +25,12 @@ use tracing::{debug, error, info, warn};
 
 use super::mapping::{self, Mapped};
 use super::{tls, topic};
+use crate::backoff::Backoff;
 use crate::config::{MqttConfig, Subscription};
 use crate::health::{BrokerHealth, Health};
 use crate::model::{DeviceMeta, Readings, now_ms};
 use crate::outputs::mqtt::PublishRequest;
 use crate::outputs::sink::truncate;
-use crate::rand::Jitter;
 use crate::sources::ingest::Ingest;
 
 /// Devices remembered per subscription (their series keys); past this, a device id that
@@ -179,8 +179,9 @@ impl BrokerTask {
             received.clone(),
         ));
         info!(broker = %self.cfg.name, url = %self.cfg.url, client_id = %self.cfg.client_id, "MQTT source started");
-        let mut jitter = Jitter::new();
-        let mut failures: u32 = 0;
+        // Reconnects: 1 s doubling to 30 s, in the upper half (jitter).
+        let mut backoff =
+            Backoff::new(Duration::from_secs(1), Duration::from_secs(30)).jittered(0.5);
         let mut last_error = String::new();
         let mut publish_rx = self.publish_rx.take();
         // Our QoS 1 publishes: waiting for their packet id, then for their PUBACK.
@@ -230,7 +231,10 @@ impl BrokerTask {
             }
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    failures = 0;
+                    // Reset at every ConnAck, even a refusal (issue 11: a broker that accepts
+                    // then drops at once is retried at the shortest delay). Kept as it was, as
+                    // one explicit call so it can be moved.
+                    backoff.reset();
                     last_error.clear();
                     generation.fetch_add(1, Relaxed);
                     self.bh.connected.store(1, Relaxed);
@@ -268,7 +272,6 @@ impl BrokerTask {
                 Ok(_) => {}
                 Err(e) => {
                     self.bh.connected.store(0, Relaxed);
-                    failures = failures.saturating_add(1);
                     let msg = error_chain(&e);
                     if msg != last_error {
                         warn!(broker = %self.cfg.name, url = %self.cfg.url, error = %msg, "MQTT connection failed; retrying with backoff");
@@ -276,10 +279,7 @@ impl BrokerTask {
                     } else {
                         debug!(broker = %self.cfg.name, error = %msg, "MQTT connection failed again");
                     }
-                    let base = Duration::from_millis(500)
-                        .saturating_mul(2u32.saturating_pow(failures.min(10)))
-                        .min(Duration::from_secs(30));
-                    let wait = base.mul_f64(0.5 + 0.5 * jitter.next_f64());
+                    let wait = backoff.next_delay();
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.changed() => break,
