@@ -388,7 +388,10 @@ impl Health {
                     f("exceptions", polled.exceptions.load(Relaxed) as f64),
                     f("timeouts", polled.timeouts.load(Relaxed) as f64),
                     f("link_errors", polled.link_errors.load(Relaxed) as f64),
-                    f("protocol_errors", polled.protocol_errors.load(Relaxed) as f64),
+                    f(
+                        "protocol_errors",
+                        polled.protocol_errors.load(Relaxed) as f64,
+                    ),
                 ],
                 time_ms,
             });
