@@ -50,6 +50,7 @@ pub enum Condition {
 impl Condition {
     /// The one check of a value against the condition: `Some(the limit crossed)` when `v` is
     /// beyond it (for `outside`, the bound on its side), `None` otherwise.
+    #[inline]
     pub fn breached(&self, v: f64) -> Option<f64> {
         match *self {
             Condition::Above(a) => (v > a).then_some(a),
@@ -61,6 +62,7 @@ impl Condition {
 
     /// Whether an open alert closes at `v`: back past `clear` (hysteresis) or, without it,
     /// back within the limit.
+    #[inline]
     pub fn cleared(&self, v: f64, clear: Option<f64>) -> bool {
         match *self {
             Condition::Above(a) => v <= clear.unwrap_or(a),

@@ -195,57 +195,55 @@ impl Engine {
         }
     }
 
-    fn route(&mut self, device: &str, metric: &str) -> &Route {
-        let known = self
-            .routes
-            .get(device)
-            .is_some_and(|m| m.contains_key(metric));
-        if !known {
-            let (mut series, mut backgrounds) = (Vec::new(), Vec::new());
-            let interval = self.intervals.get(device).copied();
-            for (ri, rs) in self.rules.iter().enumerate() {
-                let r = &rs.rule;
-                let regional = self.background_device.as_deref() == Some(device)
-                    && !r
-                        .devices
-                        .iter()
-                        .any(|g| crate::config::rules::glob(g, device));
-                if r.metric == metric && r.matches_device(device) && !regional {
-                    let window = r
-                        .window
-                        .filter(|_| r.aggregate != Aggregate::Each)
-                        .map(|w| Window::new(w.as_millis() as i64, r.aggregate));
-                    self.series.push(Series {
-                        rule: ri,
-                        device: device.to_string(),
-                        interval,
-                        window,
-                        breach_since: None,
-                        open: None,
-                        day: i64::MIN,
-                        day_count: 0,
-                        daily: None,
-                    });
-                    series.push(self.series.len() - 1);
-                }
-                if r.background
-                    .as_ref()
-                    .is_some_and(|b| b.device == device && b.metric == metric)
-                {
-                    backgrounds.push(ri);
-                }
-            }
-            let route = Route {
-                series: series.into(),
-                backgrounds: backgrounds.into(),
-            };
-            self.routes
-                .entry(device.to_string())
-                .or_default()
-                .insert(metric.to_string(), route);
+    /// The series a device's metric feeds (cheap clones: reference counts), so the series can
+    /// be judged with `&mut self`. Looked up with one hash of each name on the hot path.
+    fn route(&mut self, device: &str, metric: &str) -> Route {
+        if let Some(r) = self.routes.get(device).and_then(|m| m.get(metric)) {
+            return r.clone();
         }
-        // Just inserted or already there.
-        &self.routes[device][metric]
+        let (mut series, mut backgrounds) = (Vec::new(), Vec::new());
+        let interval = self.intervals.get(device).copied();
+        for (ri, rs) in self.rules.iter().enumerate() {
+            let r = &rs.rule;
+            let regional = self.background_device.as_deref() == Some(device)
+                && !r
+                    .devices
+                    .iter()
+                    .any(|g| crate::config::rules::glob(g, device));
+            if r.metric == metric && r.matches_device(device) && !regional {
+                let window = r
+                    .window
+                    .filter(|_| r.aggregate != Aggregate::Each)
+                    .map(|w| Window::new(w.as_millis() as i64, r.aggregate));
+                self.series.push(Series {
+                    rule: ri,
+                    device: device.to_string(),
+                    interval,
+                    window,
+                    breach_since: None,
+                    open: None,
+                    day: i64::MIN,
+                    day_count: 0,
+                    daily: None,
+                });
+                series.push(self.series.len() - 1);
+            }
+            if r.background
+                .as_ref()
+                .is_some_and(|b| b.device == device && b.metric == metric)
+            {
+                backgrounds.push(ri);
+            }
+        }
+        let route = Route {
+            series: series.into(),
+            backgrounds: backgrounds.into(),
+        };
+        self.routes
+            .entry(device.to_string())
+            .or_default()
+            .insert(metric.to_string(), route.clone());
+        route
     }
 
     /// Feeds one reading; transitions are appended to `out`.
@@ -278,12 +276,13 @@ impl Engine {
             // Below the sensor's range (negative dust): impossible, flagged, not judged.
             return;
         }
-        let route = self.route(device, metric);
-        if route.series.is_empty() && route.backgrounds.is_empty() {
+        let Route {
+            series,
+            backgrounds,
+        } = self.route(device, metric);
+        if series.is_empty() && backgrounds.is_empty() {
             return;
         }
-        // Cheap clones (reference counts), so the series can be judged with `&mut self`.
-        let (series, backgrounds) = (route.series.clone(), route.backgrounds.clone());
         for &ri in backgrounds.iter() {
             if let Some(w) = self.rules[ri].background.as_mut() {
                 w.push(t, v);
@@ -560,7 +559,7 @@ impl Engine {
 
     fn series_of(&mut self, rule: usize, device: &str) -> Option<usize> {
         let metric = self.rules.get(rule)?.rule.metric.clone();
-        let route = self.route(device, &metric).series.clone();
+        let route = self.route(device, &metric).series;
         route
             .iter()
             .copied()
