@@ -420,7 +420,7 @@ fn spawn_writer(
             );
             (
                 tokio::spawn(w.run(stop.clone())),
-                format!("InfluxDB {}", icfg.url),
+                format!("InfluxDB {}", crate::redact::url(&icfg.url)),
             )
         }
         _ => {

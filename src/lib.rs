@@ -19,6 +19,7 @@ pub mod model;
 pub mod outputs;
 pub mod pipeline;
 pub mod rand;
+pub mod redact;
 pub mod register;
 pub mod sim;
 pub mod sources;

@@ -349,3 +349,39 @@ async fn demo_fills_influxdb() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("0 set aside as rejected"), "{out}");
 }
+
+/// Credentials in a URL are refused with their position, and never printed: not by `check`,
+/// not in the error that refuses them (issue 11, secrets in logs).
+#[test]
+fn check_refuses_credentials_in_urls_and_never_prints_them() {
+    let dir = scratch_dir("check-userinfo");
+    let site = r#"[site]
+id = "s1"
+timezone = "Asia/Shanghai"
+[influx]
+url = "http://admin:s3cretpw@127.0.0.1:8086"
+api = "v1"
+database = "dust"
+[[mqtt]]
+name = "b"
+url = "mqtt://dg:brokerpw@127.0.0.1:1883"
+client_id = "c1"
+  [[mqtt.subscribe]]
+  topic = "s/+/t"
+  device = "{1}"
+  profile = "json-dust-monitor"
+"#;
+    let config = write_site(&dir, site, &[]);
+    let path = config.display().to_string();
+    let (code, out, err) = dustgate(&["check", "--config", &path]);
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    let all = format!("{out}{err}");
+    assert!(
+        all.contains(&format!("{path}:5:7: influx.url:")) && all.contains("carries credentials"),
+        "{all}"
+    );
+    assert!(all.contains(&format!("{path}:10:7: mqtt[0].url:")), "{all}");
+    for secret in ["s3cretpw", "brokerpw", "admin:", "dg:"] {
+        assert!(!all.contains(secret), "{secret} printed: {all}");
+    }
+}

@@ -88,7 +88,11 @@ pub fn describe(cfg: &Config) -> String {
                     )
                 }
             };
-            let _ = writeln!(o, "output     InfluxDB {} ({api})", i.url);
+            let _ = writeln!(
+                o,
+                "output     InfluxDB {} ({api})",
+                dustgate::redact::url(&i.url)
+            );
             let _ = writeln!(
                 o,
                 "           batches of {} points or every {:?}, {}, retries up to {:?} apart",
@@ -222,7 +226,7 @@ pub fn describe(cfg: &Config) -> String {
             o,
             "\nbroker {}: {} as {} ({} session{tls}{auth})",
             b.name,
-            b.url,
+            dustgate::redact::url(&b.url),
             b.client_id,
             if b.clean_session {
                 "clean"

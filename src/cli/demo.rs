@@ -199,7 +199,11 @@ async fn create_v1_database(url: &str, db: &str) {
     match client.post(u).send().await {
         Ok(r) if r.status().is_success() => {}
         Ok(r) => eprintln!("demo: could not create database {db}: HTTP {}", r.status()),
-        Err(e) => eprintln!("demo: could not reach {url} to create database {db}: {e}"),
+        Err(e) => eprintln!(
+            "demo: could not reach {} to create database {db}: {}",
+            dustgate::redact::url(url),
+            dustgate::redact::http_error(e)
+        ),
     }
 }
 

@@ -107,13 +107,26 @@ pub fn validate(cx: &mut Cx<'_>, i: RawInflux, base: &Path) -> Option<InfluxConf
     let url = i.url.and_then(|u| {
         let ok = (u.value.starts_with("http://") || u.value.starts_with("https://"))
             && reqwest::Url::parse(&u.value).is_ok();
-        if ok {
+        if ok && crate::redact::has_userinfo(&u.value) {
+            cx.error(
+                &u.span,
+                "influx.url",
+                format!(
+                    "\"{}\" carries credentials (user:password@): they never go in the config file; use username + password_env/password_file (v1) or token_env/token_file (v2)",
+                    crate::redact::url(&u.value)
+                ),
+            );
+            None
+        } else if ok {
             Some(u.value.trim_end_matches('/').to_string())
         } else {
             cx.error(
                 &u.span,
                 "influx.url",
-                format!("\"{}\" is not an http:// or https:// URL", u.value),
+                format!(
+                    "\"{}\" is not an http:// or https:// URL",
+                    crate::redact::url(&u.value)
+                ),
             );
             None
         }

@@ -263,10 +263,24 @@ fn broker(
             cx.error(
                 &u.span,
                 &key("url"),
-                format!("\"{}\" is not an mqtt:// or mqtts:// URL", u.value),
+                format!(
+                    "\"{}\" is not an mqtt:// or mqtts:// URL",
+                    crate::redact::url(&u.value)
+                ),
             );
             return None;
         };
+        if crate::redact::has_userinfo(&u.value) {
+            cx.error(
+                &u.span,
+                &key("url"),
+                format!(
+                    "\"{}\" carries credentials (user:password@): they never go in the config file; use username and password_env or password_file",
+                    crate::redact::url(&u.value)
+                ),
+            );
+            return None;
+        }
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) => match p.parse::<u16>() {
@@ -286,7 +300,10 @@ fn broker(
             cx.error(
                 &u.span,
                 &key("url"),
-                format!("\"{}\" has no host: write mqtt://host:port", u.value),
+                format!(
+                    "\"{}\" has no host: write mqtt://host:port",
+                    crate::redact::url(&u.value)
+                ),
             );
             return None;
         }

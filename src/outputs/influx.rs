@@ -139,7 +139,7 @@ impl InfluxSink {
         match req.send().await {
             Err(e) => SendOutcome::Retry {
                 after: None,
-                reason: error_chain(&e),
+                reason: crate::redact::http_error(e),
             },
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -169,7 +169,7 @@ impl InfluxSink {
             req = req.header(AUTHORIZATION, a.clone());
         }
         let result = match req.send().await {
-            Err(e) => Err(error_chain(&e)),
+            Err(e) => Err(crate::redact::http_error(e)),
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let text = resp.text().await.unwrap_or_default();
@@ -268,18 +268,6 @@ impl Sink for InfluxSink {
     fn describe(&self) -> String {
         self.shown.clone()
     }
-}
-
-/// An error with its causes, on one line ("error sending request: connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -107,7 +107,8 @@ impl WebhookSink {
             .url
             .resolve()
             .map_err(|e| format!("webhook {}: URL: {e}", w.name))?;
-        reqwest::Url::parse(&url).map_err(|e| format!("webhook {}: URL: {e}", w.name))?;
+        reqwest::Url::parse(&url)
+            .map_err(|e| format!("webhook {}: URL {}: {e}", w.name, crate::redact::url(&url)))?;
         let secret = w
             .secret
             .as_ref()
@@ -119,7 +120,7 @@ impl WebhookSink {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .build()
-            .map_err(|e| format!("webhook {}: {e}", w.name))?;
+            .map_err(|e| format!("webhook {}: {}", w.name, crate::redact::http_error(e)))?;
         Ok(Self {
             client,
             name: w.name.clone(),
@@ -165,9 +166,15 @@ impl Sink for WebhookSink {
             .header(CONTENT_TYPE, "application/json; charset=utf-8")
             .body(body.to_string());
         match req.send().await {
+            // reqwest's error names the URL, and a robot's URL holds its access token.
             Err(e) => SendOutcome::Retry {
                 after: None,
-                reason: format!("webhook {}: {e}", self.name),
+                reason: format!(
+                    "webhook {} ({}): {}",
+                    self.name,
+                    crate::redact::url(&self.url),
+                    crate::redact::http_error(e)
+                ),
             },
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -273,5 +280,39 @@ mod tests {
             classify_robot(WebhookFormat::Generic, "whatever"),
             SendOutcome::Accepted
         );
+    }
+
+    /// A network error never shows the robot's access token (reqwest's own error text names
+    /// the whole URL).
+    #[tokio::test]
+    async fn a_network_error_does_not_show_the_access_token() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(9);
+        let w = Webhook {
+            name: "robot".into(),
+            url: crate::config::Secret::Literal(format!(
+                "http://127.0.0.1:{port}/robot/send?access_token=TOPSECRET"
+            )),
+            format: WebhookFormat::DingTalk,
+            secret: Some(crate::config::Secret::Literal("SIGNSECRET".into())),
+            min_severity: crate::config::rules::Severity::Info,
+        };
+        let mut sink = WebhookSink::new(&w, Duration::from_secs(2)).unwrap();
+        let line = br#"{"alert_id":"a","message":"m","state":"open"}"#;
+        match sink.send(line).await {
+            SendOutcome::Retry { reason, .. } => {
+                assert!(
+                    reason.contains("robot") && reason.contains("127.0.0.1"),
+                    "{reason}"
+                );
+                for secret in ["TOPSECRET", "SIGNSECRET", "sign="] {
+                    assert!(!reason.contains(secret), "{secret} in {reason}");
+                }
+            }
+            other => panic!("a refused connection is retried: {other:?}"),
+        }
     }
 }

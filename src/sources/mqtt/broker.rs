@@ -178,7 +178,7 @@ impl BrokerTask {
             generation.clone(),
             received.clone(),
         ));
-        info!(broker = %self.cfg.name, url = %self.cfg.url, client_id = %self.cfg.client_id, "MQTT source started");
+        info!(broker = %self.cfg.name, url = %crate::redact::url(&self.cfg.url), client_id = %self.cfg.client_id, "MQTT source started");
         // Reconnects: 1 s doubling to 30 s, in the upper half (jitter).
         let mut backoff =
             Backoff::new(Duration::from_secs(1), Duration::from_secs(30)).jittered(0.5);
@@ -274,7 +274,7 @@ impl BrokerTask {
                     self.bh.connected.store(0, Relaxed);
                     let msg = error_chain(&e);
                     if msg != last_error {
-                        warn!(broker = %self.cfg.name, url = %self.cfg.url, error = %msg, "MQTT connection failed; retrying with backoff");
+                        warn!(broker = %self.cfg.name, url = %crate::redact::url(&self.cfg.url), error = %msg, "MQTT connection failed; retrying with backoff");
                         last_error = msg;
                     } else {
                         debug!(broker = %self.cfg.name, error = %msg, "MQTT connection failed again");
