@@ -8,6 +8,15 @@
 /// is not a URL is reduced to its scheme and host part before the first `/`, `?` or `@`.
 pub fn url(u: &str) -> String {
     match reqwest::Url::parse(u) {
+        // Nothing to hide: shown as written.
+        Ok(parsed)
+            if parsed.username().is_empty()
+                && parsed.password().is_none()
+                && parsed.query().is_none()
+                && parsed.fragment().is_none() =>
+        {
+            u.to_string()
+        }
         Ok(mut parsed) if parsed.has_host() => {
             let had_user = !parsed.username().is_empty() || parsed.password().is_some();
             let _ = parsed.set_username("");
@@ -83,7 +92,7 @@ mod tests {
             "http://***@127.0.0.1:8086/"
         );
         assert_eq!(url("mqtt://u:p@broker:1883"), "mqtt://***@broker:1883");
-        assert_eq!(url("http://127.0.0.1:8086"), "http://127.0.0.1:8086/");
+        assert_eq!(url("http://127.0.0.1:8086"), "http://127.0.0.1:8086");
         assert_eq!(url("not a url?token=x"), "not a url***");
         for u in [
             "https://oapi.dingtalk.com/robot/send?access_token=abc123",

@@ -385,3 +385,106 @@ client_id = "c1"
         assert!(!all.contains(secret), "{secret} printed: {all}");
     }
 }
+
+/// Config that passed `check` and then failed at run time (issue 11 item 13): each is now a
+/// `check` error with its position, all at once; a FIFO or a device as a secret file is
+/// refused without being read (it used to hang `check`).
+#[test]
+fn check_refuses_what_used_to_pass_and_fail_later() {
+    let dir = scratch_dir("check-later");
+    let long_id = "x".repeat(70_000);
+    let site = format!(
+        r#"[site]
+id = "s1"
+timezone = "Asia/Shanghai"
+tags = {{ "" = "x" }}
+[store]
+commit_interval = "1ns"
+[[mqtt]]
+name = "b"
+url = "mqtt://127.0.0.1:1883"
+client_id = "{long_id}"
+  [[mqtt.subscribe]]
+  topic = "s/+/t\u0000"
+  device = "{{1}}"
+  profile = "json-dust-monitor"
+[[rule]]
+id = "r1"
+metric = "pm10"
+above = 150
+repeat = "0s"
+for = "48h"
+[control]
+mqtt_broker = "b"
+topic = "dustgate/control"
+token_env = ""
+"#
+    );
+    let config = write_site(&dir, &site, &[]);
+    let path = config.display().to_string();
+    let (code, out, err) = dustgate(&["check", "--config", &path]);
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    let all = format!("{out}{err}");
+    for want in [
+        format!("{path}:4:10: site.tags.\"\": a tag key must not be empty"),
+        format!("{path}:6:19: store.commit_interval:"),
+        format!("{path}:10:13: mqtt[0].client_id: a client id is at most 256 bytes"),
+        format!("{path}:12:11: mqtt[0].subscribe[0].topic:"),
+        format!("{path}:19:10: rule[0].repeat: must be between 1m and 24h"),
+        format!("{path}:20:7: rule[0].for: must be at most 24h"),
+        format!("{path}:24:13: control.token_env: names no environment variable"),
+    ] {
+        assert!(
+            all.contains(&want),
+            "missing {want:?} in\n{}",
+            &all[..all.len().min(4000)]
+        );
+    }
+}
+
+#[test]
+fn a_secret_file_that_is_a_fifo_or_a_device_is_refused_at_once() {
+    let dir = scratch_dir("check-fifo");
+    let fifo = dir.join("token.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo (coreutils) runs");
+    assert!(made.success());
+    for file in [fifo.display().to_string(), "/dev/zero".to_string()] {
+        let site = format!(
+            "[site]\nid = \"s1\"\ntimezone = \"Asia/Shanghai\"\n[influx]\nurl = \"http://127.0.0.1:8086\"\napi = \"v2\"\norg = \"o\"\nbucket = \"b\"\ntoken_file = \"{file}\"\n"
+        );
+        let config = write_site(&dir, &site, &[]);
+        let path = config.display().to_string();
+        let started = std::time::Instant::now();
+        let (_, out, err) = dustgate(&["check", "--config", &path]);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "check returned (it used to block on a FIFO or read /dev/zero for ever)"
+        );
+        assert!(
+            format!("{out}{err}").contains("is not a regular file"),
+            "{file}: {out}{err}"
+        );
+    }
+}
+
+#[test]
+fn a_config_that_is_not_utf8_gets_a_position() {
+    let dir = scratch_dir("check-utf8");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let config = dir.join("site.toml");
+    // "锦江" in GBK, as an editor set to the local code page would save it.
+    let mut bytes = b"[site]\nid = \"s1\"\nname = \"".to_vec();
+    bytes.extend_from_slice(&[0xbd, 0xf5, 0xbd, 0xad]);
+    bytes.extend_from_slice(b"\"\n");
+    std::fs::write(&config, bytes).expect("write site.toml");
+    let path = config.display().to_string();
+    let (code, out, err) = dustgate(&["check", "--config", &path]);
+    assert_eq!(code, 1);
+    assert!(
+        format!("{out}{err}").contains(&format!("{path}:3:9: not UTF-8 text (byte 0xbd")),
+        "{out}{err}"
+    );
+}

@@ -17,9 +17,10 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn secret_state(s: &Secret) -> String {
+    // Resolving reads a file only if it is a regular one, and boundedly (see `Secret`).
     let state = match s.resolve() {
-        Ok(_) => "found",
-        Err(_) => "NOT FOUND here: `run` will refuse to start without it",
+        Ok(_) => "found".to_string(),
+        Err(e) => format!("NOT USABLE here: {e}; `run` will refuse to start without it"),
     };
     format!("{} ({state})", s.describe())
 }

@@ -208,11 +208,11 @@ pub fn validate(
         }
         let topic = m.topic?;
         let t = topic.value.replace("{site}", site_id);
-        if t.is_empty() || t.contains('+') || t.contains('#') {
+        if t.is_empty() || t.contains(['+', '#', '\0']) {
             cx.error(
                 &topic.span,
                 "alerts.mqtt.topic",
-                "a topic to publish to, without wildcards",
+                "a topic to publish to, without wildcards or NUL",
             );
             return None;
         }

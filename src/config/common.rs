@@ -18,12 +18,12 @@ impl Secret {
     /// Reads the secret. The error names where it was looked for, never the value.
     pub fn resolve(&self) -> Result<String, String> {
         match self {
-            Secret::Env(var) => {
-                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
-            }
-            Secret::File(path) => std::fs::read_to_string(path)
-                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-                .map_err(|e| format!("cannot read secret file {}: {e}", path.display())),
+            Secret::Env(var) => match std::env::var(var) {
+                Ok(v) if v.is_empty() => Err(format!("environment variable {var} is empty")),
+                Ok(v) => Ok(v),
+                Err(_) => Err(format!("environment variable {var} is not set")),
+            },
+            Secret::File(path) => read_secret_file(path),
             Secret::Literal(s) => Ok(s.clone()),
         }
     }
@@ -35,6 +35,46 @@ impl Secret {
             Secret::Literal(_) => "the config file".to_string(),
         }
     }
+}
+
+/// A secret is a few hundred bytes at most; a bigger file is a mistake (a log, an image).
+pub const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// Reads a secret file: a regular file only (a FIFO would block `check` for ever, `/dev/zero`
+/// would be read without end), at most [`MAX_SECRET_FILE`] bytes, UTF-8, trailing newline
+/// trimmed, not empty.
+fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read secret file {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "secret file {shown} is not a regular file (a pipe, a device or a folder)"
+        ));
+    }
+    if meta.len() > MAX_SECRET_FILE {
+        return Err(format!(
+            "secret file {shown} holds {} bytes: a secret is at most {MAX_SECRET_FILE}",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SECRET_FILE + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read secret file {shown}: {e}"))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(format!(
+            "secret file {shown} is longer than {MAX_SECRET_FILE} bytes"
+        ));
+    }
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("secret file {shown} is not UTF-8 text"))?;
+    let value = text.trim_end_matches(['\r', '\n']).to_string();
+    if value.is_empty() {
+        return Err(format!("secret file {shown} is empty"));
+    }
+    Ok(value)
 }
 
 /// Longest duration any setting takes: longer ones are typos (and would overflow timers).
@@ -60,7 +100,13 @@ pub(super) fn check_tags(
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (k, v) in tags {
-        if matches!(k.value.as_str(), "site" | "device" | "component") {
+        if k.value.is_empty() {
+            cx.error(
+                &k.span,
+                &format!("{path}.\"\""),
+                "a tag key must not be empty (InfluxDB rejects every point that has one)",
+            );
+        } else if matches!(k.value.as_str(), "site" | "device" | "component") {
             cx.error(
                 &k.span,
                 &format!("{path}.{}", k.value),
@@ -94,6 +140,18 @@ pub(super) fn secret(
                 format!("set {path}_env or {path}_file, not both"),
             );
             let _ = e;
+            None
+        }
+        (Some(e), None) if e.value.trim().is_empty() => {
+            cx.error(
+                &e.span,
+                &format!("{path}_env"),
+                "names no environment variable",
+            );
+            None
+        }
+        (None, Some(f)) if f.value.trim().is_empty() => {
+            cx.error(&f.span, &format!("{path}_file"), "names no file");
             None
         }
         (Some(e), None) => Some(Secret::Env(e.value)),

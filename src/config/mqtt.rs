@@ -228,9 +228,19 @@ pub fn unused_brokers(
 }
 
 /// Checks an MQTT topic filter: `+` and `#` only as whole levels, `#` only last.
+/// Longest client id accepted: MQTT allows 65,535 bytes, brokers far fewer (3.1.1 guarantees
+/// only 23); 256 is plenty for `dustgate-<site>-<broker>`.
+const MAX_CLIENT_ID: usize = 256;
+
 pub fn check_topic_filter(filter: &str) -> Result<(), String> {
     if filter.is_empty() {
         return Err("a topic filter must not be empty".into());
+    }
+    if filter.contains('\0') {
+        return Err("a topic must not contain a NUL character (MQTT forbids it)".into());
+    }
+    if filter.len() > 65_535 {
+        return Err("a topic is at most 65,535 bytes (MQTT's limit)".into());
     }
     let levels: Vec<&str> = filter.split('/').collect();
     for (i, l) in levels.iter().enumerate() {
@@ -373,18 +383,26 @@ fn broker(
         || format!("dustgate-{site_id}-{}", name.as_deref().unwrap_or("mqtt")),
         |c| c.value.clone(),
     );
-    if client_id.is_empty()
-        && let Some(c) = &b.client_id
-    {
-        cx.error(
-            &c.span,
-            &key("client_id"),
-            "a persistent session needs a non-empty client id",
-        );
+    if let Some(c) = &b.client_id {
+        if client_id.is_empty() {
+            cx.error(
+                &c.span,
+                &key("client_id"),
+                "a persistent session needs a non-empty client id",
+            );
+        } else if client_id.len() > MAX_CLIENT_ID || client_id.contains('\0') {
+            cx.error(
+                &c.span,
+                &key("client_id"),
+                format!(
+                    "a client id is at most {MAX_CLIENT_ID} bytes, without NUL (brokers refuse longer ones)"
+                ),
+            );
+        }
     }
     let dead_letter_topic = b.dead_letter_topic.as_ref().and_then(|t| {
         let topic = t.value.replace("{site}", site_id);
-        if topic.is_empty() || topic.contains('+') || topic.contains('#') {
+        if topic.is_empty() || topic.contains(['+', '#', '\0']) {
             cx.error(
                 &t.span,
                 &key("dead_letter_topic"),

@@ -47,6 +47,9 @@ pub enum Condition {
     Outside(f64, f64),
 }
 
+/// The longest `for` and `repeat` a rule takes.
+const DAY_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
 impl Condition {
     /// The one check of a value against the condition: `Some(the limit crossed)` when `v` is
     /// beyond it (for `outside`, the bound on its side), `None` otherwise.
@@ -503,6 +506,26 @@ fn read_rule_over(
     let max_per_day = t.opt::<i64>(cx, "max_per_day");
     let severity = t.opt::<String>(cx, "severity");
     let repeat = t.opt::<Duration>(cx, "repeat");
+    // A reminder more often than a minute floods inspectors' phones; a `for` or `repeat` past a
+    // day is a typo (and would overflow timers).
+    let hold = hold.filter(|h| {
+        let ok = h.value <= DAY_LIMIT;
+        if !ok {
+            cx.error(&h.span, &t.key_path("for"), "must be at most 24h");
+        }
+        ok
+    });
+    let repeat = repeat.filter(|r| {
+        let ok = r.value >= Duration::from_secs(60) && r.value <= DAY_LIMIT;
+        if !ok {
+            cx.error(
+                &r.span,
+                &t.key_path("repeat"),
+                "must be between 1m and 24h (how often a reminder goes out while the alert lasts)",
+            );
+        }
+        ok
+    });
     let from = t.opt::<String>(cx, "effective_from");
     let until = t.opt::<String>(cx, "effective_until");
     let title_zh = t.opt::<String>(cx, "title");

@@ -33,12 +33,31 @@ impl SourceFile {
 
     /// Reads a file from disk; the error names the file.
     pub fn read(path: &Path) -> Result<Arc<Self>, Diagnostic> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Self::new(
-                path.display().to_string(),
-                Some(path.to_path_buf()),
-                text,
-            )),
+        match std::fs::read(path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => Ok(Self::new(
+                    path.display().to_string(),
+                    Some(path.to_path_buf()),
+                    text,
+                )),
+                // Where the first bad byte is, so it can be found in an editor.
+                Err(e) => {
+                    let good = e.utf8_error().valid_up_to();
+                    let prefix = String::from_utf8_lossy(&e.as_bytes()[..good]).into_owned();
+                    let line = prefix.matches('\n').count() + 1;
+                    let column = prefix.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                    Err(Diagnostic {
+                        file: path.display().to_string(),
+                        line,
+                        column,
+                        key_path: String::new(),
+                        message: format!(
+                            "not UTF-8 text (byte 0x{:02x} at byte offset {good}): save the file as UTF-8",
+                            e.as_bytes().get(good).copied().unwrap_or(0)
+                        ),
+                    })
+                }
+            },
             Err(e) => Err(Diagnostic {
                 file: path.display().to_string(),
                 line: 0,

@@ -50,7 +50,7 @@ pub fn validate(cx: &mut Cx<'_>, raw: Option<RawStore>, base: &Path) -> StoreCon
         None => 2 << 30,
     };
     let commit_interval = match commit_interval {
-        Some(c) if c.value.is_zero() || c.value > Duration::from_secs(1) => {
+        Some(c) if c.value < Duration::from_millis(1) || c.value > Duration::from_secs(1) => {
             cx.error(
                 &c.span,
                 "store.commit_interval",
