@@ -294,7 +294,7 @@ fn build_site(
     outboxes: &[Outbox],
     coil_writers: HashMap<String, CoilSender>,
 ) -> SiteEdge {
-    let mut core = SiteCore::new(&cfg.site.id, &cfg.site.tags);
+    let mut core = SiteCore::new(&cfg.site.id, &cfg.site.tags).with_max_future(cfg.site.max_future);
     if !cfg.rules.is_empty() || cfg.compliance.is_some() {
         let mut engine = Engine::new(cfg.rules.clone(), cfg.site.timezone.clone());
         engine.set_background_device(cfg.site.background.clone());

@@ -111,6 +111,8 @@ pub struct Health {
     /// Actuator switches confirmed by reading the coils back, and those that were not.
     pub switches: AtomicU64,
     pub switch_failures: AtomicU64,
+    /// Values and events refused for a timestamp too far in the future.
+    pub future_values: AtomicU64,
     pub writer: Arc<WriterHealth>,
     /// Alert outputs (MQTT topic, webhooks): name → their writer's counters.
     pub outputs: std::sync::Mutex<Vec<(String, Arc<WriterHealth>)>>,
@@ -430,6 +432,7 @@ impl Health {
                 f("violations", self.violations.load(Relaxed) as f64),
                 f("switches", self.switches.load(Relaxed) as f64),
                 f("switch_failures", self.switch_failures.load(Relaxed) as f64),
+                f("future_values", self.future_values.load(Relaxed) as f64),
             ],
             time_ms,
         });

@@ -16,6 +16,7 @@ pub struct RawSite {
     pub tags: Vec<(Sp<String>, Sp<String>)>,
     pub standards: Option<Sp<Vec<String>>>,
     pub health_interval: Option<Sp<Duration>>,
+    pub max_future: Option<Sp<Duration>>,
     /// The device that carries the regional background (`{background}` in packs).
     pub background: Option<Sp<String>>,
 }
@@ -33,6 +34,9 @@ pub struct Site {
     pub background: Option<String>,
     /// How often gateway health points are written and the health line is logged.
     pub health_interval: Duration,
+    /// How far ahead of the gateway's clock a reading's timestamp may be (a device's clock
+    /// runs a little fast); further ahead it is refused and counted.
+    pub max_future: Duration,
 }
 
 /// Reads the section's shape (types, unknown keys, required keys).
@@ -47,6 +51,7 @@ pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> Option<RawSite> 
             tags: t.string_map(cx, "tags"),
             standards: t.opt(cx, "standards"),
             health_interval: t.opt(cx, "health_interval"),
+            max_future: t.opt(cx, "max_future"),
             background: t.opt(cx, "background"),
         });
         t.finish(cx);
@@ -97,6 +102,8 @@ pub fn validate(cx: &mut Cx<'_>, raw: Option<RawSite>) -> Option<Site> {
             let tags = check_tags(cx, &s.tags, "site.tags");
             let health_interval = positive(cx, s.health_interval, "site.health_interval")
                 .unwrap_or(Duration::from_secs(30));
+            let max_future = positive(cx, s.max_future, "site.max_future")
+                .unwrap_or(Duration::from_secs(5 * 60));
             match (id, timezone) {
                 (Some(id), Some(timezone)) => Some(Site {
                     id,
@@ -111,6 +118,7 @@ pub fn validate(cx: &mut Cx<'_>, raw: Option<RawSite>) -> Option<Site> {
                         .unwrap_or_default(),
                     background: s.background.as_ref().map(|b| b.value.clone()),
                     health_interval,
+                    max_future,
                 }),
                 _ => None,
             }

@@ -220,6 +220,7 @@ impl SiteEdge {
             (&h.violations, c.violations),
             (&h.switches, c.switches),
             (&h.switch_failures, c.switch_failures),
+            (&h.future_values, c.future_values),
         ] {
             if n > 0 {
                 counter.fetch_add(n, Relaxed);

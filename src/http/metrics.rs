@@ -223,6 +223,12 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         counter(&health.invalid_values),
     );
     e.single(
+        "dustgate_future_values_total",
+        Counter,
+        "Values and events refused: stamped further ahead of the gateway's clock than [site].max_future.",
+        counter(&health.future_values),
+    );
+    e.single(
         "dustgate_alerts_opened_total",
         Counter,
         "Alerts opened since start.",

@@ -52,6 +52,9 @@ pub struct Counters {
     pub violations: u64,
     pub switches: u64,
     pub switch_failures: u64,
+    /// Values (and events) refused because their timestamp was further ahead of the gateway's
+    /// clock than `[site].max_future`: never written, never judged.
+    pub future_values: u64,
 }
 
 /// What the core decided: for the edge to carry out.
@@ -123,6 +126,8 @@ pub struct SiteCore {
     aqi: Option<Aqi>,
     linkage: Option<Linkage>,
     max_override: Duration,
+    /// How far ahead of `now` a timestamp may be.
+    max_future_ms: i64,
     /// The engines' transitions, before they become [`AlertOut`]s.
     events: Vec<AlertEvent>,
 }
@@ -136,6 +141,7 @@ impl SiteCore {
             aqi: None,
             linkage: None,
             max_override: Duration::from_secs(4 * 3600),
+            max_future_ms: 5 * 60_000,
             events: Vec::new(),
         }
     }
@@ -159,6 +165,18 @@ impl SiteCore {
         self
     }
 
+    /// Timestamps further ahead of the gateway's clock than this are refused (default 5 min).
+    pub fn with_max_future(mut self, d: Duration) -> Self {
+        self.max_future_ms = d.as_millis() as i64;
+        self
+    }
+
+    /// A timestamp from a device's clock that runs too far ahead: a reading stamped in 2099
+    /// would otherwise hold its windows and its offline check in the future for ever.
+    fn too_far_ahead(&self, t: i64, now_ms: i64) -> bool {
+        t > now_ms.saturating_add(self.max_future_ms)
+    }
+
     pub fn has_rules(&self) -> bool {
         self.judge.is_some()
     }
@@ -166,7 +184,30 @@ impl SiteCore {
     /// Resumes what was saved before a restart: windows as they were, open alerts open (not
     /// announced again), today's compliance counts; then the open alerts ask for their
     /// actuators again.
-    pub fn restore(&mut self, saved: Saved, now_ms: i64, fx: &mut Effects) {
+    pub fn restore(&mut self, mut saved: Saved, now_ms: i64, fx: &mut Effects) {
+        // Readings saved from the future (by an older gateway that accepted them) would hold
+        // their windows there across the restart: they are left out.
+        let limit = now_ms.saturating_add(self.max_future_ms);
+        if let Some(w) = &mut saved.windows {
+            let mut dropped = 0;
+            for s in &mut w.series {
+                let before = s.readings.len();
+                s.readings.retain(|(t, _)| *t <= limit);
+                dropped += before - s.readings.len();
+            }
+            for (_, readings) in &mut w.backgrounds {
+                let before = readings.len();
+                readings.retain(|(t, _)| *t <= limit);
+                dropped += before - readings.len();
+            }
+            if dropped > 0 {
+                fx.counters.future_values += dropped as u64;
+                tracing::warn!(
+                    dropped,
+                    "saved window readings stamped in the future were left out"
+                );
+            }
+        }
         if let Some(j) = &mut self.judge {
             if !saved.open.is_empty() {
                 tracing::info!(
@@ -216,6 +257,12 @@ impl SiteCore {
 
     /// One device's readings: validated into points, fed to the AQI and judged.
     pub fn readings(&mut self, r: &Readings, now_ms: i64, fx: &mut Effects) {
+        if self.too_far_ahead(r.time_ms, now_ms) {
+            let n = r.values.iter().flatten().count() as u64;
+            fx.counters.future_values += n;
+            tracing::warn!(device = %r.device.id, time_ms = r.time_ms, now_ms, "readings stamped too far in the future were refused ([site].max_future)");
+            return;
+        }
         let (points, invalid) = validate::to_points(r);
         fx.counters.readings += r.values.iter().flatten().count() as u64;
         if invalid > 0 {
@@ -289,6 +336,10 @@ impl SiteCore {
     /// Vehicles at the gates: judged for washing and cover (exits), stored with the verdict.
     pub fn vehicles(&mut self, vs: &[Vehicle], now_ms: i64, fx: &mut Effects) {
         for v in vs {
+            if self.too_far_ahead(v.time_ms, now_ms) {
+                fx.counters.future_values += 1;
+                continue;
+            }
             let verdict = match &mut self.judge {
                 Some(Judge {
                     compliance: Some(c),
@@ -316,6 +367,10 @@ impl SiteCore {
         }) = &mut self.judge
         {
             for d in ds {
+                if d.time_ms > now_ms.saturating_add(self.max_future_ms) {
+                    fx.counters.future_values += 1;
+                    continue;
+                }
                 tracing::info!(device = %d.device, kind = %d.kind, id = %d.id, open = d.open, "detection");
                 c.detection(d, &mut self.events);
             }

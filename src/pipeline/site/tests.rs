@@ -538,3 +538,60 @@ fn a_value_above_the_sensors_range_is_flagged_and_judged_a_negative_one_flagged_
             .all(|a| a.event.kind != AlertKind::OutOfRange)
     );
 }
+
+#[test]
+fn a_reading_stamped_in_the_future_is_refused_and_cannot_silence_the_device() {
+    let mut s = site();
+    let t = t0();
+    // A clock running 3 minutes fast is tolerated (max_future 5 min by default) ...
+    let e = fx(|f| s.readings(&dust(t + 3 * MIN, 60.0, 20.0), t, f));
+    assert_eq!(e.points.len(), 1);
+    assert_eq!(e.counters.future_values, 0);
+    // ... one stamped 2099 is refused: no point, nothing judged, counted.
+    let y2099 = 4_070_908_800_000;
+    let e = fx(|f| s.readings(&dust(y2099, 999.0, 999.0), t, f));
+    assert!(e.points.is_empty() && e.alerts.is_empty() && e.coil_writes.is_empty());
+    assert_eq!(e.counters.future_values, 2);
+    // The device then falls silent: the offline alert still opens on the gateway's clock
+    // (a 2099 reading used to hold "last seen" in 2099, for ever).
+    let mut opened = Vec::new();
+    let mut ti = t + 10_000;
+    while ti <= t + 20 * MIN {
+        let e = fx(|f| s.tick(ti, f));
+        opened.extend(e.alerts.into_iter().map(|a| (a.event.kind, a.event.device)));
+        ti += 30_000;
+    }
+    assert!(
+        opened.contains(&(AlertKind::Offline, "dust-01".to_string())),
+        "{opened:?}"
+    );
+    // An event from the future too.
+    let late = Vehicle {
+        device: "gate-cam-01".into(),
+        time_ms: y2099,
+        plate: "川A00000".into(),
+        direction: Some("out".into()),
+        gate: None,
+        muck_truck: None,
+        covered: None,
+        snapshot: None,
+    };
+    let e = fx(|f| s.vehicles(&[late], t, f));
+    assert!(e.points.is_empty() && e.alerts.is_empty());
+    assert_eq!(e.counters.future_values, 1);
+
+    // Windows saved with a reading from 2099 (by a gateway before this check) leave it out.
+    let mut saved = s.saved(t);
+    if let Some(w) = &mut saved.windows {
+        w.series.push(crate::pipeline::rules::SeriesSnapshot {
+            rule: "pm10-high".into(),
+            device: "dust-09".into(),
+            readings: vec![(t, 50.0), (y2099, 999.0)],
+            breach_since: None,
+            day: 0,
+            day_count: 0,
+        });
+    }
+    let e = fx(|f| site().restore(saved, t, f));
+    assert_eq!(e.counters.future_values, 1);
+}
