@@ -553,3 +553,52 @@ async fn password_tls_and_mutual_tls_work_and_their_mistakes_are_clear() {
     );
     gw.proc.stop();
 }
+
+/// A device whose clock says 2099 (issue 11 item 7): its readings are refused and counted, and
+/// the good ones around them arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_stamped_in_the_future_are_refused_and_counted() {
+    let influx = Influx1::start();
+    influx.create_db("future").await;
+    let broker_ = Mosquitto::start();
+    let dir = scratch_dir("mqtt-future");
+    let toml = site(
+        &influx,
+        "future",
+        "health_interval = \"1s\"",
+        &broker("b", &broker_.url_plain(), "sensors/+/telemetry", ""),
+    );
+    let mut gw = Gateway::start(&dir, &toml, &[]);
+    gw.wait_log("connected to broker", Duration::from_secs(30));
+    let y2099: i64 = 4_070_908_800_000;
+    let mut all = messages("sensors/d1/telemetry", 0..20);
+    for i in 0..10 {
+        all.push((
+            "sensors/d1/telemetry".to_string(),
+            format!(r#"{{"ts":{},"data":{{"pm10":999,"pm25":999}}}}"#, y2099 + i),
+        ));
+    }
+    publish_many(broker_.port_plain(), all, 1);
+    wait_count(&influx, "future", 20, Duration::from_secs(30)).await;
+    let health = eventually(
+        "20 future values counted",
+        Duration::from_secs(30),
+        || async {
+            let rows = latest_by_device(
+                &influx,
+                "future",
+                "gateway",
+                "WHERE component = 'pipeline'",
+            )
+            .await;
+            let r = rows.values().next().cloned()?;
+            (field(Some(&r), "future_values") == Some(20.0)).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(field(Some(&health), "future_values"), Some(20.0));
+    assert_eq!(count(&influx, "future", "").await, 20);
+    assert_eq!(count(&influx, "future", "WHERE pm10 = 999").await, 0);
+    gw.proc.stop();
+    assert!(gw.log().contains("stamped too far in the future"));
+}
