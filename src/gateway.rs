@@ -80,7 +80,12 @@ impl Gateway {
     /// Starts every task. Must be called inside a Tokio runtime. Build everything that can
     /// fail first (secrets, URLs, TLS files, the store), then spawn.
     pub fn start(cfg: &Config) -> Result<Gateway, StartError> {
-        // Build.
+        // Build. Descriptors first: the sources, the store and HTTP share one limit.
+        if let Some((before, after)) = crate::http::limits::raise_nofile_limit()
+            && after > before
+        {
+            info!(before, after, "raised the open-files limit");
+        }
         let control_token = cfg
             .control
             .token
@@ -147,7 +152,7 @@ impl Gateway {
             tz: cfg.site.timezone.clone(),
             control_token,
         });
-        let http = tokio::spawn(crate::http::serve(cfg.http.listen, api, http_rx));
+        let http = tokio::spawn(crate::http::serve(cfg.http.clone(), api, http_rx));
         info!(site = %cfg.site.id, buses = cfg.buses.len(), brokers = cfg.brokers.len(), store = %store.path().display(), destination = %destination, "gateway started");
         Ok(Gateway {
             health,

@@ -584,13 +584,9 @@ async fn readings_stamped_in_the_future_are_refused_and_counted() {
         "20 future values counted",
         Duration::from_secs(30),
         || async {
-            let rows = latest_by_device(
-                &influx,
-                "future",
-                "gateway",
-                "WHERE component = 'pipeline'",
-            )
-            .await;
+            let rows =
+                latest_by_device(&influx, "future", "gateway", "WHERE component = 'pipeline'")
+                    .await;
             let r = rows.values().next().cloned()?;
             (field(Some(&r), "future_values") == Some(20.0)).then_some(r)
         },

@@ -61,7 +61,7 @@ pub(super) async fn override_actuator(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
-        tracing::warn!(actuator = %id, "override refused: missing or wrong bearer token");
+        refused_log(&id);
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -96,4 +96,29 @@ mod tests {
         assert!(!super::same(b"abc", b"abd"));
         assert!(!super::same(b"abc", b"abcd"));
     }
+}
+
+/// Refused override attempts are logged at most once every 10 s (an attacker's loop must not
+/// flood the journal), with the path's actuator escaped (`?`: no newlines or control
+/// characters reach the log) and cut, and the count of those not logged.
+fn refused_log(id: &str) {
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+    static LAST_MS: AtomicI64 = AtomicI64::new(i64::MIN);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let now = crate::clock::wall_ms();
+    let last = LAST_MS.load(Relaxed);
+    if last != i64::MIN && now.saturating_sub(last) < 10_000 {
+        SUPPRESSED.fetch_add(1, Relaxed);
+        return;
+    }
+    if LAST_MS
+        .compare_exchange(last, now, Relaxed, Relaxed)
+        .is_err()
+    {
+        SUPPRESSED.fetch_add(1, Relaxed);
+        return;
+    }
+    let shown: String = id.chars().take(64).collect();
+    let suppressed = SUPPRESSED.swap(0, Relaxed);
+    tracing::warn!(actuator = ?shown, suppressed, "override refused: missing or wrong bearer token");
 }

@@ -15,13 +15,13 @@
 
 mod actuators;
 mod api;
+pub mod limits;
 pub mod metrics;
 mod page;
 mod view;
 
 pub use view::SiteView;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -104,7 +104,8 @@ pub fn router(api: Arc<Api>) -> Router {
 
 /// Serves until `stop` turns true. A port already taken is reported and the gateway runs on
 /// without its API: readings matter more than the status page.
-pub async fn serve(listen: SocketAddr, api: Arc<Api>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(cfg: crate::config::HttpConfig, api: Arc<Api>, mut stop: watch::Receiver<bool>) {
+    let listen = cfg.listen;
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -112,7 +113,8 @@ pub async fn serve(listen: SocketAddr, api: Arc<Api>, mut stop: watch::Receiver<
             return;
         }
     };
-    tracing::info!(listen = %listen, "HTTP API listening");
+    tracing::info!(listen = %listen, max_connections = cfg.max_connections, idle_timeout_s = cfg.idle_timeout.as_secs(), "HTTP API listening");
+    let listener = limits::LimitedListener::new(listener, cfg.max_connections, cfg.idle_timeout);
     let shutdown = async move {
         while !*stop.borrow() {
             if stop.changed().await.is_err() {
