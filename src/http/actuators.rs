@@ -88,16 +88,6 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(super::same(b"abc", b"abc"));
-        assert!(!super::same(b"abc", b"abd"));
-        assert!(!super::same(b"abc", b"abcd"));
-    }
-}
-
 /// Refused override attempts are logged at most once every 10 s (an attacker's loop must not
 /// flood the journal), with the path's actuator escaped (`?`: no newlines or control
 /// characters reach the log) and cut, and the count of those not logged.
@@ -121,4 +111,14 @@ fn refused_log(id: &str) {
     let shown: String = id.chars().take(64).collect();
     let suppressed = SUPPRESSED.swap(0, Relaxed);
     tracing::warn!(actuator = ?shown, suppressed, "override refused: missing or wrong bearer token");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(super::same(b"abc", b"abc"));
+        assert!(!super::same(b"abc", b"abd"));
+        assert!(!super::same(b"abc", b"abcd"));
+    }
 }
