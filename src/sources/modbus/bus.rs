@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use super::link;
 use super::planner::{self, Plan, Read};
 use super::registers::Table;
-use super::request::{self, Data, Op};
+use super::request::{self, Data, Op, RequestError};
 use crate::backoff::Backoff;
 use crate::config::{BusConfig, DeviceConfig};
 use crate::health::{DeviceHealth, DeviceState, Health};
@@ -100,23 +100,30 @@ impl PollError {
     }
 }
 
-/// What a request came to: `None` when it timed out.
+/// What a request came to: `None` when it timed out. A reply that does not fit the request
+/// (more or fewer values than asked, see [`request::fit`]) is a protocol error: nothing of it
+/// is used, and the connection is dropped.
 fn request_outcome(
-    result: Option<tokio_modbus::Result<Data>>,
+    result: Option<request::Answer>,
     op: &Op,
     timeout: Duration,
 ) -> Result<Data, PollError> {
     match result {
-        Some(Ok(Ok(data))) if data.len() >= op.expected() => Ok(data),
+        Some(Ok(Ok(data))) if data.len() == op.expected() => Ok(data),
         Some(Ok(Ok(data))) => Err(PollError::Decode(format!(
-            "short reply: {} of {} values for {}",
+            "reply carries {} values for {} requested ({})",
             data.len(),
             op.expected(),
             op.describe()
         ))),
         Some(Ok(Err(exception))) => Err(PollError::Exception(exception)),
-        Some(Err(tokio_modbus::Error::Transport(e))) => Err(PollError::Link(e)),
-        Some(Err(tokio_modbus::Error::Protocol(e))) => Err(PollError::Decode(e.to_string())),
+        Some(Err(RequestError::Misfit(m))) => Err(PollError::Decode(m)),
+        Some(Err(RequestError::Modbus(tokio_modbus::Error::Transport(e)))) => {
+            Err(PollError::Link(e))
+        }
+        Some(Err(RequestError::Modbus(tokio_modbus::Error::Protocol(e)))) => {
+            Err(PollError::Decode(e.to_string()))
+        }
         None => Err(PollError::Timeout(timeout)),
     }
 }
@@ -527,9 +534,8 @@ mod tests {
         ex.count(&h);
 
         let broken = request_outcome(
-            Some(Err(tokio_modbus::Error::Transport(std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "broken pipe",
+            Some(Err(RequestError::Modbus(tokio_modbus::Error::Transport(
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe"),
             )))),
             &read(2),
             t,
@@ -547,8 +553,29 @@ mod tests {
 
         let short = request_outcome(Some(Ok(Ok(Data::Words(vec![1])))), &read(2), t).unwrap_err();
         assert!(matches!(short, PollError::Decode(_)) && short.reconnects());
-        assert!(short.to_string().contains("short reply: 1 of 2"), "{short}");
+        assert!(
+            short
+                .to_string()
+                .contains("reply carries 1 values for 2 requested"),
+            "{short}"
+        );
         short.count(&h);
+
+        // More values than asked is no better: refused, not cut.
+        let long =
+            request_outcome(Some(Ok(Ok(Data::Words(vec![1, 2, 3])))), &read(2), t).unwrap_err();
+        assert!(matches!(long, PollError::Decode(_)) && long.reconnects());
+        long.count(&h);
+        let misfit = request_outcome(
+            Some(Err(RequestError::Misfit(
+                "reply carries 4 registers".into(),
+            ))),
+            &read(2),
+            t,
+        )
+        .unwrap_err();
+        assert!(matches!(misfit, PollError::Decode(_)) && misfit.reconnects());
+        misfit.count(&h);
 
         let refused = PollError::from(link::LinkError::ConnectTimeout {
             target: "127.0.0.1:1".into(),
@@ -566,7 +593,7 @@ mod tests {
                 n(&h.timeouts),
                 n(&h.protocol_errors)
             ),
-            (1, 2, 1, 1)
+            (1, 2, 1, 3)
         );
     }
 
