@@ -151,6 +151,14 @@ pub struct BusTask {
     cfg: BusConfig,
     devices: Vec<Device>,
     conn: Option<Context>,
+    /// Stale bytes discarded on `conn` before requests (see [`link::Draining`]): the total
+    /// so far, and how many times it happened when last looked at.
+    drained: Option<(Arc<link::Drained>, u64)>,
+    /// The device of the last exchange: stale bytes found before the next request are most
+    /// likely a copy of its reply, and are counted in its health.
+    last_device: Option<usize>,
+    /// When stale bytes were last logged at warn level (once a minute; debug otherwise).
+    drain_warned: Option<Instant>,
     last_exchange: Option<Instant>,
     ingest: Arc<dyn Ingest>,
     /// Coil writes of the linkage, carried out between polls.
@@ -213,6 +221,9 @@ impl BusTask {
             cfg,
             devices,
             conn: None,
+            drained: None,
+            last_device: None,
+            drain_warned: None,
             last_exchange: None,
             ingest,
             commands: None,
@@ -261,6 +272,7 @@ impl BusTask {
             self.poll(idx).await;
         }
         self.conn = None;
+        self.drained = None;
         info!(bus = %self.cfg.name, "bus stopped");
     }
 
@@ -322,8 +334,11 @@ impl BusTask {
         }
         let ctx = match self.conn.as_mut() {
             Some(c) => c,
-            None => match link::open(&self.cfg.transport, unit, timeout).await {
-                Ok(c) => self.conn.insert(c),
+            None => match link::open_counted(&self.cfg.transport, unit, timeout).await {
+                Ok((c, drained)) => {
+                    self.drained = Some((drained, 0));
+                    self.conn.insert(c)
+                }
                 Err(e) => {
                     self.last_exchange = Some(Instant::now());
                     let e = PollError::Open(e);
@@ -337,6 +352,8 @@ impl BusTask {
             .await
             .ok();
         self.last_exchange = Some(Instant::now());
+        self.count_drained(idx);
+        self.last_device = Some(idx);
         let outcome = request_outcome(result, op, timeout);
         if let Err(e) = &outcome {
             e.count(&self.devices[idx].health);
@@ -344,9 +361,38 @@ impl BusTask {
                 // Never reuse a connection after a fault: a late reply could be read as the
                 // next answer.
                 self.conn = None;
+                self.drained = None;
             }
         }
         outcome
+    }
+
+    /// Counts the stale bytes discarded before the request just sent (a duplicated or late
+    /// reply), as a protocol error of the device that was asked before.
+    fn count_drained(&mut self, idx: usize) {
+        let Some((drained, seen)) = self.drained.as_mut() else {
+            return;
+        };
+        let times = drained.times.load(Relaxed);
+        if times == *seen {
+            return;
+        }
+        let new = times - *seen;
+        *seen = times;
+        let bytes = drained.bytes.load(Relaxed);
+        let culprit = self.last_device.unwrap_or(idx);
+        let dev = &self.devices[culprit];
+        dev.health.protocol_errors.fetch_add(new, Relaxed);
+        let now = Instant::now();
+        if self
+            .drain_warned
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            self.drain_warned = Some(now);
+            warn!(bus = %self.cfg.name, device = %dev.cfg.id, unit = dev.cfg.unit, discarded_bytes_total = bytes, "unrequested bytes pending before a request (a duplicated or late reply): discarded (logged once a minute)");
+        } else {
+            debug!(bus = %self.cfg.name, device = %dev.cfg.id, discarded_bytes_total = bytes, "unrequested bytes discarded");
+        }
     }
 
     /// Sets an actuator's coils and reads them back; the site learns what came of it. Only
