@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use super::link;
 use super::planner::{self, Plan, Read};
 use super::registers::Table;
-use super::request::{self, Data, Op};
+use super::request::{self, Data, Op, RequestError};
 use crate::backoff::Backoff;
 use crate::config::{BusConfig, DeviceConfig};
 use crate::health::{DeviceHealth, DeviceState, Health};
@@ -100,23 +100,30 @@ impl PollError {
     }
 }
 
-/// What a request came to: `None` when it timed out.
+/// What a request came to: `None` when it timed out. A reply that does not fit the request
+/// (more or fewer values than asked, see [`request::fit`]) is a protocol error: nothing of it
+/// is used, and the connection is dropped.
 fn request_outcome(
-    result: Option<tokio_modbus::Result<Data>>,
+    result: Option<request::Answer>,
     op: &Op,
     timeout: Duration,
 ) -> Result<Data, PollError> {
     match result {
-        Some(Ok(Ok(data))) if data.len() >= op.expected() => Ok(data),
+        Some(Ok(Ok(data))) if data.len() == op.expected() => Ok(data),
         Some(Ok(Ok(data))) => Err(PollError::Decode(format!(
-            "short reply: {} of {} values for {}",
+            "reply carries {} values for {} requested ({})",
             data.len(),
             op.expected(),
             op.describe()
         ))),
         Some(Ok(Err(exception))) => Err(PollError::Exception(exception)),
-        Some(Err(tokio_modbus::Error::Transport(e))) => Err(PollError::Link(e)),
-        Some(Err(tokio_modbus::Error::Protocol(e))) => Err(PollError::Decode(e.to_string())),
+        Some(Err(RequestError::Misfit(m))) => Err(PollError::Decode(m)),
+        Some(Err(RequestError::Modbus(tokio_modbus::Error::Transport(e)))) => {
+            Err(PollError::Link(e))
+        }
+        Some(Err(RequestError::Modbus(tokio_modbus::Error::Protocol(e)))) => {
+            Err(PollError::Decode(e.to_string()))
+        }
         None => Err(PollError::Timeout(timeout)),
     }
 }
@@ -144,6 +151,14 @@ pub struct BusTask {
     cfg: BusConfig,
     devices: Vec<Device>,
     conn: Option<Context>,
+    /// Stale bytes discarded on `conn` before requests (see [`link::Draining`]): the total
+    /// so far, and how many times it happened when last looked at.
+    drained: Option<(Arc<link::Drained>, u64)>,
+    /// The device of the last exchange: stale bytes found before the next request are most
+    /// likely a copy of its reply, and are counted in its health.
+    last_device: Option<usize>,
+    /// When stale bytes were last logged at warn level (once a minute; debug otherwise).
+    drain_warned: Option<Instant>,
     last_exchange: Option<Instant>,
     ingest: Arc<dyn Ingest>,
     /// Coil writes of the linkage, carried out between polls.
@@ -206,6 +221,9 @@ impl BusTask {
             cfg,
             devices,
             conn: None,
+            drained: None,
+            last_device: None,
+            drain_warned: None,
             last_exchange: None,
             ingest,
             commands: None,
@@ -254,6 +272,7 @@ impl BusTask {
             self.poll(idx).await;
         }
         self.conn = None;
+        self.drained = None;
         info!(bus = %self.cfg.name, "bus stopped");
     }
 
@@ -315,8 +334,11 @@ impl BusTask {
         }
         let ctx = match self.conn.as_mut() {
             Some(c) => c,
-            None => match link::open(&self.cfg.transport, unit, timeout).await {
-                Ok(c) => self.conn.insert(c),
+            None => match link::open_counted(&self.cfg.transport, unit, timeout).await {
+                Ok((c, drained)) => {
+                    self.drained = Some((drained, 0));
+                    self.conn.insert(c)
+                }
                 Err(e) => {
                     self.last_exchange = Some(Instant::now());
                     let e = PollError::Open(e);
@@ -330,6 +352,8 @@ impl BusTask {
             .await
             .ok();
         self.last_exchange = Some(Instant::now());
+        self.count_drained(idx);
+        self.last_device = Some(idx);
         let outcome = request_outcome(result, op, timeout);
         if let Err(e) = &outcome {
             e.count(&self.devices[idx].health);
@@ -337,9 +361,38 @@ impl BusTask {
                 // Never reuse a connection after a fault: a late reply could be read as the
                 // next answer.
                 self.conn = None;
+                self.drained = None;
             }
         }
         outcome
+    }
+
+    /// Counts the stale bytes discarded before the request just sent (a duplicated or late
+    /// reply), as a protocol error of the device that was asked before.
+    fn count_drained(&mut self, idx: usize) {
+        let Some((drained, seen)) = self.drained.as_mut() else {
+            return;
+        };
+        let times = drained.times.load(Relaxed);
+        if times == *seen {
+            return;
+        }
+        let new = times - *seen;
+        *seen = times;
+        let bytes = drained.bytes.load(Relaxed);
+        let culprit = self.last_device.unwrap_or(idx);
+        let dev = &self.devices[culprit];
+        dev.health.protocol_errors.fetch_add(new, Relaxed);
+        let now = Instant::now();
+        if self
+            .drain_warned
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            self.drain_warned = Some(now);
+            warn!(bus = %self.cfg.name, device = %dev.cfg.id, unit = dev.cfg.unit, discarded_bytes_total = bytes, "unrequested bytes pending before a request (a duplicated or late reply): discarded (logged once a minute)");
+        } else {
+            debug!(bus = %self.cfg.name, device = %dev.cfg.id, discarded_bytes_total = bytes, "unrequested bytes discarded");
+        }
     }
 
     /// Sets an actuator's coils and reads them back; the site learns what came of it. Only
@@ -527,9 +580,8 @@ mod tests {
         ex.count(&h);
 
         let broken = request_outcome(
-            Some(Err(tokio_modbus::Error::Transport(std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "broken pipe",
+            Some(Err(RequestError::Modbus(tokio_modbus::Error::Transport(
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe"),
             )))),
             &read(2),
             t,
@@ -547,8 +599,29 @@ mod tests {
 
         let short = request_outcome(Some(Ok(Ok(Data::Words(vec![1])))), &read(2), t).unwrap_err();
         assert!(matches!(short, PollError::Decode(_)) && short.reconnects());
-        assert!(short.to_string().contains("short reply: 1 of 2"), "{short}");
+        assert!(
+            short
+                .to_string()
+                .contains("reply carries 1 values for 2 requested"),
+            "{short}"
+        );
         short.count(&h);
+
+        // More values than asked is no better: refused, not cut.
+        let long =
+            request_outcome(Some(Ok(Ok(Data::Words(vec![1, 2, 3])))), &read(2), t).unwrap_err();
+        assert!(matches!(long, PollError::Decode(_)) && long.reconnects());
+        long.count(&h);
+        let misfit = request_outcome(
+            Some(Err(RequestError::Misfit(
+                "reply carries 4 registers".into(),
+            ))),
+            &read(2),
+            t,
+        )
+        .unwrap_err();
+        assert!(matches!(misfit, PollError::Decode(_)) && misfit.reconnects());
+        misfit.count(&h);
 
         let refused = PollError::from(link::LinkError::ConnectTimeout {
             target: "127.0.0.1:1".into(),
@@ -566,7 +639,7 @@ mod tests {
                 n(&h.timeouts),
                 n(&h.protocol_errors)
             ),
-            (1, 2, 1, 1)
+            (1, 2, 1, 3)
         );
     }
 
