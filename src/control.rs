@@ -27,6 +27,87 @@ pub trait Overrides: Send + Sync {
 
 const DEFAULT_FOR: Duration = Duration::from_secs(30 * 60);
 
+/// What an MQTT command must carry besides its fields. Over MQTT anyone who can publish on the
+/// topic is heard (HTTP has its bearer token), and a broker keeps retained or queued messages:
+/// an "on for 4 h" from yesterday must not run at today's start.
+#[derive(Debug, Clone)]
+pub struct MqttPolicy {
+    /// `at` (when the command was issued: epoch milliseconds or RFC 3339) may be this far from
+    /// the gateway's clock, either way.
+    pub max_age_ms: i64,
+    /// With a shared secret, `sig` must be the lower-case hex HMAC-SHA256 of
+    /// `"{at}|{actuator}|{state}|{for}|{by}"` (each as written in the JSON; `for` and `by`
+    /// empty when absent).
+    pub hmac: Option<String>,
+}
+
+/// Checks an MQTT command's freshness and signature; `Err` says why it is refused.
+pub fn check_mqtt(
+    body: &[u8],
+    retained: bool,
+    now_ms: i64,
+    policy: &MqttPolicy,
+) -> Result<(), String> {
+    if retained {
+        return Err(
+            "retained commands are ignored (publish commands without the retain flag)".into(),
+        );
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let raw = |k: &str| match v.get(k) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    let at_ms = match v.get("at") {
+        Some(Value::Number(n)) => n.as_i64().ok_or("\"at\" is epoch milliseconds")?,
+        Some(Value::String(s)) => s
+            .parse::<jiff::Timestamp>()
+            .map_err(|_| "\"at\" is epoch milliseconds or RFC 3339 with an offset")?
+            .as_millisecond(),
+        _ => return Err("no \"at\": a command carries the time it was issued".into()),
+    };
+    let age = now_ms.saturating_sub(at_ms);
+    if age.abs() > policy.max_age_ms {
+        return Err(format!(
+            "issued {}s {} the gateway's clock, more than [control].max_age ({}s)",
+            age.abs() / 1000,
+            if age >= 0 { "before" } else { "ahead of" },
+            policy.max_age_ms / 1000
+        ));
+    }
+    if let Some(secret) = &policy.hmac {
+        let msg = format!(
+            "{}|{}|{}|{}|{}",
+            raw("at"),
+            raw("actuator"),
+            raw("state"),
+            raw("for"),
+            raw("by")
+        );
+        let given = raw("sig");
+        if !same_text(&given.to_ascii_lowercase(), &sign(secret, &msg)) {
+            return Err("missing or wrong \"sig\" (HMAC-SHA256 of the command)".into());
+        }
+    }
+    Ok(())
+}
+
+/// Lower-case hex HMAC-SHA256 of `msg`.
+pub fn sign(secret: &str, msg: &str) -> String {
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    ring::hmac::sign(&k, msg.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Equal without an early exit (the signature is a secret's proof).
+fn same_text(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
 /// A parsed command.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
@@ -92,6 +173,75 @@ pub fn apply(site: &dyn Overrides, c: &Command) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mqtt_commands_must_be_fresh_signed_and_not_retained() {
+        let now = 1_800_000_000_000;
+        let p = MqttPolicy {
+            max_age_ms: 120_000,
+            hmac: Some("k3y".into()),
+        };
+        let body = |at: &str, sig: &str| {
+            format!(
+                r#"{{"actuator":"mist","state":"on","for":"4h","by":"x","at":{at},"sig":"{sig}"}}"#
+            )
+        };
+        let good_sig = sign("k3y", &format!("{now}|mist|on|4h|x"));
+        assert_eq!(
+            check_mqtt(body(&now.to_string(), &good_sig).as_bytes(), false, now, &p),
+            Ok(())
+        );
+        // Retained, yesterday's, from the future, unsigned, wrongly signed: refused.
+        assert!(
+            check_mqtt(body(&now.to_string(), &good_sig).as_bytes(), true, now, &p)
+                .unwrap_err()
+                .contains("retained")
+        );
+        let old = now - 86_400_000;
+        let old_sig = sign("k3y", &format!("{old}|mist|on|4h|x"));
+        assert!(
+            check_mqtt(body(&old.to_string(), &old_sig).as_bytes(), false, now, &p)
+                .unwrap_err()
+                .contains("max_age")
+        );
+        let ahead = now + 600_000;
+        let ahead_sig = sign("k3y", &format!("{ahead}|mist|on|4h|x"));
+        assert!(
+            check_mqtt(
+                body(&ahead.to_string(), &ahead_sig).as_bytes(),
+                false,
+                now,
+                &p
+            )
+            .unwrap_err()
+            .contains("ahead")
+        );
+        assert!(
+            check_mqtt(br#"{"actuator":"mist","state":"on"}"#, false, now, &p)
+                .unwrap_err()
+                .contains("no \"at\"")
+        );
+        assert!(
+            check_mqtt(body(&now.to_string(), "00").as_bytes(), false, now, &p)
+                .unwrap_err()
+                .contains("sig")
+        );
+        // RFC 3339 works; without a secret no signature is asked for.
+        let p2 = MqttPolicy {
+            max_age_ms: 120_000,
+            hmac: None,
+        };
+        let at = jiff::Timestamp::from_millisecond(now).unwrap().to_string();
+        assert_eq!(
+            check_mqtt(
+                format!(r#"{{"actuator":"mist","state":"off","at":"{at}"}}"#).as_bytes(),
+                false,
+                now,
+                &p2
+            ),
+            Ok(())
+        );
+    }
 
     #[test]
     fn commands_parse_and_nonsense_is_refused() {

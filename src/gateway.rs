@@ -44,7 +44,7 @@ pub enum StartError {
     Mqtt(#[from] MqttSetupError),
     #[error("alert output: {0}")]
     Output(String),
-    #[error("control.token: {0}")]
+    #[error("[control]: {0}")]
     Control(String),
 }
 
@@ -92,7 +92,7 @@ impl Gateway {
             .as_ref()
             .map(|t| t.resolve())
             .transpose()
-            .map_err(StartError::Control)?;
+            .map_err(|e| StartError::Control(format!("token: {e}")))?;
         let influx = cfg.influx.as_ref().map(InfluxSink::new).transpose()?;
         let store = open_store(cfg)?;
         let queue: Arc<dyn PointQueue> = store.clone();
@@ -109,7 +109,17 @@ impl Gateway {
             &outboxes,
             coil_writers,
         ));
-        let mut brokers = build_brokers(cfg, &site, &health)?;
+        let control = crate::control::MqttPolicy {
+            max_age_ms: cfg.control.max_age.as_millis() as i64,
+            hmac: cfg
+                .control
+                .hmac
+                .as_ref()
+                .map(|s| s.resolve())
+                .transpose()
+                .map_err(|e| StartError::Control(format!("hmac: {e}")))?,
+        };
+        let mut brokers = build_brokers(cfg, &site, &health, &control)?;
         let output_writers = build_alert_sinks(cfg, &outboxes, &mut brokers)?;
 
         // Spawn: sources → site → store → writers; the tick, the health report and HTTP.
@@ -348,6 +358,7 @@ fn build_brokers(
     cfg: &Config,
     site: &Arc<SiteEdge>,
     health: &Arc<Health>,
+    control: &crate::control::MqttPolicy,
 ) -> Result<Vec<BrokerTask>, MqttSetupError> {
     cfg.brokers
         .iter()
@@ -361,7 +372,9 @@ fn build_brokers(
                 health.clone(),
             )?;
             Ok(match &cfg.control.mqtt {
-                Some((broker, topic)) if *broker == b.name => task.with_control(topic),
+                Some((broker, topic)) if *broker == b.name => {
+                    task.with_control(topic, control.clone())
+                }
                 _ => task,
             })
         })

@@ -14,6 +14,9 @@ pub struct RawControl {
     pub token_env: Option<Sp<String>>,
     pub token_file: Option<Sp<String>>,
     pub max_for: Option<Sp<Duration>>,
+    pub max_age: Option<Sp<Duration>>,
+    pub hmac_env: Option<Sp<String>>,
+    pub hmac_file: Option<Sp<String>>,
 }
 
 /// `[control]`: manual override of actuators.
@@ -25,6 +28,12 @@ pub struct ControlConfig {
     pub token: Option<Secret>,
     /// Longest override anyone may ask for.
     pub max_for: Duration,
+    /// A command's `at` may be this far from the gateway's clock (either way); older ones, a
+    /// retained "on for 4 h" from yesterday, are refused.
+    pub max_age: Duration,
+    /// Shared secret of the MQTT command topic: commands must carry `sig`, an HMAC-SHA256 of
+    /// their fields (see `crate::control`).
+    pub hmac: Option<Secret>,
 }
 
 impl Default for ControlConfig {
@@ -33,6 +42,8 @@ impl Default for ControlConfig {
             mqtt: None,
             token: None,
             max_for: Duration::from_secs(4 * 3600),
+            max_age: Duration::from_secs(120),
+            hmac: None,
         }
     }
 }
@@ -54,6 +65,9 @@ pub fn read_control(cx: &mut Cx<'_>, mut t: TableReader<'_, '_>) -> RawControl {
         token_env: t.opt(cx, "token_env"),
         token_file: t.opt(cx, "token_file"),
         max_for: t.opt(cx, "max_for"),
+        max_age: t.opt(cx, "max_age"),
+        hmac_env: t.opt(cx, "hmac_env"),
+        hmac_file: t.opt(cx, "hmac_file"),
     };
     t.finish(cx);
     raw
@@ -65,15 +79,18 @@ pub fn control(
     site_id: &str,
     brokers: &[MqttConfig],
     token: Option<Secret>,
+    hmac: Option<Secret>,
 ) -> ControlConfig {
     let mut c = ControlConfig {
         token,
+        hmac,
         ..ControlConfig::default()
     };
     let Some(raw) = raw else {
         return c;
     };
     c.max_for = duration(cx, &raw.max_for, "control.max_for", c.max_for);
+    c.max_age = duration(cx, &raw.max_age, "control.max_age", c.max_age);
     match (&raw.broker, &raw.topic) {
         (Some(b), Some(t)) => {
             let topic = t.value.replace("{site}", site_id);

@@ -157,7 +157,16 @@ pub fn validate(
             "control.token",
         )
     });
-    let control = control::control(cx, raw.control, &site_id, &brokers, token);
+    let hmac = raw.control.as_ref().and_then(|c| {
+        common::secret(
+            cx,
+            c.hmac_env.clone(),
+            c.hmac_file.clone(),
+            base,
+            "control.hmac",
+        )
+    });
+    let control = control::control(cx, raw.control, &site_id, &brokers, token, hmac);
     let mut warnings: Vec<_> = profiles.notes.drain(..).collect();
     warnings.extend(rule_warnings);
     warnings.extend(mqtt::unused_brokers(cx, idle_brokers, &alerts, &control));

@@ -103,6 +103,8 @@ pub struct BrokerTask {
     publish_rx: Option<mpsc::Receiver<PublishRequest>>,
     /// Manual override commands arrive here (`[control].topic`).
     control_topic: Option<String>,
+    /// What a command on it must carry (issue time, signature).
+    control_policy: crate::control::MqttPolicy,
 }
 
 impl BrokerTask {
@@ -152,6 +154,10 @@ impl BrokerTask {
             invalid_log: Throttle::new(),
             publish_rx: None,
             control_topic: None,
+            control_policy: crate::control::MqttPolicy {
+                max_age_ms: 120_000,
+                hmac: None,
+            },
         })
     }
 
@@ -314,15 +320,22 @@ impl BrokerTask {
     }
 
     /// Takes manual override commands on `topic` (a filter; QoS 1).
-    pub fn with_control(mut self, topic: &str) -> Self {
+    pub fn with_control(mut self, topic: &str, policy: crate::control::MqttPolicy) -> Self {
         self.control_topic = Some(topic.to_string());
+        self.control_policy = policy;
         self
     }
 
     /// A manual override command: applied, logged, acknowledged; never stored.
     fn on_command(&self, client: &AsyncClient, p: &Publish) {
-        let result = crate::control::parse(&p.payload, None, "mqtt")
-            .and_then(|c| crate::control::apply(self.ingest.as_ref(), &c));
+        let result = crate::control::check_mqtt(
+            &p.payload,
+            p.retain,
+            crate::model::now_ms(),
+            &self.control_policy,
+        )
+        .and_then(|()| crate::control::parse(&p.payload, None, "mqtt"))
+        .and_then(|c| crate::control::apply(self.ingest.as_ref(), &c));
         match result {
             Ok(done) => {
                 info!(broker = %self.cfg.name, topic = %p.topic, command = %done, "override command applied")
