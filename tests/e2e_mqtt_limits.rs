@@ -145,6 +145,7 @@ async fn an_oversized_qos1_message_is_refused_acked_and_the_stream_flows() {
     .await;
     assert_eq!(field(&h, "dead_lettered"), Some(1.0));
     let connects = field(&h, "connects").unwrap_or(0.0);
+    eprintln!("connects: {connects}");
     assert!(connects <= 2.0, "the gateway reconnected {connects} times");
     assert_eq!(count(&influx, "big", "WHERE pm10 = 777").await, 0);
     assert_eq!(count(&influx, "big", "").await, 400);
@@ -232,4 +233,46 @@ async fn a_topic_cannot_speak_for_a_modbus_device() {
     assert_eq!(field(&h, "messages_in"), Some(2.0));
     gw.proc.stop();
     assert!(gw.log().contains("the device id belongs to another source"));
+}
+
+/// A packet over even the client's read limit (twice the cap, at least 16 MiB) cannot be
+/// acknowledged: the MQTT library drops the connection on its header and the broker delivers it
+/// again. It is counted and the reconnects back off instead of spinning at the shortest delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_packet_is_counted_and_the_reconnects_back_off() {
+    let influx = Influx1::start();
+    influx.create_db("huge").await;
+    let broker_ = Mosquitto::start();
+    let dir = scratch_dir("mqtt-unreadable");
+    let toml = site(
+        &influx,
+        "huge",
+        &format!(
+            "[[mqtt]]\nname = \"b\"\nurl = \"{}\"\n  [[mqtt.subscribe]]\n  topic = \"sensors/+/telemetry\"\n  device = \"{{1}}\"\n  profile = \"json-dust-monitor\"\n",
+            broker_.url_plain()
+        ),
+    );
+    let mut gw = Gateway::start(&dir, &toml, &[]);
+    gw.wait_log("connected to broker", Duration::from_secs(30));
+    let huge = vec![b'x'; 17 << 20];
+    publish_file(broker_.port_plain(), "sensors/d1/telemetry", &huge, &dir);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let h = health_when(&influx, "huge", "the broker's health", |r| {
+        field(r, "connects").is_some()
+    })
+    .await;
+    let connects = field(&h, "connects").unwrap_or(0.0);
+    eprintln!("connects in 20 s: {connects}");
+    // Backoff 1 s doubling (jittered in the upper half): at most 7 connects in 20 s; the old
+    // reset at every ConnAck made about 1.3 a second.
+    assert!(
+        connects <= 8.0,
+        "{connects} connects in 20 s: the backoff is reset at each ConnAck"
+    );
+    health_when(&influx, "huge", "an unreadable packet counted", |r| {
+        field(r, "unreadable").is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    gw.proc.stop();
+    assert!(gw.log().contains("a packet too large to read"));
 }
