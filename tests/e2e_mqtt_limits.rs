@@ -86,6 +86,16 @@ async fn health_when(
 /// Publishes one QoS 1 message whose payload is in a file (`-m` is bounded by the argument
 /// size limit of execve).
 fn publish_file(port: u16, topic: &str, payload: &[u8], dir: &std::path::Path) {
+    publish_file_with(port, topic, payload, dir, &[]);
+}
+
+fn publish_file_with(
+    port: u16,
+    topic: &str,
+    payload: &[u8],
+    dir: &std::path::Path,
+    extra: &[&str],
+) {
     let path = dir.join("big-payload");
     std::fs::write(&path, payload).expect("write the payload");
     let status = Command::new("mosquitto_pub")
@@ -99,6 +109,7 @@ fn publish_file(port: u16, topic: &str, payload: &[u8], dir: &std::path::Path) {
             "-t",
             topic,
         ])
+        .args(extra)
         .arg("-f")
         .arg(&path)
         .status()
@@ -157,6 +168,47 @@ async fn an_oversized_qos1_message_is_refused_acked_and_the_stream_flows() {
     assert!(got[0].text().len() < 1000);
     gw.proc.stop();
     assert!(gw.log().contains("message over max_message_size refused"));
+}
+
+/// A retained oversized message arrives at every subscription: refused and acknowledged, the
+/// messages behind it flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_oversized_message_does_not_block_the_subscription() {
+    let influx = Influx1::start();
+    influx.create_db("retained").await;
+    let broker_ = Mosquitto::start();
+    let dir = scratch_dir("mqtt-oversized-retained");
+    let port = broker_.port_plain();
+    publish_file_with(
+        port,
+        "sensors/d2/telemetry",
+        &vec![b'x'; 3 << 20],
+        &dir,
+        &["-r"],
+    );
+    let toml = site(
+        &influx,
+        "retained",
+        &format!(
+            "[[mqtt]]\nname = \"b\"\nurl = \"{}\"\nmax_message_size = \"64KiB\"\n  [[mqtt.subscribe]]\n  topic = \"sensors/+/telemetry\"\n  device = \"{{1}}\"\n  profile = \"json-dust-monitor\"\n",
+            broker_.url_plain()
+        ),
+    );
+    let mut gw = Gateway::start(&dir, &toml, &[]);
+    gw.wait_log("connected to broker", Duration::from_secs(30));
+    publish_many(
+        port,
+        (0..50).map(|i| ("sensors/d1/telemetry", reading(i, 50.0))),
+        1,
+    );
+    wait_count(&influx, "retained", 50, Duration::from_secs(60)).await;
+    let h = health_when(&influx, "retained", "1 oversized in the health", |r| {
+        field(r, "oversized") == Some(1.0)
+    })
+    .await;
+    let connects = field(&h, "connects").unwrap_or(0.0);
+    assert!(connects <= 2.0, "the gateway reconnected {connects} times");
+    gw.proc.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
