@@ -370,7 +370,8 @@ fn build_brokers(
                 &cfg.site.tags,
                 ingest,
                 health.clone(),
-            )?;
+            )?
+            .with_reserved_ids(crate::sources::mqtt::broker::reserved_ids(cfg));
             Ok(match &cfg.control.mqtt {
                 Some((broker, topic)) if *broker == b.name => {
                     task.with_control(topic, control.clone())

@@ -171,6 +171,8 @@ pub struct BrokerHealth {
     pub name: String,
     pub connected: AtomicU8,
     pub connects: AtomicU64,
+    /// Packets over the client's read limit: the connection drops, they are not acknowledged.
+    pub unreadable: AtomicU64,
     pub subscriptions: Vec<SubscriptionHealth>,
 }
 
@@ -182,6 +184,13 @@ pub struct SubscriptionHealth {
     /// Messages that were not JSON, missed their fields or held nonsense (acknowledged, counted).
     pub rejected: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Messages over the broker's `max_message_size` (acknowledged, counted, never stored).
+    pub oversized: AtomicU64,
+    /// Readings refused because their device would pass the subscription's `max_devices`.
+    pub device_limit: AtomicU64,
+    /// Readings refused because their device id belongs to another source (a Modbus device,
+    /// another subscription's fixed id).
+    pub foreign_device: AtomicU64,
 }
 
 impl BrokerHealth {
@@ -190,6 +199,7 @@ impl BrokerHealth {
             name: name.to_string(),
             connected: AtomicU8::new(0),
             connects: AtomicU64::new(0),
+            unreadable: AtomicU64::new(0),
             subscriptions: topics
                 .iter()
                 .map(|t| SubscriptionHealth {
@@ -197,6 +207,9 @@ impl BrokerHealth {
                     messages: AtomicU64::new(0),
                     rejected: AtomicU64::new(0),
                     dead_lettered: AtomicU64::new(0),
+                    oversized: AtomicU64::new(0),
+                    device_limit: AtomicU64::new(0),
+                    foreign_device: AtomicU64::new(0),
                 })
                 .collect(),
         }
@@ -415,9 +428,13 @@ impl Health {
                     fields: vec![
                         f("connected", f64::from(b.connected.load(Relaxed))),
                         f("connects", b.connects.load(Relaxed) as f64),
+                        f("unreadable", b.unreadable.load(Relaxed) as f64),
                         f("messages_in", sub.messages.load(Relaxed) as f64),
                         f("rejected", sub.rejected.load(Relaxed) as f64),
                         f("dead_lettered", sub.dead_lettered.load(Relaxed) as f64),
+                        f("oversized", sub.oversized.load(Relaxed) as f64),
+                        f("device_limit", sub.device_limit.load(Relaxed) as f64),
+                        f("foreign_device", sub.foreign_device.load(Relaxed) as f64),
                     ],
                     time_ms,
                 });

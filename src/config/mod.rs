@@ -445,6 +445,18 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_size_and_device_caps_are_checked_with_their_position() {
+        let e = errors(
+            "[site]\nid = \"s\"\n[[mqtt]]\nname = \"m\"\nurl = \"mqtt://127.0.0.1:1883\"\nmax_message_size = \"65MiB\"\n  [[mqtt.subscribe]]\n  topic = \"x/+\"\n  device = \"{1}\"\n  profile = \"json-dust-monitor\"\n  max_devices = 0\n",
+        );
+        assert_eq!(
+            e,
+            "t.toml:6:20: mqtt[0].max_message_size: 68157440 bytes is out of range: from 1 byte to 64MiB\n\
+             t.toml:11:17: mqtt[0].subscribe[0].max_devices: 0 is out of range: expected 1..=100000"
+        );
+    }
+
+    #[test]
     fn a_rule_device_glob_that_matches_nothing_is_a_warning() {
         let rule = "[[rule]]\nid = \"r\"\nmetric = \"pm10\"\ndevices = [\"dust-*\", \"dsut-02\"]\nabove = 1\n";
         let fixed = "[[mqtt]]\nname = \"m\"\nurl = \"mqtt://127.0.0.1:1883\"\n  [[mqtt.subscribe]]\n  topic = \"x/air\"\n  device = \"air-01\"\n  profile = \"json-dust-monitor\"\n";

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::alerts::AlertsConfig;
-use super::common::{Secret, positive, secret};
+use super::common::{Secret, in_range, positive, secret};
 use super::control::ControlConfig;
 use super::json_profile::JsonProfile;
 use super::profile::{ProfileError, ProfileLoader};
-use super::reader::{Cx, Sp, Span, TableReader};
+use super::reader::{ByteSize, Cx, Sp, Span, TableReader};
 use super::source::Diagnostic;
 
 #[derive(Debug)]
@@ -30,6 +30,7 @@ pub struct RawBroker {
     pub keep_alive: Option<Sp<Duration>>,
     pub clean_session: Option<Sp<bool>>,
     pub dead_letter_topic: Option<Sp<String>>,
+    pub max_message_size: Option<Sp<ByteSize>>,
     pub subscribe: Vec<RawSubscription>,
 }
 
@@ -41,6 +42,7 @@ pub struct RawSubscription {
     pub device: Option<Sp<String>>,
     pub profile: Option<Sp<String>>,
     pub qos: Option<Sp<i64>>,
+    pub max_devices: Option<Sp<i64>>,
 }
 
 /// TLS settings of an `mqtts://` broker.
@@ -69,7 +71,19 @@ pub struct Subscription {
     pub device: DeviceFrom,
     pub profile: Arc<JsonProfile>,
     pub qos: u8,
+    /// Distinct device ids this subscription may create (topic levels and payloads name them);
+    /// messages for more are refused, acknowledged and counted.
+    pub max_devices: usize,
 }
+
+/// `max_message_size` when not set: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
+/// The largest `max_message_size` accepted: 64 MiB.
+pub const MAX_MAX_MESSAGE_SIZE: u64 = 64 << 20;
+/// `max_devices` when not set.
+pub const DEFAULT_MAX_DEVICES: usize = 1000;
+/// The largest `max_devices` accepted.
+pub const MAX_MAX_DEVICES: i64 = 100_000;
 
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
@@ -88,6 +102,9 @@ pub struct MqttConfig {
     pub clean_session: bool,
     /// Rejected payloads are republished here (QoS 0), if set.
     pub dead_letter_topic: Option<String>,
+    /// Payloads longer than this are refused: counted, dead-lettered (topic and size only) and
+    /// acknowledged.
+    pub max_message_size: usize,
     pub subscriptions: Vec<Subscription>,
 }
 
@@ -119,6 +136,7 @@ pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> Vec<RawBroker> {
             keep_alive: b.opt(cx, "keep_alive"),
             clean_session: b.opt(cx, "clean_session"),
             dead_letter_topic: b.opt(cx, "dead_letter_topic"),
+            max_message_size: b.opt(cx, "max_message_size"),
             subscribe: Vec::new(),
         };
         for mut t in b.tables(cx, "subscribe") {
@@ -129,6 +147,7 @@ pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> Vec<RawBroker> {
                 device: t.req(cx, "device"),
                 profile: t.req(cx, "profile"),
                 qos: t.opt(cx, "qos"),
+                max_devices: t.opt(cx, "max_devices"),
             });
             t.finish(cx);
         }
@@ -494,16 +513,36 @@ fn broker(
                 }
             }
         });
-        if let (Some(topic), Some(device), Some(profile), Some(qos)) = (topic, device, profile, qos)
+        let max_devices = match &s.max_devices {
+            None => Some(DEFAULT_MAX_DEVICES),
+            Some(m) => {
+                in_range::<usize>(cx, m, &skey("max_devices"), 1, MAX_MAX_DEVICES).map(|v| v.value)
+            }
+        };
+        if let (Some(topic), Some(device), Some(profile), Some(qos), Some(max_devices)) =
+            (topic, device, profile, qos, max_devices)
         {
             subscriptions.push(Subscription {
                 topic,
                 device,
                 profile,
                 qos,
+                max_devices,
             });
         }
     }
+    let max_message_size = match &b.max_message_size {
+        None => DEFAULT_MAX_MESSAGE_SIZE,
+        Some(m) if m.value.0 == 0 || m.value.0 > MAX_MAX_MESSAGE_SIZE => {
+            cx.error(
+                &m.span,
+                &key("max_message_size"),
+                format!("{} bytes is out of range: from 1 byte to 64MiB", m.value.0),
+            );
+            DEFAULT_MAX_MESSAGE_SIZE
+        }
+        Some(m) => usize::try_from(m.value.0).unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
+    };
     let (tls_on, host, port) = parsed?;
     let _ = tls_on;
     Some(MqttConfig {
@@ -518,6 +557,7 @@ fn broker(
         keep_alive,
         clean_session: b.clean_session.as_ref().is_some_and(|c| c.value),
         dead_letter_topic,
+        max_message_size,
         subscriptions,
     })
 }

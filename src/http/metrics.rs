@@ -375,7 +375,7 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         );
     }
     type SubFigure = fn(&crate::health::SubscriptionHealth) -> f64;
-    let per_sub: [(&str, &str, SubFigure); 3] = [
+    let per_sub: [(&str, &str, SubFigure); 6] = [
         (
             "dustgate_mqtt_messages_total",
             "Messages received on the subscription.",
@@ -390,6 +390,21 @@ pub fn render(api: &Api, now_ms: i64) -> String {
             "dustgate_mqtt_dead_lettered_total",
             "Rejected messages kept in the dead-letter file.",
             |s| s.dead_lettered.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_mqtt_oversized_total",
+            "Messages over max_message_size (acknowledged, counted, never stored).",
+            |s| s.oversized.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_mqtt_device_limit_total",
+            "Readings refused: their device would pass the subscription's max_devices.",
+            |s| s.device_limit.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_mqtt_foreign_device_total",
+            "Readings refused: their device id belongs to another source.",
+            |s| s.foreign_device.load(Relaxed) as f64,
         ),
     ];
     for (name, help, figure) in per_sub {

@@ -33,9 +33,36 @@ use crate::outputs::mqtt::PublishRequest;
 use crate::outputs::sink::truncate;
 use crate::sources::ingest::Ingest;
 
-/// Devices remembered per subscription (their series keys); past this, a device id that
-/// arrives in a topic is still stored, but its key is rebuilt for each message.
-const MAX_CACHED_DEVICES: usize = 10_000;
+/// rumqttc drops the connection on a packet over its incoming limit before reading it, and
+/// the broker then delivers that packet again at every reconnect. So the client reads packets
+/// well over `max_message_size` (at least this much), and our code refuses and acknowledges a
+/// payload over the cap.
+const MIN_PACKET_LIMIT: usize = 16 << 20;
+
+/// The incoming packet limit for a payload cap: twice the cap, at least [`MIN_PACKET_LIMIT`].
+pub fn packet_limit(max_message_size: usize) -> usize {
+    max_message_size.saturating_mul(2).max(MIN_PACKET_LIMIT)
+}
+
+/// Device ids that belong to other sources (id → which source), for the subscriptions whose
+/// device id comes from a topic level or the payload: the Modbus devices' and the fixed ids of
+/// every subscription. A message naming one of them is refused (issue 11, item 9).
+pub fn reserved_ids(cfg: &crate::config::Config) -> HashMap<String, String> {
+    let mut ids = HashMap::new();
+    for bus in &cfg.buses {
+        for d in &bus.devices {
+            ids.insert(d.id.clone(), format!("Modbus bus {}", bus.name));
+        }
+    }
+    for b in &cfg.brokers {
+        for s in &b.subscriptions {
+            if let crate::config::DeviceFrom::Fixed(id) = &s.device {
+                ids.insert(id.clone(), format!("MQTT {} {}", b.name, s.topic));
+            }
+        }
+    }
+    ids
+}
 /// When messages wait for their acknowledgement and none has arrived for this long, the broker
 /// has probably hit its in-flight limit (Mosquitto: 20 per client) and waits for us: ask the
 /// store to commit now instead of at the end of its interval. While messages keep coming, the
@@ -99,6 +126,10 @@ pub struct BrokerTask {
     devices: Vec<HashMap<String, Arc<DeviceMeta>>>,
     reject_log: Throttle,
     invalid_log: Throttle,
+    refuse_log: Throttle,
+    /// Device ids of other sources (id → which source): refused on subscriptions that take the
+    /// id from the topic or the payload.
+    reserved: HashMap<String, String>,
     /// Alerts to publish on this connection (QoS 1, answered at PUBACK).
     publish_rx: Option<mpsc::Receiver<PublishRequest>>,
     /// Manual override commands arrive here (`[control].topic`).
@@ -125,7 +156,7 @@ impl BrokerTask {
         o.set_keep_alive(cfg.keep_alive);
         o.set_clean_session(cfg.clean_session);
         o.set_manual_acks(true);
-        o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_max_packet_size(packet_limit(cfg.max_message_size), 1 << 20);
         if let Some(user) = &cfg.username {
             let pass = match &cfg.password {
                 Some(s) => s.resolve().map_err(fail)?,
@@ -152,6 +183,8 @@ impl BrokerTask {
             cfg,
             reject_log: Throttle::new(),
             invalid_log: Throttle::new(),
+            refuse_log: Throttle::new(),
+            reserved: HashMap::new(),
             publish_rx: None,
             control_topic: None,
             control_policy: crate::control::MqttPolicy {
@@ -159,6 +192,12 @@ impl BrokerTask {
                 hmac: None,
             },
         })
+    }
+
+    /// Device ids that belong to other sources (see [`reserved_ids`]).
+    pub fn with_reserved_ids(mut self, ids: HashMap<String, String>) -> Self {
+        self.reserved = ids;
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -189,6 +228,10 @@ impl BrokerTask {
         let mut backoff =
             Backoff::new(Duration::from_secs(1), Duration::from_secs(30)).jittered(0.5);
         let mut last_error = String::new();
+        // The backoff is reset once a connection has proved itself (a message or a keep-alive
+        // answer after its ConnAck), not at the ConnAck: a broker that accepts and then the
+        // same failure at once (a packet we cannot read) is retried ever more slowly.
+        let mut proving = false;
         let mut publish_rx = self.publish_rx.take();
         // Our QoS 1 publishes: waiting for their packet id, then for their PUBACK.
         let mut awaiting_id: VecDeque<oneshot::Sender<Result<(), String>>> = VecDeque::new();
@@ -237,11 +280,7 @@ impl BrokerTask {
             }
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    // Reset at every ConnAck, even a refusal (issue 11: a broker that accepts
-                    // then drops at once is retried at the shortest delay). Kept as it was, as
-                    // one explicit call so it can be moved.
-                    backoff.reset();
-                    last_error.clear();
+                    proving = ack.code == ConnectReturnCode::Success;
                     generation.fetch_add(1, Relaxed);
                     self.bh.connected.store(1, Relaxed);
                     self.bh.connects.fetch_add(1, Relaxed);
@@ -267,6 +306,11 @@ impl BrokerTask {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if proving {
+                        proving = false;
+                        backoff.reset();
+                        last_error.clear();
+                    }
                     received.fetch_add(1, Relaxed);
                     let gen_now = generation.load(Relaxed);
                     self.on_publish(&client, p, gen_now, &ack_tx);
@@ -275,10 +319,34 @@ impl BrokerTask {
                     self.bh.connected.store(0, Relaxed);
                     warn!(broker = %self.cfg.name, "broker closed the session");
                 }
+                Ok(Event::Incoming(Packet::PingResp)) => {
+                    if proving {
+                        proving = false;
+                        backoff.reset();
+                        last_error.clear();
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
+                    proving = false;
                     self.bh.connected.store(0, Relaxed);
                     let msg = error_chain(&e);
+                    if let rumqttc::ConnectionError::MqttState(
+                        rumqttc::StateError::Deserialization(
+                            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+                        ),
+                    ) = &e
+                    {
+                        // Unreadable, so it cannot be acknowledged: the broker delivers it
+                        // again at every reconnect, which the backoff slows down.
+                        self.bh.unreadable.fetch_add(1, Relaxed);
+                        error!(
+                            broker = %self.cfg.name,
+                            size,
+                            limit = packet_limit(self.cfg.max_message_size),
+                            "the broker sent a packet too large to read: it is not acknowledged and comes again after each reconnect; remove it at the broker (or set its message_size_limit)"
+                        );
+                    }
                     if msg != last_error {
                         warn!(broker = %self.cfg.name, url = %crate::redact::url(&self.cfg.url), error = %msg, "MQTT connection failed; retrying with backoff");
                         last_error = msg;
@@ -382,6 +450,10 @@ impl BrokerTask {
     ) {
         let received_ms = now_ms();
         let topic_name = p.topic.clone();
+        if p.payload.len() > self.cfg.max_message_size {
+            self.on_oversized(client, &p);
+            return;
+        }
         if self
             .control_topic
             .as_ref()
@@ -436,6 +508,92 @@ impl BrokerTask {
         }
     }
 
+    /// A payload over `max_message_size`: counted, logged and dead-lettered with its topic and
+    /// size only (never the payload), and acknowledged so the broker does not deliver it again.
+    fn on_oversized(&mut self, client: &AsyncClient, p: &Publish) {
+        let size = p.payload.len();
+        let idx = self
+            .cfg
+            .subscriptions
+            .iter()
+            .position(|s| topic::matches(&s.topic, &p.topic));
+        if let Some(i) = idx {
+            let sh = &self.bh.subscriptions[i];
+            sh.messages.fetch_add(1, Relaxed);
+            sh.oversized.fetch_add(1, Relaxed);
+        }
+        if self.refuse_log.allow("oversized MQTT messages") {
+            warn!(
+                broker = %self.cfg.name,
+                topic = %truncate(&p.topic, 200),
+                size,
+                max_message_size = self.cfg.max_message_size,
+                "message over max_message_size refused (acknowledged and counted; payload not kept)"
+            );
+        }
+        if let Some(dl) = &self.cfg.dead_letter_topic {
+            let record = serde_json::json!({
+                "reason": "oversized",
+                "topic": p.topic.as_str(),
+                "size": size,
+                "max_message_size": self.cfg.max_message_size,
+            });
+            match client.try_publish(dl.clone(), QoS::AtMostOnce, false, record.to_string()) {
+                Ok(()) => {
+                    if let Some(i) = idx {
+                        self.bh.subscriptions[i].dead_lettered.fetch_add(1, Relaxed);
+                    }
+                }
+                Err(e) => debug!(error = %e, "dead-letter publish not queued"),
+            }
+        }
+        self.ack_now(client, p);
+    }
+
+    /// Whether a reading's device may be stored by subscription `idx`: not another source's
+    /// id, and not a new device past `max_devices`. Refusals are counted and logged (throttled).
+    fn admit(&mut self, idx: usize, sub: &Subscription, device: &str, topic_name: &str) -> bool {
+        if self.devices[idx].contains_key(device) {
+            return true;
+        }
+        if !matches!(sub.device, crate::config::DeviceFrom::Fixed(_))
+            && let Some(owner) = self.reserved.get(device)
+        {
+            self.bh.subscriptions[idx]
+                .foreign_device
+                .fetch_add(1, Relaxed);
+            if self
+                .refuse_log
+                .allow("MQTT readings for another source's device")
+            {
+                warn!(
+                    broker = %self.cfg.name,
+                    topic = %truncate(topic_name, 200),
+                    device = %truncate(device, 100),
+                    owner = %owner,
+                    "reading refused: the device id belongs to another source (acknowledged and counted)"
+                );
+            }
+            return false;
+        }
+        if self.devices[idx].len() >= sub.max_devices {
+            self.bh.subscriptions[idx]
+                .device_limit
+                .fetch_add(1, Relaxed);
+            if self.refuse_log.allow("MQTT readings past max_devices") {
+                warn!(
+                    broker = %self.cfg.name,
+                    topic = %truncate(topic_name, 200),
+                    device = %truncate(device, 100),
+                    max_devices = sub.max_devices,
+                    "reading refused: the subscription already has max_devices devices (acknowledged and counted)"
+                );
+            }
+            return false;
+        }
+        true
+    }
+
     /// Acknowledges a message that stores nothing (rejected, or on no subscription).
     fn ack_now(&self, client: &AsyncClient, p: &Publish) {
         if p.qos != QoS::AtMostOnce
@@ -458,6 +616,9 @@ impl BrokerTask {
                         if self.invalid_log.allow("MQTT fields that are not numbers") {
                             warn!(broker = %self.cfg.name, topic = %topic_name, fields = ?item.invalid, "fields that are not numbers were not written");
                         }
+                    }
+                    if !self.admit(idx, sub, &item.device, topic_name) {
+                        continue;
                     }
                     let meta = self.device_meta(idx, sub, &item.device);
                     let r = Readings {
@@ -497,9 +658,8 @@ impl BrokerTask {
         let meta = Arc::new(
             DeviceMeta::new(device, &self.site_id, &self.site_tags, &metrics).with_ranges(ranges),
         );
-        if self.devices[idx].len() < MAX_CACHED_DEVICES {
-            self.devices[idx].insert(device.to_string(), meta.clone());
-        }
+        // Every admitted device is remembered: [`Self::admit`] bounds them to `max_devices`.
+        self.devices[idx].insert(device.to_string(), meta.clone());
         meta
     }
 }

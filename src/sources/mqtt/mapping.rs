@@ -343,6 +343,7 @@ mod tests {
             device,
             profile: Arc::new(profile),
             qos: 1,
+            max_devices: 1000,
         }
     }
 
