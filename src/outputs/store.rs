@@ -1173,6 +1173,50 @@ mod tests {
     }
 
     #[test]
+    fn a_store_from_before_checksums_opens_delivers_its_backlog_and_checks_what_comes_after() {
+        let d = dir("legacy");
+        std::fs::create_dir_all(&d).unwrap();
+        {
+            // As the previous version wrote it: two tables, no checksums, no format marker.
+            let db = Database::create(d.join("queue.redb")).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut c = tx.open_table(CHUNKS).unwrap();
+                let mut ix = tx.open_table(INDEX).unwrap();
+                for seq in 1..=2u64 {
+                    let line = format!("old v={seq}\n");
+                    c.insert(seq, line.as_bytes()).unwrap();
+                    ix.insert(seq, (1, line.len() as u64, 0)).unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        let s = DiskStore::open(&d, 1 << 20, 1, Duration::from_millis(5)).unwrap();
+        assert_eq!(lock(&s.shared.state).checksummed_from, 3);
+        let t = s.append(b"new v=3\n".to_vec(), 1);
+        s.flush();
+        wait_durable(&s, t);
+        rot_one_byte(&s, 3, 6);
+        let mut delivered = Vec::new();
+        while let Some(b) = s.peek(1) {
+            delivered.push(String::from_utf8_lossy(&b.body).into_owned());
+            s.ack(b.last_seq);
+        }
+        assert_eq!(
+            delivered,
+            ["old v=1\n", "old v=2\n"],
+            "the new chunk rotted"
+        );
+        assert_eq!(s.corrupt_chunks(), 1);
+        drop(s);
+        // Drained: from now on every chunk is checked.
+        let s = DiskStore::open(&d, 1 << 20, 1, Duration::from_millis(5)).unwrap();
+        assert_eq!(lock(&s.shared.state).checksummed_from, 0);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn draining_gives_the_space_back() {
         let d = dir("compact");
         let s = DiskStore::open(&d, 1 << 30, 5000, Duration::from_millis(10)).unwrap();
