@@ -828,7 +828,7 @@ impl Shared {
         let metas = &metas[skip_new..];
         let chunks = &chunks[skip_new..];
 
-        self.with_db("a commit", |db| {
+        let committed = self.with_db("a commit", |db| {
             let mut tx = db.begin_write()?;
             tx.set_durability(Durability::Immediate)?;
             {
@@ -848,7 +848,37 @@ impl Shared {
             }
             tx.commit()?;
             Ok(())
-        })?;
+        });
+        if let Err(e) = committed {
+            // Nothing of it is on disk, and its ticket is not published: the appends go back in
+            // front of those that came since, and the next commit that succeeds makes them
+            // durable (a fresh store after damage, or the same one once a disk error clears).
+            let mut st = lock(&self.state);
+            let newer = std::mem::take(&mut st.pending.appends);
+            let mut back: Vec<(Vec<u8>, usize)> = chunks
+                .iter()
+                .map(|(b, n)| (b.clone(), *n as usize))
+                .collect();
+            st.pending.points += back.iter().map(|(_, n)| n).sum::<usize>();
+            back.extend(newer);
+            st.pending.appends = back;
+            st.pending.oldest_ms = Some(
+                st.pending
+                    .oldest_ms
+                    .map_or(appended_ms, |o| o.min(appended_ms)),
+            );
+            // Those that never fit go as they would have; and memory is no bigger a store than
+            // the disk: past max_size the oldest appends go, counted.
+            st.dropped += skipped_new_points;
+            let mut held: u64 = st.pending.appends.iter().map(|(l, _)| l.len() as u64).sum();
+            while held > self.max_bytes.min(256 << 20) && st.pending.appends.len() > 1 {
+                let (l, n) = st.pending.appends.remove(0);
+                held -= l.len() as u64;
+                st.pending.points -= n;
+                st.dropped += n as u64;
+            }
+            return Err(e);
+        }
 
         let waiting = {
             let mut st = lock(&self.state);
@@ -1212,6 +1242,41 @@ mod tests {
         // Drained: from now on every chunk is checked.
         let s = DiskStore::open(&d, 1 << 20, 1, Duration::from_millis(5)).unwrap();
         assert_eq!(lock(&s.shared.state).checksummed_from, 0);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_panic_inside_redb_while_running_is_contained_and_a_fresh_store_takes_over() {
+        let d = dir("live-damage");
+        let s = DiskStore::open(&d, 1 << 20, 1, Duration::from_millis(5)).unwrap();
+        for i in 0..3 {
+            s.append(format!("old v={i}\n").into_bytes(), 1);
+            s.flush();
+        }
+        let held = s.peek(10).unwrap();
+        // As redb does on some damaged pages (a failed assertion, an index out of bounds).
+        let r = s.shared.with_db("a read", |_| -> Result<(), redb::Error> {
+            panic!("injected: malformed page")
+        });
+        assert!(r.is_err_and(|e| e.contains("panicked") && e.contains("malformed page")));
+        assert_eq!(s.damaged_stores(), 1);
+        assert_eq!(count_damaged(s.path()), 1, "the damaged file is kept");
+        assert_eq!(s.depth().points, 0, "its backlog stays in the kept file");
+        // The fresh store takes data, and the writer's old batch cannot delete it: sequence
+        // numbers went on.
+        let t = s.append(b"new v=1\n".to_vec(), 1);
+        s.flush();
+        wait_durable(&s, t);
+        s.ack(held.last_seq);
+        let b = s.peek(10).unwrap();
+        assert_eq!(b.body, b"new v=1\n");
+        assert!(b.last_seq > held.last_seq);
+        s.ack(b.last_seq);
+        drop(s);
+        // And it opens again, without moving anything more aside.
+        let s = DiskStore::open(&d, 1 << 20, 1, Duration::from_millis(5)).unwrap();
+        assert_eq!(s.damaged_stores(), 1);
         drop(s);
         let _ = std::fs::remove_dir_all(&d);
     }
