@@ -120,7 +120,9 @@ struct State {
 struct Shared {
     /// Held for a whole group commit, so commits (the thread's, and `flush`) never interleave.
     commit_lock: Mutex<()>,
-    db: Mutex<Database>,
+    /// `None` only when a damaged file was moved aside and a new one could not be started
+    /// yet (each use tries again).
+    db: Mutex<Option<Database>>,
     state: Mutex<State>,
     /// Wakes the committer early (a batch's worth waiting, or closing).
     wake: Condvar,
@@ -182,7 +184,7 @@ impl DiskStore {
         let (durable, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             commit_lock: Mutex::new(()),
-            db: Mutex::new(db),
+            db: Mutex::new(Some(db)),
             state: Mutex::new(State {
                 index,
                 points,
@@ -549,12 +551,20 @@ impl Shared {
         what: &str,
         f: impl FnOnce(&mut Database) -> Result<T, redb::Error>,
     ) -> Result<T, String> {
-        let mut db = lock(&self.db);
-        match catch_unwind(AssertUnwindSafe(|| f(&mut db))) {
+        let mut slot = lock(&self.db);
+        if slot.is_none() {
+            self.start_fresh(&mut slot);
+        }
+        let Some(db) = slot.as_mut() else {
+            return Err(format!(
+                "{what}: no store (a damaged file was moved aside and a new one cannot be started)"
+            ));
+        };
+        match catch_unwind(AssertUnwindSafe(|| f(db))) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e @ redb::Error::Corrupted(_))) => {
                 let why = format!("{what}: {e}");
-                self.replace_damaged(&mut db, &why);
+                self.replace_damaged(&mut slot, &why);
                 Err(why)
             }
             Ok(Err(e)) => Err(format!("{what}: {e}")),
@@ -563,7 +573,7 @@ impl Shared {
                     "the storage library panicked during {what}: {}",
                     panic_message(&*p)
                 );
-                self.replace_damaged(&mut db, &why);
+                self.replace_damaged(&mut slot, &why);
                 Err(why)
             }
         }
@@ -571,15 +581,35 @@ impl Shared {
 
     /// Moves the damaged file aside and puts a fresh store in its place (sequence numbers go
     /// on from where they were, so an ack of an old batch cannot delete new chunks).
-    fn replace_damaged(&self, db: &mut Database, why: &str) {
-        let next_seq = lock(&self.state).next_seq;
+    fn replace_damaged(&self, slot: &mut Option<Database>, why: &str) {
+        // The damaged handle's drop would panic again (poisoned locks): let it go without one.
+        if let Some(old) = slot.take() {
+            std::mem::forget(old);
+        }
         let aside = aside_path(&self.path);
         if let Err(e) = std::fs::rename(&self.path, &aside) {
-            error!(path = %self.path.display(), error = %why, rename_error = %e, "STORE FILE DAMAGED and it cannot be moved aside");
+            error!(path = %self.path.display(), error = %why, rename_error = %e, "STORE FILE DAMAGED and it cannot be moved aside: the store is out of service");
             return;
         }
         self.damaged_stores.fetch_add(1, Relaxed);
         DAMAGED_STORES.fetch_add(1, Relaxed);
+        let lost = {
+            let mut st = lock(&self.state);
+            let lost = st.points;
+            st.index.clear();
+            st.points = 0;
+            st.bytes = 0;
+            st.inflight = None;
+            st.evicted_inflight = 0;
+            st.checksummed_from = 0;
+            lost
+        };
+        error!(path = %self.path.display(), error = %why, moved_to = %aside.display(), backlog_points = lost, "STORE FILE DAMAGED: moved aside (kept for inspection; its backlog is not delivered), starting a new store");
+        self.start_fresh(slot);
+    }
+
+    /// A new, empty store file at the store's path.
+    fn start_fresh(&self, slot: &mut Option<Database>) {
         let fresh = catch_unwind(AssertUnwindSafe(|| -> Result<Database, redb::Error> {
             let fresh = Database::create(&self.path)?;
             let tx = fresh.begin_write()?;
@@ -594,24 +624,14 @@ impl Shared {
         }));
         match fresh {
             Ok(Ok(fresh)) => {
-                // The damaged handle's drop would panic again: let it go without one.
-                std::mem::forget(std::mem::replace(db, fresh));
-                let mut st = lock(&self.state);
-                let lost = st.points;
-                st.index.clear();
-                st.points = 0;
-                st.bytes = 0;
-                st.inflight = None;
-                st.evicted_inflight = 0;
-                st.checksummed_from = 0;
-                st.next_seq = next_seq;
-                error!(path = %self.path.display(), error = %why, moved_to = %aside.display(), backlog_points = lost, "STORE FILE DAMAGED: moved aside (kept for inspection; its backlog is not delivered) and a new store started");
+                *slot = Some(fresh);
+                info!(path = %self.path.display(), "a new store started");
             }
             Ok(Err(e)) => {
-                error!(path = %self.path.display(), error = %why, moved_to = %aside.display(), create_error = %e, "STORE FILE DAMAGED: moved aside, and a new store cannot be started")
+                error!(path = %self.path.display(), error = %e, "a new store cannot be started (will try again)")
             }
             Err(p) => {
-                error!(path = %self.path.display(), error = %why, moved_to = %aside.display(), create_error = %panic_message(&*p), "STORE FILE DAMAGED: moved aside, and a new store cannot be started")
+                error!(path = %self.path.display(), error = %panic_message(&*p), "a new store cannot be started (will try again)")
             }
         }
     }
@@ -1157,6 +1177,7 @@ mod tests {
     /// disk would leave it (redb's own commit checksums do not cover a page read back later).
     fn rot_one_byte(s: &DiskStore, seq: u64, at: usize) {
         let db = lock(&s.shared.db);
+        let db = db.as_ref().unwrap();
         let tx = db.begin_write().unwrap();
         {
             let mut c = tx.open_table(CHUNKS).unwrap();
