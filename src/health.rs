@@ -483,6 +483,14 @@ impl Health {
                     w.dead_letter_points.load(Relaxed) as f64,
                 ),
                 f("retries", w.retries.load(Relaxed) as f64),
+                f(
+                    "store_corrupt_chunks",
+                    crate::outputs::store::CORRUPT_CHUNKS.load(Relaxed) as f64,
+                ),
+                f(
+                    "store_damaged_files",
+                    crate::outputs::store::DAMAGED_STORES.load(Relaxed) as f64,
+                ),
                 f("uplink_lag_s", lag_s),
                 // Held while it lasts, so it shows in InfluxDB once the database is there.
                 f(

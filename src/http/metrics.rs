@@ -301,6 +301,18 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         up.dropped as f64,
     );
     e.single(
+        "dustgate_store_corrupt_chunks_total",
+        Counter,
+        "Stored chunks that failed their checksum (or could not be read): set aside in dead-letter/corrupt-*.lp, never delivered.",
+        crate::outputs::store::CORRUPT_CHUNKS.load(Relaxed) as f64,
+    );
+    e.single(
+        "dustgate_store_damaged_files",
+        Gauge,
+        "Damaged store files moved aside and kept (queue.redb.damaged-*), found at start or moved since.",
+        crate::outputs::store::DAMAGED_STORES.load(Relaxed) as f64,
+    );
+    e.single(
         "dustgate_uplink_lag_seconds",
         Gauge,
         "Age of the oldest point waiting in the store (0 when it is empty).",
