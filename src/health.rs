@@ -221,6 +221,8 @@ impl BrokerHealth {
 pub struct LatestValues {
     pub device: Arc<crate::model::DeviceMeta>,
     pub values: Vec<Option<(i64, f64)>>,
+    /// Readings recorded (saturating), for whether a pushed device is established.
+    pub readings: u32,
 }
 
 impl Health {
@@ -256,8 +258,10 @@ impl Health {
                 .or_insert_with(|| LatestValues {
                     device: r.device.clone(),
                     values: vec![None; r.values.len()],
+                    readings: 0,
                 }),
         };
+        entry.readings = entry.readings.saturating_add(1);
         for (slot, v) in entry.values.iter_mut().zip(&r.values) {
             if let Some(v) = v.filter(|v| v.is_finite()) {
                 *slot = Some((r.time_ms, v));
@@ -319,22 +323,34 @@ impl Health {
                 }
             })
             .collect();
-        let mut pushed: Vec<(String, Option<i64>)> = self
+        let mut pushed: Vec<(String, Option<i64>, u32)> = self
             .latest
             .lock()
             .map(|latest| {
                 latest
                     .iter()
                     .filter(|(id, _)| !rows.iter().any(|r| &r.id == *id))
-                    .map(|(id, l)| (id.clone(), l.values.iter().flatten().map(|(t, _)| *t).max()))
+                    .map(|(id, l)| {
+                        (
+                            id.clone(),
+                            l.values.iter().flatten().map(|(t, _)| *t).max(),
+                            l.readings,
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
         pushed.sort();
-        rows.extend(pushed.into_iter().map(|(id, last)| DeviceStatus {
+        rows.extend(pushed.into_iter().map(|(id, last, readings)| DeviceStatus {
             id,
             bus: None,
-            state: device_state(last, None, false, after, now),
+            // As the offline alert: a device only a topic named is "down" once established.
+            state: match device_state(last, None, false, after, now) {
+                DeviceState::Down if readings < crate::pipeline::rules::quality::ESTABLISHED => {
+                    DeviceState::Unknown
+                }
+                s => s,
+            },
             last_ok_ms: last,
             polls: None,
             poll_errors: None,
@@ -532,13 +548,23 @@ mod tests {
         polled.set_state(DeviceState::Up);
         polled.last_ok_ms.store(t0, Relaxed);
         h.add_device(polled.clone());
-        pushed(&h, "mqtt-dust", t0);
+        for i in 0..3 {
+            pushed(&h, "mqtt-dust", t0 - (2 - i) * 10_000);
+        }
 
         let mut engine = Engine::new(vec![], jiff::tz::TimeZone::UTC);
         engine.set_offline_after(10 * MIN);
         engine.register_device("wind-01", Some(10_000), t0);
         let mut events = Vec::new();
-        engine.reading("mqtt-dust", "pm10", t0, 50.0, &mut events);
+        for i in 0..3 {
+            engine.reading(
+                "mqtt-dust",
+                "pm10",
+                t0 - (2 - i) * 10_000,
+                50.0,
+                &mut events,
+            );
+        }
         engine.reading("wind-01", "wind_speed", t0, 2.0, &mut events);
 
         // The bus still says "up" (its failed polls have not reached down_after): silence

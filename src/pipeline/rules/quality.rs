@@ -12,7 +12,17 @@ struct DeviceQ {
     last_seen: i64,
     interval_ms: Option<i64>,
     offline: Option<OpenAlert>,
+    /// Named in the configuration (a Modbus device): expected to report.
+    registered: bool,
+    /// Readings seen (saturating): a device only a topic named is expected to report once it
+    /// has reported [`ESTABLISHED`] times.
+    seen: u32,
 }
+
+/// Readings after which a device nobody configured (an id from an MQTT topic) counts as one
+/// that should keep reporting. A stray or mistyped topic, or a flood of made-up ids, raises no
+/// offline alert.
+pub const ESTABLISHED: u32 = 3;
 
 #[derive(Debug, Clone)]
 struct ValueQ {
@@ -80,6 +90,7 @@ impl Quality {
     pub fn register(&mut self, device: &str, interval_ms: Option<i64>, now: i64) {
         let d = self.devices.entry(device.to_string()).or_default();
         d.interval_ms = interval_ms;
+        d.registered = true;
         if d.last_seen == 0 {
             d.last_seen = now;
         }
@@ -107,6 +118,7 @@ impl Quality {
             None => self.devices.entry(device.to_string()).or_default(),
         };
         d.last_seen = d.last_seen.max(t);
+        d.seen = d.seen.saturating_add(1);
         if let Some(a) = d.offline.take() {
             out.push(ev(
                 AlertKind::Offline,
@@ -213,7 +225,9 @@ impl Quality {
         let limits: Vec<(String, i64)> = self
             .devices
             .iter()
-            .filter(|(_, d)| d.offline.is_none() && d.last_seen > 0)
+            .filter(|(_, d)| {
+                d.offline.is_none() && d.last_seen > 0 && (d.registered || d.seen >= ESTABLISHED)
+            })
             .map(|(k, d)| (k.clone(), self.offline_after(d)))
             .collect();
         for (device, after) in limits {

@@ -595,3 +595,44 @@ fn a_reading_stamped_in_the_future_is_refused_and_cannot_silence_the_device() {
     let e = fx(|f| site().restore(saved, t, f));
     assert_eq!(e.counters.future_values, 1);
 }
+
+#[test]
+fn a_device_only_a_topic_named_goes_offline_only_once_established() {
+    let mut s = site();
+    let t = t0();
+    let pushed = |id: &str, ti: i64| Readings {
+        device: Arc::new(DeviceMeta::new(id, "cd-jj-0017", &[], &[("pm10", "air")])),
+        time_ms: ti,
+        values: vec![Some(40.0)],
+    };
+    // 1,000 ids seen once each (a stray topic, a flood of made-up ids) and one real monitor.
+    for i in 0..1000 {
+        s.readings(
+            &pushed(&format!("stray-{i}"), t),
+            t,
+            &mut Effects::default(),
+        );
+    }
+    for i in 0..3 {
+        let ti = t + i * 10_000;
+        s.readings(&pushed("mqtt-dust", ti), ti, &mut Effects::default());
+    }
+    let mut offline = Vec::new();
+    let mut ti = t + 30_000;
+    while ti <= t + 20 * MIN {
+        let e = fx(|f| s.tick(ti, f));
+        offline.extend(
+            e.alerts
+                .into_iter()
+                .filter(|a| a.event.kind == AlertKind::Offline)
+                .map(|a| a.event.device),
+        );
+        ti += 60_000;
+    }
+    offline.sort();
+    assert_eq!(
+        offline,
+        vec!["dust-01".to_string(), "mqtt-dust".into(), "wind-01".into()],
+        "configured devices and the established one; none of the 1,000 strays"
+    );
+}
