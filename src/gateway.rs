@@ -422,44 +422,31 @@ fn spawn_writer(
 ) -> (JoinHandle<()>, String) {
     let dead_letter = DeadLetter::new(cfg.store.dir.join("dead-letter"), "influx");
     let grace = Duration::from_secs(10);
+    let writer = |opts: WriterOptions| (queue.clone(), opts, dead_letter, health.writer.clone());
     match (influx, &cfg.influx) {
         (Some(sink), Some(icfg)) => {
-            let opts = WriterOptions {
+            let (q, opts, dl, h) = writer(WriterOptions {
                 batch_size: icfg.batch_size,
                 flush_interval: icfg.flush_interval,
                 retry_max: icfg.retry_max,
                 shutdown_grace: grace,
-            };
-            let w = Writer::new(
-                queue.clone(),
-                sink,
-                opts,
-                dead_letter,
-                health.writer.clone(),
-            );
+            });
             (
-                tokio::spawn(w.run(stop.clone())),
+                tokio::spawn(Writer::new(q, sink, opts, dl, h).run(stop.clone())),
                 format!("InfluxDB {}", crate::redact::url(&icfg.url)),
             )
         }
         _ => {
             let dir = cfg.store.dir.join("series");
             let sink = FileSink::new(dir.clone(), cfg.site.timezone.clone());
-            let opts = WriterOptions {
+            let (q, opts, dl, h) = writer(WriterOptions {
                 batch_size: 5000,
                 flush_interval: Duration::from_secs(1),
                 retry_max: Duration::from_secs(30),
                 shutdown_grace: grace,
-            };
-            let w = Writer::new(
-                queue.clone(),
-                sink,
-                opts,
-                dead_letter,
-                health.writer.clone(),
-            );
+            });
             (
-                tokio::spawn(w.run(stop.clone())),
+                tokio::spawn(Writer::new(q, sink, opts, dl, h).run(stop.clone())),
                 format!("line-protocol files in {}", dir.display()),
             )
         }
