@@ -48,6 +48,9 @@ pub struct Writer<S: Sink> {
     failing_since: Option<i64>,
     /// While the destination is missing: when that was last logged.
     missing_logged: Option<tokio::time::Instant>,
+    /// The last batch acknowledged to the queue: peeking it again means the queue could not
+    /// delete it (a full disk), and the writer backs off instead of resending it at once.
+    acked: Option<u64>,
 }
 
 /// How often a missing destination is logged while it lasts.
@@ -87,6 +90,7 @@ impl<S: Sink> Writer<S> {
             backoff,
             failing_since: None,
             missing_logged: None,
+            acked: None,
         }
     }
 
@@ -143,6 +147,20 @@ impl<S: Sink> Writer<S> {
                 Some(c) => c,
                 None => match blocking(|| self.queue.peek(self.batch_limit)) {
                     None => return true,
+                    Some(b) if self.acked.is_some_and(|a| b.last_seq <= a) => {
+                        // The queue could not delete what was delivered (a full disk): back
+                        // off rather than send the same batch again at once.
+                        let wait = self.backoff.next_delay();
+                        let Some(rx) = shutdown.as_deref_mut() else {
+                            return false;
+                        };
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = rx.changed() => return false,
+                        }
+                        let len = b.body.len();
+                        (b, vec![(0, len)])
+                    }
                     Some(b) => {
                         let len = b.body.len();
                         (b, vec![(0, len)])
@@ -152,7 +170,10 @@ impl<S: Sink> Writer<S> {
             match self.deliver(&batch, owed).await {
                 Delivery::Done => {
                     blocking(|| self.queue.ack(batch.last_seq));
-                    self.backoff.reset();
+                    if self.acked.is_none_or(|a| batch.last_seq > a) {
+                        self.backoff.reset();
+                    }
+                    self.acked = Some(batch.last_seq);
                     if let Some(since) = self.failing_since.take() {
                         info!(sink = %self.sink.describe(), outage_s = (wall_ms() - since) / 1000, "writes succeed again");
                     }
