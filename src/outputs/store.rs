@@ -680,7 +680,9 @@ impl Shared {
             Ok(Ok(db)) => {
                 *slot = Some(db);
                 *lock(&self.reopen) = None;
-                info!(path = %self.path.display(), "the store is open again after a disk error");
+                // Quietly: the next commit may fail again while the disk is full; a success
+                // is logged by the committer ("store commits succeed again").
+                tracing::debug!(path = %self.path.display(), "the store is open again after a disk error");
             }
             Ok(Err(e)) => {
                 if let Some(suppressed) = self.io_log.allow() {
