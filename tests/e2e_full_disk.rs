@@ -151,7 +151,14 @@ async fn a_full_disk_holds_qos1_readings_recovers_by_itself_and_sigterm_still_ex
         "{outage_lines} log lines in 20 s of a full disk:\n{}",
         gw.log()
     );
-    eprintln!("full disk: {during} of 600 in InfluxDB, {outage_lines} log lines in 20 s");
+    let failures = metric(http, "dustgate_store_write_failures_total").unwrap_or(0.0);
+    assert!(
+        failures >= 1.0,
+        "the refused commits are counted: {failures}"
+    );
+    eprintln!(
+        "full disk: {failures} refused commits counted; {during} of 600 in InfluxDB, {outage_lines} log lines in 20 s"
+    );
 
     // Space returns: everything arrives, once, without a restart.
     fs.free();

@@ -62,6 +62,11 @@ pub static CORRUPT_CHUNKS: AtomicU64 = AtomicU64::new(0);
 /// those moved aside since.
 pub static DAMAGED_STORES: AtomicU64 = AtomicU64::new(0);
 
+/// Group commits the disk refused (a full disk, an I/O error) in this process, all stores
+/// together; the readings stay pending in memory (capped, the oldest dropped and counted in
+/// the dropped points) and are committed once the disk takes them again.
+pub static STORE_WRITE_FAILURES: AtomicU64 = AtomicU64::new(0);
+
 /// A chunk holds at most a batch of points; anything near redb's 3 GiB value limit is rot.
 const MAX_CHUNK_BYTES: u64 = 1 << 31;
 
@@ -861,6 +866,7 @@ impl Shared {
                     // with a growing pause; what is not committed is not acknowledged. The log
                     // says so once every 30 s at most, with how many failures it did not show.
                     failures = failures.saturating_add(1);
+                    STORE_WRITE_FAILURES.fetch_add(1, Relaxed);
                     if let Some(suppressed) = self.io_log.allow() {
                         let st = lock(&self.state);
                         error!(error = %e, path = %self.path.display(), suppressed, held_points = st.pending.points, dropped_total = st.dropped, "store commit failed; holding the readings in memory and retrying");
