@@ -464,6 +464,86 @@ mod tests {
         }
     }
 
+    /// A queue whose deletes fail until `heal` is set (a full disk).
+    struct StuckAcks {
+        inner: MemoryQueue,
+        heal: std::sync::atomic::AtomicBool,
+    }
+
+    impl PointQueue for StuckAcks {
+        fn append(&self, lines: Vec<u8>, points: usize) -> u64 {
+            self.inner.append(lines, points)
+        }
+        fn peek(&self, max_points: usize) -> Option<Batch> {
+            self.inner.peek(max_points)
+        }
+        fn ack(&self, last_seq: u64) {
+            if self.heal.load(Relaxed) {
+                self.inner.ack(last_seq)
+            }
+        }
+        fn depth(&self) -> crate::outputs::queue::Depth {
+            self.inner.depth()
+        }
+        fn dropped_points(&self) -> u64 {
+            self.inner.dropped_points()
+        }
+        fn notifier(&self) -> &tokio::sync::Notify {
+            self.inner.notifier()
+        }
+        fn durable(&self) -> watch::Receiver<u64> {
+            self.inner.durable()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_the_queue_cannot_delete_is_resent_with_backoff_and_shutdown_completes() {
+        let q = Arc::new(StuckAcks {
+            inner: MemoryQueue::new(1 << 20, 100),
+            heal: false.into(),
+        });
+        q.append(b"a 1\n".to_vec(), 1);
+        let queue: Arc<dyn PointQueue> = q.clone();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let dir =
+            std::env::temp_dir().join(format!("dustgate-writer-stuck-{}", std::process::id()));
+        let w = Writer::new(
+            queue,
+            Script {
+                answers: VecDeque::new(),
+                sent: sent.clone(),
+            },
+            WriterOptions {
+                batch_size: 100,
+                flush_interval: Duration::from_millis(100),
+                retry_max: Duration::from_secs(30),
+                shutdown_grace: Duration::from_secs(1),
+            },
+            DeadLetter::new(dir.clone(), "influx"),
+            Arc::new(WriterHealth::default()),
+        );
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(w.run(rx));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let n = sent.lock().unwrap().len();
+        // Backoff from 0.5 s doubling to 30 s: a handful of sends in a minute, not one per
+        // few milliseconds.
+        assert!((2..=12).contains(&n), "{n} sends in 60 s");
+        q.heal.store(true, Relaxed);
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        assert_eq!(
+            q.depth().points,
+            0,
+            "delivered and deleted once the queue heals"
+        );
+        let _ = stop.send(true);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the writer stops")
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn retry_after_is_honoured_and_the_batch_resent() {
         let r = run(
