@@ -219,14 +219,32 @@ impl Gateway {
             crate::outputs::blocking(|| q.flush());
         }
         let _ = self.writer_stop.send(true);
-        let _ = self.writer.await;
+        // A writer gets its grace (10 s) to deliver; past a bound it is stopped, so a disk or
+        // destination that misbehaves cannot hold the shutdown (what it holds stays stored).
+        let bounded = |mut w: JoinHandle<()>, what: &'static str| async move {
+            if tokio::time::timeout(WRITER_STOP_BOUND, &mut w)
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    writer = what,
+                    bound_s = WRITER_STOP_BOUND.as_secs(),
+                    "writer not stopped within the bound at shutdown: stopped"
+                );
+                w.abort();
+            }
+        };
+        bounded(self.writer, "series").await;
         for (w, q) in self.outputs {
-            let _ = w.await;
+            bounded(w, "alerts").await;
             crate::outputs::blocking(|| q.close());
         }
         crate::outputs::blocking(|| self.store.close());
     }
 }
+
+/// How long shutdown waits for a writer to stop (its grace is 10 s).
+const WRITER_STOP_BOUND: Duration = Duration::from_secs(12);
 
 /// How long shutdown waits for actuators to be confirmed in their safe state.
 const SAFE_STATE_WAIT: Duration = Duration::from_secs(5);

@@ -504,6 +504,10 @@ impl Health {
                     crate::outputs::store::CORRUPT_CHUNKS.load(Relaxed) as f64,
                 ),
                 f(
+                    "store_write_failures",
+                    crate::outputs::store::STORE_WRITE_FAILURES.load(Relaxed) as f64,
+                ),
+                f(
                     "store_damaged_files",
                     crate::outputs::store::DAMAGED_STORES.load(Relaxed) as f64,
                 ),

@@ -307,6 +307,12 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         crate::outputs::store::CORRUPT_CHUNKS.load(Relaxed) as f64,
     );
     e.single(
+        "dustgate_store_write_failures_total",
+        Counter,
+        "Store commits the disk refused (full disk, I/O error): their readings are held in memory (MQTT not acknowledged) and committed when the disk takes them again.",
+        crate::outputs::store::STORE_WRITE_FAILURES.load(Relaxed) as f64,
+    );
+    e.single(
         "dustgate_store_damaged_files",
         Gauge,
         "Damaged store files moved aside and kept (queue.redb.damaged-*), found at start or moved since.",

@@ -62,6 +62,11 @@ pub static CORRUPT_CHUNKS: AtomicU64 = AtomicU64::new(0);
 /// those moved aside since.
 pub static DAMAGED_STORES: AtomicU64 = AtomicU64::new(0);
 
+/// Group commits the disk refused (a full disk, an I/O error) in this process, all stores
+/// together; the readings stay pending in memory (capped, the oldest dropped and counted in
+/// the dropped points) and are committed once the disk takes them again.
+pub static STORE_WRITE_FAILURES: AtomicU64 = AtomicU64::new(0);
+
 /// A chunk holds at most a batch of points; anything near redb's 3 GiB value limit is rot.
 const MAX_CHUNK_BYTES: u64 = 1 << 31;
 
@@ -137,6 +142,46 @@ struct Shared {
     corrupt_letter: DeadLetter,
     corrupt_chunks: AtomicU64,
     damaged_stores: AtomicU64,
+    /// The handle was closed after an I/O error (a full disk): redb refuses every later
+    /// operation on it (`PreviousIo`), so the same file is opened again, at most once a second.
+    reopen: Mutex<Option<std::time::Instant>>,
+    /// Throttles the error log while the disk refuses writes.
+    io_log: Throttle,
+}
+
+/// At most one log line per [`Throttle::EVERY`] for a repeating failure; the lines between
+/// are counted and the count given on the next line.
+#[derive(Default)]
+struct Throttle {
+    state: Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    const EVERY: Duration = Duration::from_secs(30);
+
+    /// `Some(suppressed since the last line)` when a line may be logged now.
+    fn allow(&self) -> Option<u64> {
+        let mut st = lock(&self.state);
+        let now = std::time::Instant::now();
+        match st.0 {
+            Some(t) if now.duration_since(t) < Self::EVERY => {
+                st.1 += 1;
+                None
+            }
+            _ => {
+                st.0 = Some(now);
+                Some(std::mem::take(&mut st.1))
+            }
+        }
+    }
+
+    /// The failure cleared: the next one logs at once.
+    fn reset(&self) -> bool {
+        let mut st = lock(&self.state);
+        let was = st.0.is_some();
+        *st = (None, 0);
+        was
+    }
 }
 
 /// The durable store. Cheap to share behind an `Arc`; [`DiskStore::close`] commits what is
@@ -212,6 +257,8 @@ impl DiskStore {
             corrupt_letter: DeadLetter::new(dir.join("dead-letter"), "corrupt"),
             corrupt_chunks: AtomicU64::new(0),
             damaged_stores: AtomicU64::new(damaged),
+            reopen: Mutex::new(None),
+            io_log: Throttle::default(),
         });
         let s = shared.clone();
         let committer = std::thread::Builder::new()
@@ -261,7 +308,9 @@ impl DiskStore {
                 return Err(());
             }
             Err(e) => {
-                error!(error = %e, first = first.seq, "store read failed");
+                if let Some(suppressed) = self.shared.io_log.allow() {
+                    error!(error = %e, first = first.seq, suppressed, "store read failed");
+                }
                 None
             }
         })
@@ -296,8 +345,10 @@ impl DiskStore {
 
     /// Commits what is pending now (at shutdown, before the writer's last drain).
     pub fn flush(&self) {
-        if let Err(e) = self.shared.commit_pending() {
-            error!(error = %e, "store commit failed at flush");
+        if let Err(e) = self.shared.commit_pending()
+            && let Some(suppressed) = self.shared.io_log.allow()
+        {
+            error!(error = %e, suppressed, "store commit failed at flush");
         }
     }
 }
@@ -552,12 +603,21 @@ impl Shared {
         f: impl FnOnce(&mut Database) -> Result<T, redb::Error>,
     ) -> Result<T, String> {
         let mut slot = lock(&self.db);
+        let reopen_since = *lock(&self.reopen);
         if slot.is_none() {
-            self.start_fresh(&mut slot);
+            match reopen_since {
+                Some(t) if t.elapsed() < Duration::from_secs(1) => {
+                    return Err(format!(
+                        "{what}: the store is closed after a disk error (will open it again)"
+                    ));
+                }
+                Some(_) => self.open_again(&mut slot),
+                None => self.start_fresh(&mut slot),
+            }
         }
         let Some(db) = slot.as_mut() else {
             return Err(format!(
-                "{what}: no store (a damaged file was moved aside and a new one cannot be started)"
+                "{what}: no store (a damaged file was moved aside and a new one cannot be started, or the disk refuses the store)"
             ));
         };
         match catch_unwind(AssertUnwindSafe(|| f(db))) {
@@ -566,6 +626,15 @@ impl Shared {
                 let why = format!("{what}: {e}");
                 self.replace_damaged(&mut slot, &why);
                 Err(why)
+            }
+            Ok(Err(e @ (redb::Error::Io(_) | redb::Error::PreviousIo))) => {
+                // redb latches an I/O error: the handle refuses everything after it. Close it
+                // (a failed transaction left the file as it was) and open the file again.
+                if let Some(old) = slot.take() {
+                    let _ = catch_unwind(AssertUnwindSafe(|| drop(old)));
+                }
+                *lock(&self.reopen) = Some(std::time::Instant::now());
+                Err(format!("{what}: {e}"))
             }
             Ok(Err(e)) => Err(format!("{what}: {e}")),
             Err(p) => {
@@ -606,6 +675,31 @@ impl Shared {
         };
         error!(path = %self.path.display(), error = %why, moved_to = %aside.display(), backlog_points = lost, "STORE FILE DAMAGED: moved aside (kept for inspection; its backlog is not delivered), starting a new store");
         self.start_fresh(slot);
+    }
+
+    /// Opens the store's file again after a disk error (its tables and chunks as they were;
+    /// the in-memory index changes only after a commit succeeds, so it still matches).
+    fn open_again(&self, slot: &mut Option<Database>) {
+        *lock(&self.reopen) = Some(std::time::Instant::now());
+        match catch_unwind(AssertUnwindSafe(|| Database::create(&self.path))) {
+            Ok(Ok(db)) => {
+                *slot = Some(db);
+                *lock(&self.reopen) = None;
+                // Quietly: the next commit may fail again while the disk is full; a success
+                // is logged by the committer ("store commits succeed again").
+                tracing::debug!(path = %self.path.display(), "the store is open again after a disk error");
+            }
+            Ok(Err(e)) => {
+                if let Some(suppressed) = self.io_log.allow() {
+                    error!(path = %self.path.display(), error = %e, suppressed, "the store cannot be opened again after a disk error (will try again)");
+                }
+            }
+            Err(p) => {
+                if let Some(suppressed) = self.io_log.allow() {
+                    error!(path = %self.path.display(), error = %panic_message(&*p), suppressed, "the store cannot be opened again after a disk error (will try again)");
+                }
+            }
+        }
     }
 
     /// A new, empty store file at the store's path.
@@ -754,6 +848,7 @@ impl Shared {
     }
 
     fn run_committer(self: Arc<Self>) {
+        let mut failures: u32 = 0;
         loop {
             let closing = {
                 let st = lock(&self.state);
@@ -765,11 +860,39 @@ impl Shared {
                     .unwrap_or_else(|p| p.into_inner());
                 st.closing
             };
-            if let Err(e) = self.commit_pending() {
-                // The appends stay pending and are retried at the next interval; what is not
-                // committed is not acknowledged, so nothing is lost unless the process dies.
-                error!(error = %e, path = %self.path.display(), "store commit failed; retrying");
-                std::thread::sleep(self.commit_interval.max(Duration::from_millis(100)));
+            match self.commit_pending() {
+                Err(e) => {
+                    // The appends stay pending (in memory, capped and counted) and are retried
+                    // with a growing pause; what is not committed is not acknowledged. The log
+                    // says so once every 30 s at most, with how many failures it did not show.
+                    failures = failures.saturating_add(1);
+                    STORE_WRITE_FAILURES.fetch_add(1, Relaxed);
+                    if let Some(suppressed) = self.io_log.allow() {
+                        let st = lock(&self.state);
+                        error!(error = %e, path = %self.path.display(), suppressed, held_points = st.pending.points, dropped_total = st.dropped, "store commit failed; holding the readings in memory and retrying");
+                    }
+                    if closing {
+                        return;
+                    }
+                    let pause = Duration::from_millis(100)
+                        .saturating_mul(1 << failures.min(5))
+                        .min(Duration::from_secs(2))
+                        .max(self.commit_interval);
+                    let st = lock(&self.state);
+                    let _ = self
+                        .wake
+                        .wait_timeout_while(st, pause, |st| !st.closing)
+                        .unwrap_or_else(|p| p.into_inner());
+                    continue;
+                }
+                Ok(()) => {
+                    if failures > 0 {
+                        failures = 0;
+                        if self.io_log.reset() {
+                            info!(path = %self.path.display(), "store commits succeed again");
+                        }
+                    }
+                }
             }
             if closing {
                 // One more pass for anything appended while committing.
@@ -1003,7 +1126,9 @@ impl PointQueue for DiskStore {
             Ok(())
         });
         if let Err(e) = result {
-            error!(error = %e, "store delete failed: the batch will be sent again");
+            if let Some(suppressed) = self.shared.io_log.allow() {
+                error!(error = %e, suppressed, "store delete failed: the batch will be sent again");
+            }
             return;
         }
         {
@@ -1300,6 +1425,101 @@ mod tests {
         assert_eq!(s.damaged_stores(), 1);
         drop(s);
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A small tmpfs the test fills to make the disk full (needs root; fails, not skips,
+    /// when it cannot be mounted).
+    struct Tmpfs(PathBuf);
+
+    impl Tmpfs {
+        fn mount(name: &str, size: &str) -> Tmpfs {
+            let d = dir(name);
+            std::fs::create_dir_all(&d).expect("the mount point");
+            let out = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&d)
+                .output()
+                .expect("running mount");
+            assert!(
+                out.status.success(),
+                "this test needs a tmpfs (run as root): mount -t tmpfs at {} failed: {}",
+                d.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Tmpfs(d)
+        }
+
+        /// Writes a filler file until the disk refuses (ENOSPC).
+        fn fill(&self) {
+            use std::io::Write;
+            let mut f = std::fs::File::create(self.0.join("filler")).expect("filler");
+            let block = vec![0u8; 4096];
+            loop {
+                if f.write_all(&block).is_err() || f.sync_all().is_err() {
+                    break;
+                }
+            }
+        }
+
+        fn free(&self) {
+            std::fs::remove_file(self.0.join("filler")).expect("removing the filler");
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+
+    #[test]
+    fn a_full_disk_holds_the_readings_and_the_store_recovers_when_space_returns() {
+        let fs = Tmpfs::mount("full-disk", "2m");
+        let s = DiskStore::open(&fs.0, 64 << 20, 100, Duration::from_millis(10)).unwrap();
+        let line = |i: usize| format!("m,d=x v={i} {i}\n").into_bytes();
+        let mut sent = 0;
+        for _ in 0..10 {
+            let t = s.append(line(sent), 1);
+            sent += 1;
+            s.commit_soon();
+            wait_durable(&s, t);
+        }
+        fs.fill();
+        // 1 MiB of readings while the disk is full: none of it can be committed.
+        let pad = "p".repeat(1000);
+        let mut last = 0;
+        for _ in 0..1000 {
+            last = s.append(
+                format!("m,d=x v={sent},pad=\"{pad}\" {sent}\n").into_bytes(),
+                1,
+            );
+            sent += 1;
+        }
+        s.commit_soon();
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(*s.durable().borrow() < last, "committed on a full disk?");
+        // Delivering and deleting also fail without harm.
+        if let Some(b) = s.peek(5) {
+            s.ack(b.last_seq);
+        }
+        fs.free();
+        let t0 = std::time::Instant::now();
+        while *s.durable().borrow() < last {
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "the store did not recover after space came back"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(s.dropped_points(), 0);
+        let mut got = 0;
+        while let Some(b) = s.peek(100) {
+            got += b.points;
+            s.ack(b.last_seq);
+        }
+        // The 5 of the batch acked during the outage may or may not have been deleted.
+        assert!(got == sent || got == sent - 5, "got {got} of {sent}");
+        s.close();
     }
 
     #[test]

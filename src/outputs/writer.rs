@@ -48,6 +48,9 @@ pub struct Writer<S: Sink> {
     failing_since: Option<i64>,
     /// While the destination is missing: when that was last logged.
     missing_logged: Option<tokio::time::Instant>,
+    /// The last batch acknowledged to the queue: peeking it again means the queue could not
+    /// delete it (a full disk), and the writer backs off instead of resending it at once.
+    acked: Option<u64>,
 }
 
 /// How often a missing destination is logged while it lasts.
@@ -87,6 +90,7 @@ impl<S: Sink> Writer<S> {
             backoff,
             failing_since: None,
             missing_logged: None,
+            acked: None,
         }
     }
 
@@ -143,6 +147,20 @@ impl<S: Sink> Writer<S> {
                 Some(c) => c,
                 None => match blocking(|| self.queue.peek(self.batch_limit)) {
                     None => return true,
+                    Some(b) if self.acked.is_some_and(|a| b.last_seq <= a) => {
+                        // The queue could not delete what was delivered (a full disk): back
+                        // off rather than send the same batch again at once.
+                        let wait = self.backoff.next_delay();
+                        let Some(rx) = shutdown.as_deref_mut() else {
+                            return false;
+                        };
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = rx.changed() => return false,
+                        }
+                        let len = b.body.len();
+                        (b, vec![(0, len)])
+                    }
                     Some(b) => {
                         let len = b.body.len();
                         (b, vec![(0, len)])
@@ -152,7 +170,10 @@ impl<S: Sink> Writer<S> {
             match self.deliver(&batch, owed).await {
                 Delivery::Done => {
                     blocking(|| self.queue.ack(batch.last_seq));
-                    self.backoff.reset();
+                    if self.acked.is_none_or(|a| batch.last_seq > a) {
+                        self.backoff.reset();
+                    }
+                    self.acked = Some(batch.last_seq);
                     if let Some(since) = self.failing_since.take() {
                         info!(sink = %self.sink.describe(), outage_s = (wall_ms() - since) / 1000, "writes succeed again");
                     }
@@ -441,6 +462,86 @@ mod tests {
             dead_letter,
             left: queue.depth().points,
         }
+    }
+
+    /// A queue whose deletes fail until `heal` is set (a full disk).
+    struct StuckAcks {
+        inner: MemoryQueue,
+        heal: std::sync::atomic::AtomicBool,
+    }
+
+    impl PointQueue for StuckAcks {
+        fn append(&self, lines: Vec<u8>, points: usize) -> u64 {
+            self.inner.append(lines, points)
+        }
+        fn peek(&self, max_points: usize) -> Option<Batch> {
+            self.inner.peek(max_points)
+        }
+        fn ack(&self, last_seq: u64) {
+            if self.heal.load(Relaxed) {
+                self.inner.ack(last_seq)
+            }
+        }
+        fn depth(&self) -> crate::outputs::queue::Depth {
+            self.inner.depth()
+        }
+        fn dropped_points(&self) -> u64 {
+            self.inner.dropped_points()
+        }
+        fn notifier(&self) -> &tokio::sync::Notify {
+            self.inner.notifier()
+        }
+        fn durable(&self) -> watch::Receiver<u64> {
+            self.inner.durable()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_the_queue_cannot_delete_is_resent_with_backoff_and_shutdown_completes() {
+        let q = Arc::new(StuckAcks {
+            inner: MemoryQueue::new(1 << 20, 100),
+            heal: false.into(),
+        });
+        q.append(b"a 1\n".to_vec(), 1);
+        let queue: Arc<dyn PointQueue> = q.clone();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let dir =
+            std::env::temp_dir().join(format!("dustgate-writer-stuck-{}", std::process::id()));
+        let w = Writer::new(
+            queue,
+            Script {
+                answers: VecDeque::new(),
+                sent: sent.clone(),
+            },
+            WriterOptions {
+                batch_size: 100,
+                flush_interval: Duration::from_millis(100),
+                retry_max: Duration::from_secs(30),
+                shutdown_grace: Duration::from_secs(1),
+            },
+            DeadLetter::new(dir.clone(), "influx"),
+            Arc::new(WriterHealth::default()),
+        );
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(w.run(rx));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let n = sent.lock().unwrap().len();
+        // Backoff from 0.5 s doubling to 30 s: a handful of sends in a minute, not one per
+        // few milliseconds.
+        assert!((2..=12).contains(&n), "{n} sends in 60 s");
+        q.heal.store(true, Relaxed);
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        assert_eq!(
+            q.depth().points,
+            0,
+            "delivered and deleted once the queue heals"
+        );
+        let _ = stop.send(true);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the writer stops")
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,0 +1,206 @@
+//! `dustgate run` with its store on a full disk (issue 11 item 5), with a real InfluxDB and
+//! mosquitto. The store directory is a 4 MiB tmpfs (root needed: the test fails, not skips,
+//! when it cannot be mounted), filled with a file to make ENOSPC and emptied to give the space
+//! back.
+//!
+//! - While the disk is full, QoS 1 readings are not acknowledged (the broker keeps them), the
+//!   log stays quiet (a few lines, not thousands), and nothing is counted as dropped.
+//! - When the space returns the store recovers by itself: every reading reaches InfluxDB,
+//!   exactly once, without a restart.
+//! - SIGTERM while the disk is full: the gateway exits within 15 s; the readings it could not
+//!   keep were never acknowledged, so the broker delivers them after the restart.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::mqtt::{Mosquitto, publish_many};
+use common::site::{Gateway, influx_v1};
+use common::{Influx1, free_port, http_get_blocking, scratch_dir};
+use serde_json::Value;
+
+const BASE_MS: i64 = 1_790_000_000_000;
+
+fn messages(range: std::ops::Range<usize>) -> Vec<(String, String)> {
+    range
+        .map(|i| {
+            (
+                "sensors/d1/telemetry".to_string(),
+                format!(
+                    r#"{{"ts":{},"data":{{"pm10":{},"pm25":{}}}}}"#,
+                    BASE_MS + i as i64,
+                    60 + i % 90,
+                    20 + i % 50
+                ),
+            )
+        })
+        .collect()
+}
+
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(d: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(d).expect("the mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(d)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "this test needs a tmpfs for the store (run as root): mount -t tmpfs at {} failed: {}",
+            d.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(d.to_path_buf())
+    }
+
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).expect("filler");
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() && f.sync_all().is_ok() {}
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).expect("removing the filler");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+async fn count(influx: &Influx1, db: &str) -> usize {
+    let rows = influx.query_rows(db, "SELECT count(pm10) FROM air").await;
+    rows.first()
+        .and_then(|r| r.get(1))
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0) as usize
+}
+
+async fn wait_count(influx: &Influx1, db: &str, n: usize, timeout: Duration) {
+    let t0 = Instant::now();
+    let mut last = 0;
+    while t0.elapsed() < timeout {
+        last = count(influx, db).await;
+        if last >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{last} of {n} readings in InfluxDB after {timeout:?}");
+}
+
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let (status, body) = http_get_blocking(port, "/metrics")?;
+    if status != 200 {
+        return None;
+    }
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Log lines other than the periodic health line.
+fn log_lines(gw: &Gateway) -> usize {
+    gw.log()
+        .lines()
+        .filter(|l| !l.contains(" INFO health "))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_holds_qos1_readings_recovers_by_itself_and_sigterm_still_exits() {
+    let influx = Influx1::start();
+    influx.create_db("full").await;
+    let broker = Mosquitto::start();
+    let dir = scratch_dir("e2e-full-disk");
+    let fs = Tmpfs::mount(&dir.join("store"), "4m");
+    let http = free_port();
+    let toml = format!(
+        "[site]\nid = \"full\"\nhealth_interval = \"1s\"\n\n{}\n[store]\ndir = \"store\"\ncommit_interval = \"50ms\"\n\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n[[mqtt]]\nname = \"b\"\nurl = \"{}\"\n  [[mqtt.subscribe]]\n  topic = \"sensors/+/telemetry\"\n  device = \"{{1}}\"\n  profile = \"json-dust-monitor\"\n",
+        influx_v1(&influx.url(), "full"),
+        broker.url_plain()
+    );
+    let mut gw = Gateway::start(&dir, &toml, &[]);
+    gw.wait_log("connected to broker", Duration::from_secs(30));
+    let port = broker.port_plain();
+
+    publish_many(port, messages(0..100), 1);
+    wait_count(&influx, "full", 100, Duration::from_secs(60)).await;
+
+    // The disk fills; 500 more readings come while it is full.
+    fs.fill();
+    let before = log_lines(&gw);
+    publish_many(port, messages(100..600), 1);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let during = count(&influx, "full").await;
+    let outage_lines = log_lines(&gw) - before;
+    assert!(
+        during < 600,
+        "the disk was not full: all {during} readings went through"
+    );
+    assert!(gw.proc.is_running(), "still running\n{}", gw.log());
+    assert!(
+        outage_lines <= 10,
+        "{outage_lines} log lines in 20 s of a full disk:\n{}",
+        gw.log()
+    );
+    let failures = metric(http, "dustgate_store_write_failures_total").unwrap_or(0.0);
+    assert!(
+        failures >= 1.0,
+        "the refused commits are counted: {failures}"
+    );
+    eprintln!(
+        "full disk: {failures} refused commits counted; {during} of 600 in InfluxDB, {outage_lines} log lines in 20 s"
+    );
+
+    // Space returns: everything arrives, once, without a restart.
+    fs.free();
+    wait_count(&influx, "full", 600, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(&influx, "full").await, 600, "exactly once");
+    assert_eq!(metric(http, "dustgate_dropped_points_total"), Some(0.0));
+    assert!(
+        gw.log().contains("store commits succeed again"),
+        "{}",
+        gw.log()
+    );
+
+    // Full again, readings held unacknowledged, then SIGTERM: it exits within the bound.
+    fs.fill();
+    publish_many(port, messages(600..800), 1);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let t0 = Instant::now();
+    gw.proc.signal("TERM");
+    let bound = Duration::from_secs(15);
+    let mut status = None;
+    while t0.elapsed() < bound {
+        if let Some(s) = gw.proc.exit_status() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = t0.elapsed();
+    assert!(
+        status.is_some(),
+        "still running {bound:?} after SIGTERM with a full disk\n{}",
+        gw.log()
+    );
+    eprintln!("SIGTERM with a full disk: exited in {took:?} ({status:?})");
+
+    // The readings it could not keep were never acknowledged: after a restart with space,
+    // the broker delivers them.
+    fs.free();
+    gw.proc.respawn();
+    wait_count(&influx, "full", 800, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(&influx, "full").await, 800);
+    gw.proc.stop();
+}
