@@ -16,9 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::mqtt::{Mosquitto, publish_many};
-use common::site::{Gateway, influx_v1};
-use common::{Influx1, free_port, http_get_blocking, scratch_dir};
-use serde_json::Value;
+use common::site::{Gateway, influx_v1, metric_value, pm10_count, wait_pm10_count};
+use common::{Influx1, free_port, scratch_dir};
 
 const BASE_MS: i64 = 1_790_000_000_000;
 
@@ -75,37 +74,6 @@ impl Drop for Tmpfs {
     }
 }
 
-async fn count(influx: &Influx1, db: &str) -> usize {
-    let rows = influx.query_rows(db, "SELECT count(pm10) FROM air").await;
-    rows.first()
-        .and_then(|r| r.get(1))
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0) as usize
-}
-
-async fn wait_count(influx: &Influx1, db: &str, n: usize, timeout: Duration) {
-    let t0 = Instant::now();
-    let mut last = 0;
-    while t0.elapsed() < timeout {
-        last = count(influx, db).await;
-        if last >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{last} of {n} readings in InfluxDB after {timeout:?}");
-}
-
-fn metric(port: u16, name: &str) -> Option<f64> {
-    let (status, body) = http_get_blocking(port, "/metrics")?;
-    if status != 200 {
-        return None;
-    }
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Log lines other than the periodic health line.
 fn log_lines(gw: &Gateway) -> usize {
     gw.log()
@@ -132,14 +100,14 @@ async fn a_full_disk_holds_qos1_readings_recovers_by_itself_and_sigterm_still_ex
     let port = broker.port_plain();
 
     publish_many(port, messages(0..100), 1);
-    wait_count(&influx, "full", 100, Duration::from_secs(60)).await;
+    wait_pm10_count(&influx, "full", 100, Duration::from_secs(60)).await;
 
     // The disk fills; 500 more readings come while it is full.
     fs.fill();
     let before = log_lines(&gw);
     publish_many(port, messages(100..600), 1);
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let during = count(&influx, "full").await;
+    let during = pm10_count(&influx, "full", "").await;
     let outage_lines = log_lines(&gw) - before;
     assert!(
         during < 600,
@@ -151,7 +119,7 @@ async fn a_full_disk_holds_qos1_readings_recovers_by_itself_and_sigterm_still_ex
         "{outage_lines} log lines in 20 s of a full disk:\n{}",
         gw.log()
     );
-    let failures = metric(http, "dustgate_store_write_failures_total").unwrap_or(0.0);
+    let failures = metric_value(http, "dustgate_store_write_failures_total").unwrap_or(0.0);
     assert!(
         failures >= 1.0,
         "the refused commits are counted: {failures}"
@@ -162,10 +130,13 @@ async fn a_full_disk_holds_qos1_readings_recovers_by_itself_and_sigterm_still_ex
 
     // Space returns: everything arrives, once, without a restart.
     fs.free();
-    wait_count(&influx, "full", 600, Duration::from_secs(60)).await;
+    wait_pm10_count(&influx, "full", 600, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(count(&influx, "full").await, 600, "exactly once");
-    assert_eq!(metric(http, "dustgate_dropped_points_total"), Some(0.0));
+    assert_eq!(pm10_count(&influx, "full", "").await, 600, "exactly once");
+    assert_eq!(
+        metric_value(http, "dustgate_dropped_points_total"),
+        Some(0.0)
+    );
     assert!(
         gw.log().contains("store commits succeed again"),
         "{}",
@@ -199,8 +170,8 @@ async fn a_full_disk_holds_qos1_readings_recovers_by_itself_and_sigterm_still_ex
     // the broker delivers them.
     fs.free();
     gw.proc.respawn();
-    wait_count(&influx, "full", 800, Duration::from_secs(60)).await;
+    wait_pm10_count(&influx, "full", 800, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(count(&influx, "full").await, 800);
+    assert_eq!(pm10_count(&influx, "full", "").await, 800);
     gw.proc.stop();
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::mqtt::{Mosquitto, Subscriber, publish_many};
-use common::site::{Gateway, influx_v1, latest_by_device};
+use common::site::{Gateway, influx_v1, latest_by_device, pm10_count, wait_pm10_count};
 use common::{Influx1, eventually, scratch_dir};
 use serde_json::Value;
 
@@ -43,34 +43,6 @@ fn broker(name: &str, url: &str, topic: &str, extra: &str) -> String {
     )
 }
 
-async fn count(influx: &Influx1, db: &str, filter: &str) -> usize {
-    let rows = influx
-        .query_rows(db, &format!("SELECT count(pm10) FROM air {filter}"))
-        .await;
-    rows.first()
-        .and_then(|r| r.get(1))
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0) as usize
-}
-
-async fn wait_count(influx: &Influx1, db: &str, n: usize, timeout: Duration) {
-    let mut last = 0;
-    let result = tokio::time::timeout(timeout, async {
-        loop {
-            last = count(influx, db, "").await;
-            if last >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    assert!(
-        result.is_ok(),
-        "{last} of {n} readings in InfluxDB after {timeout:?}"
-    );
-}
-
 fn field(row: Option<&BTreeMap<String, Value>>, k: &str) -> Option<f64> {
     row.and_then(|r| r.get(k)).and_then(Value::as_f64)
 }
@@ -102,15 +74,15 @@ async fn kill_9_in_the_middle_of_5000_qos1_messages_loses_nothing() {
             std::thread::sleep(Duration::from_millis(300));
         }
     });
-    wait_count(&influx, "kill", 1000, Duration::from_secs(60)).await;
+    wait_pm10_count(&influx, "kill", 1000, Duration::from_secs(60)).await;
     gw.proc.kill9();
-    let at_crash = count(&influx, "kill", "").await;
+    let at_crash = pm10_count(&influx, "kill", "").await;
     gw.proc.respawn();
     publisher.join().expect("publisher");
-    wait_count(&influx, "kill", 5000, Duration::from_secs(120)).await;
+    wait_pm10_count(&influx, "kill", 5000, Duration::from_secs(120)).await;
     // Every reading exactly once: 5,000 distinct timestamps, none extra, none missing.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(count(&influx, "kill", "").await, 5000);
+    assert_eq!(pm10_count(&influx, "kill", "").await, 5000);
     let span = influx
         .query_rows("kill", "SELECT min(pm10), max(pm10) FROM air")
         .await;
@@ -157,7 +129,7 @@ async fn influxdb_down_for_a_minute_then_everything_arrives_oldest_first() {
             std::thread::sleep(Duration::from_millis(1000));
         }
     });
-    wait_count(&influx, "outage", 20, Duration::from_secs(30)).await;
+    wait_pm10_count(&influx, "outage", 20, Duration::from_secs(30)).await;
     influx.stop();
     tokio::time::sleep(Duration::from_secs(60)).await;
     influx.start_again();
@@ -187,7 +159,7 @@ async fn influxdb_down_for_a_minute_then_everything_arrives_oldest_first() {
     }
     eprintln!("drain observed part-way {partial_seen} times");
     publisher.join().expect("publisher");
-    wait_count(&influx, "outage", 700, Duration::from_secs(60)).await;
+    wait_pm10_count(&influx, "outage", 700, Duration::from_secs(60)).await;
     // The uplink lag, high during the outage, goes back to about zero.
     let lag_high = influx
         .query_rows(
@@ -228,20 +200,20 @@ async fn broker_restart_and_gateway_downtime_lose_nothing() {
     gw.wait_log("connected to broker", Duration::from_secs(30));
     let port = broker_.port_plain();
     publish_many(port, messages("sensors/d1/telemetry", 0..100), 1);
-    wait_count(&influx, "restart", 100, Duration::from_secs(30)).await;
+    wait_pm10_count(&influx, "restart", 100, Duration::from_secs(30)).await;
 
     // The broker restarts; messages published before the gateway is back are kept in its
     // persistent session.
     broker_.stop();
     broker_.start_again();
     publish_many(port, messages("sensors/d1/telemetry", 100..300), 1);
-    wait_count(&influx, "restart", 300, Duration::from_secs(90)).await;
+    wait_pm10_count(&influx, "restart", 300, Duration::from_secs(90)).await;
 
     // The gateway is away (stopped) while readings keep coming: they wait in the session.
     gw.proc.stop();
     publish_many(port, messages("sensors/d1/telemetry", 300..500), 1);
     gw.proc.respawn();
-    wait_count(&influx, "restart", 500, Duration::from_secs(90)).await;
+    wait_pm10_count(&influx, "restart", 500, Duration::from_secs(90)).await;
     let log = gw.log();
     assert!(
         log.contains("session_present=true"),
@@ -285,7 +257,7 @@ async fn a_full_store_drops_the_oldest_and_counts_them_exactly() {
     // still for two seconds.
     let mut last = usize::MAX;
     for _ in 0..120 {
-        let now = count(&influx, "full", "").await;
+        let now = pm10_count(&influx, "full", "").await;
         if now > 0 && now == last {
             break;
         }
@@ -300,7 +272,7 @@ async fn a_full_store_drops_the_oldest_and_counts_them_exactly() {
     })
     .await;
     let dropped = field(Some(&writer), "dropped_points").unwrap_or(-1.0) as usize;
-    let stored = count(&influx, "full", "").await;
+    let stored = pm10_count(&influx, "full", "").await;
     assert!(
         dropped > 0 && stored > 0,
         "stored {stored}, dropped {dropped}"
@@ -388,7 +360,7 @@ async fn garbage_is_counted_dead_lettered_and_never_blocks_the_good() {
         }
     }
     publish_many(broker_.port_plain(), all, 1);
-    wait_count(&influx, "garbage", 100, Duration::from_secs(30)).await;
+    wait_pm10_count(&influx, "garbage", 100, Duration::from_secs(30)).await;
     let got = dead.wait_for(50, Duration::from_secs(30)).await;
     assert_eq!(got.len(), 50);
     let health = eventually(
@@ -404,7 +376,7 @@ async fn garbage_is_counted_dead_lettered_and_never_blocks_the_good() {
     .await;
     assert_eq!(field(Some(&health), "messages_in"), Some(150.0));
     assert_eq!(field(Some(&health), "dead_lettered"), Some(50.0));
-    assert_eq!(count(&influx, "garbage", "").await, 100);
+    assert_eq!(pm10_count(&influx, "garbage", "").await, 100);
     gw.proc.stop();
     assert!(
         gw.log()
@@ -579,7 +551,7 @@ async fn readings_stamped_in_the_future_are_refused_and_counted() {
         ));
     }
     publish_many(broker_.port_plain(), all, 1);
-    wait_count(&influx, "future", 20, Duration::from_secs(30)).await;
+    wait_pm10_count(&influx, "future", 20, Duration::from_secs(30)).await;
     let health = eventually(
         "20 future values counted",
         Duration::from_secs(30),
@@ -593,8 +565,8 @@ async fn readings_stamped_in_the_future_are_refused_and_counted() {
     )
     .await;
     assert_eq!(field(Some(&health), "future_values"), Some(20.0));
-    assert_eq!(count(&influx, "future", "").await, 20);
-    assert_eq!(count(&influx, "future", "WHERE pm10 = 999").await, 0);
+    assert_eq!(pm10_count(&influx, "future", "").await, 20);
+    assert_eq!(pm10_count(&influx, "future", "WHERE pm10 = 999").await, 0);
     gw.proc.stop();
     assert!(gw.log().contains("stamped too far in the future"));
 }

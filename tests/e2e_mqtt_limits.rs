@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::mqtt::{Mosquitto, Subscriber, publish_many};
-use common::site::{Gateway, influx_v1, latest_by_device};
+use common::site::{Gateway, influx_v1, latest_by_device, pm10_count, wait_pm10_count};
 use common::{Influx1, eventually, free_port, scratch_dir};
 use serde_json::Value;
 
@@ -31,37 +31,9 @@ fn site(influx: &Influx1, db: &str, body: &str) -> String {
     )
 }
 
-async fn count(influx: &Influx1, db: &str, filter: &str) -> usize {
-    let rows = influx
-        .query_rows(db, &format!("SELECT count(pm10) FROM air {filter}"))
-        .await;
-    rows.first()
-        .and_then(|r| r.get(1))
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0) as usize
-}
-
 /// Distinct devices with readings in `air`.
 async fn devices(influx: &Influx1, db: &str) -> usize {
     latest_by_device(influx, db, "air", "").await.len()
-}
-
-async fn wait_count(influx: &Influx1, db: &str, n: usize, timeout: Duration) {
-    let mut last = 0;
-    let result = tokio::time::timeout(timeout, async {
-        loop {
-            last = count(influx, db, "").await;
-            if last >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    assert!(
-        result.is_ok(),
-        "{last} of {n} readings in InfluxDB after {timeout:?}"
-    );
 }
 
 fn field(row: &BTreeMap<String, Value>, k: &str) -> Option<f64> {
@@ -149,7 +121,7 @@ async fn an_oversized_qos1_message_is_refused_acked_and_the_stream_flows() {
     publish_file(port, topic, &big, &dir);
     publish_many(port, (200..400).map(|i| (topic, reading(i, 50.0))), 1);
 
-    wait_count(&influx, "big", 400, Duration::from_secs(60)).await;
+    wait_pm10_count(&influx, "big", 400, Duration::from_secs(60)).await;
     let h = health_when(&influx, "big", "1 oversized in the health", |r| {
         field(r, "oversized") == Some(1.0)
     })
@@ -158,8 +130,8 @@ async fn an_oversized_qos1_message_is_refused_acked_and_the_stream_flows() {
     let connects = field(&h, "connects").unwrap_or(0.0);
     eprintln!("connects: {connects}");
     assert!(connects <= 2.0, "the gateway reconnected {connects} times");
-    assert_eq!(count(&influx, "big", "WHERE pm10 = 777").await, 0);
-    assert_eq!(count(&influx, "big", "").await, 400);
+    assert_eq!(pm10_count(&influx, "big", "WHERE pm10 = 777").await, 0);
+    assert_eq!(pm10_count(&influx, "big", "").await, 400);
     // The dead letter holds the topic and the size, not the payload.
     let got = dead.wait_for(1, Duration::from_secs(10)).await;
     let record: Value = serde_json::from_str(&got[0].text()).expect("a JSON dead letter");
@@ -201,7 +173,7 @@ async fn a_retained_oversized_message_does_not_block_the_subscription() {
         (0..50).map(|i| ("sensors/d1/telemetry", reading(i, 50.0))),
         1,
     );
-    wait_count(&influx, "retained", 50, Duration::from_secs(60)).await;
+    wait_pm10_count(&influx, "retained", 50, Duration::from_secs(60)).await;
     let h = health_when(&influx, "retained", "1 oversized in the health", |r| {
         field(r, "oversized") == Some(1.0)
     })
@@ -236,9 +208,9 @@ async fn a_subscription_creates_at_most_max_devices_devices() {
     })
     .await;
     assert_eq!(field(&h, "messages_in"), Some(120.0));
-    wait_count(&influx, "devs", 50, Duration::from_secs(30)).await;
+    wait_pm10_count(&influx, "devs", 50, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(count(&influx, "devs", "").await, 50);
+    assert_eq!(pm10_count(&influx, "devs", "").await, 50);
     assert_eq!(devices(&influx, "devs").await, 50);
     gw.proc.stop();
     assert!(
@@ -273,11 +245,17 @@ async fn a_topic_cannot_speak_for_a_modbus_device() {
         ],
         1,
     );
-    wait_count(&influx, "trust", 1, Duration::from_secs(30)).await;
+    wait_pm10_count(&influx, "trust", 1, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(count(&influx, "trust", "WHERE device = 'dust-99'").await, 1);
-    assert_eq!(count(&influx, "trust", "WHERE device = 'dust-01'").await, 0);
-    assert_eq!(count(&influx, "trust", "WHERE pm10 = 999").await, 0);
+    assert_eq!(
+        pm10_count(&influx, "trust", "WHERE device = 'dust-99'").await,
+        1
+    );
+    assert_eq!(
+        pm10_count(&influx, "trust", "WHERE device = 'dust-01'").await,
+        0
+    );
+    assert_eq!(pm10_count(&influx, "trust", "WHERE pm10 = 999").await, 0);
     let h = health_when(&influx, "trust", "1 refused as another source's", |r| {
         field(r, "foreign_device") == Some(1.0)
     })

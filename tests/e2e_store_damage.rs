@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::site::{Gateway, influx_v1};
+use common::site::{Gateway, influx_v1, metric_value};
 use common::{Influx1, eventually, free_port, http_get_blocking, now_ms, scratch_dir};
 use dustgate::outputs::queue::PointQueue;
 use dustgate::outputs::store::DiskStore;
@@ -32,16 +32,6 @@ fn site(influx: &str, port: u16) -> String {
     format!(
         "[site]\nid = \"damage\"\nhealth_interval = \"1s\"\n\n{influx}\n[store]\ndir = \"store\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n"
     )
-}
-
-fn metric(port: u16, name: &str) -> Option<f64> {
-    let (status, body) = http_get_blocking(port, "/metrics")?;
-    if status != 200 {
-        return None;
-    }
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 fn damaged_files(store: &Path) -> usize {
@@ -98,7 +88,10 @@ fn the_gateway_starts_on_a_damaged_queue_redb_keeps_it_and_counts_it() {
     let log = gw.log();
     assert!(log.contains("STORE FILE DAMAGED"), "logged loudly:\n{log}");
     assert_eq!(damaged_files(&store), 1, "the damaged file is kept");
-    assert_eq!(metric(port, "dustgate_store_damaged_files"), Some(1.0));
+    assert_eq!(
+        metric_value(port, "dustgate_store_damaged_files"),
+        Some(1.0)
+    );
     let status = gw.proc.stop();
     assert!(
         status.is_some_and(|s| s.success()),
@@ -111,9 +104,12 @@ fn the_gateway_starts_on_a_damaged_queue_redb_keeps_it_and_counts_it() {
     gw.proc.wait_until(
         "/metrics after the restart",
         Duration::from_secs(30),
-        || metric(port, "dustgate_store_damaged_files").is_some(),
+        || metric_value(port, "dustgate_store_damaged_files").is_some(),
     );
-    assert_eq!(metric(port, "dustgate_store_damaged_files"), Some(1.0));
+    assert_eq!(
+        metric_value(port, "dustgate_store_damaged_files"),
+        Some(1.0)
+    );
     assert_eq!(damaged_files(&store), 1, "nothing more moved aside");
     eprintln!("started on a damaged queue.redb; moved aside, counted 1 before and after a restart");
     gw.proc.stop();
@@ -172,7 +168,7 @@ async fn a_bit_flipped_in_queue_redb_while_stopped_never_reaches_influxdb() {
         "never the rotted 90 (nor the 80 it was)"
     );
     assert_eq!(
-        metric(port, "dustgate_store_corrupt_chunks_total"),
+        metric_value(port, "dustgate_store_corrupt_chunks_total"),
         Some(1.0)
     );
     let record: String = std::fs::read_dir(store.join("dead-letter"))

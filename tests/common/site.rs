@@ -351,3 +351,39 @@ pub async fn latest_by_device(
     }
     out
 }
+
+/// How many `pm10` values InfluxDB holds in `air` (`filter`: a WHERE clause or "").
+pub async fn pm10_count(influx: &super::Influx1, db: &str, filter: &str) -> usize {
+    let rows = influx
+        .query_rows(db, &format!("SELECT count(pm10) FROM air {filter}"))
+        .await;
+    rows.first()
+        .and_then(|r| r.get(1))
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0) as usize
+}
+
+/// Waits until InfluxDB holds at least `n` `pm10` values in `air`; fails with how many it had.
+pub async fn wait_pm10_count(influx: &super::Influx1, db: &str, n: usize, timeout: Duration) {
+    let t0 = std::time::Instant::now();
+    let mut last = 0;
+    while t0.elapsed() < timeout {
+        last = pm10_count(influx, db, "").await;
+        if last >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{last} of {n} readings in InfluxDB after {timeout:?}");
+}
+
+/// One unlabelled sample of the gateway's `/metrics` on `port`.
+pub fn metric_value(port: u16, name: &str) -> Option<f64> {
+    let (status, body) = super::http_get_blocking(port, "/metrics")?;
+    if status != 200 {
+        return None;
+    }
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
