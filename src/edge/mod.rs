@@ -58,6 +58,33 @@ struct PendingState {
     files: Vec<(&'static str, Vec<u8>)>,
 }
 
+/// The state files asked for, serialized now under the lock (cheap, in memory) and stamped
+/// with a new generation; the caller writes them after releasing it. `windows_at`: also the
+/// rule windows, as of that time.
+fn snapshot(l: &mut Locked, windows_at: Option<i64>, open: bool, compliance: bool) -> PendingState {
+    l.generation += 1;
+    let mut files = Vec::new();
+    if let Some(now) = windows_at
+        && let Some(w) = l.core.saved(now).windows
+        && let Ok(b) = serde_json::to_vec(&w)
+    {
+        files.push((WINDOWS_FILE, b));
+    }
+    if open && let Ok(b) = serde_json::to_vec(&l.core.open_snapshot()) {
+        files.push((OPEN_FILE, b));
+    }
+    if compliance
+        && let Some(c) = l.core.compliance_snapshot()
+        && let Ok(b) = serde_json::to_vec(&c)
+    {
+        files.push((COMPLIANCE_FILE, b));
+    }
+    PendingState {
+        generation: l.generation,
+        files,
+    }
+}
+
 /// Where the state files go, and which generation of each was written last, so a slow writer
 /// never puts an older snapshot over a newer one.
 struct StateFiles {
@@ -172,23 +199,7 @@ impl SiteEdge {
         if self.state.is_none() || !(fx.changed.open_alerts || fx.changed.compliance) {
             return PendingState::default();
         }
-        l.generation += 1;
-        let mut files = Vec::new();
-        if fx.changed.open_alerts
-            && let Ok(b) = serde_json::to_vec(&l.core.open_snapshot())
-        {
-            files.push((OPEN_FILE, b));
-        }
-        if fx.changed.compliance
-            && let Some(s) = l.core.compliance_snapshot()
-            && let Ok(b) = serde_json::to_vec(&s)
-        {
-            files.push((COMPLIANCE_FILE, b));
-        }
-        PendingState {
-            generation: l.generation,
-            files,
-        }
+        snapshot(l, None, fx.changed.open_alerts, fx.changed.compliance)
     }
 
     fn write_state(&self, pending: PendingState) {
@@ -276,29 +287,14 @@ impl SiteEdge {
         if self.state.is_none() {
             return;
         }
-        let (saved, generation) = {
+        let pending = {
             let mut l = self.lock();
             if !l.core.has_rules() {
                 return; // no windows, no alerts, no compliance counts
             }
-            l.generation += 1;
-            (l.core.saved(now_ms()), l.generation)
+            snapshot(&mut l, Some(now_ms()), true, true)
         };
-        let mut files = Vec::new();
-        if let Some(w) = &saved.windows
-            && let Ok(b) = serde_json::to_vec(w)
-        {
-            files.push((WINDOWS_FILE, b));
-        }
-        if let Ok(b) = serde_json::to_vec(&saved.open) {
-            files.push((OPEN_FILE, b));
-        }
-        if let Some(c) = &saved.compliance
-            && let Ok(b) = serde_json::to_vec(c)
-        {
-            files.push((COMPLIANCE_FILE, b));
-        }
-        self.write_state(PendingState { generation, files });
+        self.write_state(pending);
     }
 
     /// Sends every actuator to its safe state (at shutdown).

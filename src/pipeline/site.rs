@@ -174,7 +174,12 @@ impl SiteCore {
     /// A timestamp from a device's clock that runs too far ahead: a reading stamped in 2099
     /// would otherwise hold its windows and its offline check in the future for ever.
     fn too_far_ahead(&self, t: i64, now_ms: i64) -> bool {
-        t > now_ms.saturating_add(self.max_future_ms)
+        t > self.future_limit(now_ms)
+    }
+
+    /// The latest timestamp accepted at `now_ms`.
+    fn future_limit(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_add(self.max_future_ms)
     }
 
     pub fn has_rules(&self) -> bool {
@@ -187,7 +192,7 @@ impl SiteCore {
     pub fn restore(&mut self, mut saved: Saved, now_ms: i64, fx: &mut Effects) {
         // Readings saved from the future (by an older gateway that accepted them) would hold
         // their windows there across the restart: they are left out.
-        let limit = now_ms.saturating_add(self.max_future_ms);
+        let limit = self.future_limit(now_ms);
         if let Some(w) = &mut saved.windows {
             let mut dropped = 0;
             for s in &mut w.series {
@@ -361,13 +366,14 @@ impl SiteCore {
     /// AI detections opened or cleared: events for the compliance engine only; the
     /// violations they lead to are alerts.
     pub fn detections(&mut self, ds: &[Detection], now_ms: i64, fx: &mut Effects) {
+        let limit = self.future_limit(now_ms);
         if let Some(Judge {
             compliance: Some(c),
             ..
         }) = &mut self.judge
         {
             for d in ds {
-                if d.time_ms > now_ms.saturating_add(self.max_future_ms) {
+                if d.time_ms > limit {
                     fx.counters.future_values += 1;
                     continue;
                 }
