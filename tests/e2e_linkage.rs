@@ -538,3 +538,59 @@ async fn a_manual_override_over_http_and_mqtt_switches_and_expires_and_shutdown_
         Some("safe state: shutdown")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_command_is_ignored_at_a_fresh_start() {
+    // A console once published "on for 4 h" with the retain flag, correctly signed and fresh:
+    // the broker keeps it and hands it, flagged retained, to the gateway when it starts.
+    let influx = Influx1::start();
+    influx.create_db(DB).await;
+    let broker = Mosquitto::start();
+    let sensors = ModbusSim::tcp(&sensors_spec(35, 80));
+    let relays = ModbusSim::tcp(&relay_spec());
+    // SAFETY: set before the child starts; every test of this binary sets the same value.
+    unsafe {
+        std::env::set_var("E2E_CONTROL_TOKEN", TOKEN);
+        std::env::set_var("E2E_CONTROL_HMAC", HMAC_KEY);
+    };
+    common::mqtt::publish_retained(
+        broker.port_plain(),
+        "dustgate/link-site/control",
+        &signed(
+            json!({"actuator": "fence-and-wash", "state": "on", "for": "4h", "by": "old console"}),
+            common::now_ms(),
+        ),
+        1,
+    );
+    let http = common::free_port();
+    let dir = scratch_dir("retained-control");
+    let mut gw = Gateway::start(
+        &dir,
+        &site(&influx, &broker, sensors.port(), relays.port(), http),
+        &[],
+    );
+    gw.wait_started();
+    gw.wait_log("retained commands are ignored", Duration::from_secs(20));
+    // Several polls of the relay bus later, still off: the retained command switched nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        &coils(&relays).await[2..4],
+        &[false, false],
+        "a retained command must not switch at start; log:\n{}",
+        gw.log()
+    );
+    // The same command without the retain flag switches: the refusal was the flag, nothing else.
+    publish(
+        broker.port_plain(),
+        "dustgate/link-site/control",
+        &signed(
+            json!({"actuator": "fence-and-wash", "state": "on", "for": "1h", "by": "值班员"}),
+            common::now_ms(),
+        ),
+        1,
+    );
+    eventually("both coils on by MQTT", Duration::from_secs(30), || async {
+        (coils(&relays).await[2..4] == [true, true]).then_some(())
+    })
+    .await;
+}

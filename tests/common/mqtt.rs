@@ -606,11 +606,23 @@ fn check_qos(qos: u8) {
 /// Publishes one message with `mosquitto_pub` on `conn` and returns how it
 /// ended (for tests that expect a refusal). Killed after 30 s.
 pub fn try_publish(conn: &Conn, topic: &str, payload: &str, qos: u8) -> PubOutcome {
+    try_publish_flags(conn, topic, payload, qos, &[])
+}
+
+/// [`try_publish`] with extra mosquitto_pub flags (`-r` for a retained message).
+pub fn try_publish_flags(
+    conn: &Conn,
+    topic: &str,
+    payload: &str,
+    qos: u8,
+    flags: &[&str],
+) -> PubOutcome {
     check_qos(qos);
     let mut command = Command::new(mosquitto_program("mosquitto_pub"));
     command
         .args(conn.args())
-        .args(["-t", topic, "-q", &qos.to_string()]);
+        .args(["-t", topic, "-q", &qos.to_string()])
+        .args(flags);
     if payload.is_empty() {
         command.arg("-n");
     } else {
@@ -670,6 +682,19 @@ pub fn publish_with(conn: &Conn, topic: &str, payload: &str, qos: u8) {
 /// Publishes one message on the anonymous plain listener at `port`.
 pub fn publish(port: u16, topic: &str, payload: &str, qos: u8) {
     publish_with(&Conn::plain(port), topic, payload, qos);
+}
+
+/// Publishes one retained message on the anonymous plain listener at `port`: the broker keeps
+/// it and hands it to every later subscriber with the retain flag set.
+pub fn publish_retained(port: u16, topic: &str, payload: &str, qos: u8) {
+    let outcome = try_publish_flags(&Conn::plain(port), topic, payload, qos, &["-r"]);
+    assert!(
+        outcome.success(),
+        "mosquitto_pub -r -t {topic} to 127.0.0.1:{port} failed ({}): {}{}",
+        outcome.status,
+        outcome.stdout,
+        outcome.stderr
+    );
 }
 
 /// Publishes many messages on the anonymous plain listener at `port`; see
