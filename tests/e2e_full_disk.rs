@@ -175,3 +175,61 @@ async fn a_full_disk_holds_qos1_readings_recovers_by_itself_and_sigterm_still_ex
     assert_eq!(pm10_count(&influx, "full", "").await, 800);
     gw.proc.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modbus_readings_polled_while_the_disk_is_full_are_held_and_delivered_or_counted() {
+    // Before issue 11, readings polled while the store could not commit were discarded and
+    // not counted. Now they are held in memory (capped; what the cap drops is counted) and
+    // committed when the disk takes them again.
+    let influx = Influx1::start();
+    influx.create_db("fullmb").await;
+    let (spec, _) = common::site::dust_monitor_unit(1);
+    let mut sim = common::ModbusSim::tcp(&serde_json::json!({ "devices": [spec] }));
+    let dir = scratch_dir("e2e-full-disk-modbus");
+    let fs = Tmpfs::mount(&dir.join("store"), "4m");
+    let http = free_port();
+    let toml = format!(
+        "[site]\nid = \"fullmb\"\nhealth_interval = \"1s\"\n\n{}\n[store]\ndir = \"store\"\ncommit_interval = \"50ms\"\n\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n[[modbus]]\nname = \"tcp\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{}\"\ninterval = \"200ms\"\n\n  [[modbus.device]]\n  id = \"dust-01\"\n  unit = 1\n  profile = \"generic-dust-monitor\"\n",
+        influx_v1(&influx.url(), "fullmb"),
+        sim.port()
+    );
+    let mut gw = Gateway::start(&dir, &toml, &[]);
+    gw.wait_started();
+    wait_pm10_count(&influx, "fullmb", 5, Duration::from_secs(60)).await;
+
+    fs.fill();
+    let readings = |http| metric_value(http, "dustgate_readings_total").unwrap_or(0.0);
+    let at_fill = readings(http);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let polled_while_full = (readings(http) - at_fill) / 9.0;
+    let failures = metric_value(http, "dustgate_store_write_failures_total").unwrap_or(0.0);
+    assert!(
+        polled_while_full >= 10.0 && failures >= 1.0,
+        "polled {polled_while_full} times with {failures} refused commits: the disk was not full\n{}",
+        gw.log()
+    );
+    fs.free();
+    // No more polls that succeed: then every reading taken must be in InfluxDB or counted.
+    sim.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let taken = readings(http) / 9.0;
+    let dropped = metric_value(http, "dustgate_dropped_points_total").unwrap_or(-1.0);
+    let t0 = Instant::now();
+    loop {
+        let stored = pm10_count(&influx, "fullmb", "").await as f64;
+        if stored + dropped >= taken || t0.elapsed() > Duration::from_secs(60) {
+            assert_eq!(
+                (stored, dropped),
+                (taken, 0.0),
+                "every poll's pm10 in InfluxDB, none dropped (a 4 MiB store holds this backlog)\n{}",
+                gw.log()
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    eprintln!(
+        "modbus, full disk: {polled_while_full} polls held through {failures} refused commits, {taken} in InfluxDB, 0 dropped"
+    );
+    gw.proc.stop();
+}
