@@ -13,6 +13,8 @@
 pub mod alerts;
 pub mod common;
 pub mod control;
+pub mod factors;
+pub mod hj212;
 pub mod http;
 pub mod influx;
 pub mod json_profile;
@@ -32,6 +34,10 @@ use std::sync::Arc;
 
 pub use alerts::{AlertMqtt, AlertsConfig, Locale, Webhook, WebhookFormat};
 pub use common::Secret;
+pub use factors::{Factor, FactorMap};
+pub use hj212::{
+    CrcForm, Hj212Config, Hj212Endpoint, Hj212Listener, Hj212Station, StationKind, UnknownMn,
+};
 pub use http::HttpConfig;
 pub use influx::{InfluxApi, InfluxConfig};
 pub use modbus::{BusConfig, DeviceConfig, Parity, SerialLine, Transport};
@@ -56,6 +62,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub buses: Vec<BusConfig>,
     pub brokers: Vec<MqttConfig>,
+    /// `[[hj212.listen]]`: HJ 212 ingest.
+    pub hj212: Hj212Config,
     /// The rules in force: the packs' rules, with the site's own replacing those of the same id.
     pub rules: Vec<RuleConfig>,
     /// The packs named in `[site].standards`.
@@ -80,6 +88,7 @@ pub struct RawConfig<'t, 'i> {
     pub http: Option<http::RawHttp>,
     pub modbus: Vec<modbus::RawBus>,
     pub mqtt: Vec<mqtt::RawBroker>,
+    pub hj212: Vec<hj212::RawListener>,
     /// The site's own `[[rule]]` tables, read in stage two: one whose id is a pack rule's is a
     /// patch of it, so they are read once the packs are known.
     pub rules: Vec<TableReader<'t, 'i>>,
@@ -98,6 +107,7 @@ pub fn read<'t, 'i>(cx: &mut Cx<'_>, root: &mut TableReader<'t, 'i>) -> RawConfi
         http: http::read(cx, root),
         modbus: modbus::read(cx, root),
         mqtt: mqtt::read(cx, root),
+        hj212: hj212::read(cx, root),
         rules: root.tables(cx, "rule"),
         alerts: alerts::read(cx, root),
         compliance: root
@@ -136,15 +146,35 @@ pub fn validate(
     let http = http::validate(cx, raw.http);
     let (buses, device_ids) = modbus::validate(cx, raw.modbus, profiles);
     let site_id = site.as_ref().map_or("site", |s| s.id.as_str()).to_string();
+    let mqtt_ids = mqtt::fixed_device_ids(cx, &raw.mqtt);
     let (brokers, idle_brokers) =
         mqtt::validate(cx, raw.mqtt, base, &site_id, profiles, &device_ids);
+    let hj212 = hj212::validate(
+        cx,
+        raw.hj212,
+        base,
+        &site_id,
+        profiles,
+        &hj212::TakenIds {
+            modbus: &device_ids,
+            mqtt: &mqtt_ids,
+        },
+    );
     let rules::Rules {
         rules,
         packs,
         patches: rule_patches,
         actuate_at,
         warnings: rule_warnings,
-    } = rules::resolve(cx, &raw_standards, raw.rules, &buses, &brokers, packs);
+    } = rules::resolve(
+        cx,
+        &raw_standards,
+        raw.rules,
+        &buses,
+        &brokers,
+        &hj212,
+        packs,
+    );
     let alerts = alerts::validate(cx, raw.alerts, base, &site_id, &brokers);
     let compliance = linkage::compliance(cx, raw.compliance);
     let actuators = linkage::actuators(cx, raw.actuators, &buses, &actuate_at);
@@ -179,6 +209,7 @@ pub fn validate(
         http: http?,
         buses,
         brokers,
+        hj212,
         rules,
         packs,
         alerts,
