@@ -597,6 +597,95 @@ mod tests {
     const RELAY_SITE: &str = "[site]\nid = \"s\"\n[[modbus]]\nname = \"b\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\n  [[modbus.device]]\n  id = \"relay-01\"\n  unit = 1\n  profile = \"relay-module-8ch\"\n  [[modbus.device]]\n  id = \"dust-01\"\n  unit = 2\n  profile = \"generic-dust-monitor\"\n";
 
     #[test]
+    fn hj212_listeners_and_stations_are_checked_with_positions() {
+        let text = format!(
+            "{RELAY_SITE}[[mqtt]]\nname = \"m\"\nurl = \"mqtt://127.0.0.1:1883\"\n  [[mqtt.subscribe]]\n  topic = \"x/air\"\n  device = \"air-01\"\n  profile = \"json-dust-monitor\"\n\
+             [[hj212.listen]]\nname = \"monitors\"\nlisten = \"0.0.0.0:6000\"\ncrc = [\"hj212\", \"crc32\"]\nfactors = \"no-such-map\"\n\
+             \x20 [[hj212.listen.station]]\n  mn = \"MN-A\"\n  device = \"dust-01\"\n\
+             \x20 [[hj212.listen.station]]\n  mn = \"MN-A\"\n  device = \"air-01\"\n\
+             \x20 [[hj212.listen.station]]\n  mn = \"MN;B\"\n  device = \"st-03\"\n  password = \"123456\"\n\
+             [[hj212.listen]]\nname = \"line\"\nlisten = \"127.0.0.1:6001\"\npath = \"/dev/ttyS1\"\nbaud = 9600\ncrc = []\nunknown = \"maybe\"\n"
+        );
+        assert_eq!(
+            errors(&text),
+            "t.toml:24:10: hj212.listen[0].listen: \"0.0.0.0:6000\" is reachable from other machines: HJ 212 sends its password in clear text, so say so with `public = true` (and list the stations' MNs and passwords)\n\
+             t.toml:25:7: hj212.listen[0].crc: unknown CRC form \"crc32\": \"hj212\" (the standard's) or \"modbus\" (CRC-16/MODBUS, seen in the field)\n\
+             t.toml:26:11: hj212.listen[0].factors: no HJ 212 factor map \"no-such-map\" (looked in the built-in maps); built-in maps: hj212-mgm3, hj212-standard\n\
+             t.toml:29:12: hj212.listen[0].station[0].device: device id \"dust-01\" is a Modbus device's (line 12): an HJ 212 station needs an id of its own\n\
+             t.toml:31:8: hj212.listen[0].station[1].mn: MN \"MN-A\" is already a station's (line 28)\n\
+             t.toml:32:12: hj212.listen[0].station[1].device: device id \"air-01\" is an MQTT device's (line 20): an HJ 212 station needs an id of its own\n\
+             t.toml:34:8: hj212.listen[0].station[2].mn: \"MN;B\" holds ';', which separates fields of an HJ 212 frame: no MN can carry it\n\
+             t.toml:36:14: hj212.listen[0].station[2].password: secrets never go in the config file: name them with password_env or password_file\n\
+             t.toml:40:8: hj212.listen[1].path: give `listen` (a TCP address) or `path` (a serial line), not both\n\
+             t.toml:42:7: hj212.listen[1].crc: at least one CRC form: \"hj212\" and/or \"modbus\"\n\
+             t.toml:43:11: hj212.listen[1].unknown: unknown policy \"maybe\": \"reject\" (refused, counted) or \"accept\" (device = MN)"
+        );
+        // Two stations of one device, a listener name twice, a serial line without its baud.
+        let e = errors(
+            "[site]\nid = \"s\"\n[[hj212.listen]]\nname = \"a\"\nlisten = \"127.0.0.1:6000\"\n  [[hj212.listen.station]]\n  mn = \"M1\"\n  device = \"d\"\n[[hj212.listen]]\nname = \"a\"\npath = \"/dev/ttyS1\"\nidle_timeout = \"0s\"\n  [[hj212.listen.station]]\n  mn = \"M2\"\n  device = \"d\"\n  kind = \"soil\"\n",
+        );
+        assert_eq!(
+            e,
+            "t.toml:10:8: hj212.listen[1].name: listener name \"a\" is already used at line 4\n\
+             t.toml:11:8: hj212.listen[1].baud: a serial line needs its `baud` (such as 9600)\n\
+             t.toml:12:16: hj212.listen[1].idle_timeout: must be longer than zero\n\
+             t.toml:15:12: hj212.listen[1].station[0].device: device id \"d\" is already a station's (line 8)\n\
+             t.toml:16:10: hj212.listen[1].station[0].kind: unknown kind \"soil\": \"air\" or \"water\""
+        );
+    }
+
+    #[test]
+    fn a_bureau_hub_loads_with_defaults_and_named_maps() {
+        let c = load_ok(
+            "[site]\nid = \"hub\"\n[[hj212.listen]]\nname = \"bureau\"\nlisten = \"0.0.0.0:6653\"\npublic = true\ncrc = [\"hj212\", \"modbus\", \"hj212\"]\nfactors = \"hj212-mgm3\"\nset_time = true\n  [[hj212.listen.station]]\n  mn = \"010000A8900016F000169DC0\"\n  device = \"dust-03\"\n  site = \"cd-jj-0018\"\n  password_env = \"HJ212_PW_03\"\n  sm4_key_file = \"keys/03.sm4\"\n  [[hj212.listen.station]]\n  mn = \"88888880000001\"\n  device = \"water-01\"\n  factors = \"hj212-standard\"\n  kind = \"water\"\n[[rule]]\nid = \"r\"\nmetric = \"pm10\"\ndevices = [\"dust-03\"]\nabove = 150\n",
+        );
+        assert_eq!(warnings(&c), "");
+        let l = &c.hj212.listeners[0];
+        assert_eq!(
+            l.endpoint,
+            Hj212Endpoint::Tcp {
+                address: "0.0.0.0:6653".parse().unwrap(),
+                public: true
+            }
+        );
+        assert_eq!(l.crc, [CrcForm::Hj212, CrcForm::Modbus]);
+        assert_eq!(l.unknown, UnknownMn::Reject);
+        assert_eq!(l.max_connections, 2048);
+        assert_eq!(l.idle_timeout, std::time::Duration::from_secs(300));
+        assert_eq!(l.max_frame_rate, 10.0);
+        assert_eq!(l.max_buffer, 64 << 10);
+        assert_eq!(l.max_drift, std::time::Duration::from_secs(300));
+        assert_eq!(l.flag_alert_after, std::time::Duration::from_secs(1800));
+        assert!(l.set_time);
+        let (a, w) = (&l.stations[0], &l.stations[1]);
+        assert_eq!((a.device.as_str(), a.site.as_str()), ("dust-03", "cd-jj-0018"));
+        assert_eq!(a.factors.name, "hj212-mgm3");
+        assert_eq!(a.factors.lookup("a34002").unwrap().factor, 1000.0);
+        assert_eq!(a.password, Some(Secret::Env("HJ212_PW_03".into())));
+        assert_eq!(a.sm4_key, Some(Secret::File(PathBuf::from("keys/03.sm4"))));
+        assert_eq!(a.kind, None);
+        assert_eq!((w.site.as_str(), w.kind), ("hub", Some(StationKind::Water)));
+        assert_eq!(w.factors.name, "hj212-standard");
+        assert!(w.password.is_none());
+        let maps: Vec<&str> = c.hj212.factor_maps().iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(maps, ["hj212-mgm3", "hj212-standard"]);
+        assert_eq!(l.station("88888880000001").map(|s| s.device.as_str()), Some("water-01"));
+        // A serial line.
+        let c = load_ok(
+            "[site]\nid = \"s\"\n[[hj212.listen]]\nname = \"box\"\npath = \"/dev/ttyS1\"\nbaud = 9600\nunknown = \"accept\"\n",
+        );
+        let l = &c.hj212.listeners[0];
+        assert_eq!(
+            l.endpoint,
+            Hj212Endpoint::Serial {
+                path: "/dev/ttyS1".into(),
+                baud: 9600
+            }
+        );
+        assert_eq!((l.unknown, l.factors.name.as_str()), (UnknownMn::Accept, "hj212-standard"));
+    }
+
+    #[test]
     fn actuators_switch_only_writable_coils_of_known_devices() {
         let e = errors(&format!(
             "{RELAY_SITE}[[actuator]]\nid = \"a\"\ndevice = \"dust-01\"\ncoil = \"pm10\"\n[[actuator]]\nid = \"b\"\ndevice = \"nope\"\ncoil = \"x\"\n[[actuator]]\nid = \"c\"\ndevice = \"relay-01\"\ncoil = \"fog_cannon_on\"\nmin_on = \"1h\"\nmax_on = \"10m\"\nsafe_state = \"maybe\"\n[[rule]]\nid = \"r\"\nmetric = \"pm10\"\nabove = 1\nactuate = \"ghost\"\n"
