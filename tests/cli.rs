@@ -511,10 +511,8 @@ fn check_lists_the_hj212_hub_example_without_its_secrets() {
         ("HJ212_SM4_0021", "k0k1k2k3k4k5k6k7"),
         ("INFLUX_TOKEN", "tok-hub"),
     ];
-    let (code, out, err) = dustgate_env(
-        &["check", "--config", "examples/hj212-hub.toml"],
-        &secrets,
-    );
+    let (code, out, err) =
+        dustgate_env(&["check", "--config", "examples/hj212-hub.toml"], &secrets);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     for needle in [
         "examples/hj212-hub.toml is valid.",
@@ -571,7 +569,9 @@ factors = "our-platform"
         format!(
             "{map_path}:10:10: code[1].metric: \"radon\" is not a canonical metric (data/metrics.toml)"
         ),
-        format!("{path}:5:10: hj212.listen[0].listen: \"0.0.0.0:6000\" is reachable from other machines"),
+        format!(
+            "{path}:5:10: hj212.listen[0].listen: \"0.0.0.0:6000\" is reachable from other machines"
+        ),
         format!(
             "{path}:6:11: hj212.listen[0].factors: factor map \"our-platform\" has errors, listed with its file"
         ),

@@ -302,9 +302,12 @@ pub fn describe(cfg: &Config) -> String {
             human_duration(l.flag_alert_after)
         );
         for st in &l.stations {
-            let password = st.password.as_ref().map_or("no password check".to_string(), |p| {
-                format!("password from {}", secret_state(p))
-            });
+            let password = st
+                .password
+                .as_ref()
+                .map_or("no password check".to_string(), |p| {
+                    format!("password from {}", secret_state(p))
+                });
             let sm4 = st.sm4_key.as_ref().map_or("no SM4 key".to_string(), |k| {
                 let state = match dustgate::config::hj212::resolve_sm4_key(k) {
                     Ok(_) => "found, 16 bytes".to_string(),

@@ -125,7 +125,10 @@ pub fn parse_factor_map(
         cx.error(
             &f.span,
             "format",
-            format!("unknown format \"{}\": a factor map has format = \"{FORMAT}\"", f.value),
+            format!(
+                "unknown format \"{}\": a factor map has format = \"{FORMAT}\"",
+                f.value
+            ),
         );
     }
     let description = root.req::<String>(&mut cx, "description");

@@ -62,10 +62,9 @@ pub enum Hj212Endpoint {
 impl Hj212Endpoint {
     pub fn describe(&self) -> String {
         match self {
-            Hj212Endpoint::Tcp { address, public } => format!(
-                "TCP {address}{}",
-                if *public { " (public)" } else { "" }
-            ),
+            Hj212Endpoint::Tcp { address, public } => {
+                format!("TCP {address}{}", if *public { " (public)" } else { "" })
+            }
             Hj212Endpoint::Serial { path, baud } => format!("serial {path} {baud} 8N1"),
         }
     }
@@ -340,7 +339,10 @@ pub fn validate(
                 cx.error(
                     &n.span,
                     &key,
-                    format!("listener name \"{}\" is already used at line {line}", n.value),
+                    format!(
+                        "listener name \"{}\" is already used at line {line}",
+                        n.value
+                    ),
                 );
             } else {
                 names.insert(n.value.clone(), cx.file.position(n.span.start).0);
@@ -443,7 +445,11 @@ fn listener(
         }
         (Some(a), None) => {
             if let Some(b) = &l.baud {
-                cx.error(&b.span, &key("baud"), "`baud` is for a serial line (`path`)");
+                cx.error(
+                    &b.span,
+                    &key("baud"),
+                    "`baud` is for a serial line (`path`)",
+                );
             }
             let public = l.public.as_ref().is_some_and(|p| p.value);
             match a.value.parse::<SocketAddr>() {
@@ -502,7 +508,11 @@ fn listener(
                 Some(b) => in_range::<u32>(cx, b, &key("baud"), 300, 4_000_000).map(|b| b.value),
             };
             if p.value.trim().is_empty() || p.value.chars().any(char::is_control) {
-                cx.error(&p.span, &key("path"), "a serial device such as \"/dev/ttyS1\"");
+                cx.error(
+                    &p.span,
+                    &key("path"),
+                    "a serial device such as \"/dev/ttyS1\"",
+                );
                 None
             } else {
                 baud.map(|baud| Hj212Endpoint::Serial {
@@ -577,8 +587,8 @@ fn listener(
         Some(m) => in_range::<usize>(cx, m, &key("max_connections"), 1, 65_536)
             .map_or(DEFAULT_MAX_CONNECTIONS, |m| m.value),
     };
-    let idle_timeout = positive(cx, l.idle_timeout.clone(), &key("idle_timeout"))
-        .unwrap_or(DEFAULT_IDLE_TIMEOUT);
+    let idle_timeout =
+        positive(cx, l.idle_timeout.clone(), &key("idle_timeout")).unwrap_or(DEFAULT_IDLE_TIMEOUT);
     let max_frame_rate = match &l.max_frame_rate {
         None => DEFAULT_MAX_FRAME_RATE,
         Some(r) if r.value > 0.0 && r.value <= 1000.0 => r.value,
@@ -666,9 +676,7 @@ fn check_mn(mn: &str) -> Result<(), String> {
         ));
     }
     if !mn.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(format!(
-            "\"{mn}\": an MN is printable ASCII without spaces"
-        ));
+        return Err(format!("\"{mn}\": an MN is printable ASCII without spaces"));
     }
     Ok(())
 }
@@ -833,10 +841,7 @@ mod tests {
             unsafe { std::env::set_var(name, v) };
             Secret::Env(name.to_string())
         };
-        assert_eq!(
-            resolve_sm4_key(&env("DG_T_SM4_HEX", hex)),
-            Ok([0x30; 16])
-        );
+        assert_eq!(resolve_sm4_key(&env("DG_T_SM4_HEX", hex)), Ok([0x30; 16]));
         assert_eq!(
             resolve_sm4_key(&env("DG_T_SM4_ASCII", "0000000000000000")),
             Ok([b'0'; 16])
@@ -844,7 +849,10 @@ mod tests {
         let e = resolve_sm4_key(&env("DG_T_SM4_BAD", "secret-but-short")).map(|_| ());
         assert_eq!(e, Ok(()), "16 ASCII characters are a key");
         let e = resolve_sm4_key(&env("DG_T_SM4_BAD2", "tooshort")).unwrap_err();
-        assert!(e.contains("not 16 bytes") && e.contains("8 characters"), "{e}");
+        assert!(
+            e.contains("not 16 bytes") && e.contains("8 characters"),
+            "{e}"
+        );
         assert!(!e.contains("tooshort"), "{e}");
     }
 

@@ -658,7 +658,10 @@ mod tests {
         assert_eq!(l.flag_alert_after, std::time::Duration::from_secs(1800));
         assert!(l.set_time);
         let (a, w) = (&l.stations[0], &l.stations[1]);
-        assert_eq!((a.device.as_str(), a.site.as_str()), ("dust-03", "cd-jj-0018"));
+        assert_eq!(
+            (a.device.as_str(), a.site.as_str()),
+            ("dust-03", "cd-jj-0018")
+        );
         assert_eq!(a.factors.name, "hj212-mgm3");
         assert_eq!(a.factors.lookup("a34002").unwrap().factor, 1000.0);
         assert_eq!(a.password, Some(Secret::Env("HJ212_PW_03".into())));
@@ -667,9 +670,17 @@ mod tests {
         assert_eq!((w.site.as_str(), w.kind), ("hub", Some(StationKind::Water)));
         assert_eq!(w.factors.name, "hj212-standard");
         assert!(w.password.is_none());
-        let maps: Vec<&str> = c.hj212.factor_maps().iter().map(|m| m.name.as_str()).collect();
+        let maps: Vec<&str> = c
+            .hj212
+            .factor_maps()
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
         assert_eq!(maps, ["hj212-mgm3", "hj212-standard"]);
-        assert_eq!(l.station("88888880000001").map(|s| s.device.as_str()), Some("water-01"));
+        assert_eq!(
+            l.station("88888880000001").map(|s| s.device.as_str()),
+            Some("water-01")
+        );
         // A serial line.
         let c = load_ok(
             "[site]\nid = \"s\"\n[[hj212.listen]]\nname = \"box\"\npath = \"/dev/ttyS1\"\nbaud = 9600\nunknown = \"accept\"\n",
@@ -682,7 +693,10 @@ mod tests {
                 baud: 9600
             }
         );
-        assert_eq!((l.unknown, l.factors.name.as_str()), (UnknownMn::Accept, "hj212-standard"));
+        assert_eq!(
+            (l.unknown, l.factors.name.as_str()),
+            (UnknownMn::Accept, "hj212-standard")
+        );
     }
 
     #[test]

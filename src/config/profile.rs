@@ -211,7 +211,10 @@ impl ProfileLoader {
         };
         let before = diags.len();
         let map = parse_factor_map(name, &file, Catalog::builtin(), diags, &mut self.notes);
-        let result = (diags.len() == before).then_some(map).flatten().map(Arc::new);
+        let result = (diags.len() == before)
+            .then_some(map)
+            .flatten()
+            .map(Arc::new);
         self.factor_cache.insert(name.to_string(), result.clone());
         result.ok_or(ProfileError::Invalid)
     }
