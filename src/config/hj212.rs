@@ -806,15 +806,19 @@ fn station(
 }
 
 /// Reads an SM4 key (HJ 212-2025): 16 bytes, written as 32 hex digits or 16 ASCII characters.
-/// The error says what is wrong, never the value.
+/// The error says what is wrong and where the key came from, never the value.
 pub fn resolve_sm4_key(secret: &Secret) -> Result<[u8; 16], String> {
-    let text = secret.resolve()?;
+    parse_sm4_key(&secret.resolve()?, &secret.describe())
+}
+
+/// An SM4 key's text (see [`resolve_sm4_key`]); `from` names where it came from.
+pub fn parse_sm4_key(text: &str, from: &str) -> Result<[u8; 16], String> {
     let text = text.trim();
     let mut key = [0u8; 16];
     if text.len() == 32 && text.chars().all(|c| c.is_ascii_hexdigit()) {
         for (i, b) in key.iter_mut().enumerate() {
             *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
-                .map_err(|_| "not hex".to_string())?;
+                .map_err(|_| format!("the SM4 key from {from} is not hex"))?;
         }
         return Ok(key);
     }
@@ -823,8 +827,7 @@ pub fn resolve_sm4_key(secret: &Secret) -> Result<[u8; 16], String> {
         return Ok(key);
     }
     Err(format!(
-        "the SM4 key from {} is not 16 bytes: write it as 32 hex digits or 16 ASCII characters ({} characters found)",
-        secret.describe(),
+        "the SM4 key from {from} is not 16 bytes: write it as 32 hex digits or 16 ASCII characters ({} characters found)",
         text.chars().count()
     ))
 }
@@ -836,24 +839,26 @@ mod tests {
     #[test]
     fn sm4_keys_are_hex_or_ascii_and_never_echoed() {
         let hex = "30303030303030303030303030303030";
-        let env = |name: &str, v: &str| {
-            // SAFETY: each test uses its own variable name; nothing else reads it.
-            unsafe { std::env::set_var(name, v) };
-            Secret::Env(name.to_string())
-        };
-        assert_eq!(resolve_sm4_key(&env("DG_T_SM4_HEX", hex)), Ok([0x30; 16]));
+        assert_eq!(parse_sm4_key(hex, "$K"), Ok([0x30; 16]));
         assert_eq!(
-            resolve_sm4_key(&env("DG_T_SM4_ASCII", "0000000000000000")),
-            Ok([b'0'; 16])
+            parse_sm4_key("00112233445566778899aabbccddeeff\n", "$K").map(|k| k[15]),
+            Ok(0xff)
         );
-        let e = resolve_sm4_key(&env("DG_T_SM4_BAD", "secret-but-short")).map(|_| ());
-        assert_eq!(e, Ok(()), "16 ASCII characters are a key");
-        let e = resolve_sm4_key(&env("DG_T_SM4_BAD2", "tooshort")).unwrap_err();
-        assert!(
-            e.contains("not 16 bytes") && e.contains("8 characters"),
-            "{e}"
+        assert_eq!(parse_sm4_key("0000000000000000", "$K"), Ok([b'0'; 16]));
+        let e = parse_sm4_key("tooshort", "$K").unwrap_err();
+        assert_eq!(
+            e,
+            "the SM4 key from $K is not 16 bytes: write it as 32 hex digits or 16 ASCII characters (8 characters found)"
         );
-        assert!(!e.contains("tooshort"), "{e}");
+        // 32 characters that are not all hex are not a key either.
+        let e = parse_sm4_key(&"g".repeat(32), "$K").unwrap_err();
+        assert!(e.contains("32 characters found"), "{e}");
+        assert!(parse_sm4_key("密钥密钥密钥密钥密钥密钥密钥密钥", "$K").is_err());
+        // Read through a secret, as `check` and `run` do.
+        let file = std::env::temp_dir().join(format!("dustgate-sm4-{}.key", std::process::id()));
+        std::fs::write(&file, format!("{hex}\n")).unwrap();
+        assert_eq!(resolve_sm4_key(&Secret::File(file.clone())), Ok([0x30; 16]));
+        let _ = std::fs::remove_file(&file);
     }
 
     #[test]

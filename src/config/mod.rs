@@ -697,6 +697,12 @@ mod tests {
             (l.unknown, l.factors.name.as_str()),
             (UnknownMn::Accept, "hj212-standard")
         );
+        // The uplink is not built: a config that asks for it is refused, not silently ignored.
+        let e = errors("[site]\nid = \"s\"\n[[hj212.upstream]]\nname = \"city\"\n");
+        assert_eq!(
+            e,
+            "t.toml:3:1: hj212.upstream: [[hj212.upstream]] (the uplink to platforms) is not built yet: this gateway cannot report to a platform"
+        );
     }
 
     #[test]
