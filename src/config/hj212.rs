@@ -302,6 +302,13 @@ pub struct TakenIds<'a> {
     pub modbus: &'a HashMap<String, usize>,
     /// Fixed MQTT device ids.
     pub mqtt: &'a HashMap<String, usize>,
+    /// `[http].listen`: a listener may not take its port.
+    pub http_listen: Option<SocketAddr>,
+}
+
+/// Whether two listening addresses would take the same port.
+fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Checks the listeners and their stations.
@@ -471,6 +478,18 @@ fn listener(
                         format!(
                             "\"{}\" is reachable from other machines: HJ 212 sends its password in clear text, so say so with `public = true` (and list the stations' MNs and passwords)",
                             a.value
+                        ),
+                    );
+                    None
+                }
+                Ok(addr) if taken.http_listen.is_some_and(|h| same_port(h, addr)) => {
+                    cx.error(
+                        &a.span,
+                        &key("listen"),
+                        format!(
+                            "\"{}\" takes the port of [http].listen ({}): give HJ 212 a port of its own",
+                            a.value,
+                            taken.http_listen.map_or(String::new(), |h| h.to_string())
                         ),
                     );
                     None

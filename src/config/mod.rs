@@ -158,6 +158,7 @@ pub fn validate(
         &hj212::TakenIds {
             modbus: &device_ids,
             mqtt: &mqtt_ids,
+            http_listen: http.as_ref().map(|h| h.listen),
         },
     );
     let rules::Rules {
@@ -622,11 +623,12 @@ mod tests {
         );
         // Two stations of one device, a listener name twice, a serial line without its baud.
         let e = errors(
-            "[site]\nid = \"s\"\n[[hj212.listen]]\nname = \"a\"\nlisten = \"127.0.0.1:6000\"\n  [[hj212.listen.station]]\n  mn = \"M1\"\n  device = \"d\"\n[[hj212.listen]]\nname = \"a\"\npath = \"/dev/ttyS1\"\nidle_timeout = \"0s\"\n  [[hj212.listen.station]]\n  mn = \"M2\"\n  device = \"d\"\n  kind = \"soil\"\n",
+            "[site]\nid = \"s\"\n[[hj212.listen]]\nname = \"a\"\nlisten = \"127.0.0.1:8080\"\n  [[hj212.listen.station]]\n  mn = \"M1\"\n  device = \"d\"\n[[hj212.listen]]\nname = \"a\"\npath = \"/dev/ttyS1\"\nidle_timeout = \"0s\"\n  [[hj212.listen.station]]\n  mn = \"M2\"\n  device = \"d\"\n  kind = \"soil\"\n",
         );
         assert_eq!(
             e,
-            "t.toml:10:8: hj212.listen[1].name: listener name \"a\" is already used at line 4\n\
+            "t.toml:5:10: hj212.listen[0].listen: \"127.0.0.1:8080\" takes the port of [http].listen (127.0.0.1:8080): give HJ 212 a port of its own\n\
+             t.toml:10:8: hj212.listen[1].name: listener name \"a\" is already used at line 4\n\
              t.toml:11:8: hj212.listen[1].baud: a serial line needs its `baud` (such as 9600)\n\
              t.toml:12:16: hj212.listen[1].idle_timeout: must be longer than zero\n\
              t.toml:15:12: hj212.listen[1].station[0].device: device id \"d\" is already a station's (line 8)\n\
