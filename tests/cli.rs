@@ -488,3 +488,107 @@ fn a_config_that_is_not_utf8_gets_a_position() {
         "{out}{err}"
     );
 }
+
+fn dustgate_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(Gateway::binary())
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(repo_root())
+        .output()
+        .expect("run dustgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_lists_the_hj212_hub_example_without_its_secrets() {
+    let secrets = [
+        ("HJ212_PW_0018", "pw0018x"),
+        ("HJ212_PW_0021", "pw0021y"),
+        ("HJ212_SM4_0021", "k0k1k2k3k4k5k6k7"),
+        ("INFLUX_TOKEN", "tok-hub"),
+    ];
+    let (code, out, err) =
+        dustgate_env(&["check", "--config", "examples/hj212-hub.toml"], &secrets);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    for needle in [
+        "examples/hj212-hub.toml is valid.",
+        "hj212 listener district: TCP 0.0.0.0:6653 (public), crc hj212 modbus, unknown MNs rejected (counted), map hj212-standard",
+        "  up to 256 connections, idle timeout 5m, at most 10 frames/s per station, buffer 64 KiB; clock drift over 5m alerts; a data flag other than N held 30m alerts",
+        "  station 010000A8900016F000169DC0 → device dust-c-01, site cd-jj-0018, map hj212-standard, air; password from $HJ212_PW_0018 (found); no SM4 key",
+        "  station HJZB0XH0150109 → device dust-d-01, site cd-jj-0021, map hj212-mgm3, kind from its codes; password from $HJ212_PW_0021 (found); SM4 key from $HJ212_SM4_0021 (found, 16 bytes)",
+        "HJ 212 factor maps:\n  hj212-standard [P]: 27 codes, devices/hj212-standard.toml (built in)",
+        "  hj212-mgm3 [S]: 27 codes, devices/hj212-mgm3.toml (built in)",
+        "1 HJ 212 listener(s), 2 station(s)",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    let all = format!("{out}{err}");
+    for (_, secret) in secrets {
+        assert!(!all.contains(secret), "{secret} printed:\n{all}");
+    }
+    // Without the environment it is still valid, and says what `run` will miss.
+    let (code, out, _) = dustgate(&["check", "--config", "examples/hj212-hub.toml"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("password from $HJ212_PW_0018 (NOT USABLE here: environment variable HJ212_PW_0018 is not set"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_reports_hj212_problems_and_a_sites_own_factor_map() {
+    let dir = scratch_dir("check-hj212");
+    let map = "format = \"hj212-factors\"\ndescription = \"our platform\"\n[[code]]\ncode = \"a34002\"\nmetric = \"pm10\"\nfactor = 1000\ndecimals = 3\n[[code]]\ncode = \"a99999\"\nmetric = \"radon\"\ndecimals = 1\n";
+    let site = r#"[site]
+id = "s1"
+[[hj212.listen]]
+name = "monitors"
+listen = "0.0.0.0:6000"
+factors = "our-platform"
+  [[hj212.listen.station]]
+  mn = "MN;01"
+  device = "dust-01"
+  password = "123456"
+  sm4_key_env = "HJ212_SM4"
+  sm4_key_file = "sm4.key"
+"#;
+    let config = write_site(&dir, site, &[("our-platform", map.to_string())]);
+    let path = config.display().to_string();
+    let (code, out, err) = dustgate(&["check", "--config", &path]);
+    assert_eq!(code, 1, "stdout: {out}");
+    let map_path = dir
+        .join("devices")
+        .join("our-platform.toml")
+        .display()
+        .to_string();
+    let expected = [
+        format!(
+            "{map_path}:10:10: code[1].metric: \"radon\" is not a canonical metric (data/metrics.toml)"
+        ),
+        format!(
+            "{path}:5:10: hj212.listen[0].listen: \"0.0.0.0:6000\" is reachable from other machines"
+        ),
+        format!(
+            "{path}:6:11: hj212.listen[0].factors: factor map \"our-platform\" has errors, listed with its file"
+        ),
+        format!("{path}:8:8: hj212.listen[0].station[0].mn: \"MN;01\" holds ';'"),
+        format!(
+            "{path}:10:14: hj212.listen[0].station[0].password: secrets never go in the config file"
+        ),
+        format!(
+            "{path}:12:18: hj212.listen[0].station[0].sm4_key: set hj212.listen[0].station[0].sm4_key_env or hj212.listen[0].station[0].sm4_key_file, not both"
+        ),
+    ];
+    for e in &expected {
+        assert!(err.contains(e.as_str()), "missing\n  {e}\nin:\n{err}");
+    }
+    assert!(
+        err.contains(&format!("{} problems found", expected.len())),
+        "{err}"
+    );
+    assert!(!err.contains("123456"), "{err}");
+}

@@ -267,6 +267,79 @@ pub fn describe(cfg: &Config) -> String {
             let _ = writeln!(o, "  rejected messages republished to {dl}");
         }
     }
+    for l in &cfg.hj212.listeners {
+        let crc: Vec<&str> = l.crc.iter().map(|c| c.name()).collect();
+        let unknown = match l.unknown {
+            dustgate::config::UnknownMn::Reject => "unknown MNs rejected (counted)",
+            dustgate::config::UnknownMn::Accept => "unknown MNs accepted (device = MN)",
+        };
+        let conns = match l.endpoint {
+            dustgate::config::Hj212Endpoint::Tcp { .. } => {
+                format!("up to {} connections, ", l.max_connections)
+            }
+            dustgate::config::Hj212Endpoint::Serial { .. } => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "\nhj212 listener {}: {}, crc {}, {unknown}, map {}",
+            l.name,
+            l.endpoint.describe(),
+            crc.join(" "),
+            l.factors.name
+        );
+        let _ = writeln!(
+            o,
+            "  {conns}idle timeout {}, at most {} frames/s per station, buffer {}; clock drift over {} alerts{}; a data flag other than N held {} alerts",
+            human_duration(l.idle_timeout),
+            l.max_frame_rate,
+            human_bytes(l.max_buffer as u64),
+            human_duration(l.max_drift),
+            if l.set_time {
+                " and the monitor's clock is set (CN=1012)"
+            } else {
+                ""
+            },
+            human_duration(l.flag_alert_after)
+        );
+        for st in &l.stations {
+            let password = st
+                .password
+                .as_ref()
+                .map_or("no password check".to_string(), |p| {
+                    format!("password from {}", secret_state(p))
+                });
+            let sm4 = st.sm4_key.as_ref().map_or("no SM4 key".to_string(), |k| {
+                let state = match dustgate::config::hj212::resolve_sm4_key(k) {
+                    Ok(_) => "found, 16 bytes".to_string(),
+                    Err(e) => format!("NOT USABLE here: {e}"),
+                };
+                format!("SM4 key from {} ({state})", k.describe())
+            });
+            let kind = st
+                .kind
+                .map_or("kind from its codes".to_string(), |k| k.name().to_string());
+            let _ = writeln!(
+                o,
+                "  station {} → device {}, site {}, map {}, {kind}; {password}; {sm4}",
+                st.mn, st.device, st.site, st.factors.name
+            );
+        }
+    }
+    let maps = cfg.hj212.factor_maps();
+    if !maps.is_empty() {
+        let _ = writeln!(o, "\nHJ 212 factor maps:");
+        for m in maps {
+            let _ = writeln!(
+                o,
+                "  {} {}: {} codes, {} ({})",
+                m.name,
+                m.confidence.mark(),
+                m.len(),
+                m.origin,
+                m.description
+            );
+        }
+    }
     if !cfg.rules.is_empty() {
         let _ = writeln!(o, "\nrules in force ({}):", cfg.rules.len());
         let today = cfg.site.timezone.to_datetime(jiff::Timestamp::now()).date();
@@ -397,12 +470,18 @@ pub fn describe(cfg: &Config) -> String {
     }
     let _ = writeln!(
         o,
-        "\nplan: {} bus(es), {} device(s), {} request(s) per cycle, {:.2} requests/s; {} broker(s)",
+        "\nplan: {} bus(es), {} device(s), {} request(s) per cycle, {:.2} requests/s; {} broker(s); {} HJ 212 listener(s), {} station(s)",
         cfg.buses.len(),
         devices,
         total_reads,
         reads_per_s,
-        cfg.brokers.len()
+        cfg.brokers.len(),
+        cfg.hj212.listeners.len(),
+        cfg.hj212
+            .listeners
+            .iter()
+            .map(|l| l.stations.len())
+            .sum::<usize>()
     );
     o
 }

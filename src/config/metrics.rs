@@ -107,6 +107,7 @@ mod tests {
         assert_eq!(c.get("cod").unwrap().measurement, "water");
         assert_eq!(c.get("wash_flow").unwrap().measurement, "equipment");
         assert_eq!(c.get("earthwork_active").unwrap().measurement, "activity");
-        assert_eq!(c.metrics.len(), 27);
+        assert_eq!(c.metrics.len(), 28);
+        assert_eq!(c.get("pm1").unwrap().hj212.as_deref(), Some("a34005"));
     }
 }

@@ -13,6 +13,8 @@
 pub mod alerts;
 pub mod common;
 pub mod control;
+pub mod factors;
+pub mod hj212;
 pub mod http;
 pub mod influx;
 pub mod json_profile;
@@ -32,6 +34,10 @@ use std::sync::Arc;
 
 pub use alerts::{AlertMqtt, AlertsConfig, Locale, Webhook, WebhookFormat};
 pub use common::Secret;
+pub use factors::{Factor, FactorMap};
+pub use hj212::{
+    CrcForm, Hj212Config, Hj212Endpoint, Hj212Listener, Hj212Station, StationKind, UnknownMn,
+};
 pub use http::HttpConfig;
 pub use influx::{InfluxApi, InfluxConfig};
 pub use modbus::{BusConfig, DeviceConfig, Parity, SerialLine, Transport};
@@ -56,6 +62,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub buses: Vec<BusConfig>,
     pub brokers: Vec<MqttConfig>,
+    /// `[[hj212.listen]]`: HJ 212 ingest.
+    pub hj212: Hj212Config,
     /// The rules in force: the packs' rules, with the site's own replacing those of the same id.
     pub rules: Vec<RuleConfig>,
     /// The packs named in `[site].standards`.
@@ -80,6 +88,7 @@ pub struct RawConfig<'t, 'i> {
     pub http: Option<http::RawHttp>,
     pub modbus: Vec<modbus::RawBus>,
     pub mqtt: Vec<mqtt::RawBroker>,
+    pub hj212: Vec<hj212::RawListener>,
     /// The site's own `[[rule]]` tables, read in stage two: one whose id is a pack rule's is a
     /// patch of it, so they are read once the packs are known.
     pub rules: Vec<TableReader<'t, 'i>>,
@@ -98,6 +107,7 @@ pub fn read<'t, 'i>(cx: &mut Cx<'_>, root: &mut TableReader<'t, 'i>) -> RawConfi
         http: http::read(cx, root),
         modbus: modbus::read(cx, root),
         mqtt: mqtt::read(cx, root),
+        hj212: hj212::read(cx, root),
         rules: root.tables(cx, "rule"),
         alerts: alerts::read(cx, root),
         compliance: root
@@ -136,15 +146,36 @@ pub fn validate(
     let http = http::validate(cx, raw.http);
     let (buses, device_ids) = modbus::validate(cx, raw.modbus, profiles);
     let site_id = site.as_ref().map_or("site", |s| s.id.as_str()).to_string();
+    let mqtt_ids = mqtt::fixed_device_ids(cx, &raw.mqtt);
     let (brokers, idle_brokers) =
         mqtt::validate(cx, raw.mqtt, base, &site_id, profiles, &device_ids);
+    let hj212 = hj212::validate(
+        cx,
+        raw.hj212,
+        base,
+        &site_id,
+        profiles,
+        &hj212::TakenIds {
+            modbus: &device_ids,
+            mqtt: &mqtt_ids,
+            http_listen: http.as_ref().map(|h| h.listen),
+        },
+    );
     let rules::Rules {
         rules,
         packs,
         patches: rule_patches,
         actuate_at,
         warnings: rule_warnings,
-    } = rules::resolve(cx, &raw_standards, raw.rules, &buses, &brokers, packs);
+    } = rules::resolve(
+        cx,
+        &raw_standards,
+        raw.rules,
+        &buses,
+        &brokers,
+        &hj212,
+        packs,
+    );
     let alerts = alerts::validate(cx, raw.alerts, base, &site_id, &brokers);
     let compliance = linkage::compliance(cx, raw.compliance);
     let actuators = linkage::actuators(cx, raw.actuators, &buses, &actuate_at);
@@ -179,6 +210,7 @@ pub fn validate(
         http: http?,
         buses,
         brokers,
+        hj212,
         rules,
         packs,
         alerts,
@@ -564,6 +596,116 @@ mod tests {
     }
 
     const RELAY_SITE: &str = "[site]\nid = \"s\"\n[[modbus]]\nname = \"b\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\n  [[modbus.device]]\n  id = \"relay-01\"\n  unit = 1\n  profile = \"relay-module-8ch\"\n  [[modbus.device]]\n  id = \"dust-01\"\n  unit = 2\n  profile = \"generic-dust-monitor\"\n";
+
+    #[test]
+    fn hj212_listeners_and_stations_are_checked_with_positions() {
+        let text = format!(
+            "{RELAY_SITE}[[mqtt]]\nname = \"m\"\nurl = \"mqtt://127.0.0.1:1883\"\n  [[mqtt.subscribe]]\n  topic = \"x/air\"\n  device = \"air-01\"\n  profile = \"json-dust-monitor\"\n\
+             [[hj212.listen]]\nname = \"monitors\"\nlisten = \"0.0.0.0:6000\"\ncrc = [\"hj212\", \"crc32\"]\nfactors = \"no-such-map\"\n\
+             \x20 [[hj212.listen.station]]\n  mn = \"MN-A\"\n  device = \"dust-01\"\n\
+             \x20 [[hj212.listen.station]]\n  mn = \"MN-A\"\n  device = \"air-01\"\n\
+             \x20 [[hj212.listen.station]]\n  mn = \"MN;B\"\n  device = \"st-03\"\n  password = \"123456\"\n\
+             [[hj212.listen]]\nname = \"line\"\nlisten = \"127.0.0.1:6001\"\npath = \"/dev/ttyS1\"\nbaud = 9600\ncrc = []\nunknown = \"maybe\"\n"
+        );
+        assert_eq!(
+            errors(&text),
+            "t.toml:24:10: hj212.listen[0].listen: \"0.0.0.0:6000\" is reachable from other machines: HJ 212 sends its password in clear text, so say so with `public = true` (and list the stations' MNs and passwords)\n\
+             t.toml:25:7: hj212.listen[0].crc: unknown CRC form \"crc32\": \"hj212\" (the standard's) or \"modbus\" (CRC-16/MODBUS, seen in the field)\n\
+             t.toml:26:11: hj212.listen[0].factors: no HJ 212 factor map \"no-such-map\" (looked in the built-in maps); built-in maps: hj212-mgm3, hj212-standard\n\
+             t.toml:29:12: hj212.listen[0].station[0].device: device id \"dust-01\" is a Modbus device's (line 12): an HJ 212 station needs an id of its own\n\
+             t.toml:31:8: hj212.listen[0].station[1].mn: MN \"MN-A\" is already a station's (line 28)\n\
+             t.toml:32:12: hj212.listen[0].station[1].device: device id \"air-01\" is an MQTT device's (line 20): an HJ 212 station needs an id of its own\n\
+             t.toml:34:8: hj212.listen[0].station[2].mn: \"MN;B\" holds ';', which separates fields of an HJ 212 frame: no MN can carry it\n\
+             t.toml:36:14: hj212.listen[0].station[2].password: secrets never go in the config file: name them with password_env or password_file\n\
+             t.toml:40:8: hj212.listen[1].path: give `listen` (a TCP address) or `path` (a serial line), not both\n\
+             t.toml:42:7: hj212.listen[1].crc: at least one CRC form: \"hj212\" and/or \"modbus\"\n\
+             t.toml:43:11: hj212.listen[1].unknown: unknown policy \"maybe\": \"reject\" (refused, counted) or \"accept\" (device = MN)"
+        );
+        // Two stations of one device, a listener name twice, a serial line without its baud.
+        let e = errors(
+            "[site]\nid = \"s\"\n[[hj212.listen]]\nname = \"a\"\nlisten = \"127.0.0.1:8080\"\n  [[hj212.listen.station]]\n  mn = \"M1\"\n  device = \"d\"\n[[hj212.listen]]\nname = \"a\"\npath = \"/dev/ttyS1\"\nidle_timeout = \"0s\"\n  [[hj212.listen.station]]\n  mn = \"M2\"\n  device = \"d\"\n  kind = \"soil\"\n",
+        );
+        assert_eq!(
+            e,
+            "t.toml:5:10: hj212.listen[0].listen: \"127.0.0.1:8080\" takes the port of [http].listen (127.0.0.1:8080): give HJ 212 a port of its own\n\
+             t.toml:10:8: hj212.listen[1].name: listener name \"a\" is already used at line 4\n\
+             t.toml:11:8: hj212.listen[1].baud: a serial line needs its `baud` (such as 9600)\n\
+             t.toml:12:16: hj212.listen[1].idle_timeout: must be longer than zero\n\
+             t.toml:15:12: hj212.listen[1].station[0].device: device id \"d\" is already a station's (line 8)\n\
+             t.toml:16:10: hj212.listen[1].station[0].kind: unknown kind \"soil\": \"air\" or \"water\""
+        );
+    }
+
+    #[test]
+    fn a_bureau_hub_loads_with_defaults_and_named_maps() {
+        let c = load_ok(
+            "[site]\nid = \"hub\"\n[[hj212.listen]]\nname = \"bureau\"\nlisten = \"0.0.0.0:6653\"\npublic = true\ncrc = [\"hj212\", \"modbus\", \"hj212\"]\nfactors = \"hj212-mgm3\"\nset_time = true\n  [[hj212.listen.station]]\n  mn = \"010000A8900016F000169DC0\"\n  device = \"dust-03\"\n  site = \"cd-jj-0018\"\n  password_env = \"HJ212_PW_03\"\n  sm4_key_file = \"keys/03.sm4\"\n  [[hj212.listen.station]]\n  mn = \"88888880000001\"\n  device = \"water-01\"\n  factors = \"hj212-standard\"\n  kind = \"water\"\n[[rule]]\nid = \"r\"\nmetric = \"pm10\"\ndevices = [\"dust-03\"]\nabove = 150\n",
+        );
+        assert_eq!(warnings(&c), "");
+        let l = &c.hj212.listeners[0];
+        assert_eq!(
+            l.endpoint,
+            Hj212Endpoint::Tcp {
+                address: "0.0.0.0:6653".parse().unwrap(),
+                public: true
+            }
+        );
+        assert_eq!(l.crc, [CrcForm::Hj212, CrcForm::Modbus]);
+        assert_eq!(l.unknown, UnknownMn::Reject);
+        assert_eq!(l.max_connections, 2048);
+        assert_eq!(l.idle_timeout, std::time::Duration::from_secs(300));
+        assert_eq!(l.max_frame_rate, 10.0);
+        assert_eq!(l.max_buffer, 64 << 10);
+        assert_eq!(l.max_drift, std::time::Duration::from_secs(300));
+        assert_eq!(l.flag_alert_after, std::time::Duration::from_secs(1800));
+        assert!(l.set_time);
+        let (a, w) = (&l.stations[0], &l.stations[1]);
+        assert_eq!(
+            (a.device.as_str(), a.site.as_str()),
+            ("dust-03", "cd-jj-0018")
+        );
+        assert_eq!(a.factors.name, "hj212-mgm3");
+        assert_eq!(a.factors.lookup("a34002").unwrap().factor, 1000.0);
+        assert_eq!(a.password, Some(Secret::Env("HJ212_PW_03".into())));
+        assert_eq!(a.sm4_key, Some(Secret::File(PathBuf::from("keys/03.sm4"))));
+        assert_eq!(a.kind, None);
+        assert_eq!((w.site.as_str(), w.kind), ("hub", Some(StationKind::Water)));
+        assert_eq!(w.factors.name, "hj212-standard");
+        assert!(w.password.is_none());
+        let maps: Vec<&str> = c
+            .hj212
+            .factor_maps()
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(maps, ["hj212-mgm3", "hj212-standard"]);
+        assert_eq!(
+            l.station("88888880000001").map(|s| s.device.as_str()),
+            Some("water-01")
+        );
+        // A serial line.
+        let c = load_ok(
+            "[site]\nid = \"s\"\n[[hj212.listen]]\nname = \"box\"\npath = \"/dev/ttyS1\"\nbaud = 9600\nunknown = \"accept\"\n",
+        );
+        let l = &c.hj212.listeners[0];
+        assert_eq!(
+            l.endpoint,
+            Hj212Endpoint::Serial {
+                path: "/dev/ttyS1".into(),
+                baud: 9600
+            }
+        );
+        assert_eq!(
+            (l.unknown, l.factors.name.as_str()),
+            (UnknownMn::Accept, "hj212-standard")
+        );
+        // The uplink is not built: a config that asks for it is refused, not silently ignored.
+        let e = errors("[site]\nid = \"s\"\n[[hj212.upstream]]\nname = \"city\"\n");
+        assert_eq!(
+            e,
+            "t.toml:3:1: hj212.upstream: [[hj212.upstream]] (the uplink to platforms) is not built yet: this gateway cannot report to a platform"
+        );
+    }
 
     #[test]
     fn actuators_switch_only_writable_coils_of_known_devices() {

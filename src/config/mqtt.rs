@@ -157,6 +157,25 @@ pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> Vec<RawBroker> {
     raw
 }
 
+/// Fixed device ids of the subscriptions (`device = "dust-01"`), each with its line (the
+/// first): HJ 212 stations may not take them.
+pub fn fixed_device_ids(cx: &Cx<'_>, raw: &[RawBroker]) -> HashMap<String, usize> {
+    let mut ids = HashMap::new();
+    for d in raw
+        .iter()
+        .flat_map(|b| &b.subscribe)
+        .filter_map(|s| s.device.as_ref())
+    {
+        let v = d.value.as_str();
+        if v.is_empty() || v.starts_with('/') || (v.starts_with('{') && v.ends_with('}')) {
+            continue;
+        }
+        ids.entry(d.value.clone())
+            .or_insert_with(|| cx.file.position(d.span.start).0);
+    }
+    ids
+}
+
 /// Brokers without a subscription: (name, span, key path of `subscribe`).
 pub type IdleBrokers = Vec<(String, Span, String)>;
 

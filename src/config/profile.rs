@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::common::in_range;
+use super::factors::{FactorMap, is_factor_map, parse_factor_map};
 use super::json_profile::{JsonProfile, parse_json_profile};
 use super::metrics::Catalog;
 use super::reader::{Cx, Sp, TableReader, parse_document};
@@ -139,6 +140,7 @@ pub struct ProfileLoader {
     dirs: Vec<PathBuf>,
     cache: HashMap<String, Option<Arc<ModbusProfile>>>,
     json_cache: HashMap<String, Option<Arc<JsonProfile>>>,
+    factor_cache: HashMap<String, Option<Arc<FactorMap>>>,
     /// Notes for `check` (a site's own profile without `source` or `confidence`), each once.
     pub notes: Vec<Diagnostic>,
 }
@@ -158,6 +160,7 @@ impl ProfileLoader {
             dirs,
             cache: HashMap::new(),
             json_cache: HashMap::new(),
+            factor_cache: HashMap::new(),
             notes: Vec::new(),
         }
     }
@@ -170,8 +173,63 @@ impl ProfileLoader {
         Self::new(vec![dir])
     }
 
+    /// The built-in device profiles (the HJ 212 factor maps of devices/ are not profiles).
     pub fn builtin_names() -> impl Iterator<Item = &'static str> {
-        BUILTIN_DEVICES.iter().map(|(n, _)| *n)
+        BUILTIN_DEVICES
+            .iter()
+            .filter(|(_, text)| !is_factor_map(text))
+            .map(|(n, _)| *n)
+    }
+
+    /// The built-in HJ 212 factor maps.
+    pub fn builtin_factor_names() -> impl Iterator<Item = &'static str> {
+        BUILTIN_DEVICES
+            .iter()
+            .filter(|(_, text)| is_factor_map(text))
+            .map(|(n, _)| *n)
+    }
+
+    /// Loads (once) and validates an HJ 212 factor map, recording its problems in `diags`.
+    pub fn load_factors(
+        &mut self,
+        name: &str,
+        diags: &mut Diagnostics,
+    ) -> Result<Arc<FactorMap>, ProfileError> {
+        if let Some(cached) = self.factor_cache.get(name) {
+            return cached.clone().ok_or(ProfileError::Invalid);
+        }
+        let file = match self.locate_as(name, diags, "HJ 212 factor map", "maps") {
+            Ok(f) => f,
+            Err(ProfileError::NotFound(msg)) => {
+                let builtin: Vec<&str> = Self::builtin_factor_names().collect();
+                return Err(ProfileError::NotFound(format!(
+                    "{msg}; built-in maps: {}",
+                    builtin.join(", ")
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        let before = diags.len();
+        let map = parse_factor_map(name, &file, Catalog::builtin(), diags, &mut self.notes);
+        let result = (diags.len() == before)
+            .then_some(map)
+            .flatten()
+            .map(Arc::new);
+        self.factor_cache.insert(name.to_string(), result.clone());
+        result.ok_or(ProfileError::Invalid)
+    }
+
+    /// A factor map is not a device profile.
+    fn refuse_factor_map(name: &str, file: &SourceFile, diags: &mut Diagnostics) -> bool {
+        if is_factor_map(&file.text) {
+            diags.push(file.diagnostic(
+                &(0..0),
+                "",
+                format!("\"{name}\" is an HJ 212 factor map (factors = \"{name}\"), not a device profile"),
+            ));
+            return true;
+        }
+        false
     }
 
     /// Loads (once) and validates a Modbus profile, recording its problems in `diags`.
@@ -184,6 +242,10 @@ impl ProfileLoader {
             return cached.clone().ok_or(ProfileError::Invalid);
         }
         let file = self.locate(name, diags)?;
+        if Self::refuse_factor_map(name, &file, diags) {
+            self.cache.insert(name.to_string(), None);
+            return Err(ProfileError::Invalid);
+        }
         let before = diags.len();
         let profile = parse_profile(name, &file, Catalog::builtin(), diags, &mut self.notes);
         let result = (diags.len() == before)
@@ -204,6 +266,10 @@ impl ProfileLoader {
             return cached.clone().ok_or(ProfileError::Invalid);
         }
         let file = self.locate(name, diags)?;
+        if Self::refuse_factor_map(name, &file, diags) {
+            self.json_cache.insert(name.to_string(), None);
+            return Err(ProfileError::Invalid);
+        }
         let before = diags.len();
         let profile = parse_json_profile(name, &file, Catalog::builtin(), diags, &mut self.notes);
         let result = (diags.len() == before)
@@ -216,13 +282,33 @@ impl ProfileLoader {
 
     /// Finds and reads a profile file by name.
     fn locate(&self, name: &str, diags: &mut Diagnostics) -> Result<Arc<SourceFile>, ProfileError> {
+        match self.locate_as(name, diags, "device profile", "profiles") {
+            Err(ProfileError::NotFound(msg)) if !msg.contains("may hold only") => {
+                let builtin: Vec<&str> = Self::builtin_names().collect();
+                Err(ProfileError::NotFound(format!(
+                    "{msg}; built-in profiles: {}",
+                    builtin.join(", ")
+                )))
+            }
+            other => other,
+        }
+    }
+
+    /// Finds and reads a file of devices/ by name; `what` names it in messages.
+    fn locate_as(
+        &self,
+        name: &str,
+        diags: &mut Diagnostics,
+        what: &str,
+        whats: &str,
+    ) -> Result<Arc<SourceFile>, ProfileError> {
         if name.is_empty()
             || !name
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         {
             return Err(ProfileError::NotFound(format!(
-                "profile name \"{name}\" may hold only lowercase letters, digits, '-' and '_'"
+                "{what} name \"{name}\" may hold only lowercase letters, digits, '-' and '_'"
             )));
         }
         match self.find(name) {
@@ -237,12 +323,10 @@ impl ProfileLoader {
                     .iter()
                     .map(|d| d.join(format!("{name}.toml")).display().to_string())
                     .collect();
-                places.push("the built-in profiles".to_string());
-                let builtin: Vec<&str> = Self::builtin_names().collect();
+                places.push(format!("the built-in {whats}"));
                 Err(ProfileError::NotFound(format!(
-                    "no device profile \"{name}\" (looked in {}); built-in profiles: {}",
-                    places.join(", "),
-                    builtin.join(", ")
+                    "no {what} \"{name}\" (looked in {})",
+                    places.join(", ")
                 )))
             }
         }
@@ -622,7 +706,9 @@ mod tests {
         let names: Vec<&str> = ProfileLoader::builtin_names().collect();
         assert!(names.len() >= 12, "{names:?}");
         for (name, text) in BUILTIN_DEVICES {
-            let ok = if text.contains("[[field]]") {
+            let ok = if is_factor_map(text) {
+                loader.load_factors(name, &mut diags).is_ok()
+            } else if text.contains("[[field]]") {
                 loader.load_json(name, &mut diags).is_ok()
             } else {
                 loader.load(name, &mut diags).is_ok()

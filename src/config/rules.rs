@@ -1006,6 +1006,7 @@ pub fn resolve(
     site_rules: Vec<TableReader<'_, '_>>,
     buses: &[BusConfig],
     brokers: &[MqttConfig],
+    hj212: &super::hj212::Hj212Config,
     loader: &mut PackLoader,
 ) -> Rules {
     let mut packs = Vec::new();
@@ -1076,13 +1077,19 @@ pub fn resolve(
     let mut patches = Vec::new();
     let mut actuate_at = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
-    // Device ids known at check time: Modbus devices and fixed MQTT ids. An id taken from a
+    // Device ids known at check time: Modbus devices, fixed MQTT ids and HJ 212 stations. An id taken from a
     // topic level or the payload is known only at run time; then no glob is reported.
     let mut known: Vec<&str> = buses
         .iter()
         .flat_map(|b| b.devices.iter().map(|d| d.id.as_str()))
         .collect();
-    let mut all_known = true;
+    let mut all_known = !hj212.accepts_unknown();
+    known.extend(
+        hj212
+            .listeners
+            .iter()
+            .flat_map(|l| l.stations.iter().map(|s| s.device.as_str())),
+    );
     for s in brokers.iter().flat_map(|b| &b.subscriptions) {
         match &s.device {
             DeviceFrom::Fixed(id) => known.push(id),
