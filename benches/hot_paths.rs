@@ -107,6 +107,7 @@ fn bench_pipeline(c: &mut Criterion) {
         device: meta,
         time_ms: 1_795_000_000_000,
         values: (0..9).map(|i| Some(30.0 + f64::from(i))).collect(),
+        flags: Vec::new(),
     };
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(1));

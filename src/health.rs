@@ -537,6 +537,7 @@ mod tests {
             device: Arc::new(DeviceMeta::new(device, "s", &[], &[("pm10", "air")])),
             time_ms: t,
             values: vec![Some(50.0)],
+            flags: Vec::new(),
         });
     }
 

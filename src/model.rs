@@ -203,6 +203,17 @@ pub struct Readings {
     pub device: Arc<DeviceMeta>,
     pub time_ms: i64,
     pub values: Vec<Option<f64>>,
+    /// The data flag the instrument sent with each value (HJ 212 `-Flag`, domain.md §3.7),
+    /// slot by slot; empty when the source has none (Modbus, MQTT). A value flagged other than
+    /// `N` is written with its flag (`<metric>_flag`) and never judged.
+    pub flags: Vec<Option<char>>,
+}
+
+impl Readings {
+    /// The instrument's flag of slot `i`, when it is not `N` (normal).
+    pub fn flag(&self, i: usize) -> Option<char> {
+        self.flags.get(i).copied().flatten().filter(|c| *c != 'N')
+    }
 }
 
 /// Site time in milliseconds since the Unix epoch: the wall clock, except in a demo replay

@@ -553,6 +553,7 @@ mod tests {
             )),
             time_ms: 1_000_000,
             values: vec![Some(186.0), Some(65.2)],
+            flags: Vec::new(),
         });
         let queue = Arc::new(MemoryQueue::new(1 << 20, 100));
         let site = Arc::new(SiteEdge::new(

@@ -276,12 +276,14 @@ impl SiteCore {
         }
         fx.points.extend(points);
         // An impossible value (below the sensor's range) is written flagged, never used.
-        let usable = |slot: &crate::model::MetricSlot, v: f64| {
-            v.is_finite() && validate::flag(slot, v).judged()
+        // A value the instrument flagged (HJ 212: maintenance, calibration, fault ...) is
+        // written with its flag and used for nothing else: not judged, not in the AQI.
+        let usable = |i: usize, slot: &crate::model::MetricSlot, v: f64| {
+            v.is_finite() && r.flag(i).is_none() && validate::flag(slot, v).judged()
         };
         if let Some(a) = &mut self.aqi {
-            for (slot, v) in r.device.slots.iter().zip(&r.values) {
-                if let Some(v) = v.filter(|v| usable(slot, *v))
+            for (i, (slot, v)) in r.device.slots.iter().zip(&r.values).enumerate() {
+                if let Some(v) = v.filter(|v| usable(i, slot, *v))
                     && let Some(p) = a.reading(&r.device.id, &slot.metric, r.time_ms, v)
                 {
                     fx.points.push(p);
@@ -289,7 +291,14 @@ impl SiteCore {
             }
         }
         if let Some(j) = &mut self.judge {
-            for (slot, v) in r.device.slots.iter().zip(&r.values) {
+            for (i, (slot, v)) in r.device.slots.iter().zip(&r.values).enumerate() {
+                if v.is_some() && r.flag(i).is_some() {
+                    // Flagged by the instrument: the device reports (not offline), the value
+                    // is not checked or judged.
+                    j.engine
+                        .device_seen(&r.device.id, r.time_ms, &mut self.events);
+                    continue;
+                }
                 if let Some(v) = v {
                     // The quality checks see every value (they raise the out-of-range alert);
                     // the rules only judged ones.
@@ -303,7 +312,7 @@ impl SiteCore {
                     );
                     if let Some(c) = &mut j.compliance
                         && Compliance::wants(&slot.metric)
-                        && usable(slot, *v)
+                        && usable(i, slot, *v)
                     {
                         c.reading(&r.device.id, &slot.metric, r.time_ms, *v);
                     }

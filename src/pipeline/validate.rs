@@ -62,7 +62,7 @@ pub fn to_points(r: &Readings) -> (Vec<Point>, usize) {
         })
         .collect();
     let mut invalid = 0;
-    for (slot, value) in meta.slots.iter().zip(&r.values) {
+    for (i, (slot, value)) in meta.slots.iter().zip(&r.values).enumerate() {
         let Some(v) = value else { continue };
         if !v.is_finite() {
             invalid += 1;
@@ -70,10 +70,16 @@ pub fn to_points(r: &Readings) -> (Vec<Point>, usize) {
         }
         if let Some(p) = points.get_mut(slot.series) {
             p.fields.push((slot.field.clone(), FieldValue::Float(*v)));
-            if let Some(code) = flag(slot, *v).code() {
+            // The instrument's own flag (HJ 212) first: it knows why (maintenance,
+            // calibration); our range check only sees the number.
+            let code = match r.flag(i) {
+                Some(c) => Some(c.to_string()),
+                None => flag(slot, *v).code().map(str::to_string),
+            };
+            if let Some(code) = code {
                 p.fields.push((
                     FieldKey::new(&format!("{}_flag", slot.metric)),
-                    FieldValue::Str(code.to_string()),
+                    FieldValue::Str(code),
                 ));
             }
         }
@@ -105,6 +111,7 @@ mod tests {
             device: meta,
             time_ms: 5,
             values: vec![Some(35.0), Some(f64::NAN), Some(12.0), None],
+            flags: Vec::new(),
         };
         let (points, invalid) = to_points(&r);
         assert_eq!(invalid, 1);
@@ -124,6 +131,7 @@ mod tests {
             time_ms: 5,
             // pm10 within this device's range (2,000), pm25 above the default (1,000).
             values: vec![Some(1500.0), Some(1200.0)],
+            flags: Vec::new(),
         };
         let (points, _) = to_points(&r);
         let mut b = Vec::new();

@@ -260,6 +260,11 @@ impl Engine {
 
     /// Feeds one reading of a device whose own measuring range is `range` (`None`: the
     /// metric's default).
+    /// A device reported a value its instrument flagged: seen, nothing judged.
+    pub fn device_seen(&mut self, device: &str, t: i64, out: &mut Vec<AlertEvent>) {
+        self.quality.seen(device, t, out);
+    }
+
     pub fn reading_in_range(
         &mut self,
         device: &str,

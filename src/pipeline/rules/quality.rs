@@ -100,19 +100,9 @@ impl Quality {
         offline_after(self.offline_after_ms, d.interval_ms)
     }
 
-    /// Checks one reading; `false` when it must not be judged: below the sensor's range, an
-    /// impossible value. Above the range the value is flagged (T) but judged: it is at least
-    /// the range's top, so it exceeds every limit below it (PM10 over 1,000 µg/m³ happens in
-    /// sand episodes). `range` is the device's own (`None`: the metric's default).
-    pub fn reading(
-        &mut self,
-        device: &str,
-        metric: &str,
-        t: i64,
-        v: f64,
-        range: Option<(f64, f64)>,
-        out: &mut Vec<AlertEvent>,
-    ) -> bool {
+    /// The device reported at `t` (a value, or one its instrument flagged): it is not
+    /// offline.
+    pub fn seen(&mut self, device: &str, t: i64, out: &mut Vec<AlertEvent>) {
         let d = match self.devices.get_mut(device) {
             Some(d) => d,
             None => self.devices.entry(device.to_string()).or_default(),
@@ -129,6 +119,22 @@ impl Quality {
                 t,
             ));
         }
+    }
+
+    /// Checks one reading; `false` when it must not be judged: below the sensor's range, an
+    /// impossible value. Above the range the value is flagged (T) but judged: it is at least
+    /// the range's top, so it exceeds every limit below it (PM10 over 1,000 µg/m³ happens in
+    /// sand episodes). `range` is the device's own (`None`: the metric's default).
+    pub fn reading(
+        &mut self,
+        device: &str,
+        metric: &str,
+        t: i64,
+        v: f64,
+        range: Option<(f64, f64)>,
+        out: &mut Vec<AlertEvent>,
+    ) -> bool {
+        self.seen(device, t, out);
         let per_device = match self.values.get_mut(device) {
             Some(m) => m,
             None => self.values.entry(device.to_string()).or_default(),

@@ -111,6 +111,7 @@ fn dust(t: i64, pm10: f64, pm25: f64) -> Readings {
         device: META.with(Arc::clone),
         time_ms: t,
         values: vec![Some(pm10), Some(pm25)],
+        flags: Vec::new(),
     }
 }
 
@@ -124,6 +125,7 @@ fn wind(t: i64) -> Readings {
         )),
         time_ms: t,
         values: vec![Some(2.5)],
+        flags: Vec::new(),
     }
 }
 
@@ -523,6 +525,7 @@ fn a_value_above_the_sensors_range_is_flagged_and_judged_a_negative_one_flagged_
                 device: meta,
                 time_ms: t1,
                 values: vec![Some(1500.0)],
+                flags: Vec::new(),
             },
             t1,
             f,
@@ -604,6 +607,7 @@ fn a_device_only_a_topic_named_goes_offline_only_once_established() {
         device: Arc::new(DeviceMeta::new(id, "cd-jj-0017", &[], &[("pm10", "air")])),
         time_ms: ti,
         values: vec![Some(40.0)],
+        flags: Vec::new(),
     };
     // 1,000 ids seen once each (a stray topic, a flood of made-up ids) and one real monitor.
     for i in 0..1000 {
@@ -635,4 +639,41 @@ fn a_device_only_a_topic_named_goes_offline_only_once_established() {
         vec!["dust-01".to_string(), "mqtt-dust".into(), "wind-01".into()],
         "configured devices and the established one; none of the 1,000 strays"
     );
+}
+
+#[test]
+fn a_value_its_instrument_flagged_is_written_with_the_flag_and_never_judged() {
+    let mut s = site();
+    let t = t0();
+    let e = fx(|f| s.restore(Saved::default(), t, f));
+    let initial = e.coil_writes[0].switch.clone();
+    s.switched(&initial, Ok(vec![false]), t, &mut Effects::default());
+
+    // PM10 300 under maintenance (HJ 212 flag M), PM2.5 90 normal: the PM10 is written with
+    // its flag, opens no alert and switches nothing; the AQI sees only the PM2.5.
+    let t1 = t + 70_000;
+    let mut r = dust(t1, 300.0, 90.0);
+    r.flags = vec![Some('M'), Some('N')];
+    let e = fx(|f| s.readings(&r, t1, f));
+    assert_eq!(
+        lines(&e.points)[0],
+        format!("air,device=dust-01,site=cd-jj-0017 pm10=300,pm10_flag=\"M\",pm25=90 {t1}")
+    );
+    assert!(e.alerts.is_empty(), "{:?}", e.alerts);
+    assert!(e.coil_writes.is_empty());
+    let aqi: Vec<&Point> = e
+        .points
+        .iter()
+        .filter(|p| p.series.as_str().starts_with("aqi,"))
+        .collect();
+    assert!(
+        aqi.iter().all(|p| field(p, "iaqi_pm10").is_none()),
+        "{:?}",
+        lines(&e.points)
+    );
+
+    // The same value unflagged: judged, the alert opens.
+    let t2 = t1 + 1000;
+    let e = fx(|f| s.readings(&dust(t2, 300.0, 90.0), t2, f));
+    assert_eq!(e.alerts.len(), 1);
 }

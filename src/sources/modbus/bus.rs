@@ -318,6 +318,7 @@ impl BusTask {
                 device: self.devices[idx].meta.clone(),
                 time_ms,
                 values,
+                flags: Vec::new(),
             };
             self.ingest.readings(&readings);
         }

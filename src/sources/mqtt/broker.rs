@@ -625,6 +625,7 @@ impl BrokerTask {
                         device: meta,
                         time_ms: item.time_ms,
                         values: item.values,
+                        flags: Vec::new(),
                     };
                     ticket = ticket.max(self.ingest.readings(&r));
                 }
