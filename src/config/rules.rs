@@ -132,7 +132,9 @@ impl Schedule {
         let hm = |t: &str| -> Option<u16> {
             let (h, m) = t.trim().split_once(':')?;
             let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
-            (h <= 24 && m < 60 && h * 60 + m <= 1440).then_some(h * 60 + m)
+            // `then`, not `then_some`: the argument of `then_some` is computed even when the
+            // test fails, and `h * 60` overflows for an hour such as 65535 (found by cargo fuzz).
+            (h <= 24 && m < 60 && h * 60 + m <= 1440).then(|| h * 60 + m)
         };
         let (start, end) = (hm(a).ok_or_else(bad)?, hm(b).ok_or_else(bad)?);
         if start == end {
@@ -1188,6 +1190,14 @@ pub fn resolve(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_hour_too_large_for_minutes_is_refused_not_overflowed() {
+        // Found by cargo fuzz (config_site, debug assertions): "11393:0" overflowed u16.
+        assert!(super::Schedule::parse("11393:0-12:00").is_err());
+        assert!(super::Schedule::parse("65535:59-1:00").is_err());
+        assert_eq!(super::Schedule::parse("22:00-06:00"), Ok((1320, 360)));
+    }
+
     use super::*;
 
     #[test]
