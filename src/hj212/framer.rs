@@ -20,7 +20,7 @@
 //!   reported as one [`RejectReason::Overflow`] reject.
 //! - HJ 212-2025 encrypted frames (hj212-field.md §2.5 [S]): the area after `CP=&&` may be SM4
 //!   ciphertext written as `{0x..,..}`, and the length and CRC refer to the decrypted plaintext
-//!   [S/U], so such a frame is found by its delimiter (`&&` + 4 hex digits, then CR LF, `##` or the
+//!   [S/U], so when the length-based extraction fails such a frame is found by its delimiter (`&&` + 4 hex digits, then CR LF, `##` or the
 //!   end of the buffered bytes) and handed out with `encrypted() == true` and no checked segment;
 //!   [`decrypt_frame`] decrypts and then checks length and CRC.
 
@@ -443,35 +443,35 @@ impl Framer {
             .iter()
             .fold(0usize, |a, &c| a * 10 + usize::from(c - b'0'));
         let end = 6 + len;
-        // An encrypted area (2025): framed by its delimiter, not by the length.
-        let scan_to = new_header(d, 2, d.len()).unwrap_or(d.len());
-        if let Some(cp) = find(&d[..scan_to], b"CP=&&{0x", 6) {
-            return Some(self.encrypted(len, cp));
-        }
         if d.len() < end + 4 {
             if new_header(d, 6, d.len()).is_some() {
                 return Some(self.fail(RejectReason::Length));
             }
             return Some(Step::Wait);
         }
-        let Some(crc) = parse_hex4(&d[end..end + 4]) else {
-            return Some(self.fail(RejectReason::Length));
-        };
         let seg = &d[6..end];
-        match self.forms.check(seg, crc) {
-            Some(form) => {
-                let f = Frame {
-                    wire: seg.to_vec(),
-                    declared_len: len,
-                    crc,
-                    crc_form: Some(form),
-                    encrypted: false,
-                    forms: self.forms,
-                };
-                Some(self.emit(end + 4, f))
-            }
-            None => Some(self.fail(RejectReason::Crc)),
+        let crc = parse_hex4(&d[end..end + 4]);
+        if let Some(form) = crc.and_then(|c| self.forms.check(seg, c)) {
+            let f = Frame {
+                wire: seg.to_vec(),
+                declared_len: len,
+                crc: crc.unwrap_or_default(),
+                crc_form: Some(form),
+                encrypted: false,
+                forms: self.forms,
+            };
+            return Some(self.emit(end + 4, f));
         }
+        // Length-based extraction failed: an encrypted area (2025) is framed by its delimiter.
+        let scan_to = new_header(d, 2, d.len()).unwrap_or(d.len());
+        if let Some(cp) = find(&d[..scan_to], b"CP=&&{0x", 6) {
+            return Some(self.encrypted(len, cp));
+        }
+        Some(self.fail(if crc.is_some() {
+            RejectReason::Crc
+        } else {
+            RejectReason::Length
+        }))
     }
 
     /// An encrypted frame whose data area starts at `cp` + 5: its end is the first `}` after it,
