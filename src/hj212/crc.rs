@@ -31,22 +31,36 @@ impl CrcForm {
     }
 }
 
-#[inline]
-fn shift8(mut crc: u16) -> u16 {
-    for _ in 0..8 {
+/// `shift8` of every byte value: the eight shift/xor steps are linear, so for a 16-bit
+/// register `shift8(x) = (x >> 8) ^ TABLE[x & 0xFF]`.
+const TABLE: [u16; 256] = {
+    let mut t = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = shift8(i as u16);
+        i += 1;
+    }
+    t
+};
+
+const fn shift8(mut crc: u16) -> u16 {
+    let mut i = 0;
+    while i < 8 {
         let lsb = crc & 1;
         crc >>= 1;
         if lsb != 0 {
             crc ^= 0xA001;
         }
+        i += 1;
     }
     crc
 }
 
 /// The HJ 212 CRC (Appendix A) [P].
 pub fn hj212(data: &[u8]) -> u16 {
+    // (crc >> 8) ^ byte is below 256: one table look-up per byte.
     data.iter()
-        .fold(0xFFFF, |crc, &b| shift8((crc >> 8) ^ u16::from(b)))
+        .fold(0xFFFF, |crc, &b| TABLE[usize::from((crc >> 8) as u8 ^ b)])
 }
 
 /// CRC-16/MODBUS.
@@ -71,6 +85,19 @@ pub fn parse_hex4(t: &[u8]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_equals_the_bitwise_loop() {
+        let data: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        let slow_hj = data
+            .iter()
+            .fold(0xFFFFu16, |c, &b| shift8((c >> 8) ^ u16::from(b)));
+        let slow_mb = data
+            .iter()
+            .fold(0xFFFFu16, |c, &b| shift8(c ^ u16::from(b)));
+        assert_eq!(hj212(&data), slow_hj);
+        assert_eq!(modbus(&data), slow_mb);
+    }
 
     #[test]
     fn check_values() {
