@@ -76,7 +76,10 @@ fn sm4_agrees_with_openssl_both_directions() {
     let k: [u8; 16] = unhex("0123456789abcdeffedcba9876543210")
         .try_into()
         .expect("16");
-    assert_eq!(hex(&peer("enc", &k, &k)), "681edf34d206965e86b3e94f536e4246");
+    assert_eq!(
+        hex(&peer("enc", &k, &k)),
+        "681edf34d206965e86b3e94f536e4246"
+    );
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for round in 0..12 {
         let key: [u8; 16] = rng.bytes(16, false).try_into().expect("16");
