@@ -349,8 +349,37 @@ fn bench_six100(c: &mut Criterion) {
     g.finish();
 }
 
+/// HJ 212 ingest: a frame's bytes through the framer and the segment parser (V10: a 2011
+/// real-time dust frame, 9 factors; V2: a 2051 minute frame, 11 factors with flags).
+fn bench_hj212(c: &mut Criterion) {
+    const V10: &str = "##0239QN=20180821142509000;ST=39;CN=2011;PW=123456;MN=690000D5800028F889221AC0;Flag=4;CP=&&DataTime=20180821142509;a34004-Rtd=0.0;a34002-Rtd=0.0;a34001-Rtd=0.0;LA-Rtd=0.0;a01001-Rtd=0.0;a01002-Rtd=0.0;a01006-Rtd=0.0;a01007-Rtd=0.0;a01008-Rtd=0&&E541\r\n";
+    const V2: &str = "##0411QN=20220513162608370;ST=22;CN=2051;PW=123456;MN=JLYP01_AIR01_0001;Flag=4;CP=&&DataTime=20220513162600;a21004-Avg=4,a21004-Flag=N;a05024-Avg=63,a05024-Flag=N;a21026-Avg=6,a21026-Flag=N;a21005-Avg=0.427,a21005-Flag=N;a34004-Avg=14,a34004-Flag=N;a34002-Avg=31,a34002-Flag=N;a01007-Avg=1,a01007-Flag=N;a01008-Avg=11,a01008-Flag=N;a01001-Avg=17,a01001-Flag=N;a01002-Avg=85,a01002-Flag=N;a01006-Avg=95,a01006-Flag=N&&D641\r\n";
+    let mut g = c.benchmark_group("hj212");
+    g.throughput(Throughput::Elements(1));
+    for (name, frame) in [
+        ("frame+parse V10 (2011)", V10),
+        ("frame+parse V2 (2051)", V2),
+    ] {
+        let mut f = dustgate::hj212::Framer::new();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                f.push(black_box(frame.as_bytes()));
+                let mut n = 0;
+                while let Some(Ok(fr)) = f.next_frame() {
+                    let text = fr.text().expect("plain");
+                    let p = dustgate::hj212::parse(&text).expect("parses");
+                    n += p.factors().len();
+                }
+                black_box(n)
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bench_hj212,
     bench_encode,
     bench_pipeline,
     bench_decode,

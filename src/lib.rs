@@ -14,6 +14,7 @@ pub mod control;
 pub mod edge;
 pub mod gateway;
 pub mod health;
+pub mod hj212;
 pub mod http;
 pub mod model;
 pub mod outputs;

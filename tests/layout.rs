@@ -124,3 +124,24 @@ fn sources_see_an_ingest_handle_not_the_store() {
         "a source hands readings in through sources::ingest::Ingest",
     );
 }
+
+#[test]
+fn the_hj212_codec_is_sans_io() {
+    forbid(
+        "hj212",
+        &[
+            "crate::sources",
+            "crate::pipeline",
+            "crate::outputs",
+            "crate::edge",
+            "crate::http",
+            "crate::health",
+            "std::net",
+            "std::fs",
+            "tokio",
+            "SystemTime",
+            "Instant::now",
+        ],
+        "the HJ 212 codec takes bytes in and gives frames and packets out: no sockets, files or clock",
+    );
+}

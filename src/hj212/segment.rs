@@ -1,0 +1,356 @@
+//! A tolerant parser of the data segment (`QN=..;ST=..;CN=..;...;CP=&&...&&`), per domain.md
+//! §3.2–3.4 [P] and the field deviations of hj212-field.md §1.3–1.4 [S]:
+//! - header fields in any order, separated by `;` or `,` (the standard's own C.48 typo [P]);
+//! - QN optional, or inside CP as `QN=`; Flag optional (2005 style); MN free text, empty allowed;
+//! - PNUM/PNO in any order; `RF=1` (2025 resend [S]), another RF value = live + a warning;
+//! - unknown header keys kept verbatim, in order;
+//! - `CP=&&...&&` optional (a login frame such as W10 has none);
+//! - CP items split on `;` then `,`, empty items (trailing separators) and spaces after a
+//!   separator accepted; `code-Suffix=value` grouped per code in order of first appearance;
+//!   plain keys kept as params; a stray `Flag=N` item in CP is a data flag (`cp_flag`), never the
+//!   header Flag; data flags upper-cased;
+//! - a malformed item (`LA-Rtd-Rtd=71.0`, no `=`) goes into [`Packet::errors`]; the packet is
+//!   refused only when its header is unusable (no CN, an unreadable Flag/PNUM/PNO, an unclosed CP).
+
+use jiff::civil::DateTime;
+use thiserror::Error;
+
+/// Why a segment could not be used at all.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ParseError {
+    /// The segment has no `CN=`.
+    #[error("no CN in the header")]
+    NoCn,
+    /// A header value that must be a number is not.
+    #[error("header field {0} is not a number in range: {1:?}")]
+    BadNumber(&'static str, String),
+    /// `CP=&&` without the closing `&&`.
+    #[error("CP=&& is not closed by &&")]
+    UnclosedCp,
+}
+
+/// The header Flag, read by bit position (never by letter: 2025 swapped the letters [S]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flag(pub u8);
+
+/// The standard version in Flag bits 7..2 [P]/[S].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// HJ/T 212-2005 (version bits 0, or no Flag at all).
+    V2005,
+    /// HJ 212-2017 (version bits 1) [P].
+    V2017,
+    /// HJ 212-2025 (version bits 2) [S].
+    V2025,
+    /// Any other version bits.
+    Other(u8),
+}
+
+impl Flag {
+    /// Bit 0: the sender wants an answer.
+    pub fn ack_wanted(self) -> bool {
+        self.0 & 1 != 0
+    }
+    /// Bit 1: a split packet (PNUM/PNO).
+    pub fn split(self) -> bool {
+        self.0 & 2 != 0
+    }
+    /// `Flag >> 2` as a version.
+    pub fn version(self) -> Version {
+        match self.0 >> 2 {
+            0 => Version::V2005,
+            1 => Version::V2017,
+            2 => Version::V2025,
+            v => Version::Other(v),
+        }
+    }
+}
+
+/// One pollutant or factor code with its fields in the order sent (`Rtd`, `Flag`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Factor {
+    /// The code (`a34002`, `LA`, `w01001`, `B01`, ...).
+    pub code: String,
+    /// `(suffix, value)`; a `Flag` value is upper-cased.
+    pub fields: Vec<(String, String)>,
+}
+
+impl Factor {
+    /// The value of `suffix` as sent.
+    pub fn get(&self, suffix: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == suffix)
+            .map(|(_, v)| v.as_str())
+    }
+    /// `-Rtd` as a number.
+    pub fn rtd(&self) -> Option<f64> {
+        self.get("Rtd").and_then(number)
+    }
+    /// `-Avg` as a number.
+    pub fn avg(&self) -> Option<f64> {
+        self.get("Avg").and_then(number)
+    }
+    /// `-Min` as a number.
+    pub fn min(&self) -> Option<f64> {
+        self.get("Min").and_then(number)
+    }
+    /// `-Max` as a number.
+    pub fn max(&self) -> Option<f64> {
+        self.get("Max").and_then(number)
+    }
+    /// The data flag (`-Flag`, Table 8 [P]), upper-cased; `None` when absent or not one char.
+    pub fn flag(&self) -> Option<char> {
+        let v = self.get("Flag")?;
+        let mut c = v.chars();
+        match (c.next(), c.next()) {
+            (Some(f), None) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// The CP data area.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cp {
+    /// Plain keys (`DataTime`, `QnRtn`, `RtdInterval`, `QN`, ...) in order.
+    pub params: Vec<(String, String)>,
+    /// Codes in order of first appearance.
+    pub factors: Vec<Factor>,
+    /// A stray `Flag=N` item in CP (a data flag, hj212-field.md §1.3 [S]), upper-cased.
+    pub cp_flag: Option<String>,
+}
+
+/// A parsed data segment. Fields are the strings as sent; accessors interpret them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Packet {
+    /// `QN=` in the header.
+    pub qn: Option<String>,
+    /// `ST=`.
+    pub st: Option<String>,
+    /// `CN=` (always present after [`parse`]).
+    pub cn: String,
+    /// `PW=`.
+    pub pw: Option<String>,
+    /// `MN=` (may be empty).
+    pub mn: Option<String>,
+    /// `Flag=`; `None` = 2005 style.
+    pub flag: Option<Flag>,
+    /// `PNUM=`.
+    pub pnum: Option<u32>,
+    /// `PNO=`.
+    pub pno: Option<u32>,
+    /// `RF=` as sent (2025: `1` = resend).
+    pub rf: Option<String>,
+    /// Header keys this parser does not know, verbatim, in order.
+    pub unknown: Vec<(String, String)>,
+    /// Whether the segment had a `CP=&&...&&` (a login frame has none).
+    pub has_cp: bool,
+    /// The data area.
+    pub cp: Cp,
+    /// Items that could not be read (kept out of `cp`), with why.
+    pub errors: Vec<String>,
+    /// Oddities that did not stop the parse (an unknown RF value, ...).
+    pub warnings: Vec<String>,
+}
+
+impl Packet {
+    /// The command code.
+    pub fn cn(&self) -> &str {
+        &self.cn
+    }
+    /// The station id (MN), if sent.
+    pub fn mn(&self) -> Option<&str> {
+        self.mn.as_deref()
+    }
+    /// The QN from the header, else from a `QN=` item in CP (2005 style).
+    pub fn qn(&self) -> Option<&str> {
+        self.qn.as_deref().or_else(|| self.param("QN"))
+    }
+    /// The header Flag (`None`: 2005 style, no Flag).
+    pub fn flag(&self) -> Option<Flag> {
+        self.flag
+    }
+    /// The version: from the Flag, 2005 when there is none.
+    pub fn version(&self) -> Version {
+        self.flag.map_or(Version::V2005, Flag::version)
+    }
+    /// `RF=1`: a 2025 resend (补传) [S].
+    pub fn resend(&self) -> bool {
+        self.rf.as_deref() == Some("1")
+    }
+    /// A CP parameter as sent.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.cp
+            .params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    /// `DataTime` as a civil time (no zone: the site's local time); `None` when absent or not a
+    /// time of 14 or 17 digits. Never replaced by "now" (hj212-field.md §1.4.5).
+    pub fn data_time(&self) -> Option<DateTime> {
+        self.param("DataTime").and_then(parse_time)
+    }
+    /// The factors in order.
+    pub fn factors(&self) -> &[Factor] {
+        &self.cp.factors
+    }
+    /// One factor by code.
+    pub fn factor(&self, code: &str) -> Option<&Factor> {
+        self.cp.factors.iter().find(|f| f.code == code)
+    }
+}
+
+/// A value as a finite number; `None` for anything else (NaN and infinities included).
+pub fn number(s: &str) -> Option<f64> {
+    let t = s.trim();
+    if t.is_empty()
+        || !t
+            .bytes()
+            .all(|c| c.is_ascii_digit() || b"+-.eE".contains(&c))
+    {
+        return None;
+    }
+    t.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// `YYYYMMDDhhmmss` (N14 [P]) or `YYYYMMDDhhmmsszzz` (17 digits, with ms, as in W9 [S]).
+pub fn parse_time(s: &str) -> Option<DateTime> {
+    let b = s.as_bytes();
+    if !(b.len() == 14 || b.len() == 17) || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| -> i32 {
+        b[r].iter().fold(0i32, |a, &c| a * 10 + i32::from(c - b'0'))
+    };
+    let ms = if b.len() == 17 { n(14..17) } else { 0 };
+    DateTime::new(
+        i16::try_from(n(0..4)).ok()?,
+        i8::try_from(n(4..6)).ok()?,
+        i8::try_from(n(6..8)).ok()?,
+        i8::try_from(n(8..10)).ok()?,
+        i8::try_from(n(10..12)).ok()?,
+        i8::try_from(n(12..14)).ok()?,
+        ms * 1_000_000,
+    )
+    .ok()
+}
+
+fn small_number(name: &'static str, v: &str) -> Result<u32, ParseError> {
+    let t = v.trim();
+    if t.is_empty() || t.len() > 4 || !t.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(ParseError::BadNumber(name, v.to_string()));
+    }
+    t.parse()
+        .map_err(|_| ParseError::BadNumber(name, v.to_string()))
+}
+
+/// Parses a data segment (the checked text between the length field and the CRC).
+pub fn parse(seg: &str) -> Result<Packet, ParseError> {
+    let mut p = Packet::default();
+    let (head, cp) = match seg.find("CP=&&") {
+        Some(i) => {
+            let body = &seg[i + 5..];
+            let close = body.rfind("&&").ok_or(ParseError::UnclosedCp)?;
+            let rest = &body[close + 2..];
+            if !rest.trim().is_empty() {
+                p.errors.push(format!("text after CP: {rest:?}"));
+            }
+            p.has_cp = true;
+            (&seg[..i], Some(&body[..close]))
+        }
+        // A login frame (W10) ends its header with `&&`.
+        None => (seg.strip_suffix("&&").unwrap_or(seg), None),
+    };
+    let mut cn = None;
+    for item in head.split([';', ',']) {
+        let item = item.trim_start();
+        if item.trim().is_empty() {
+            continue;
+        }
+        let Some((k, v)) = item.split_once('=') else {
+            p.errors.push(format!("header item without '=': {item:?}"));
+            continue;
+        };
+        let v = v.to_string();
+        match k {
+            "QN" => p.qn = Some(v),
+            "ST" => p.st = Some(v),
+            "CN" => cn = Some(v),
+            "PW" => p.pw = Some(v),
+            "MN" => p.mn = Some(v),
+            "Flag" => {
+                let t = v.trim();
+                let f = (!t.is_empty() && t.len() <= 3 && t.bytes().all(|c| c.is_ascii_digit()))
+                    .then(|| t.parse::<u8>().ok())
+                    .flatten()
+                    .ok_or_else(|| ParseError::BadNumber("Flag", v.clone()))?;
+                p.flag = Some(Flag(f));
+            }
+            "PNUM" => p.pnum = Some(small_number("PNUM", &v)?),
+            "PNO" => p.pno = Some(small_number("PNO", &v)?),
+            "RF" => {
+                if v != "1" {
+                    p.warnings
+                        .push(format!("RF={v}: not 1, taken as live data"));
+                }
+                p.rf = Some(v);
+            }
+            _ => p.unknown.push((k.to_string(), v)),
+        }
+    }
+    p.cn = cn.ok_or(ParseError::NoCn)?;
+    if let Some(cp) = cp {
+        parse_cp(cp, &mut p);
+    }
+    Ok(p)
+}
+
+fn parse_cp(cp: &str, p: &mut Packet) {
+    for item in cp.split([';', ',']) {
+        let item = item.trim_start();
+        if item.trim().is_empty() {
+            continue;
+        }
+        let Some((k, v)) = item.split_once('=') else {
+            p.errors.push(format!("CP item without '=': {item:?}"));
+            continue;
+        };
+        let k = k.trim_end();
+        match k.split_once('-') {
+            None if k == "Flag" => p.cp.cp_flag = Some(v.to_ascii_uppercase()),
+            None if !k.is_empty() && !k.contains(char::is_whitespace) => {
+                p.cp.params.push((k.to_string(), v.to_string()))
+            }
+            None => p.errors.push(format!("bad CP key: {item:?}")),
+            Some((code, suffix)) => {
+                let ok_code = !code.is_empty()
+                    && code.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
+                let ok_suffix =
+                    !suffix.is_empty() && suffix.bytes().all(|c| c.is_ascii_alphanumeric());
+                if !ok_code || !ok_suffix {
+                    p.errors.push(format!("bad field name: {item:?}"));
+                    continue;
+                }
+                let v = if suffix == "Flag" {
+                    v.to_ascii_uppercase()
+                } else {
+                    v.to_string()
+                };
+                let f = match p.cp.factors.iter().rposition(|f| f.code == code) {
+                    Some(i) => &mut p.cp.factors[i],
+                    None => {
+                        p.cp.factors.push(Factor {
+                            code: code.to_string(),
+                            fields: Vec::new(),
+                        });
+                        let last = p.cp.factors.len() - 1;
+                        &mut p.cp.factors[last]
+                    }
+                };
+                f.fields.push((suffix.to_string(), v));
+            }
+        }
+    }
+}
