@@ -46,6 +46,8 @@ pub enum StartError {
     Output(String),
     #[error("[control]: {0}")]
     Control(String),
+    #[error("[[hj212.listen]]: {0}")]
+    Hj212(String),
 }
 
 /// The sink of an alert output.
@@ -120,6 +122,7 @@ impl Gateway {
                 .map_err(|e| StartError::Control(format!("hmac: {e}")))?,
         };
         let mut brokers = build_brokers(cfg, &site, &health, &control)?;
+        let hj212 = bind_hj212(cfg, &site, &health)?;
         let output_writers = build_alert_sinks(cfg, &outboxes, &mut brokers)?;
 
         // Spawn: sources → site → store → writers; the tick, the health report and HTTP.
@@ -135,6 +138,9 @@ impl Gateway {
         let mut sources = Vec::new();
         for b in brokers {
             sources.push(tokio::spawn(b.run(sources_rx.clone())));
+        }
+        for l in hj212 {
+            sources.push(tokio::spawn(l.run(sources_rx.clone())));
         }
         for bus in &cfg.buses {
             let ingest: Arc<dyn Ingest> = site.clone();
@@ -431,6 +437,32 @@ fn build_alert_sinks(
 }
 
 /// The series writer: to InfluxDB, or to daily line-protocol files without `[influx]`.
+/// Binds every HJ 212 listener (and resolves its stations' secrets): a port in use or a
+/// missing password stops the start, with what and where.
+fn bind_hj212(
+    cfg: &Config,
+    site: &Arc<SiteEdge>,
+    health: &Arc<Health>,
+) -> Result<Vec<crate::sources::hj212::Hj212Task>, StartError> {
+    let mut out = Vec::new();
+    for l in &cfg.hj212.listeners {
+        let h = Arc::new(crate::health::hj212::Hj212Health::new(
+            &l.name,
+            &l.endpoint.describe(),
+        ));
+        let ingest: Arc<dyn Ingest> = site.clone();
+        let task = crate::sources::hj212::Hj212Task::bind(l, &cfg.site, ingest, h.clone())
+            .map_err(StartError::Hj212)?;
+        health
+            .hj212
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(h);
+        out.push(task);
+    }
+    Ok(out)
+}
+
 fn spawn_writer(
     cfg: &Config,
     influx: Option<InfluxSink>,

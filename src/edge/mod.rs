@@ -318,6 +318,10 @@ impl Ingest for SiteEdge {
         self.run(|core, now, fx| core.readings(r, now, fx)).1
     }
 
+    fn points(&self, points: &[Point]) -> u64 {
+        SiteEdge::points(self, points)
+    }
+
     fn vehicles(&self, vs: &[Vehicle]) -> u64 {
         self.run(|core, now, fx| core.vehicles(vs, now, fx)).1
     }

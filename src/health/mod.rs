@@ -3,6 +3,8 @@
 //! Plain atomics shared by the tasks; the health task turns them into `gateway` points and a
 //! log line, and the demo prints them.
 
+pub mod hj212;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
 
@@ -117,6 +119,8 @@ pub struct Health {
     /// Alert outputs (MQTT topic, webhooks): name → their writer's counters.
     pub outputs: std::sync::Mutex<Vec<(String, Arc<WriterHealth>)>>,
     pub brokers: std::sync::Mutex<Vec<Arc<BrokerHealth>>>,
+    /// HJ 212 listeners (their stations inside).
+    pub hj212: std::sync::Mutex<Vec<Arc<hj212::Hj212Health>>>,
     /// The latest value of every device's every metric, for people (demo, status page).
     pub latest: std::sync::Mutex<std::collections::HashMap<String, LatestValues>>,
     /// `[alerts].offline_after` in ms (0: the default): silent this long, a device is down.
@@ -240,6 +244,10 @@ impl Health {
 
     pub fn brokers(&self) -> Vec<Arc<BrokerHealth>> {
         self.brokers.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    pub fn hj212(&self) -> Vec<Arc<hj212::Hj212Health>> {
+        self.hj212.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     pub fn devices(&self) -> Vec<Arc<DeviceHealth>> {

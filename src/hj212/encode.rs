@@ -140,6 +140,22 @@ pub fn ack_9014(p: &Packet) -> String {
     encode(&a)
 }
 
+/// The CN=9013 notify answer to `p` (a 1013 time-calibration request, a 2025 heartbeat 9015)
+/// [P]/[S]: as [`ack_9014`] with CN=9013.
+pub fn answer_9013(p: &Packet) -> String {
+    let a = Packet {
+        qn: p.qn().map(str::to_string),
+        st: Some("91".into()),
+        cn: "9013".into(),
+        pw: p.pw.clone(),
+        mn: p.mn.clone(),
+        flag: p.flag.map(|f| Flag(f.0 & !0b11)),
+        has_cp: true,
+        ..Packet::default()
+    };
+    encode(&a)
+}
+
 /// Frames for `p` whose segments are at most `max_segment` bytes (the standard's 1024 [P]):
 /// one frame as it is when it fits; otherwise the factors are split at code boundaries into
 /// parts with `PNUM`/`PNO` (4 digits), the Flag's split bit set (Flag 2 when the packet had none)

@@ -85,6 +85,31 @@ pub(super) async fn status(State(api): State<Arc<Api>>) -> Response {
             })
         })
         .collect();
+    let hj212: Vec<Value> = health
+        .hj212()
+        .iter()
+        .map(|l| {
+            json!({
+                "name": l.name,
+                "address": l.address,
+                "connections": l.connections.load(Relaxed),
+                "frames": l.frames.load(Relaxed),
+                "acks": l.acks.load(Relaxed),
+                "rejected": l.rejected(),
+                "stations": l.stations().iter().map(|s| json!({
+                    "mn": s.mn,
+                    "device": s.device,
+                    "site": s.site,
+                    "connected": s.connected > 0,
+                    "peer": s.peer,
+                    "last_frame": (s.last_frame_ms > 0).then(|| rfc3339(s.last_frame_ms, &api.tz)).flatten(),
+                    "drift_s": s.drift_ms.map(|d| d as f64 / 1000.0),
+                    "frames": s.frames,
+                    "rejected": s.rejected,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
     Json(json!({
         "site": api.site_id,
         "name": api.site_name,
@@ -101,6 +126,7 @@ pub(super) async fn status(State(api): State<Arc<Api>>) -> Response {
         "open_alerts": api.site.open_alerts().len(),
         "compliance": api.site.compliance_today().is_some(),
         "brokers": brokers,
+        "hj212": hj212,
     }))
     .into_response()
 }

@@ -434,6 +434,8 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         }
     }
 
+    hj212_metrics(&mut e, health);
+
     let latest = health.latest_sorted();
     let catalog = Catalog::builtin();
     e.family(
@@ -502,6 +504,121 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         }
     }
     e.finish()
+}
+
+/// HJ 212 listeners: connections, frames, answers, rejects by reason; per station whether it
+/// is connected, when it last sent, and its clock drift.
+fn hj212_metrics(e: &mut Exposition, health: &crate::health::Health) {
+    use Kind::{Counter, Gauge};
+    let listeners = health.hj212();
+    if listeners.is_empty() {
+        return;
+    }
+    type ListenerFigure = fn(&crate::health::hj212::Hj212Health) -> f64;
+    let per_listener: [(&str, Kind, &str, ListenerFigure); 5] = [
+        (
+            "dustgate_hj212_connections",
+            Gauge,
+            "Open HJ 212 connections.",
+            |l| l.connections.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_hj212_accepted_connections_total",
+            Counter,
+            "HJ 212 connections accepted.",
+            |l| l.accepted_connections.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_hj212_frames_total",
+            Counter,
+            "HJ 212 frames accepted (CRC checked, parsed, from a known station).",
+            |l| l.frames.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_hj212_acks_total",
+            Counter,
+            "CN=9014/9013 answers sent, each after what its frame carried was durable.",
+            |l| l.acks.load(Relaxed) as f64,
+        ),
+        (
+            "dustgate_hj212_unknown_codes_total",
+            Counter,
+            "Factor codes no factor map knows (kept in hj212_extra, not judged).",
+            |l| l.unknown_codes.load(Relaxed) as f64,
+        ),
+    ];
+    for (name, kind, help, figure) in per_listener {
+        e.family(name, kind, help);
+        for l in &listeners {
+            e.sample(name, &[("listener", &l.name)], figure(l));
+        }
+    }
+    e.family(
+        "dustgate_hj212_rejected_total",
+        Counter,
+        "HJ 212 frames (and connections) refused, by reason.",
+    );
+    for l in &listeners {
+        let r = l.rejected();
+        for reason in crate::health::hj212::REJECT_REASONS {
+            let n = r.get(reason).copied().unwrap_or(0);
+            e.sample(
+                "dustgate_hj212_rejected_total",
+                &[("listener", &l.name), ("reason", reason)],
+                n as f64,
+            );
+        }
+    }
+    let stations: Vec<(String, Vec<crate::health::hj212::StationHealth>)> = listeners
+        .iter()
+        .map(|l| (l.name.clone(), l.stations()))
+        .collect();
+    type StationFigure = fn(&crate::health::hj212::StationHealth) -> Option<f64>;
+    let per_station: [(&str, Kind, &str, StationFigure); 4] = [
+        (
+            "dustgate_hj212_station_connected",
+            Gauge,
+            "1 while a connection of the station is open.",
+            |s| Some(f64::from(u8::from(s.connected > 0))),
+        ),
+        (
+            "dustgate_hj212_station_frames_total",
+            Counter,
+            "Frames accepted from the station.",
+            |s| Some(s.frames as f64),
+        ),
+        (
+            "dustgate_hj212_station_last_frame_timestamp_seconds",
+            Gauge,
+            "When the station's last accepted frame arrived (Unix seconds; 0: never).",
+            |s| Some(s.last_frame_ms as f64 / 1000.0),
+        ),
+        (
+            "dustgate_hj212_station_drift_seconds",
+            Gauge,
+            "Arrival minus DataTime of the station's last real-time frame (its clock is behind when positive).",
+            |s| s.drift_ms.map(|d| d as f64 / 1000.0),
+        ),
+    ];
+    for (name, kind, help, figure) in per_station {
+        e.family(name, kind, help);
+        for (l, ss) in &stations {
+            for s in ss {
+                if let Some(v) = figure(s) {
+                    e.sample(
+                        name,
+                        &[
+                            ("listener", l),
+                            ("mn", &s.mn),
+                            ("device", &s.device),
+                            ("site", &s.site),
+                        ],
+                        v,
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

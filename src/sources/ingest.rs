@@ -6,12 +6,15 @@
 use tokio::sync::watch;
 
 use crate::control::Overrides;
-use crate::model::{Detection, Readings, Vehicle};
+use crate::model::{Detection, Point, Readings, Vehicle};
 use crate::pipeline::actuate::Switch;
 
 pub trait Ingest: Overrides + Send + Sync {
     /// One device's readings. Returns the store ticket of what they became.
     fn readings(&self, r: &Readings) -> u64;
+    /// Ready-made points that are not judged (HJ 212 period values, codes no map knows).
+    /// Returns the store ticket.
+    fn points(&self, points: &[Point]) -> u64;
     /// Vehicles at the gates. Returns the store ticket.
     fn vehicles(&self, vs: &[Vehicle]) -> u64;
     /// AI detections opened or cleared. Returns the store ticket.

@@ -28,13 +28,15 @@ Subcommands:
       number, each sending K CN=2011 frames that ask for an answer (Flag=5), one after the
       other, each waiting for its CN=9014. DataTime of frame k is START + k seconds (local
       time of the gateway's site, written in the zone given by TZ). Prints one JSON line:
-      {"stations": N, "sent": ..., "acked": ..., "bad_acks": ..., "failed": ...}.
+      {"stations": N, "sent": ..., "acked": ..., "bad_acks": ..., "failed": ...}; with
+      --acked-file, "MN DataTime" of each acknowledged frame, a line each.
 """
 
 import argparse
 import asyncio
 import json
 import random
+import resource
 import socket
 import sys
 import time
@@ -207,6 +209,8 @@ async def one_station(i, args, tally):
             writer.write(build(segment_of(mn, "2011", cp, qn=qn)))
             await writer.drain()
             tally["sent"] += 1
+            if args.interval_ms:
+                await asyncio.sleep(args.interval_ms / 1000)
             got = False
             end = time.monotonic() + args.timeout
             while not got and time.monotonic() < end:
@@ -223,6 +227,8 @@ async def one_station(i, args, tally):
                         tally["bad_acks"] += 1
             if got:
                 tally["acked"] += 1
+                if args.acked_file:
+                    tally["acked_list"].append("%s %s" % (mn, dt))
             else:
                 tally["failed"] += 1
                 return
@@ -233,8 +239,16 @@ async def one_station(i, args, tally):
 
 
 async def hub(args):
-    tally = {"stations": args.stations, "sent": 0, "acked": 0, "bad_acks": 0, "failed": 0}
+    # One socket per monitor: raise the soft descriptor limit to the hard one.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    tally = {"stations": args.stations, "sent": 0, "acked": 0, "bad_acks": 0, "failed": 0, "acked_list": []}
     await asyncio.gather(*(one_station(i, args, tally) for i in range(args.stations)))
+    acked = tally.pop("acked_list")
+    if args.acked_file:
+        with open(args.acked_file, "w") as f:
+            f.write("\n".join(acked) + ("\n" if acked else ""))
     print(json.dumps(tally), flush=True)
 
 
@@ -265,6 +279,8 @@ def main():
     h.add_argument("--start", type=int, default=int(time.time()) - 3600)
     h.add_argument("--value", type=float, default=80.0)
     h.add_argument("--timeout", type=float, default=30.0)
+    h.add_argument("--interval-ms", type=int, default=0)
+    h.add_argument("--acked-file", help="write 'MN DataTime' of every acknowledged frame here")
     args = p.parse_args()
     if args.cmd == "frame":
         cmd_frame(args)

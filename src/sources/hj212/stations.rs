@@ -1,0 +1,171 @@
+//! The station table of one listener: MN → the station's device, factor map, password and
+//! SM4 key (secrets resolved once, at start), a per-station rate limit, and the stations an
+//! `unknown = "accept"` listener adds as they appear (capped: a flood of made-up MNs must not
+//! grow memory without bound).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::config::hj212::{Hj212Listener, UnknownMn, resolve_sm4_key};
+use crate::config::site::Site;
+
+use super::decode::Station;
+
+/// Stations an `unknown = "accept"` listener adds at most (beyond: refused, counted as `mn`).
+pub const MAX_ADDED: usize = 10_000;
+
+/// A station at run time.
+#[derive(Debug)]
+pub struct StationRt {
+    pub station: Station,
+    pub site: String,
+    pub password: Option<String>,
+    pub sm4_key: Option<[u8; 16]>,
+    bucket: Mutex<Bucket>,
+}
+
+/// A token bucket: `rate` frames a second, bursts of up to `burst`.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last_ms: i64,
+}
+
+impl StationRt {
+    /// Takes one frame's token; `false`: over the station's rate.
+    pub fn allow(&self, now_ms: i64, rate: f64) -> bool {
+        let burst = (rate * 2.0).max(5.0);
+        let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let dt = (now_ms - b.last_ms).max(0) as f64 / 1000.0;
+        b.tokens = (b.tokens + dt * rate).min(burst);
+        b.last_ms = now_ms;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn rt(station: Station, site: &str, password: Option<String>, key: Option<[u8; 16]>) -> StationRt {
+    StationRt {
+        station,
+        site: site.to_string(),
+        password,
+        sm4_key: key,
+        bucket: Mutex::new(Bucket {
+            tokens: 5.0,
+            last_ms: 0,
+        }),
+    }
+}
+
+pub struct Stations {
+    known: HashMap<String, Arc<StationRt>>,
+    accept: bool,
+    added: Mutex<HashMap<String, Arc<StationRt>>>,
+    cfg_site: String,
+    tags: Vec<(String, String)>,
+    factors: Arc<crate::config::factors::FactorMap>,
+}
+
+/// What an MN is to this listener.
+pub enum Lookup {
+    Known(Arc<StationRt>),
+    /// Not in the table, refused (`unknown = "reject"`, or the cap of added stations).
+    Refused,
+}
+
+impl Stations {
+    /// Resolves every station's secrets: a missing password or key is an error at start, not
+    /// a station that silently accepts anything.
+    pub fn build(cfg: &Hj212Listener, site: &Site) -> Result<Stations, String> {
+        let mut known = HashMap::new();
+        for s in &cfg.stations {
+            let password = s
+                .password
+                .as_ref()
+                .map(|p| p.resolve())
+                .transpose()
+                .map_err(|e| format!("station {}: password: {e}", s.mn))?;
+            let key = s
+                .sm4_key
+                .as_ref()
+                .map(resolve_sm4_key)
+                .transpose()
+                .map_err(|e| format!("station {}: sm4 key: {e}", s.mn))?;
+            let station = Station::new(&s.mn, &s.device, &s.site, &site.tags, s.factors.clone());
+            known.insert(s.mn.clone(), Arc::new(rt(station, &s.site, password, key)));
+        }
+        Ok(Stations {
+            known,
+            accept: cfg.unknown == UnknownMn::Accept,
+            added: Mutex::new(HashMap::new()),
+            cfg_site: site.id.clone(),
+            tags: site.tags.clone(),
+            factors: cfg.factors.clone(),
+        })
+    }
+
+    pub fn known(&self) -> impl Iterator<Item = &Arc<StationRt>> {
+        self.known.values()
+    }
+
+    /// The station of `mn`; with `unknown = "accept"` an unlisted MN becomes a station whose
+    /// device id is the MN, on the gateway's site, with the listener's factor map.
+    pub fn get(&self, mn: &str) -> Lookup {
+        if let Some(s) = self.known.get(mn) {
+            return Lookup::Known(s.clone());
+        }
+        if !self.accept || mn.is_empty() || !valid_device_id(mn) {
+            return Lookup::Refused;
+        }
+        let mut added = self.added.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = added.get(mn) {
+            return Lookup::Known(s.clone());
+        }
+        if added.len() >= MAX_ADDED {
+            return Lookup::Refused;
+        }
+        let station = Station::new(mn, mn, &self.cfg_site, &self.tags, self.factors.clone());
+        let s = Arc::new(rt(station, &self.cfg_site, None, None));
+        added.insert(mn.to_string(), s.clone());
+        Lookup::Known(s)
+    }
+}
+
+/// An MN used as a device id (an accepted, unlisted station): printable ASCII without the
+/// characters line protocol or topics would need escaped.
+fn valid_device_id(mn: &str) -> bool {
+    mn.len() <= 64
+        && mn
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_lets_a_burst_through_then_the_rate() {
+        let s = rt(
+            Station::new(
+                "MN1",
+                "d",
+                "s",
+                &[],
+                super::super::decode::tests::standard_map(),
+            ),
+            "s",
+            None,
+            None,
+        );
+        let t = 1_000_000;
+        let burst = (0..100).filter(|_| s.allow(t, 1.0)).count();
+        assert_eq!(burst, 5);
+        assert!(!s.allow(t + 500, 1.0));
+        assert!(s.allow(t + 1500, 1.0));
+    }
+}
