@@ -576,10 +576,7 @@ async fn kill_9_under_load_loses_no_acknowledged_reading() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let rows = influx
-        .query(
-            &"hjkill".to_string(),
-            "SELECT pm10 FROM air GROUP BY device",
-        )
+        .query("hjkill", "SELECT pm10 FROM air GROUP BY device")
         .await;
     let mut stored = std::collections::HashSet::new();
     for s in rows["results"][0]["series"]
