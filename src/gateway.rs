@@ -334,7 +334,7 @@ fn build_site(
     coil_writers: HashMap<String, CoilSender>,
 ) -> SiteEdge {
     let mut core = SiteCore::new(&cfg.site.id, &cfg.site.tags).with_max_future(cfg.site.max_future);
-    if !cfg.rules.is_empty() || cfg.compliance.is_some() {
+    if !cfg.rules.is_empty() || cfg.compliance.is_some() || !cfg.hj212.listeners.is_empty() {
         let mut engine = Engine::new(cfg.rules.clone(), cfg.site.timezone.clone());
         engine.set_background_device(cfg.site.background.clone());
         engine.set_offline_after(cfg.alerts.offline_after.as_millis() as i64);
@@ -343,6 +343,22 @@ fn build_site(
             for d in &b.devices {
                 engine.register_device(&d.id, Some(d.interval.as_millis() as i64), now);
             }
+        }
+        // HJ 212 stations the config names are expected to report (their interval is theirs:
+        // the offline allowance alone applies); the shortest flag allowance of the listeners.
+        for l in &cfg.hj212.listeners {
+            for st in &l.stations {
+                engine.register_device(&st.device, None, now);
+            }
+        }
+        if let Some(ms) = cfg
+            .hj212
+            .listeners
+            .iter()
+            .map(|l| l.flag_alert_after.as_millis() as i64)
+            .min()
+        {
+            engine.set_flag_alert_after(ms);
         }
         let ctx = AlertContext {
             site_id: cfg.site.id.clone(),

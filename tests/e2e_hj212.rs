@@ -603,3 +603,85 @@ async fn kill_9_under_load_loses_no_acknowledged_reading() {
     );
     gw.proc.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_whose_clock_is_ten_minutes_slow_is_alerted_and_set() {
+    let influx = Influx1::start();
+    influx.create_db("hjclk").await;
+    let http = free_port();
+    let port = free_port();
+    let listeners = format!(
+        "[[hj212.listen]]\nname = \"site\"\nlisten = \"127.0.0.1:{port}\"\nmax_drift = \"2m\"\nset_time = true\n\n  [[hj212.listen.station]]\n  mn = \"HJZB0XH0150109\"\n  device = \"dust-04\"\n"
+    );
+    let dir = scratch_dir("e2e-hj212-clock");
+    let mut gw = Gateway::start(&dir, &site_toml(&influx, "hjclk", http, &listeners), &[]);
+    gw.wait_log("HJ 212 listener listening", Duration::from_secs(20));
+    let sent_at = common::now_ms();
+    let dt = local_datatime(sent_at - 600_000);
+    let out = peer()
+        .args([
+            "frame",
+            "--mn",
+            "HJZB0XH0150109",
+            "--cn",
+            "2011",
+            "--qn",
+            &format!("{dt}000"),
+        ])
+        .args([
+            "--cp",
+            &format!("DataTime={dt};a34002-Rtd=70,a34002-Flag=N"),
+        ])
+        .output()
+        .expect("hj212_monitor.py frame");
+    let frame = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let replies = send(port, "whole", &[frame], 1.5);
+    // The data answer, and the set-time command with the gateway's local time (sent as soon
+    // as the drift is seen; the answer waits for the store).
+    let mut cns: Vec<&str> = replies.iter().filter_map(|r| r["cn"].as_str()).collect();
+    cns.sort();
+    assert_eq!(cns, vec!["1012", "9014"], "{replies:?}");
+    let set = replies
+        .iter()
+        .find(|r| r["cn"] == "1012")
+        .expect("the 1012");
+    assert_eq!(set["crc_ok"], true);
+    let system = set["cp"]
+        .as_str()
+        .and_then(|cp| cp.strip_prefix("SystemTime="))
+        .expect("SystemTime in the 1012");
+    let off = (local_ms(system) - sent_at).abs();
+    assert!(
+        off < 5_000,
+        "SystemTime {system} is {off} ms from the gateway's clock"
+    );
+    // The reading keeps its DataTime (the station's clock), never the arrival time.
+    let r = row_at(&influx, "hjclk", "air", "dust-04", local_ms(&dt)).await;
+    assert_eq!(r.get("pm10").and_then(Value::as_f64), Some(70.0), "{r:?}");
+    // The drift on /metrics and the data-quality alert in InfluxDB.
+    let drift = sample(
+        http,
+        "dustgate_hj212_station_drift_seconds",
+        &[("mn", "HJZB0XH0150109")],
+    );
+    assert!((599.0..620.0).contains(&drift), "drift {drift}");
+    wait_for("the clock-drift alert in InfluxDB", || async {
+        !influx
+            .query_rows(
+                "hjclk",
+                "SELECT message FROM alert WHERE rule = 'clock-drift' AND state = 'open'",
+            )
+            .await
+            .is_empty()
+    })
+    .await;
+    let rows = influx
+        .query_rows(
+            "hjclk",
+            "SELECT message FROM alert WHERE rule = 'clock-drift'",
+        )
+        .await;
+    let msg = rows[0][1].as_str().unwrap_or("");
+    assert!(msg.contains("dust-04 时钟偏差 6"), "{msg}");
+    gw.proc.stop();
+}

@@ -334,6 +334,10 @@ impl Ingest for SiteEdge {
         self.run(|core, now, fx| core.switched(sw, read_back, now, fx));
     }
 
+    fn clock_drift(&self, device: &str, drift_ms: i64, max_ms: i64) {
+        self.run(|core, now, fx| core.clock_drift(device, drift_ms, max_ms, now, fx));
+    }
+
     fn device_link(&self, device: &str, up: bool) {
         self.run(|core, now, fx| core.device_link(device, up, now, fx));
     }

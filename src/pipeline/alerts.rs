@@ -40,6 +40,18 @@ const TEXTS_TOML: &str = include_str!("../../data/alert-texts.toml");
 
 /// Every key a language's table must have.
 pub const TEXT_KEYS: &[&str] = &[
+    "flagged_open",
+    "flagged_closed",
+    "flag_f",
+    "flag_m",
+    "flag_s",
+    "flag_d",
+    "flag_c",
+    "flag_t",
+    "flag_b",
+    "flag_other",
+    "drift_open",
+    "drift_closed",
     "head",
     "end",
     "standard",
@@ -250,6 +262,32 @@ impl AlertContext {
             (AlertKind::Stuck, _) => t("stuck_open", &vars),
             (AlertKind::OutOfRange, AlertState::Closed) => t("range_closed", &vars),
             (AlertKind::OutOfRange, _) => t("range_open", &vars),
+            (AlertKind::Flagged, state) => {
+                let flag = e
+                    .evidence
+                    .iter()
+                    .find(|(k, _)| k == "flag")
+                    .map_or("", |(_, v)| v.as_str());
+                // The data flags of HJ 212-2017 Table 8 [P] (domain.md §3.7).
+                let key = match flag {
+                    "F" | "M" | "S" | "D" | "C" | "T" | "B" => {
+                        format!("flag_{}", flag.to_ascii_lowercase())
+                    }
+                    _ => "flag_other".to_string(),
+                };
+                let meaning = t(&key, &[]);
+                let minutes = format!("{}", (e.threshold / 60.0).round());
+                let mut vars = vars.clone();
+                vars.push(("flag", flag));
+                vars.push(("meaning", &meaning));
+                vars.push(("minutes", &minutes));
+                match state {
+                    AlertState::Closed => t("flagged_closed", &vars),
+                    _ => t("flagged_open", &vars),
+                }
+            }
+            (AlertKind::ClockDrift, AlertState::Closed) => t("drift_closed", &vars),
+            (AlertKind::ClockDrift, _) => t("drift_open", &vars),
             (AlertKind::Threshold, state) => {
                 let title = rule
                     .and_then(|r| match locale {

@@ -292,11 +292,16 @@ impl SiteCore {
         }
         if let Some(j) = &mut self.judge {
             for (i, (slot, v)) in r.device.slots.iter().zip(&r.values).enumerate() {
-                if v.is_some() && r.flag(i).is_some() {
+                if let (Some(_), Some(flag)) = (v, r.flag(i)) {
                     // Flagged by the instrument: the device reports (not offline), the value
-                    // is not checked or judged.
-                    j.engine
-                        .device_seen(&r.device.id, r.time_ms, &mut self.events);
+                    // is not checked or judged; a flag held for long raises its alert.
+                    j.engine.flagged(
+                        &r.device.id,
+                        &slot.metric,
+                        r.time_ms,
+                        flag,
+                        &mut self.events,
+                    );
                     continue;
                 }
                 if let Some(v) = v {
@@ -318,6 +323,23 @@ impl SiteCore {
                     }
                 }
             }
+            self.deliver(now_ms, fx);
+        }
+    }
+
+    /// A device's clock measured against the gateway's (an HJ 212 station's DataTime against
+    /// arrival): off by more than `max_ms`, the data-quality alert.
+    pub fn clock_drift(
+        &mut self,
+        device: &str,
+        drift_ms: i64,
+        max_ms: i64,
+        now_ms: i64,
+        fx: &mut Effects,
+    ) {
+        if let Some(j) = &mut self.judge {
+            j.engine
+                .clock_drift(device, drift_ms, max_ms, now_ms, &mut self.events);
             self.deliver(now_ms, fx);
         }
     }

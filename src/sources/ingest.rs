@@ -21,6 +21,9 @@ pub trait Ingest: Overrides + Send + Sync {
     fn detections(&self, ds: &[Detection]) -> u64;
     /// A switch a bus carried out: the coils as read back, or why it failed.
     fn switched(&self, sw: &Switch, read_back: Result<Vec<bool>, String>);
+    /// A device's clock against the gateway's (ms, positive when it is behind); off by more
+    /// than `max_ms`, the data-quality alert.
+    fn clock_drift(&self, device: &str, drift_ms: i64, max_ms: i64);
     /// The link to a Modbus device came back or was lost.
     fn device_link(&self, device: &str, up: bool);
     /// The highest ticket whose append is durable.

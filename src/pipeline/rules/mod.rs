@@ -53,6 +53,11 @@ pub enum AlertKind {
     Stuck,
     /// A reading outside the sensor's physical range (flagged, not judged).
     OutOfRange,
+    /// The instrument has flagged a metric's values (HJ 212 data flag other than N) for longer
+    /// than the allowance: none of them is judged meanwhile.
+    Flagged,
+    /// A device's clock is off from the gateway's by more than the allowance.
+    ClockDrift,
     /// A six-100% violation (an unwashed exit, an uncovered muck truck, ...): one event.
     Violation,
 }
@@ -260,9 +265,34 @@ impl Engine {
 
     /// Feeds one reading of a device whose own measuring range is `range` (`None`: the
     /// metric's default).
-    /// A device reported a value its instrument flagged: seen, nothing judged.
-    pub fn device_seen(&mut self, device: &str, t: i64, out: &mut Vec<AlertEvent>) {
-        self.quality.seen(device, t, out);
+    /// A value its instrument flagged: the device is seen, the value not judged; a flag held
+    /// longer than the allowance raises the data-quality alert.
+    pub fn flagged(
+        &mut self,
+        device: &str,
+        metric: &str,
+        t: i64,
+        flag: char,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        self.quality.flagged(device, metric, t, flag, out);
+    }
+
+    /// How long a data flag may be held before its alert ([[hj212.listen]].flag_alert_after).
+    pub fn set_flag_alert_after(&mut self, ms: i64) {
+        self.quality.set_flag_alert_after(ms);
+    }
+
+    /// A device's clock against the gateway's (ms, positive: behind).
+    pub fn clock_drift(
+        &mut self,
+        device: &str,
+        drift_ms: i64,
+        max_ms: i64,
+        now: i64,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        self.quality.clock_drift(device, drift_ms, max_ms, now, out);
     }
 
     pub fn reading_in_range(
@@ -622,6 +652,8 @@ impl Engine {
             let k = match kind {
                 AlertKind::Offline => "offline",
                 AlertKind::Stuck => "stuck",
+                AlertKind::Flagged => "flagged",
+                AlertKind::ClockDrift => "clock_drift",
                 _ => "out_of_range",
             };
             v.push(OpenSnapshot::new(k, "", &device, &metric, &a));
@@ -710,6 +742,13 @@ impl Engine {
                 "stuck" => self
                     .quality
                     .restore(AlertKind::Stuck, &o.device, &o.metric, alert),
+                "flagged" => self
+                    .quality
+                    .restore(AlertKind::Flagged, &o.device, &o.metric, alert),
+                "clock_drift" => {
+                    self.quality
+                        .restore(AlertKind::ClockDrift, &o.device, &o.metric, alert)
+                }
                 _ => self
                     .quality
                     .restore(AlertKind::OutOfRange, &o.device, &o.metric, alert),

@@ -17,6 +17,8 @@ struct DeviceQ {
     /// Readings seen (saturating): a device only a topic named is expected to report once it
     /// has reported [`ESTABLISHED`] times.
     seen: u32,
+    /// Its clock is off by more than the allowance.
+    drift: Option<OpenAlert>,
 }
 
 /// Readings after which a device nobody configured (an id from an MQTT topic) counts as one
@@ -33,10 +35,18 @@ struct ValueQ {
     unchanged_since: i64,
     stuck: Option<OpenAlert>,
     out_of_range: Option<OpenAlert>,
+    /// Since when, and with which letter, the instrument flags this metric's values.
+    flagged_since: Option<(i64, char)>,
+    flagged: Option<OpenAlert>,
 }
+
+/// The default of `flag_alert_after`: half an hour of flagged data (maintenance, calibration)
+/// is normal work; longer, someone should look.
+pub const FLAG_ALERT_AFTER_MS: i64 = 30 * 60_000;
 
 pub struct Quality {
     offline_after_ms: i64,
+    flag_alert_after_ms: i64,
     devices: HashMap<String, DeviceQ>,
     values: HashMap<String, HashMap<String, ValueQ>>,
 }
@@ -52,7 +62,20 @@ fn ev(
     let rule_id = match kind {
         AlertKind::Offline => "offline",
         AlertKind::Stuck => "stuck",
+        AlertKind::Flagged => "data-flag",
+        AlertKind::ClockDrift => "clock-drift",
         _ => "out-of-range",
+    };
+    // A flag alert's letter is kept in its id (`data-flag/<device>/<metric>/<flag>/<since>`), so
+    // that it survives a restart with the id.
+    let evidence = match kind {
+        AlertKind::Flagged => a
+            .alert_id
+            .rsplit('/')
+            .nth(1)
+            .map(|f| vec![("flag".to_string(), f.to_string())])
+            .unwrap_or_default(),
+        _ => Vec::new(),
     };
     AlertEvent {
         alert_id: a.alert_id.clone(),
@@ -67,7 +90,7 @@ fn ev(
         threshold: a.threshold,
         since_ms: a.since_ms,
         at_ms: at,
-        evidence: Vec::new(),
+        evidence,
     }
 }
 
@@ -81,6 +104,7 @@ impl Quality {
     pub fn new(offline_after_ms: i64) -> Self {
         Self {
             offline_after_ms,
+            flag_alert_after_ms: FLAG_ALERT_AFTER_MS,
             devices: HashMap::new(),
             values: HashMap::new(),
         }
@@ -121,6 +145,119 @@ impl Quality {
         }
     }
 
+    pub fn set_flag_alert_after(&mut self, ms: i64) {
+        self.flag_alert_after_ms = ms.max(1);
+    }
+
+    /// A value the instrument flagged (`flag` not N): the device is seen; the value is not
+    /// checked. Held (any letter but N) longer than `flag_alert_after`, it raises the
+    /// data-quality alert; the next unflagged value closes it.
+    pub fn flagged(
+        &mut self,
+        device: &str,
+        metric: &str,
+        t: i64,
+        flag: char,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        self.seen(device, t, out);
+        let after = self.flag_alert_after_ms;
+        let q = self
+            .values
+            .entry(device.to_string())
+            .or_default()
+            .entry(metric.to_string())
+            .or_insert_with(|| {
+                let info = Catalog::builtin().get(metric);
+                ValueQ {
+                    range: info.and_then(|i| i.range),
+                    stuck_after: info
+                        .and_then(|i| i.stuck_after)
+                        .map(|d| d.as_millis() as i64),
+                    last: f64::NAN,
+                    unchanged_since: t,
+                    stuck: None,
+                    out_of_range: None,
+                    flagged_since: None,
+                    flagged: None,
+                }
+            });
+        let since = match q.flagged_since {
+            Some((since, _)) if since <= t => since,
+            _ => {
+                q.flagged_since = Some((t, flag));
+                t
+            }
+        };
+        if q.flagged.is_none() && t - since >= after {
+            let a = OpenAlert {
+                alert_id: format!("data-flag/{device}/{metric}/{flag}/{since}"),
+                since_ms: since,
+                value: f64::NAN,
+                threshold: after as f64 / 1000.0,
+                last_notified_ms: t,
+            };
+            out.push(ev(
+                AlertKind::Flagged,
+                device,
+                metric,
+                AlertState::Open,
+                &a,
+                t,
+            ));
+            q.flagged = Some(a);
+        }
+    }
+
+    /// A device's clock against the gateway's (`drift_ms`: arrival minus its time, positive
+    /// when it is behind). Off by more than `max_ms` either way opens the alert; back within
+    /// half of it closes it (no flapping around the limit).
+    pub fn clock_drift(
+        &mut self,
+        device: &str,
+        drift_ms: i64,
+        max_ms: i64,
+        now: i64,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let d = self.devices.entry(device.to_string()).or_default();
+        let off = drift_ms.abs();
+        match &d.drift {
+            None if off > max_ms => {
+                let a = OpenAlert {
+                    alert_id: format!("clock-drift/{device}/{now}"),
+                    since_ms: now,
+                    value: drift_ms as f64 / 1000.0,
+                    threshold: max_ms as f64 / 1000.0,
+                    last_notified_ms: now,
+                };
+                out.push(ev(
+                    AlertKind::ClockDrift,
+                    device,
+                    "",
+                    AlertState::Open,
+                    &a,
+                    now,
+                ));
+                d.drift = Some(a);
+            }
+            Some(_) if off <= max_ms / 2 => {
+                if let Some(mut a) = d.drift.take() {
+                    a.value = drift_ms as f64 / 1000.0;
+                    out.push(ev(
+                        AlertKind::ClockDrift,
+                        device,
+                        "",
+                        AlertState::Closed,
+                        &a,
+                        now,
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Checks one reading; `false` when it must not be judged: below the sensor's range, an
     /// impossible value. Above the range the value is flagged (T) but judged: it is at least
     /// the range's top, so it exceeds every limit below it (PM10 over 1,000 µg/m³ happens in
@@ -152,9 +289,23 @@ impl Quality {
                     unchanged_since: t,
                     stuck: None,
                     out_of_range: None,
+                    flagged_since: None,
+                    flagged: None,
                 })
             }
         };
+        // An unflagged value: the instrument's flag is over.
+        q.flagged_since = None;
+        if let Some(a) = q.flagged.take() {
+            out.push(ev(
+                AlertKind::Flagged,
+                device,
+                metric,
+                AlertState::Closed,
+                &a,
+                t,
+            ));
+        }
         let (range, stuck_after) = (q.range, q.stuck_after);
         if let Some((lo, hi)) = range {
             if v < lo || v > hi {
@@ -268,11 +419,27 @@ impl Quality {
             if let Some(a) = &d.offline {
                 v.push((AlertKind::Offline, device.clone(), String::new(), a.clone()));
             }
+            if let Some(a) = &d.drift {
+                v.push((
+                    AlertKind::ClockDrift,
+                    device.clone(),
+                    String::new(),
+                    a.clone(),
+                ));
+            }
         }
         for (device, m) in &self.values {
             for (metric, q) in m {
                 if let Some(a) = &q.stuck {
                     v.push((AlertKind::Stuck, device.clone(), metric.clone(), a.clone()));
+                }
+                if let Some(a) = &q.flagged {
+                    v.push((
+                        AlertKind::Flagged,
+                        device.clone(),
+                        metric.clone(),
+                        a.clone(),
+                    ));
                 }
                 if let Some(a) = &q.out_of_range {
                     v.push((
@@ -295,7 +462,10 @@ impl Quality {
                 d.last_seen = d.last_seen.max(a.since_ms);
                 d.offline = Some(a);
             }
-            AlertKind::Stuck | AlertKind::OutOfRange => {
+            AlertKind::ClockDrift => {
+                self.devices.entry(device.to_string()).or_default().drift = Some(a);
+            }
+            AlertKind::Stuck | AlertKind::OutOfRange | AlertKind::Flagged => {
                 let q = self
                     .values
                     .entry(device.to_string())
@@ -311,11 +481,17 @@ impl Quality {
                         unchanged_since: a.since_ms,
                         stuck: None,
                         out_of_range: None,
+                        flagged_since: None,
+                        flagged: None,
                     });
-                if kind == AlertKind::Stuck {
-                    q.stuck = Some(a);
-                } else {
-                    q.out_of_range = Some(a);
+                match kind {
+                    AlertKind::Stuck => q.stuck = Some(a),
+                    AlertKind::Flagged => {
+                        let flag = a.alert_id.rsplit('/').nth(1).and_then(|f| f.chars().next());
+                        q.flagged_since = flag.map(|f| (a.since_ms, f));
+                        q.flagged = Some(a);
+                    }
+                    _ => q.out_of_range = Some(a),
                 }
             }
             _ => {}

@@ -677,3 +677,68 @@ fn a_value_its_instrument_flagged_is_written_with_the_flag_and_never_judged() {
     let e = fx(|f| s.readings(&dust(t2, 300.0, 90.0), t2, f));
     assert_eq!(e.alerts.len(), 1);
 }
+
+#[test]
+fn a_data_flag_held_past_its_allowance_raises_the_data_quality_alert_until_a_normal_value() {
+    let mut s = site();
+    let t = t0();
+    s.restore(Saved::default(), t, &mut Effects::default());
+    let flagged = |at: i64| {
+        let mut r = dust(at, 300.0, 90.0);
+        r.flags = vec![Some('C'), None];
+        r
+    };
+    // Calibration for 29 minutes: no alert (the default allowance is 30 minutes).
+    for m in 0..30 {
+        let at = t + m * MIN;
+        let e = fx(|f| s.readings(&flagged(at), at, f));
+        assert!(
+            e.alerts.iter().all(|a| a.event.kind != AlertKind::Flagged),
+            "minute {m}"
+        );
+    }
+    let at = t + 30 * MIN;
+    let e = fx(|f| s.readings(&flagged(at), at, f));
+    let opened: Vec<_> = e
+        .alerts
+        .iter()
+        .filter(|a| a.event.kind == AlertKind::Flagged)
+        .collect();
+    assert_eq!(opened.len(), 1);
+    assert_eq!(
+        opened[0].message,
+        "【锦江区 B 地块】dust-01 PM10数据标记为 C（校准）已超过 30 分钟（自 08:00 起），期间数据未参与评价，请检查设备。"
+    );
+    // A normal value closes it.
+    let at = t + 31 * MIN;
+    let e = fx(|f| s.readings(&dust(at, 80.0, 30.0), at, f));
+    let closed: Vec<_> = e
+        .alerts
+        .iter()
+        .filter(|a| a.event.kind == AlertKind::Flagged)
+        .collect();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].event.state, AlertState::Closed);
+}
+
+#[test]
+fn a_clock_off_past_the_allowance_raises_its_alert_and_closes_once_set() {
+    let mut s = site();
+    let t = t0();
+    s.restore(Saved::default(), t, &mut Effects::default());
+    let max = 5 * MIN;
+    let e = fx(|f| s.clock_drift("dust-01", 4 * MIN, max, t, f));
+    assert!(e.alerts.is_empty());
+    let e = fx(|f| s.clock_drift("dust-01", 6 * MIN, max, t + 1000, f));
+    assert_eq!(e.alerts.len(), 1);
+    assert_eq!(
+        e.alerts[0].message,
+        "【锦江区 B 地块】dust-01 时钟偏差 360 秒，超过允许的 300 秒，请校准监测仪时间。"
+    );
+    // Within the allowance but not yet within half of it: still open, not repeated.
+    let e = fx(|f| s.clock_drift("dust-01", 4 * MIN, max, t + 2000, f));
+    assert!(e.alerts.is_empty());
+    let e = fx(|f| s.clock_drift("dust-01", -1000, max, t + 3000, f));
+    assert_eq!(e.alerts.len(), 1);
+    assert_eq!(e.alerts[0].event.state, AlertState::Closed);
+}

@@ -362,9 +362,21 @@ where
                 if !d.points.is_empty() {
                     ticket = ticket.max(sh.ingest.points(&d.points));
                 }
-                let drift = (packet.cn() == decode::REALTIME)
-                    .then(|| d.time_ms.map(|t| arrival - t))
+                // The clock is judged on live real-time frames only (a 2025 resend says RF=1).
+                let drift = (packet.cn() == decode::REALTIME && !packet.resend())
+                    .then(|| d.time_ms.map(|t| st.drift(arrival - t)))
                     .flatten();
+                if let Some(drift) = drift {
+                    let max = sh.cfg.max_drift.as_millis() as i64;
+                    sh.ingest.clock_drift(&st.station.device.id, drift, max);
+                    if sh.cfg.set_time && drift.abs() > max && st.time_to_set_clock(arrival) {
+                        let set = set_time_frame(&packet, arrival, &sh.site.tz);
+                        let mut w = wr.lock().await;
+                        if w.write_all(set.as_bytes()).await.is_ok() {
+                            info!(listener = %sh.cfg.name, mn = %mn, drift_s = drift / 1000, "HJ 212 station clock set (CN=1012)");
+                        }
+                    }
+                }
                 sh.health
                     .station(&mn, &st.station.device.id, &st.site, |h| {
                         h.last_frame_ms = arrival;
@@ -417,6 +429,38 @@ fn answer_for(p: &Packet) -> Option<String> {
         // Requests and answers are a platform's business, not a receiver's.
         _ => None,
     }
+}
+
+/// CN=1012 (set the site's time, domain.md §3.6 [P]) to the station of `p`: `SystemTime` is
+/// the gateway's local time, QN the same instant; the station answers 9011/9012.
+fn set_time_frame(p: &Packet, now_ms: i64, tz: &TimeZone) -> String {
+    let t = jiff::Timestamp::from_millisecond(now_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let dt = tz.to_datetime(t);
+    let system = format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second()
+    );
+    let set = Packet {
+        qn: Some(format!("{system}{:03}", dt.subsec_nanosecond() / 1_000_000)),
+        st: p.st.clone(),
+        cn: "1012".into(),
+        pw: p.pw.clone(),
+        mn: p.mn.clone(),
+        // The station's version, asking for an answer.
+        flag: Some(Flag(p.flag.map_or(4, |f| f.0 & !0b11) | 1)),
+        has_cp: true,
+        cp: hj212::Cp {
+            params: vec![("SystemTime".into(), system)],
+            ..hj212::Cp::default()
+        },
+        ..Packet::default()
+    };
+    hj212::encode::encode(&set)
 }
 
 /// Waits until the store reports `ticket` durable; `false` after [`DURABLE_WAIT`].

@@ -22,7 +22,20 @@ pub struct StationRt {
     pub password: Option<String>,
     pub sm4_key: Option<[u8; 16]>,
     bucket: Mutex<Bucket>,
+    clock: Mutex<Clock>,
 }
+
+/// The station's clock as its last real-time frames show it.
+#[derive(Debug, Default)]
+struct Clock {
+    /// Arrival minus DataTime of the last few live 2011 frames (ms).
+    recent: std::collections::VecDeque<i64>,
+    /// When the gateway last sent it CN=1012 (set time).
+    last_set_ms: i64,
+}
+
+/// Live frames the drift estimate looks at.
+const DRIFT_FRAMES: usize = 5;
 
 /// A token bucket: `rate` frames a second, bursts of up to `burst`.
 #[derive(Debug)]
@@ -32,6 +45,32 @@ struct Bucket {
 }
 
 impl StationRt {
+    /// Records one live real-time frame's lag and returns the station's drift: of the last
+    /// few, the one nearest zero. A clock that is really off shows in every frame; a frame
+    /// that was held back (a monitor resending after an outage without RF=1) only looks late.
+    pub fn drift(&self, lag_ms: i64) -> i64 {
+        let mut c = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        if c.recent.len() == DRIFT_FRAMES {
+            c.recent.pop_front();
+        }
+        c.recent.push_back(lag_ms);
+        c.recent
+            .iter()
+            .copied()
+            .min_by_key(|d| d.unsigned_abs())
+            .unwrap_or(lag_ms)
+    }
+
+    /// Whether to send the station CN=1012 now (at most once an hour).
+    pub fn time_to_set_clock(&self, now_ms: i64) -> bool {
+        let mut c = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        if now_ms - c.last_set_ms < 3_600_000 {
+            return false;
+        }
+        c.last_set_ms = now_ms;
+        true
+    }
+
     /// Takes one frame's token; `false`: over the station's rate.
     pub fn allow(&self, now_ms: i64, rate: f64) -> bool {
         let burst = (rate * 2.0).max(5.0);
@@ -58,6 +97,7 @@ fn rt(station: Station, site: &str, password: Option<String>, key: Option<[u8; 1
             tokens: 5.0,
             last_ms: 0,
         }),
+        clock: Mutex::new(Clock::default()),
     }
 }
 
@@ -167,5 +207,29 @@ mod tests {
         assert_eq!(burst, 5);
         assert!(!s.allow(t + 500, 1.0));
         assert!(s.allow(t + 1500, 1.0));
+    }
+
+    #[test]
+    fn the_drift_is_the_lag_nearest_zero_of_the_last_frames() {
+        let s = rt(
+            Station::new(
+                "MN1",
+                "d",
+                "s",
+                &[],
+                super::super::decode::tests::standard_map(),
+            ),
+            "s",
+            None,
+            None,
+        );
+        // A clock 6 minutes slow, and one frame resent an hour late.
+        assert_eq!(s.drift(360_000), 360_000);
+        assert_eq!(s.drift(3_960_000), 360_000);
+        assert_eq!(s.drift(361_000), 360_000);
+        // Set right: the next frame shows it.
+        assert_eq!(s.drift(200), 200);
+        assert!(s.time_to_set_clock(10_000_000));
+        assert!(!s.time_to_set_clock(10_000_000 + 60_000));
     }
 }
