@@ -150,6 +150,24 @@ async fn row_at(
     cols.into_iter().zip(row).collect()
 }
 
+/// [`row_at`], waiting for the writer (an answer means durable in the store, not yet written).
+async fn row_eventually(
+    influx: &Influx1,
+    db: &str,
+    measurement: &str,
+    device: &str,
+    t: i64,
+) -> BTreeMap<String, Value> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let r = row_at(influx, db, measurement, device, t).await;
+        if !r.is_empty() || t0.elapsed() > Duration::from_secs(30) {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn site_toml(influx: &Influx1, db: &str, http: u16, listeners: &str) -> String {
     format!(
         "[site]\nid = \"hj-site\"\ntimezone = \"{TZ}\"\nhealth_interval = \"1s\"\n\n{}\n[store]\ndir = \"store\"\ncommit_interval = \"50ms\"\n\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n{listeners}",
@@ -292,7 +310,7 @@ async fn every_vector_behaves_as_marked_whole_bytewise_cut_and_in_garbage() {
             .is_empty()
     })
     .await;
-    let r = row_at(&influx, "hjv", "air", "690000D5800028F889221AC0", v10).await;
+    let r = row_eventually(&influx, "hjv", "air", "690000D5800028F889221AC0", v10).await;
     for m in [
         "pm25",
         "pm10",
@@ -317,7 +335,7 @@ async fn every_vector_behaves_as_marked_whole_bytewise_cut_and_in_garbage() {
             .is_empty()
     })
     .await;
-    let r = row_at(&influx, "hjv", "air_minute", "JLYP01_AIR01_0001", v2).await;
+    let r = row_eventually(&influx, "hjv", "air_minute", "JLYP01_AIR01_0001", v2).await;
     for (m, want) in [
         ("pm25", 14.0),
         ("pm10", 31.0),
@@ -334,7 +352,7 @@ async fn every_vector_behaves_as_marked_whole_bytewise_cut_and_in_garbage() {
         );
     }
     // Its gases are no canonical metric: kept, not judged, in hj212_extra.
-    let x = row_at(&influx, "hjv", "hj212_extra", "JLYP01_AIR01_0001", v2).await;
+    let x = row_eventually(&influx, "hjv", "hj212_extra", "JLYP01_AIR01_0001", v2).await;
     assert_eq!(
         x.get("a21004_avg").and_then(Value::as_f64),
         Some(4.0),
@@ -342,7 +360,7 @@ async fn every_vector_behaves_as_marked_whole_bytewise_cut_and_in_garbage() {
     );
     assert_eq!(x.get("cn").and_then(Value::as_str), Some("2051"), "{x:?}");
     let v4 = local_ms("20210301111100");
-    let r = row_at(&influx, "hjv", "water", "ZLDSZ20210127", v4).await;
+    let r = row_eventually(&influx, "hjv", "water", "ZLDSZ20210127", v4).await;
     for (m, want) in [
         ("ph", 8.33),
         ("do", 10.15),
@@ -421,7 +439,7 @@ async fn a_stations_password_and_its_data_flags() {
         ),
         1.0
     );
-    let r = row_at(&influx, "hjpw", "air", "dust-03", local_ms(&t2)).await;
+    let r = row_eventually(&influx, "hjpw", "air", "dust-03", local_ms(&t2)).await;
     assert_eq!(r.get("pm10").and_then(Value::as_f64), Some(300.0), "{r:?}");
     assert_eq!(
         r.get("pm10_flag").and_then(Value::as_str),
@@ -656,7 +674,7 @@ async fn a_monitor_whose_clock_is_ten_minutes_slow_is_alerted_and_set() {
         "SystemTime {system} is {off} ms from the gateway's clock"
     );
     // The reading keeps its DataTime (the station's clock), never the arrival time.
-    let r = row_at(&influx, "hjclk", "air", "dust-04", local_ms(&dt)).await;
+    let r = row_eventually(&influx, "hjclk", "air", "dust-04", local_ms(&dt)).await;
     assert_eq!(r.get("pm10").and_then(Value::as_f64), Some(70.0), "{r:?}");
     // The drift on /metrics and the data-quality alert in InfluxDB.
     let drift = sample(
@@ -683,5 +701,74 @@ async fn a_monitor_whose_clock_is_ten_minutes_slow_is_alerted_and_set() {
         .await;
     let msg = rows[0][1].as_str().unwrap_or("");
     assert!(msg.contains("dust-04 时钟偏差 6"), "{msg}");
+    gw.proc.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_wired_to_a_serial_line_is_read_and_answered() {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let influx = Influx1::start();
+    influx.create_db("hjser").await;
+    let http = free_port();
+    let pty = common::PtyPair::start();
+    let listeners = format!(
+        "[[hj212.listen]]\nname = \"rs232\"\npath = \"{}\"\nbaud = 9600\n\n  [[hj212.listen.station]]\n  mn = \"010000A8900016F000169DC0\"\n  device = \"dust-05\"\n",
+        pty.b().display()
+    );
+    let dir = scratch_dir("e2e-hj212-serial");
+    let mut gw = Gateway::start(&dir, &site_toml(&influx, "hjser", http, &listeners), &[]);
+    gw.wait_log("HJ 212 serial line open", Duration::from_secs(20));
+    let dt = local_datatime(common::now_ms() - 5_000);
+    let out = peer()
+        .args([
+            "frame",
+            "--mn",
+            "010000A8900016F000169DC0",
+            "--cn",
+            "2011",
+            "--qn",
+            &format!("{dt}123"),
+        ])
+        .args([
+            "--cp",
+            &format!("DataTime={dt};a34002-Rtd=66.6,a34002-Flag=N;LA-Rtd=58.2"),
+        ])
+        .output()
+        .expect("hj212_monitor.py frame");
+    let frame = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .replace("\\r\\n", "\r\n");
+    let mut tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(pty.a())
+        .expect("the monitor's end of the line");
+    // Some garbage on the line first (a monitor powering up), then the frame in two writes.
+    tty.write_all(b"\x00\xff junk ").expect("write");
+    let (head, tail) = frame.as_bytes().split_at(40);
+    tty.write_all(head).expect("write");
+    std::thread::sleep(Duration::from_millis(50));
+    tty.write_all(tail).expect("write");
+    let mut got = Vec::new();
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) && !String::from_utf8_lossy(&got).contains("\r\n")
+    {
+        let mut buf = [0u8; 256];
+        match tty.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let answer = String::from_utf8_lossy(&got).to_string();
+    assert!(
+        answer.contains(&format!("QN={dt}123;ST=91;CN=9014;")),
+        "answer on the line: {answer:?}\n{}",
+        gw.log()
+    );
+    let r = row_eventually(&influx, "hjser", "air", "dust-05", local_ms(&dt)).await;
+    assert_eq!(r.get("pm10").and_then(Value::as_f64), Some(66.6), "{r:?}");
+    assert_eq!(r.get("noise").and_then(Value::as_f64), Some(58.2), "{r:?}");
     gw.proc.stop();
 }
