@@ -1165,3 +1165,88 @@ async fn a_missing_influxdb_database_is_shown_red_until_it_is_created() {
     gw.proc.stop();
     drop(sensors);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hubs_page_lists_its_hj212_stations_and_metrics_stay_valid_prometheus() {
+    let influx = common::Influx1::start();
+    influx.create_db("hubpage").await;
+    let port = free_port();
+    let hj = free_port();
+    let dir = scratch_dir("status-page-hub");
+    let toml = format!(
+        "[site]\nid = \"hub\"\ntimezone = \"Asia/Shanghai\"\nhealth_interval = \"1s\"\n\n{}\n[store]\ndir = \"store\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[[hj212.listen]]\nname = \"district\"\nlisten = \"127.0.0.1:{hj}\"\n\n  [[hj212.listen.station]]\n  mn = \"010000A8900016F000169DC0\"\n  device = \"dust-c-01\"\n  site = \"cd-jj-0018\"\n\n  [[hj212.listen.station]]\n  mn = \"HJZB0XH0150109\"\n  device = \"dust-d-01\"\n  site = \"cd-jj-0021\"\n",
+        common::site::influx_v1(&influx.url(), "hubpage"),
+    );
+    let mut gw = Gateway::start(&dir, &toml, &[]);
+    gw.wait_log("HJ 212 listener listening", Duration::from_secs(20));
+    // One station sends a frame (and a second one with a bad CRC) on a connection it keeps.
+    let dt = jiff::tz::TimeZone::get("Asia/Shanghai")
+        .expect("zone")
+        .to_datetime(jiff::Timestamp::now());
+    let ts = format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second()
+    );
+    let seg = format!(
+        "QN={ts}000;ST=39;CN=2011;PW=123456;MN=010000A8900016F000169DC0;Flag=4;CP=&&DataTime={ts};a34002-Rtd=55,a34002-Flag=N&&"
+    );
+    let frame = format!(
+        "##{:04}{seg}{:04X}\r\n",
+        seg.len(),
+        dustgate::hj212::crc::hj212(seg.as_bytes())
+    );
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", hj)).expect("connect");
+    std::io::Write::write_all(&mut sock, frame.as_bytes()).expect("send");
+    std::io::Write::write_all(&mut sock, frame.replace("55", "56").as_bytes()).expect("send");
+
+    let b = Browser::start().await;
+    b.navigate(&format!("http://127.0.0.1:{port}/?lang=zh-CN&refresh=1"))
+        .await;
+    let text = b
+        .wait_text(
+            "#stations tr[data-mn=\"010000A8900016F000169DC0\"]",
+            "the station that sent",
+            |t| t.contains("dust-c-01") && t.contains("已连接") && t.contains("crc 1"),
+        )
+        .await;
+    println!("station row: {text}");
+    b.wait_text(
+        "#devices tr[data-device=\"dust-c-01\"]",
+        "the station among the devices, as HJ 212",
+        |t| t.contains("HJ 212") && t.contains("在线"),
+    )
+    .await;
+    b.wait_text(
+        "#stations tr[data-mn=\"HJZB0XH0150109\"]",
+        "the station that did not",
+        |t| t.contains("dust-d-01") && t.contains("未连接"),
+    )
+    .await;
+    drop(b);
+    // The HJ 212 families parse as Prometheus text.
+    let (_, body) = common::http_get_blocking(port, "/metrics").expect("/metrics");
+    let samples = parse_prometheus(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    assert_eq!(
+        value_of(
+            &samples,
+            "dustgate_hj212_rejected_total",
+            &[("listener", "district"), ("reason", "crc")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "dustgate_hj212_station_connected",
+            &[("mn", "010000A8900016F000169DC0")]
+        ),
+        Some(1.0)
+    );
+    drop(sock);
+    gw.proc.stop();
+}

@@ -65,6 +65,7 @@ mod tests {
             "id=\"updated\"",
             "id=\"error\"",
             "id=\"uplink-error\"",
+            "id=\"stations\"",
         ] {
             assert!(super::INDEX.contains(id), "{id}");
         }

@@ -22,7 +22,9 @@
       err: 'The gateway is not answering ({0}); showing the last data received.',
       dest_missing: 'InfluxDB destination missing since {0}: nothing is written, points are held in the store ({1}). Create the database or bucket (InfluxDB 1.x: or set create_database = true). Server said: {2}',
       enclosure: 'Enclosure', cover: 'Cover', wash: 'Vehicle wash', hardening: 'Road hardening',
-      wet_work: 'Wet work', sealed_transport: 'Sealed transport'
+      wet_work: 'Wet work', sealed_transport: 'Sealed transport',
+      stations: 'HJ 212 stations', listener: 'Listener', site: 'Site', drift: 'Clock drift',
+      frames: 'Frames', rejected: 'Refused', idle: 'not connected', no_stations: 'No station has sent yet.'
     },
     zh: {
       gw_time: '网关时间', updated: '更新于', alerts: '当前告警', readings: '最新数据',
@@ -43,7 +45,9 @@
       err: '网关无响应（{0}），显示的是最后收到的数据。',
       dest_missing: 'InfluxDB 数据库不存在（自 {0}）：数据未写入，暂存在本地（{1}）。请创建数据库或 bucket（InfluxDB 1.x 也可设置 create_database = true）。服务器回复：{2}',
       enclosure: '围挡', cover: '覆盖', wash: '冲洗', hardening: '路面硬化',
-      wet_work: '湿法作业', sealed_transport: '密闭运输'
+      wet_work: '湿法作业', sealed_transport: '密闭运输',
+      stations: 'HJ 212 监测站', listener: '监听', site: '工地', drift: '时钟偏差',
+      frames: '数据包', rejected: '拒收', idle: '未连接', no_stations: '尚无监测站上报。'
     }
   };
   const params = new URLSearchParams(location.search);
@@ -147,10 +151,26 @@
       ], r.alert_open ? 'over' : r.over ? 'high' : '');
     }), 'no_readings', 5);
 
+    const hjDevices = new Set((s.hj212 || []).flatMap(l => l.stations.map(x => x.device)));
     fill('devices', s.devices.map(d => row({ 'data-device': d.id, 'data-state': d.state }, [
-      d.id, d.bus || t('pushed'), td(badge(d.state)), when(d.last_ok),
+      d.id, d.bus || (hjDevices.has(d.id) ? 'HJ 212' : t('pushed')), td(badge(d.state)), when(d.last_ok),
       el('td', 'num', d.polls === null ? '—' : d.polls), el('td', 'num', d.poll_errors === null ? '—' : d.poll_errors)
     ])), 'no_devices', 6);
+
+    // HJ 212 listeners: a hub lists its stations (thousands: the ones connected first).
+    const ls = s.hj212 || [];
+    $('hj212-section').hidden = !ls.length;
+    const st = [];
+    for (const l of ls) for (const x of l.stations) st.push([l, x]);
+    st.sort((a, b) => (b[1].connected - a[1].connected) || String(a[1].mn).localeCompare(String(b[1].mn)));
+    fill('stations', st.slice(0, 500).map(([l, x]) => {
+      const refused = Object.entries(x.rejected || {}).map(([k, n]) => k + ' ' + n).join(', ') || '0';
+      return row({ 'data-mn': x.mn, 'data-device': x.device }, [
+        l.name, x.mn, x.device, x.site, td(badge(x.connected ? 'connected' : 'idle', x.connected ? 'connected' : 'unknown')),
+        when(x.last_frame), el('td', 'num', x.drift_s === null || x.drift_s === undefined ? '—' : num(x.drift_s) + ' s'),
+        el('td', 'num', x.frames), refused
+      ], x.drift_s !== null && Math.abs(x.drift_s) > 300 ? 'high' : '');
+    }), 'no_stations', 9);
 
     const c = data.compliance;
     $('compliance').hidden = !c;

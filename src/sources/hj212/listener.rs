@@ -249,8 +249,14 @@ where
         while let Some(next) = framer.next_frame() {
             match next {
                 Err(rej) => {
+                    // On a connection that has spoken for one station, the bad bytes are
+                    // that station's (which monitor sends bad CRCs is what a crew asks).
                     let reason = reason_of(rej.reason);
-                    sh.health.reject(reason, None);
+                    let mn = match mns.as_slice() {
+                        [one] => Some(one.station.mn.as_str()),
+                        _ => None,
+                    };
+                    sh.health.reject(reason, mn);
                     if rej.reason != RejectReason::Garbage {
                         log_reject(&sh, reason, &peer, None, &rej.bytes);
                     }
