@@ -220,7 +220,8 @@ fn demo_replays_its_day_into_line_protocol_files() {
         out.contains("replaying the last 24 hours at 1440x"),
         "{out}"
     );
-    assert!(out.contains("devices up 7/7"), "{out}");
+    // 7 on the Modbus bus and the north gate's HJ 212 monitor.
+    assert!(out.contains("devices up 8/8"), "{out}");
     assert!(out.contains("leaves without washing, uncovered"), "{out}");
     assert!(out.contains("washed 94% of 16 exits"), "15 of 16: {out}");
     for logged in [
@@ -292,9 +293,17 @@ fn demo_replays_its_day_into_line_protocol_files() {
         "compliance,district=demo,item=wash,",
         "compliance,district=demo,item=wet_work,",
         "gateway,",
+        "air,device=dust-02,",
+        "air_minute,device=dust-02,",
     ] {
         assert!(text.contains(needle), "no {needle:?} in the demo's files");
     }
+    // The north gate's HJ 212 monitor: a 2011 every 30 s and a 2051 every minute of the day
+    // (a replayed day: 2,880 and 1,440; the first and last minutes of the run may fall short).
+    let rtd = lines("air,device=dust-02,").len();
+    let minutes = lines("air_minute,device=dust-02,").len();
+    assert!((2700..=3000).contains(&rtd), "{rtd} real-time frames");
+    assert!((1350..=1500).contains(&minutes), "{minutes} minute frames");
     // The wind sensor's outage, in the gateway's health.
     let wind = lines("gateway,")
         .into_iter()

@@ -117,6 +117,7 @@ fn influx_section(a: &DemoArgs) -> anyhow::Result<String> {
 fn site_toml(
     a: &DemoArgs,
     port: u16,
+    hj212_port: u16,
     store: &std::path::Path,
     interval: Duration,
     today: jiff::civil::Date,
@@ -148,6 +149,13 @@ fn site_toml(
             "[[mqtt]]\nname = \"site-broker\"\nurl = {url:?}\nclient_id = \"dustgate-demo-site\"\n\n  [[mqtt.subscribe]]\n  topic = \"gate/+/vehicle\"\n  device = \"{{1}}\"\n  profile = \"gate-camera\"\n\n  [[mqtt.subscribe]]\n  topic = \"ai/+/detection\"\n  device = \"{{1}}\"\n  profile = \"ai-detector\"\n\n[alerts.mqtt]\nbroker = \"site-broker\"\ntopic = \"dustgate/{{site}}/alerts\"\n"
         );
     }
+    // The north gate's HJ 212 monitor (dustgate::sim::hj212_monitor) reports to this.
+    let _ = writeln!(
+        t,
+        "[[hj212.listen]]\nname = \"north-gate\"\nlisten = \"127.0.0.1:{hj212_port}\"\n# a fast replay sends a day of frames in minutes\nmax_frame_rate = 1000\n\n  [[hj212.listen.station]]\n  mn = {:?}\n  device = {:?}\n",
+        sim::hj212_monitor::MN,
+        sim::hj212_monitor::DEVICE
+    );
     t.push_str(DEMO_LINKAGE);
     let quoted: Vec<String> = story::ACTIVITY.iter().map(|a| format!("{a:?}")).collect();
     let _ = writeln!(
@@ -267,7 +275,9 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
             create_v1_database(url, db).await;
         }
         let today = tz.to_datetime(jiff::Timestamp::now()).date();
-        let toml = site_toml(&a, port, &store, interval, today)?;
+        // A free loopback port for the HJ 212 listener (taken back at once; the gateway binds it).
+        let hj212_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let toml = site_toml(&a, port, hj212_port, &store, interval, today)?;
         let cfg_path = store.join("demo-site.toml");
         std::fs::write(&cfg_path, &toml)?;
         let cfg = match config::load(&cfg_path) {
@@ -291,6 +301,12 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("status page: http://{}/", a.listen);
         println!("writing to {}; Ctrl-C to stop.", gw.destination);
 
+        let (monitor_stop, monitor_rx) = tokio::sync::watch::channel(false);
+        let monitor = tokio::spawn(sim::hj212_monitor::run(hj212_port, tz.clone(), monitor_rx));
+        println!(
+            "north gate: an HJ 212 dust monitor ({}) sends CN=2011 every 30 s and CN=2051 every minute to 127.0.0.1:{hj212_port}",
+            sim::hj212_monitor::DEVICE
+        );
         let mqtt = match &a.mqtt_url {
             Some(url) => Some(camera_client(url)?),
             None => None,
@@ -337,6 +353,8 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
             }
             println!("{}", summary(&gw, &tz));
         }
+        let _ = monitor_stop.send(true);
+        let _ = monitor.await;
         let (health, destination) = (gw.health.clone(), gw.destination.clone());
         gw.stop().await;
         println!("{}", summary_final(&health, &destination));

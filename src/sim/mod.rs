@@ -5,6 +5,7 @@
 //! gateway reads them back through exactly the code that reads a real device. Tests use
 //! pymodbus, a simulator we did not write; this one is for the demo only.
 
+pub mod hj212_monitor;
 pub mod scenario;
 pub mod story;
 
