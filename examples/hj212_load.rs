@@ -103,7 +103,10 @@ fn main() {
 /// One socket per monitor: the soft descriptor limit raised to the hard one.
 fn raise_nofile() {
     unsafe {
-        let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
             l.rlim_cur = l.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &l);
@@ -122,7 +125,11 @@ fn crc_hj212(data: &[u8]) -> u16 {
         for (i, e) in t.iter_mut().enumerate() {
             let mut r = i as u16;
             for _ in 0..8 {
-                r = if r & 1 != 0 { (r >> 1) ^ 0xA001 } else { r >> 1 };
+                r = if r & 1 != 0 {
+                    (r >> 1) ^ 0xA001
+                } else {
+                    r >> 1
+                };
             }
             *e = r;
         }
@@ -162,7 +169,10 @@ fn next_frame(buf: &[u8], from: usize) -> Option<(std::ops::Range<usize>, usize)
 
 /// The value of `KEY=` in the header of a segment (before `CP=`).
 fn field<'a>(seg: &'a [u8], key: &[u8]) -> &'a [u8] {
-    let head_end = seg.windows(3).position(|w| w == b"CP=").unwrap_or(seg.len());
+    let head_end = seg
+        .windows(3)
+        .position(|w| w == b"CP=")
+        .unwrap_or(seg.len());
     let head = &seg[..head_end];
     for item in head.split(|&b| b == b';') {
         if item.len() > key.len() && item.starts_with(key) && item[key.len()] == b'=' {
@@ -178,7 +188,9 @@ async fn sink(port: u16) {
     let l = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
     println!("hj212 sink listening on 127.0.0.1:{port}");
     loop {
-        let Ok((s, _)) = l.accept().await else { continue };
+        let Ok((s, _)) = l.accept().await else {
+            continue;
+        };
         tokio::spawn(sink_conn(s));
     }
 }
@@ -277,7 +289,9 @@ fn shanghai(unix_s: i64) -> String {
 /// humidity, pressure, wind speed and direction, each with its flag; values vary by station
 /// and tick (so that no value is "stuck").
 fn dust_frame(mn: &str, qn: &str, dt: &str, i: usize, k: u64, out: &mut Vec<u8>) {
-    let v = (i as u64).wrapping_mul(7919).wrapping_add(k.wrapping_mul(31));
+    let v = (i as u64)
+        .wrapping_mul(7919)
+        .wrapping_add(k.wrapping_mul(31));
     let f = |m: u64, d: u64| ((v / d) % m) as f64;
     let pm25 = 20.0 + f(40, 1) + f(10, 3) / 10.0;
     let pm10 = pm25 * 1.8 + f(10, 5) / 10.0;
@@ -302,11 +316,17 @@ fn dust_frame(mn: &str, qn: &str, dt: &str, i: usize, k: u64, out: &mut Vec<u8>)
 
 fn cpu_s(pid: u32) -> f64 {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return f64::NAN };
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
     // Fields after the ")" of the command name: state is field 3, utime 14, stime 15.
     let rest = &s[s.rfind(')').map(|p| p + 2).unwrap_or(0)..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| f.get(i - 3).and_then(|x| x.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let t = |i: usize| {
+        f.get(i - 3)
+            .and_then(|x| x.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     (t(14) + t(15)) / hz
 }
 
@@ -344,7 +364,12 @@ async fn load(cfg: Load) {
         conns.push(tokio::spawn(async move {
             let _p = sem.acquire_owned().await.unwrap();
             for attempt in 0..5 {
-                match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(("127.0.0.1", port))).await {
+                match tokio::time::timeout(
+                    Duration::from_secs(10),
+                    TcpStream::connect(("127.0.0.1", port)),
+                )
+                .await
+                {
                     Ok(Ok(s)) => {
                         let _ = s.set_nodelay(true);
                         return Some(s);
@@ -387,7 +412,10 @@ async fn load(cfg: Load) {
             tokio::time::sleep_until((start + Duration::from_secs(cfg.duration)).into()).await;
             let b: Vec<f64> = cfg.pids.iter().map(|&p| cpu_s(p)).collect();
             let me_b = self_cpu_s();
-            (a.iter().zip(&b).map(|(a, b)| b - a).collect::<Vec<f64>>(), me_b - me_a)
+            (
+                a.iter().zip(&b).map(|(a, b)| b - a).collect::<Vec<f64>>(),
+                me_b - me_a,
+            )
         })
     };
 
@@ -464,7 +492,12 @@ async fn station(
     start: Instant,
     start_unix: i64,
 ) {
-    let mn = format!("{}{:0w$}", cfg.mn_prefix, i + 1, w = 24usize.saturating_sub(cfg.mn_prefix.len()));
+    let mn = format!(
+        "{}{:0w$}",
+        cfg.mn_prefix,
+        i + 1,
+        w = 24usize.saturating_sub(cfg.mn_prefix.len())
+    );
     // Ticks spread evenly over the second.
     let phase = Duration::from_nanos((i as u64 * 1_000_000_000) / cfg.stations as u64);
     let phase_ms = phase.as_millis() as u64;
