@@ -33,11 +33,59 @@ struct ValueQ {
     stuck_after: Option<i64>,
     last: f64,
     unchanged_since: i64,
-    stuck: Option<OpenAlert>,
-    out_of_range: Option<OpenAlert>,
     /// Since when, and with which letter, the instrument flags this metric's values.
     flagged_since: Option<(i64, char)>,
+    /// Its open alerts: boxed, because nearly always there are none, and a hub holds a
+    /// `ValueQ` for every metric of thousands of stations.
+    alerts: Option<Box<ValueAlerts>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ValueAlerts {
+    stuck: Option<OpenAlert>,
+    out_of_range: Option<OpenAlert>,
     flagged: Option<OpenAlert>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Stuck,
+    OutOfRange,
+    Flagged,
+}
+
+impl ValueAlerts {
+    fn slot(&mut self, w: Which) -> &mut Option<OpenAlert> {
+        match w {
+            Which::Stuck => &mut self.stuck,
+            Which::OutOfRange => &mut self.out_of_range,
+            Which::Flagged => &mut self.flagged,
+        }
+    }
+}
+
+impl ValueQ {
+    fn get(&self, w: Which) -> Option<&OpenAlert> {
+        let a = self.alerts.as_deref()?;
+        match w {
+            Which::Stuck => a.stuck.as_ref(),
+            Which::OutOfRange => a.out_of_range.as_ref(),
+            Which::Flagged => a.flagged.as_ref(),
+        }
+    }
+
+    fn set(&mut self, w: Which, a: OpenAlert) {
+        *self.alerts.get_or_insert_with(Box::default).slot(w) = Some(a);
+    }
+
+    fn take(&mut self, w: Which) -> Option<OpenAlert> {
+        let alerts = self.alerts.as_deref_mut()?;
+        let a = alerts.slot(w).take();
+        if alerts.stuck.is_none() && alerts.out_of_range.is_none() && alerts.flagged.is_none() {
+            self.alerts = None;
+        }
+        a
+    }
 }
 
 /// The default of `flag_alert_after`: half an hour of flagged data (maintenance, calibration)
@@ -176,10 +224,8 @@ impl Quality {
                         .map(|d| d.as_millis() as i64),
                     last: f64::NAN,
                     unchanged_since: t,
-                    stuck: None,
-                    out_of_range: None,
                     flagged_since: None,
-                    flagged: None,
+                    alerts: None,
                 }
             });
         let since = match q.flagged_since {
@@ -189,7 +235,7 @@ impl Quality {
                 t
             }
         };
-        if q.flagged.is_none() && t - since >= after {
+        if q.get(Which::Flagged).is_none() && t - since >= after {
             let a = OpenAlert {
                 alert_id: format!("data-flag/{device}/{metric}/{flag}/{since}"),
                 since_ms: since,
@@ -205,7 +251,7 @@ impl Quality {
                 &a,
                 t,
             ));
-            q.flagged = Some(a);
+            q.set(Which::Flagged, a);
         }
     }
 
@@ -287,16 +333,14 @@ impl Quality {
                         .map(|d| d.as_millis() as i64),
                     last: v,
                     unchanged_since: t,
-                    stuck: None,
-                    out_of_range: None,
                     flagged_since: None,
-                    flagged: None,
+                    alerts: None,
                 })
             }
         };
         // An unflagged value: the instrument's flag is over.
         q.flagged_since = None;
-        if let Some(a) = q.flagged.take() {
+        if let Some(a) = q.take(Which::Flagged) {
             out.push(ev(
                 AlertKind::Flagged,
                 device,
@@ -309,7 +353,7 @@ impl Quality {
         let (range, stuck_after) = (q.range, q.stuck_after);
         if let Some((lo, hi)) = range {
             if v < lo || v > hi {
-                if q.out_of_range.is_none() {
+                if q.get(Which::OutOfRange).is_none() {
                     let a = OpenAlert {
                         alert_id: format!("out-of-range/{device}/{metric}/{t}"),
                         since_ms: t,
@@ -325,12 +369,12 @@ impl Quality {
                         &a,
                         t,
                     ));
-                    q.out_of_range = Some(a);
+                    q.set(Which::OutOfRange, a);
                 }
                 if v < lo {
                     return false;
                 }
-            } else if let Some(a) = q.out_of_range.take() {
+            } else if let Some(a) = q.take(Which::OutOfRange) {
                 out.push(ev(
                     AlertKind::OutOfRange,
                     device,
@@ -345,7 +389,7 @@ impl Quality {
             if v != q.last || t < q.unchanged_since {
                 q.last = v;
                 q.unchanged_since = t;
-                if let Some(a) = q.stuck.take() {
+                if let Some(a) = q.take(Which::Stuck) {
                     out.push(ev(
                         AlertKind::Stuck,
                         device,
@@ -355,7 +399,7 @@ impl Quality {
                         t,
                     ));
                 }
-            } else if q.stuck.is_none() && t - q.unchanged_since >= after {
+            } else if q.get(Which::Stuck).is_none() && t - q.unchanged_since >= after {
                 let a = OpenAlert {
                     alert_id: format!("stuck/{device}/{metric}/{}", q.unchanged_since),
                     since_ms: q.unchanged_since,
@@ -371,7 +415,7 @@ impl Quality {
                     &a,
                     t,
                 ));
-                q.stuck = Some(a);
+                q.set(Which::Stuck, a);
             }
         }
         true
@@ -430,10 +474,10 @@ impl Quality {
         }
         for (device, m) in &self.values {
             for (metric, q) in m {
-                if let Some(a) = &q.stuck {
+                if let Some(a) = q.get(Which::Stuck) {
                     v.push((AlertKind::Stuck, device.clone(), metric.clone(), a.clone()));
                 }
-                if let Some(a) = &q.flagged {
+                if let Some(a) = q.get(Which::Flagged) {
                     v.push((
                         AlertKind::Flagged,
                         device.clone(),
@@ -441,7 +485,7 @@ impl Quality {
                         a.clone(),
                     ));
                 }
-                if let Some(a) = &q.out_of_range {
+                if let Some(a) = q.get(Which::OutOfRange) {
                     v.push((
                         AlertKind::OutOfRange,
                         device.clone(),
@@ -479,19 +523,17 @@ impl Quality {
                             .map(|d| d.as_millis() as i64),
                         last: a.value,
                         unchanged_since: a.since_ms,
-                        stuck: None,
-                        out_of_range: None,
                         flagged_since: None,
-                        flagged: None,
+                        alerts: None,
                     });
                 match kind {
-                    AlertKind::Stuck => q.stuck = Some(a),
+                    AlertKind::Stuck => q.set(Which::Stuck, a),
                     AlertKind::Flagged => {
                         let flag = a.alert_id.rsplit('/').nth(1).and_then(|f| f.chars().next());
                         q.flagged_since = flag.map(|f| (a.since_ms, f));
-                        q.flagged = Some(a);
+                        q.set(Which::Flagged, a);
                     }
-                    _ => q.out_of_range = Some(a),
+                    _ => q.set(Which::OutOfRange, a),
                 }
             }
             _ => {}
