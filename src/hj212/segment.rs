@@ -314,6 +314,41 @@ fn items(s: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// `s.split_once(c)` for an ASCII `c`, by bytes (no char decoding; an ASCII byte is always a
+/// char boundary).
+fn split_at_byte(s: &str, c: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|b| b == c)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
+/// Whether `b` is a printable ASCII byte (so neither whitespace nor part of a multi-byte char).
+fn graphic(b: Option<&u8>) -> bool {
+    b.is_some_and(|&b| (0x21..0x7F).contains(&b))
+}
+
+/// `s.trim_start()`, without the Unicode scan when `s` starts with a printable ASCII byte.
+fn trim_start(s: &str) -> &str {
+    if graphic(s.as_bytes().first()) {
+        s
+    } else {
+        s.trim_start()
+    }
+}
+
+/// `s.trim_end()`, without the Unicode scan when `s` ends with a printable ASCII byte.
+fn trim_end(s: &str) -> &str {
+    if graphic(s.as_bytes().last()) {
+        s
+    } else {
+        s.trim_end()
+    }
+}
+
+/// `a == b`, inlined: codes are short and mostly differ early (no `memcmp` call).
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+}
+
 /// `v` upper-cased, borrowed when it has no lower-case ASCII letter.
 fn upper(v: &str) -> Text<'_> {
     if v.bytes().any(|c| c.is_ascii_lowercase()) {
@@ -351,11 +386,12 @@ pub fn parse(seg: &str) -> Result<Packet<'_>, ParseError> {
     };
     let mut cn = None;
     for item in items(head) {
-        let item = item.trim_start();
-        if item.trim().is_empty() {
+        // After trim_start, an item that is all whitespace is empty.
+        let item = trim_start(item);
+        if item.is_empty() {
             continue;
         }
-        let Some((k, v)) = item.split_once('=') else {
+        let Some((k, v)) = split_at_byte(item, b'=') else {
             p.errors.push(format!("header item without '=': {item:?}"));
             continue;
         };
@@ -394,16 +430,16 @@ pub fn parse(seg: &str) -> Result<Packet<'_>, ParseError> {
 
 fn parse_cp<'a>(cp: &'a str, p: &mut Packet<'a>) {
     for item in items(cp) {
-        let item = item.trim_start();
-        if item.trim().is_empty() {
+        let item = trim_start(item);
+        if item.is_empty() {
             continue;
         }
-        let Some((k, v)) = item.split_once('=') else {
+        let Some((k, v)) = split_at_byte(item, b'=') else {
             p.errors.push(format!("CP item without '=': {item:?}"));
             continue;
         };
-        let k = k.trim_end();
-        match k.split_once('-') {
+        let k = trim_end(k);
+        match split_at_byte(k, b'-') {
             None if k == "Flag" => p.cp.cp_flag = Some(upper(v)),
             None if !k.is_empty() && !k.contains(char::is_whitespace) => {
                 p.cp.params.push((k.into(), v.into()))
@@ -424,7 +460,7 @@ fn parse_cp<'a>(cp: &'a str, p: &mut Packet<'a>) {
                     Cow::Borrowed(v)
                 };
                 let factors = &mut p.cp.factors;
-                let i = match factors.iter().rposition(|f| f.code == code) {
+                let i = match factors.iter().rposition(|f| same(&f.code, code)) {
                     Some(i) => i,
                     None => {
                         if factors.capacity() == 0 {
