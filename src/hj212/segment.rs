@@ -193,7 +193,12 @@ impl Packet<'_> {
             has_cp: self.has_cp,
             cp: Cp {
                 params: owned_pairs(self.cp.params),
-                factors: self.cp.factors.into_iter().map(Factor::into_owned).collect(),
+                factors: self
+                    .cp
+                    .factors
+                    .into_iter()
+                    .map(Factor::into_owned)
+                    .collect(),
                 cp_flag: self.cp.cp_flag.map(owned),
             },
             errors: self.errors,
