@@ -125,6 +125,7 @@ fn a_frame_encrypted_by_the_peer_frames_and_decrypts() {
     assert!(frame.encrypted() && frame.segment().is_none());
     let plain = decrypt_frame(&frame, &key).expect("decrypts and checks");
     assert_eq!(plain.text().expect("plain"), seg);
-    let p = hj212::parse(&plain.text().expect("plain")).expect("parses");
+    let text = plain.text().expect("plain");
+    let p = hj212::parse(&text).expect("parses");
     assert_eq!(p.factor("a01014").and_then(|x| x.avg()), Some(3.2));
 }

@@ -56,17 +56,62 @@ const fn shift8(mut crc: u16) -> u16 {
     crc
 }
 
+/// The high byte of `TABLE`: the HJ 212 CRC only ever carries `crc >> 8` from one byte to the
+/// next (`crc = TABLE[(crc >> 8) ^ byte]`), so its state between bytes is that one byte, and
+/// `H[x ^ y] = H[x] ^ H[y]` (the shift/xor steps are linear over GF(2)).
+/// `SLICE[k][x]` is `H` applied `k + 1` times to `x`: eight bytes at once are then
+/// `s' = SLICE[7][s ^ b0] ^ SLICE[6][b1] ^ .. ^ SLICE[0][b7]` (slicing-by-8), one dependent
+/// look-up per eight bytes instead of per byte.
+const SLICE: [[u8; 256]; 8] = {
+    let mut t = [[0u8; 256]; 8];
+    let mut x = 0;
+    while x < 256 {
+        t[0][x] = (TABLE[x] >> 8) as u8;
+        x += 1;
+    }
+    let mut k = 1;
+    while k < 8 {
+        let mut x = 0;
+        while x < 256 {
+            t[k][x] = t[0][t[k - 1][x] as usize];
+            x += 1;
+        }
+        k += 1;
+    }
+    t
+};
+
 /// The HJ 212 CRC (Appendix A) [P].
 pub fn hj212(data: &[u8]) -> u16 {
-    // (crc >> 8) ^ byte is below 256: one table look-up per byte.
-    data.iter()
-        .fold(0xFFFF, |crc, &b| TABLE[usize::from((crc >> 8) as u8 ^ b)])
+    // Per byte: crc = TABLE[(crc >> 8) ^ byte]; all but the last byte only move the high byte.
+    let Some((&last, body)) = data.split_last() else {
+        return 0xFFFF;
+    };
+    let mut s: u8 = 0xFF;
+    let mut chunks = body.chunks_exact(8);
+    for c in &mut chunks {
+        let h = |k: usize, b: u8| SLICE[k][usize::from(b)];
+        s = h(7, s ^ c[0])
+            ^ h(6, c[1])
+            ^ h(5, c[2])
+            ^ h(4, c[3])
+            ^ h(3, c[4])
+            ^ h(2, c[5])
+            ^ h(1, c[6])
+            ^ h(0, c[7]);
+    }
+    for &b in chunks.remainder() {
+        s = SLICE[0][usize::from(s ^ b)];
+    }
+    TABLE[usize::from(s ^ last)]
 }
 
 /// CRC-16/MODBUS.
 pub fn modbus(data: &[u8]) -> u16 {
-    data.iter()
-        .fold(0xFFFF, |crc, &b| shift8(crc ^ u16::from(b)))
+    // shift8(crc ^ byte) = (crc >> 8) ^ TABLE[(crc ^ byte) & 0xFF].
+    data.iter().fold(0xFFFF, |crc, &b| {
+        (crc >> 8) ^ TABLE[usize::from(crc as u8 ^ b)]
+    })
 }
 
 /// Four hex digits (either case) as a number; `None` for anything else.
@@ -97,6 +142,22 @@ mod tests {
             .fold(0xFFFFu16, |c, &b| shift8(c ^ u16::from(b)));
         assert_eq!(hj212(&data), slow_hj);
         assert_eq!(modbus(&data), slow_mb);
+    }
+
+    #[test]
+    fn sliced_equals_the_bitwise_loop_at_every_length_and_offset() {
+        let data: Vec<u8> = (0..700u32).map(|i| (i * 131 + i / 7) as u8).collect();
+        for start in 0..9 {
+            for end in start..data.len() {
+                let d = &data[start..end];
+                let slow_hj = d
+                    .iter()
+                    .fold(0xFFFFu16, |c, &b| shift8((c >> 8) ^ u16::from(b)));
+                let slow_mb = d.iter().fold(0xFFFFu16, |c, &b| shift8(c ^ u16::from(b)));
+                assert_eq!(hj212(d), slow_hj, "{start}..{end}");
+                assert_eq!(modbus(d), slow_mb, "{start}..{end}");
+            }
+        }
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! joined by `,` within a code, `;` between codes), then a stray data `Flag` (*choice*: the
 //! parser does not keep the interleaving of params and factors).
 
+use std::borrow::Cow;
+
 use super::crc::hj212;
 use super::segment::{Flag, Packet};
 
-fn push_cp(out: &mut String, p: &Packet, factors: &[super::segment::Factor]) {
+fn push_cp(out: &mut String, p: &Packet<'_>, factors: &[super::segment::Factor<'_>]) {
     let mut first = true;
     let mut sep = |out: &mut String| {
         if !first {
@@ -49,7 +51,7 @@ fn push_kv(out: &mut String, k: &str, v: &str) {
     out.push(';');
 }
 
-fn head(out: &mut String, p: &Packet, flag: Option<Flag>, parts: Option<(u32, u32)>) {
+fn head(out: &mut String, p: &Packet<'_>, flag: Option<Flag>, parts: Option<(u32, u32)>) {
     if let Some(v) = &p.qn {
         push_kv(out, "QN", v);
     }
@@ -89,10 +91,10 @@ fn head(out: &mut String, p: &Packet, flag: Option<Flag>, parts: Option<(u32, u3
 }
 
 fn segment_with(
-    p: &Packet,
+    p: &Packet<'_>,
     flag: Option<Flag>,
     parts: Option<(u32, u32)>,
-    factors: &[super::segment::Factor],
+    factors: &[super::segment::Factor<'_>],
 ) -> String {
     let mut s = String::with_capacity(256);
     head(&mut s, p, flag, parts);
@@ -109,7 +111,7 @@ fn segment_with(
 }
 
 /// The data segment of `p` (no envelope).
-pub fn segment(p: &Packet) -> String {
+pub fn segment(p: &Packet<'_>) -> String {
     segment_with(p, p.flag, None, &p.cp.factors)
 }
 
@@ -119,16 +121,16 @@ pub fn wrap(seg: &str) -> String {
 }
 
 /// The whole frame of `p`.
-pub fn encode(p: &Packet) -> String {
+pub fn encode(p: &Packet<'_>) -> String {
     wrap(&segment(p))
 }
 
 /// The CN=9014 data answer to `p` [P] (domain.md §3.8): QN echoed, ST=91, PW and MN echoed,
 /// the Flag's version bits kept with the ack and split bits cleared (4 for 2017, 8 for 2025; no
 /// Flag for a 2005-style packet without one), `CP=&&&&`.
-pub fn ack_9014(p: &Packet) -> String {
+pub fn ack_9014(p: &Packet<'_>) -> String {
     let a = Packet {
-        qn: p.qn().map(str::to_string),
+        qn: p.qn().map(Cow::Borrowed),
         st: Some("91".into()),
         cn: "9014".into(),
         pw: p.pw.clone(),
@@ -142,9 +144,9 @@ pub fn ack_9014(p: &Packet) -> String {
 
 /// The CN=9013 notify answer to `p` (a 1013 time-calibration request, a 2025 heartbeat 9015)
 /// [P]/[S]: as [`ack_9014`] with CN=9013.
-pub fn answer_9013(p: &Packet) -> String {
+pub fn answer_9013(p: &Packet<'_>) -> String {
     let a = Packet {
-        qn: p.qn().map(str::to_string),
+        qn: p.qn().map(Cow::Borrowed),
         st: Some("91".into()),
         cn: "9013".into(),
         pw: p.pw.clone(),
@@ -161,13 +163,13 @@ pub fn answer_9013(p: &Packet) -> String {
 /// parts with `PNUM`/`PNO` (4 digits), the Flag's split bit set (Flag 2 when the packet had none)
 /// and every CP param (DataTime above all, hj212-field.md §4.5 [S]) repeated in each part. A
 /// single code that does not fit alone still gets a part of its own (over the limit).
-pub fn split(p: &Packet, max_segment: usize) -> Vec<String> {
+pub fn split(p: &Packet<'_>, max_segment: usize) -> Vec<String> {
     let whole = segment(p);
     if whole.len() <= max_segment || p.cp.factors.len() < 2 {
         return vec![wrap(&whole)];
     }
     let flag = Some(Flag(p.flag.map_or(0, |f| f.0) | 0b10));
-    let fits = |fs: &[super::segment::Factor]| {
+    let fits = |fs: &[super::segment::Factor<'_>]| {
         segment_with(p, flag, Some((9999, 9999)), fs).len() <= max_segment
     };
     let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
@@ -197,7 +199,7 @@ pub fn split(p: &Packet, max_segment: usize) -> Vec<String> {
 /// The frame of `p` with its CP data area SM4-encrypted (HJ 212-2025 §6.4, App. A.2 [S]): the
 /// length and CRC are computed over the plaintext segment first, then every full 16-byte group
 /// of the area is encrypted (ECB, no padding) and written as `{0x..,..}`, the tail in plaintext.
-pub fn encode_encrypted(p: &Packet, key: &[u8; 16]) -> String {
+pub fn encode_encrypted(p: &Packet<'_>, key: &[u8; 16]) -> String {
     let seg = segment(p);
     encrypt_segment(&seg, key)
 }

@@ -12,6 +12,8 @@
 //! - a malformed item (`LA-Rtd-Rtd=71.0`, no `=`) goes into [`Packet::errors`]; the packet is
 //!   refused only when its header is unusable (no CN, an unreadable Flag/PNUM/PNO, an unclosed CP).
 
+use std::borrow::Cow;
+
 use jiff::civil::DateTime;
 use thiserror::Error;
 
@@ -66,22 +68,26 @@ impl Flag {
     }
 }
 
+/// A field as sent: borrowed from the segment text by [`parse`] (owned only where the parser
+/// changed it, e.g. a lower-case data flag upper-cased, or where a caller built the packet).
+pub type Text<'a> = Cow<'a, str>;
+
 /// One pollutant or factor code with its fields in the order sent (`Rtd`, `Flag`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Factor {
+pub struct Factor<'a> {
     /// The code (`a34002`, `LA`, `w01001`, `B01`, ...).
-    pub code: String,
+    pub code: Text<'a>,
     /// `(suffix, value)`; a `Flag` value is upper-cased.
-    pub fields: Vec<(String, String)>,
+    pub fields: Vec<(Text<'a>, Text<'a>)>,
 }
 
-impl Factor {
+impl Factor<'_> {
     /// The value of `suffix` as sent.
     pub fn get(&self, suffix: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(k, _)| k == suffix)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
     /// `-Rtd` as a number.
     pub fn rtd(&self) -> Option<f64> {
@@ -108,32 +114,40 @@ impl Factor {
             _ => None,
         }
     }
+    /// The same factor owning its text (to keep it past the segment it was parsed from).
+    pub fn into_owned(self) -> Factor<'static> {
+        Factor {
+            code: owned(self.code),
+            fields: owned_pairs(self.fields),
+        }
+    }
 }
 
 /// The CP data area.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Cp {
+pub struct Cp<'a> {
     /// Plain keys (`DataTime`, `QnRtn`, `RtdInterval`, `QN`, ...) in order.
-    pub params: Vec<(String, String)>,
+    pub params: Vec<(Text<'a>, Text<'a>)>,
     /// Codes in order of first appearance.
-    pub factors: Vec<Factor>,
+    pub factors: Vec<Factor<'a>>,
     /// A stray `Flag=N` item in CP (a data flag, hj212-field.md §1.3 [S]), upper-cased.
-    pub cp_flag: Option<String>,
+    pub cp_flag: Option<Text<'a>>,
 }
 
-/// A parsed data segment. Fields are the strings as sent; accessors interpret them.
+/// A parsed data segment. Fields are the strings as sent (borrowed from the segment text);
+/// accessors interpret them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Packet {
+pub struct Packet<'a> {
     /// `QN=` in the header.
-    pub qn: Option<String>,
+    pub qn: Option<Text<'a>>,
     /// `ST=`.
-    pub st: Option<String>,
+    pub st: Option<Text<'a>>,
     /// `CN=` (always present after [`parse`]).
-    pub cn: String,
+    pub cn: Text<'a>,
     /// `PW=`.
-    pub pw: Option<String>,
+    pub pw: Option<Text<'a>>,
     /// `MN=` (may be empty).
-    pub mn: Option<String>,
+    pub mn: Option<Text<'a>>,
     /// `Flag=`; `None` = 2005 style.
     pub flag: Option<Flag>,
     /// `PNUM=`.
@@ -141,20 +155,59 @@ pub struct Packet {
     /// `PNO=`.
     pub pno: Option<u32>,
     /// `RF=` as sent (2025: `1` = resend).
-    pub rf: Option<String>,
+    pub rf: Option<Text<'a>>,
     /// Header keys this parser does not know, verbatim, in order.
-    pub unknown: Vec<(String, String)>,
+    pub unknown: Vec<(Text<'a>, Text<'a>)>,
     /// Whether the segment had a `CP=&&...&&` (a login frame has none).
     pub has_cp: bool,
     /// The data area.
-    pub cp: Cp,
+    pub cp: Cp<'a>,
     /// Items that could not be read (kept out of `cp`), with why.
     pub errors: Vec<String>,
     /// Oddities that did not stop the parse (an unknown RF value, ...).
     pub warnings: Vec<String>,
 }
 
-impl Packet {
+fn owned(t: Text<'_>) -> Text<'static> {
+    Cow::Owned(t.into_owned())
+}
+
+fn owned_pairs(v: Vec<(Text<'_>, Text<'_>)>) -> Vec<(Text<'static>, Text<'static>)> {
+    v.into_iter().map(|(k, v)| (owned(k), owned(v))).collect()
+}
+
+impl Packet<'_> {
+    /// The same packet owning its text (to keep it past the segment it was parsed from).
+    pub fn into_owned(self) -> Packet<'static> {
+        Packet {
+            qn: self.qn.map(owned),
+            st: self.st.map(owned),
+            cn: owned(self.cn),
+            pw: self.pw.map(owned),
+            mn: self.mn.map(owned),
+            flag: self.flag,
+            pnum: self.pnum,
+            pno: self.pno,
+            rf: self.rf.map(owned),
+            unknown: owned_pairs(self.unknown),
+            has_cp: self.has_cp,
+            cp: Cp {
+                params: owned_pairs(self.cp.params),
+                factors: self
+                    .cp
+                    .factors
+                    .into_iter()
+                    .map(Factor::into_owned)
+                    .collect(),
+                cp_flag: self.cp.cp_flag.map(owned),
+            },
+            errors: self.errors,
+            warnings: self.warnings,
+        }
+    }
+}
+
+impl Packet<'_> {
     /// The command code.
     pub fn cn(&self) -> &str {
         &self.cn
@@ -185,7 +238,7 @@ impl Packet {
             .params
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
     /// `DataTime` as a civil time (no zone: the site's local time); `None` when absent or not a
     /// time of 14 or 17 digits. Never replaced by "now" (hj212-field.md §1.4.5).
@@ -193,11 +246,11 @@ impl Packet {
         self.param("DataTime").and_then(parse_time)
     }
     /// The factors in order.
-    pub fn factors(&self) -> &[Factor] {
+    pub fn factors(&self) -> &[Factor<'_>] {
         &self.cp.factors
     }
     /// One factor by code.
-    pub fn factor(&self, code: &str) -> Option<&Factor> {
+    pub fn factor(&self, code: &str) -> Option<&Factor<'_>> {
         self.cp.factors.iter().find(|f| f.code == code)
     }
 }
@@ -246,58 +299,153 @@ fn small_number(name: &'static str, v: &str) -> Result<u32, ParseError> {
         .map_err(|_| ParseError::BadNumber(name, v.to_string()))
 }
 
-/// Parses a data segment (the checked text between the length field and the CRC).
-pub fn parse(seg: &str) -> Result<Packet, ParseError> {
+/// The items of a header or CP area: the text between `;` or `,` separators (both ASCII, so
+/// every cut is a char boundary), the same pieces as `str::split([';', ','])`.
+fn items(s: &str) -> impl Iterator<Item = &str> {
+    let mut pos = Some(0);
+    std::iter::from_fn(move || {
+        let from = pos?;
+        let rest = s.get(from..)?;
+        match separator(rest.as_bytes()) {
+            Some(i) => {
+                pos = Some(from + i + 1);
+                rest.get(..i)
+            }
+            None => {
+                pos = None;
+                Some(rest)
+            }
+        }
+    })
+}
+
+/// `s.split_once(c)` for an ASCII `c`, by bytes (no char decoding; an ASCII byte is always a
+/// char boundary).
+fn split_at_byte(s: &str, c: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|b| b == c)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
+/// Whether `b` is a printable ASCII byte (so neither whitespace nor part of a multi-byte char).
+fn graphic(b: Option<&u8>) -> bool {
+    b.is_some_and(|&b| (0x21..0x7F).contains(&b))
+}
+
+/// `s.trim_start()`, without the Unicode scan when `s` starts with a printable ASCII byte.
+fn trim_start(s: &str) -> &str {
+    if graphic(s.as_bytes().first()) {
+        s
+    } else {
+        s.trim_start()
+    }
+}
+
+/// `s.trim_end()`, without the Unicode scan when `s` ends with a printable ASCII byte.
+fn trim_end(s: &str) -> &str {
+    if graphic(s.as_bytes().last()) {
+        s
+    } else {
+        s.trim_end()
+    }
+}
+
+/// `a == b`, inlined and from the end: codes are short and share prefixes (`a01001`,
+/// `a01002`), so they mostly differ in the last byte (no `memcmp` call).
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().rev().zip(b.bytes().rev()).all(|(x, y)| x == y)
+}
+
+/// The first `;` or `,` in `b`: eight bytes at a time (a SWAR zero-byte test tells whether a
+/// word holds one), then byte by byte inside the word that does.
+fn separator(b: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI != 0;
+    let mut i = 0;
+    while let Some(c) = b.get(i..i + 8) {
+        let Ok(a) = <[u8; 8]>::try_from(c) else {
+            break;
+        };
+        let w = u64::from_le_bytes(a);
+        if has_zero(w ^ (LO * u64::from(b';'))) || has_zero(w ^ (LO * u64::from(b','))) {
+            break;
+        }
+        i += 8;
+    }
+    let p = b.get(i..)?.iter().position(|&c| c == b';' || c == b',')?;
+    Some(i + p)
+}
+
+/// `v` upper-cased, borrowed when it has no lower-case ASCII letter.
+fn upper(v: &str) -> Text<'_> {
+    if v.bytes().any(|c| c.is_ascii_lowercase()) {
+        Cow::Owned(v.to_ascii_uppercase())
+    } else {
+        Cow::Borrowed(v)
+    }
+}
+
+/// Where the last `&&` in `b` starts.
+fn rfind_amps(b: &[u8]) -> Option<usize> {
+    b.windows(2).rposition(|w| w == b"&&")
+}
+
+/// Parses a data segment (the checked text between the length field and the CRC). The packet
+/// borrows its fields from `seg` ([`Packet::into_owned`] to keep it longer).
+pub fn parse(seg: &str) -> Result<Packet<'_>, ParseError> {
     let mut p = Packet::default();
-    let (head, cp) = match seg.find("CP=&&") {
+    let (head, cp) = match super::framer::find(seg.as_bytes(), b"CP=&&", 0) {
         Some(i) => {
-            let body = &seg[i + 5..];
-            let close = body.rfind("&&").ok_or(ParseError::UnclosedCp)?;
-            let rest = &body[close + 2..];
+            let body = seg.get(i + 5..).unwrap_or_default();
+            let close = rfind_amps(body.as_bytes()).ok_or(ParseError::UnclosedCp)?;
+            let rest = body.get(close + 2..).unwrap_or_default();
             if !rest.trim().is_empty() {
                 p.errors.push(format!("text after CP: {rest:?}"));
             }
             p.has_cp = true;
-            (&seg[..i], Some(&body[..close]))
+            (
+                seg.get(..i).unwrap_or_default(),
+                Some(body.get(..close).unwrap_or_default()),
+            )
         }
         // A login frame (W10) ends its header with `&&`.
         None => (seg.strip_suffix("&&").unwrap_or(seg), None),
     };
     let mut cn = None;
-    for item in head.split([';', ',']) {
-        let item = item.trim_start();
-        if item.trim().is_empty() {
+    for item in items(head) {
+        // After trim_start, an item that is all whitespace is empty.
+        let item = trim_start(item);
+        if item.is_empty() {
             continue;
         }
-        let Some((k, v)) = item.split_once('=') else {
+        let Some((k, v)) = split_at_byte(item, b'=') else {
             p.errors.push(format!("header item without '=': {item:?}"));
             continue;
         };
-        let v = v.to_string();
         match k {
-            "QN" => p.qn = Some(v),
-            "ST" => p.st = Some(v),
-            "CN" => cn = Some(v),
-            "PW" => p.pw = Some(v),
-            "MN" => p.mn = Some(v),
+            "QN" => p.qn = Some(v.into()),
+            "ST" => p.st = Some(v.into()),
+            "CN" => cn = Some(v.into()),
+            "PW" => p.pw = Some(v.into()),
+            "MN" => p.mn = Some(v.into()),
             "Flag" => {
                 let t = v.trim();
                 let f = (!t.is_empty() && t.len() <= 3 && t.bytes().all(|c| c.is_ascii_digit()))
                     .then(|| t.parse::<u8>().ok())
                     .flatten()
-                    .ok_or_else(|| ParseError::BadNumber("Flag", v.clone()))?;
+                    .ok_or_else(|| ParseError::BadNumber("Flag", v.to_string()))?;
                 p.flag = Some(Flag(f));
             }
-            "PNUM" => p.pnum = Some(small_number("PNUM", &v)?),
-            "PNO" => p.pno = Some(small_number("PNO", &v)?),
+            "PNUM" => p.pnum = Some(small_number("PNUM", v)?),
+            "PNO" => p.pno = Some(small_number("PNO", v)?),
             "RF" => {
                 if v != "1" {
                     p.warnings
                         .push(format!("RF={v}: not 1, taken as live data"));
                 }
-                p.rf = Some(v);
+                p.rf = Some(v.into());
             }
-            _ => p.unknown.push((k.to_string(), v)),
+            _ => p.unknown.push((k.into(), v.into())),
         }
     }
     p.cn = cn.ok_or(ParseError::NoCn)?;
@@ -307,21 +455,21 @@ pub fn parse(seg: &str) -> Result<Packet, ParseError> {
     Ok(p)
 }
 
-fn parse_cp(cp: &str, p: &mut Packet) {
-    for item in cp.split([';', ',']) {
-        let item = item.trim_start();
-        if item.trim().is_empty() {
+fn parse_cp<'a>(cp: &'a str, p: &mut Packet<'a>) {
+    for item in items(cp) {
+        let item = trim_start(item);
+        if item.is_empty() {
             continue;
         }
-        let Some((k, v)) = item.split_once('=') else {
+        let Some((k, v)) = split_at_byte(item, b'=') else {
             p.errors.push(format!("CP item without '=': {item:?}"));
             continue;
         };
-        let k = k.trim_end();
-        match k.split_once('-') {
-            None if k == "Flag" => p.cp.cp_flag = Some(v.to_ascii_uppercase()),
+        let k = trim_end(k);
+        match split_at_byte(k, b'-') {
+            None if k == "Flag" => p.cp.cp_flag = Some(upper(v)),
             None if !k.is_empty() && !k.contains(char::is_whitespace) => {
-                p.cp.params.push((k.to_string(), v.to_string()))
+                p.cp.params.push((k.into(), v.into()))
             }
             None => p.errors.push(format!("bad CP key: {item:?}")),
             Some((code, suffix)) => {
@@ -334,22 +482,51 @@ fn parse_cp(cp: &str, p: &mut Packet) {
                     continue;
                 }
                 let v = if suffix == "Flag" {
-                    v.to_ascii_uppercase()
+                    upper(v)
                 } else {
-                    v.to_string()
+                    Cow::Borrowed(v)
                 };
-                let f = match p.cp.factors.iter().rposition(|f| f.code == code) {
-                    Some(i) => &mut p.cp.factors[i],
+                let factors = &mut p.cp.factors;
+                let i = match factors.iter().rposition(|f| same(&f.code, code)) {
+                    Some(i) => i,
                     None => {
-                        p.cp.factors.push(Factor {
-                            code: code.to_string(),
+                        if factors.capacity() == 0 {
+                            // One allocation for a typical packet (9–16 codes) instead of 3.
+                            factors.reserve(16);
+                        }
+                        factors.push(Factor {
+                            code: code.into(),
                             fields: Vec::new(),
                         });
-                        let last = p.cp.factors.len() - 1;
-                        &mut p.cp.factors[last]
+                        factors.len() - 1
                     }
                 };
-                f.fields.push((suffix.to_string(), v));
+                if let Some(f) = factors.get_mut(i) {
+                    f.fields.push((suffix.into(), v));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn separator_and_items_match_the_std_split() {
+        let text = "a;b,,cc;;ddd,eeeeeeeeeeeeeeeeee;f;,;x\u{e9};,\u{4e2d}a,bbbbbbbbbbbbbbbbbbbbbb";
+        for start in 0..text.len() {
+            for end in start..=text.len() {
+                let Some(t) = text.get(start..end) else {
+                    continue;
+                };
+                let want = t.bytes().position(|c| c == b';' || c == b',');
+                assert_eq!(separator(t.as_bytes()), want, "{t:?}");
+                assert_eq!(
+                    items(t).collect::<Vec<_>>(),
+                    t.split([';', ',']).collect::<Vec<_>>()
+                );
             }
         }
     }

@@ -225,7 +225,7 @@ fn reject_reasons_and_buffer_cap() {
 
 #[test]
 fn values_of_v2() {
-    let p = parse(&seg_of("V2")).expect("V2");
+    let p = parse(&seg_of("V2")).expect("V2").into_owned();
     assert_eq!(p.cn(), "2051");
     assert_eq!(p.st.as_deref(), Some("22"));
     assert_eq!(p.mn(), Some("JLYP01_AIR01_0001"));
@@ -249,52 +249,52 @@ fn values_of_v2() {
 
 #[test]
 fn values_of_v10_v12_v4_w7_w9_w10() {
-    let p = parse(&seg_of("V10")).expect("V10");
+    let p = parse(&seg_of("V10")).expect("V10").into_owned();
     assert_eq!(p.st.as_deref(), Some("39"));
     assert_eq!(p.factors().len(), 9);
     assert_eq!(p.factor("LA").and_then(Factor::rtd), Some(0.0));
     assert_eq!(p.factor("a01008").and_then(|f| f.get("Rtd")), Some("0"));
     assert_eq!(p.factor("a34004").and_then(Factor::flag), None);
 
-    let p = parse(&seg_of("V12")).expect("V12");
+    let p = parse(&seg_of("V12")).expect("V12").into_owned();
     assert_eq!(p.mn(), Some(""));
     assert!(p.flag().expect("flag").ack_wanted());
     let n = p.factor("a50001").expect("noise");
     assert_eq!(n.rtd(), Some(0.0));
     assert_eq!(n.flag(), Some('B'));
 
-    let p = parse(&seg_of("V4")).expect("V4");
+    let p = parse(&seg_of("V4")).expect("V4").into_owned();
     assert_eq!(p.flag(), Some(Flag(8)));
     assert_eq!(p.version(), Version::V2025);
     assert_eq!(p.factor("w21003").and_then(Factor::rtd), Some(0.09055002));
 
-    let p = parse(&seg_of("W7")).expect("W7");
+    let p = parse(&seg_of("W7")).expect("W7").into_owned();
     assert_eq!(p.qn(), None);
     assert_eq!(p.flag(), None);
     assert_eq!(p.version(), Version::V2005);
     assert_eq!(p.factor("a34001").and_then(Factor::avg), Some(0.08));
 
-    let p = parse(&seg_of("W9")).expect("W9");
+    let p = parse(&seg_of("W9")).expect("W9").into_owned();
     assert_eq!(
         p.data_time(),
         Some(jiff::civil::date(2016, 8, 24).at(0, 38, 17, 0))
     );
     assert_eq!(p.factor("011").and_then(Factor::rtd), Some(231.0));
 
-    let p = parse(&seg_of("W10")).expect("W10");
+    let p = parse(&seg_of("W10")).expect("W10").into_owned();
     assert!(!p.has_cp);
     assert_eq!(p.cn(), "2011");
     assert_eq!(p.mn(), None);
     assert_eq!(
         p.unknown,
         vec![
-            ("USCC".to_string(), "91440101MA59F70720".to_string()),
-            ("IMEI".to_string(), "867732039951777".to_string())
+            (Text::from("USCC"), Text::from("91440101MA59F70720")),
+            (Text::from("IMEI"), Text::from("867732039951777"))
         ]
     );
     assert!(p.factors().is_empty());
 
-    let p = parse(&seg_of("W1")).expect("W1");
+    let p = parse(&seg_of("W1")).expect("W1").into_owned();
     assert_eq!(p.version(), Version::V2025);
     assert!(p.flag().expect("flag").ack_wanted());
 }
@@ -379,7 +379,7 @@ fn encode_reproduces_the_vectors_in_standard_order() {
 
 #[test]
 fn ack_9014_echoes_qn_and_keeps_the_version() {
-    let p = parse(&seg_of("V1")).expect("V1");
+    let p = parse(&seg_of("V1")).expect("V1").into_owned();
     let a = ack_9014(&p);
     assert_eq!(
         a,
@@ -387,26 +387,27 @@ fn ack_9014_echoes_qn_and_keeps_the_version() {
             "QN=20160801085857223;ST=91;CN=9014;PW=100000;MN=010000A8900016F000169DC0;Flag=4;CP=&&&&"
         )
     );
-    let p = parse(&seg_of("W1")).expect("W1");
+    let p = parse(&seg_of("W1")).expect("W1").into_owned();
     let a = parse(
         &frames_of(&Framer::new(), &[ack_9014(&p).as_bytes()]).0[0]
             .text()
             .expect("t"),
     )
-    .expect("ack");
+    .expect("ack")
+    .into_owned();
     assert_eq!(a.flag(), Some(Flag(8)));
     assert_eq!(a.cn(), "9014");
     assert_eq!(a.st.as_deref(), Some("91"));
     assert_eq!(a.qn(), p.qn());
 }
 
-fn big_packet(n: usize) -> Packet {
-    let mut p = parse(&seg_of("V2")).expect("V2");
+fn big_packet(n: usize) -> Packet<'static> {
+    let mut p = parse(&seg_of("V2")).expect("V2").into_owned();
     p.cp.factors = (0..n)
         .map(|i| Factor {
-            code: format!("a{i:05}"),
+            code: format!("a{i:05}").into(),
             fields: vec![
-                ("Avg".into(), format!("{i}.5")),
+                ("Avg".into(), format!("{i}.5").into()),
                 ("Flag".into(), "N".into()),
             ],
         })
@@ -424,14 +425,15 @@ fn split_at_code_boundaries_with_pnum_pno_and_datatime() {
         let (ok, bad) = frames_of(&Framer::new(), &[fr.as_bytes()]);
         assert!(bad.is_empty() && ok.len() == 1, "{bad:?}");
         assert!(ok[0].declared_len() <= 400);
-        let q = parse(&ok[0].text().expect("t")).expect("part");
+        let text = ok[0].text().expect("t");
+        let q = parse(&text).expect("part");
         assert_eq!(q.pnum, Some(parts.len() as u32));
         assert_eq!(q.pno, Some(i as u32 + 1));
         assert!(fr.contains(&format!("PNUM={:04};PNO={:04};", parts.len(), i + 1)));
         assert!(q.flag().expect("flag").split());
         assert_eq!(q.version(), Version::V2017);
         assert_eq!(q.data_time(), p.data_time());
-        merged.extend(q.cp.factors);
+        merged.extend(q.cp.factors.into_iter().map(Factor::into_owned));
     }
     assert_eq!(merged, p.cp.factors);
     assert_eq!(split(&big_packet(3), 1024).len(), 1);
@@ -506,10 +508,10 @@ prop_compose! {
     fn arb_factor()(code in "[a-z][0-9]{5}|LA|L10|B01|[0-9]{3}",
                     fields in proptest::collection::vec(
                         (prop_oneof![Just("Rtd"), Just("Avg"), Just("Min"), Just("Max"), Just("Cou"), Just("ZsRtd"), Just("Data")], arb_value()), 1..5),
-                    flag in proptest::option::of("[NFMSDCTB]")) -> Factor {
-        let mut fields: Vec<(String, String)> = fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        if let Some(f) = flag { fields.push(("Flag".into(), f)); }
-        Factor { code, fields }
+                    flag in proptest::option::of("[NFMSDCTB]")) -> Factor<'static> {
+        let mut fields: Vec<(Text<'static>, Text<'static>)> = fields.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        if let Some(f) = flag { fields.push(("Flag".into(), f.into())); }
+        Factor { code: code.into(), fields }
     }
 }
 
@@ -523,16 +525,16 @@ prop_compose! {
                     rf in any::<bool>(),
                     dt in proptest::option::of("20[0-9]{12}"),
                     factors in proptest::collection::vec(arb_factor(), 0..12),
-                    cp_flag in proptest::option::of("[NDB]")) -> Packet {
+                    cp_flag in proptest::option::of("[NDB]")) -> Packet<'static> {
         // Distinct codes: the parser groups a repeated code into its first appearance.
         let mut seen = std::collections::HashSet::new();
         let factors: Vec<Factor> = factors.into_iter().filter(|f| seen.insert(f.code.clone())).collect();
         Packet {
-            qn, st, cn, pw, mn,
+            qn: qn.map(Text::from), st: st.map(Text::from), cn: cn.into(), pw: pw.map(Text::from), mn: mn.map(Text::from),
             flag: flag.map(Flag),
-            rf: rf.then(|| "1".to_string()),
+            rf: rf.then(|| "1".into()),
             has_cp: true,
-            cp: Cp { params: dt.map(|d| ("DataTime".to_string(), d)).into_iter().collect(), factors, cp_flag },
+            cp: Cp { params: dt.map(|d| ("DataTime".into(), d.into())).into_iter().collect(), factors, cp_flag: cp_flag.map(Text::from) },
             ..Packet::default()
         }
     }
@@ -547,7 +549,8 @@ proptest! {
         let (ok, bad) = frames_of(&Framer::new(), &[wire.as_bytes()]);
         prop_assert!(bad.is_empty(), "{:?}", bad);
         prop_assert_eq!(ok.len(), 1);
-        let q = parse(&ok[0].text().expect("plain")).expect("parses");
+        let text = ok[0].text().expect("plain");
+        let q = parse(&text).expect("parses");
         prop_assert_eq!(q, p);
     }
 

@@ -203,7 +203,7 @@ pub fn decode(
             let mut values = vec![None; n];
             let mut flags = vec![None; n];
             for f in p.factors() {
-                let Some(&(slot, factor)) = st.slot_of.get(&f.code) else {
+                let Some(&(slot, factor)) = st.slot_of.get(f.code.as_ref()) else {
                     out.unknown_codes += 1;
                     keep_extra(f, &mut extra, &mut out.bad_values);
                     continue;
@@ -238,7 +238,7 @@ pub fn decode(
                 })
                 .collect();
             for f in p.factors() {
-                let Some(&(slot, factor)) = st.slot_of.get(&f.code) else {
+                let Some(&(slot, factor)) = st.slot_of.get(f.code.as_ref()) else {
                     out.unknown_codes += 1;
                     keep_extra(f, &mut extra, &mut out.bad_values);
                     continue;
@@ -281,13 +281,13 @@ pub fn decode(
 
 /// A code the map does not know: its numbers as `<code>_<suffix>` floats, its flags as
 /// strings (so that no field ever changes type).
-fn keep_extra(f: &crate::hj212::Factor, extra: &mut Point, bad: &mut usize) {
+fn keep_extra(f: &crate::hj212::Factor<'_>, extra: &mut Point, bad: &mut usize) {
     for (suffix, value) in &f.fields {
         let name = format!("{}_{}", f.code, suffix.to_ascii_lowercase());
         if suffix.ends_with("Flag") {
             extra
                 .fields
-                .push((FieldKey::new(&name), FieldValue::Str(value.clone())));
+                .push((FieldKey::new(&name), FieldValue::Str(value.to_string())));
         } else if let Some(v) = crate::hj212::number(value) {
             extra
                 .fields
@@ -319,7 +319,7 @@ pub(super) mod tests {
         Station::new("MN1", "dust-03", "cd-jj-0018", &[], standard_map())
     }
 
-    fn packet(seg: &str) -> Packet {
+    fn packet(seg: &str) -> Packet<'_> {
         crate::hj212::parse(seg).expect("a segment")
     }
 
