@@ -61,11 +61,7 @@ fn frame(
     factors: Vec<Factor>,
 ) -> String {
     let p = Packet {
-        qn: Some(format!(
-            "{}{:03}",
-            datatime(tz, qn_ms),
-            qn_ms.rem_euclid(1000)
-        )),
+        qn: Some(format!("{}{:03}", datatime(tz, qn_ms), qn_ms.rem_euclid(1000)).into()),
         st: Some("39".into()),
         cn: cn.into(),
         pw: Some("123456".into()),
@@ -73,7 +69,7 @@ fn frame(
         flag: Some(Flag(5)),
         has_cp: true,
         cp: Cp {
-            params: vec![("DataTime".into(), datatime(tz, at_ms))],
+            params: vec![("DataTime".into(), datatime(tz, at_ms).into())],
             factors,
             cp_flag: None,
         },
@@ -125,7 +121,7 @@ pub async fn run(port: u16, tz: jiff::tz::TimeZone, mut stop: watch::Receiver<bo
                     minute[i].push(v);
                     factors.push(Factor {
                         code: (*code).into(),
-                        fields: vec![("Rtd".into(), num(v)), ("Flag".into(), "N".into())],
+                        fields: vec![("Rtd".into(), num(v).into()), ("Flag".into(), "N".into())],
                     });
                 }
                 out.push_str(&frame("2011", now, &tz, at, factors));
@@ -145,9 +141,9 @@ pub async fn run(port: u16, tz: jiff::tz::TimeZone, mut stop: watch::Receiver<bo
                     factors.push(Factor {
                         code: (*code).into(),
                         fields: vec![
-                            ("Min".into(), num(min)),
-                            ("Avg".into(), num(avg)),
-                            ("Max".into(), num(max)),
+                            ("Min".into(), num(min).into()),
+                            ("Avg".into(), num(avg).into()),
+                            ("Max".into(), num(max).into()),
                             ("Flag".into(), "N".into()),
                         ],
                     });

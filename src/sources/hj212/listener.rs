@@ -236,7 +236,9 @@ where
     let (mut rd, wr) = tokio::io::split(stream);
     let wr = Mutex::new(wr);
     let mut framer = Framer::with(sh.forms, sh.cfg.max_buffer);
-    let mut buf = vec![0u8; 4096];
+    // A frame is a few hundred bytes: a small buffer, because a hub holds one per monitor
+    // (4 KiB of 10,000 connections was 40 MB).
+    let mut buf = vec![0u8; 1024];
     // The MNs this connection spoke for (so the station shows as connected).
     let mut mns: Vec<Arc<StationRt>> = Vec::new();
     loop {
@@ -452,7 +454,7 @@ fn set_time_frame(p: &Packet, now_ms: i64, tz: &TimeZone) -> String {
         dt.second()
     );
     let set = Packet {
-        qn: Some(format!("{system}{:03}", dt.subsec_nanosecond() / 1_000_000)),
+        qn: Some(format!("{system}{:03}", dt.subsec_nanosecond() / 1_000_000).into()),
         st: p.st.clone(),
         cn: "1012".into(),
         pw: p.pw.clone(),
@@ -461,7 +463,7 @@ fn set_time_frame(p: &Packet, now_ms: i64, tz: &TimeZone) -> String {
         flag: Some(Flag(p.flag.map_or(4, |f| f.0 & !0b11) | 1)),
         has_cp: true,
         cp: hj212::Cp {
-            params: vec![("SystemTime".into(), system)],
+            params: vec![("SystemTime".into(), system.into())],
             ..hj212::Cp::default()
         },
         ..Packet::default()
