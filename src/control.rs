@@ -68,10 +68,12 @@ pub fn check_mqtt(
         _ => return Err("no \"at\": a command carries the time it was issued".into()),
     };
     let age = now_ms.saturating_sub(at_ms);
-    if age.abs() > policy.max_age_ms {
+    // unsigned_abs: a saturated age (i64::MIN) has no i64 absolute value (cargo fuzz with
+    // debug assertions found `abs` overflowing there).
+    if age.unsigned_abs() > policy.max_age_ms.unsigned_abs() {
         return Err(format!(
             "issued {}s {} the gateway's clock, more than [control].max_age ({}s)",
-            age.abs() / 1000,
+            age.unsigned_abs() / 1000,
             if age >= 0 { "before" } else { "ahead of" },
             policy.max_age_ms / 1000
         ));
@@ -173,6 +175,18 @@ pub fn apply(site: &dyn Overrides, c: &Command) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_age_that_saturates_is_refused_not_overflowed() {
+        // Found by cargo fuzz (control_body, debug assertions): now − at saturating at
+        // i64::MIN overflowed `abs`.
+        let p = MqttPolicy {
+            max_age_ms: i64::MAX,
+            hmac: None,
+        };
+        let body = br#"{"actuator": "sprinklers", "state": "auto", "at": 1795694400000}"#;
+        assert!(check_mqtt(body, false, i64::MIN, &p).is_err());
+    }
 
     #[test]
     fn mqtt_commands_must_be_fresh_signed_and_not_retained() {
