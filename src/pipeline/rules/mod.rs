@@ -124,6 +124,8 @@ pub struct Engine {
     series: Vec<Series>,
     /// device → metric → series judged on that reading.
     routes: HashMap<String, HashMap<String, Route>>,
+    /// The route of a reading no rule judges (shared).
+    no_route: Route,
     /// Devices' reading intervals (known for Modbus), for the coverage rule.
     intervals: HashMap<String, i64>,
     clock: LocalClock,
@@ -161,6 +163,7 @@ impl Engine {
             rules,
             series: Vec::new(),
             routes: HashMap::new(),
+            no_route: Route::default(),
             intervals: HashMap::new(),
             clock,
             background_device: None,
@@ -240,9 +243,15 @@ impl Engine {
                 backgrounds.push(ri);
             }
         }
-        let route = Route {
-            series: series.into(),
-            backgrounds: backgrounds.into(),
+        // Most of a hub's device × metric pairs are judged by no rule: they share one empty
+        // route instead of two allocations each.
+        let route = if series.is_empty() && backgrounds.is_empty() {
+            self.no_route.clone()
+        } else {
+            Route {
+                series: series.into(),
+                backgrounds: backgrounds.into(),
+            }
         };
         self.routes
             .entry(device.to_string())

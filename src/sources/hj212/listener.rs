@@ -264,7 +264,9 @@ where
                     }
                 }
                 Ok(frame) => {
-                    if let Some(st) = handle(&sh, frame, &peer, &wr).await
+                    // Boxed: the frame's future lives only while the frame is handled, so the
+                    // connection's (one per monitor, for hours) stays small.
+                    if let Some(st) = Box::pin(handle(&sh, frame, &peer, &wr)).await
                         && !mns.iter().any(|m| Arc::ptr_eq(m, &st))
                     {
                         sh.health
@@ -412,7 +414,13 @@ where
         0
     };
     sh.health.frames.fetch_add(1, Relaxed);
-    if let Some(answer) = answer_for(&packet) {
+    // The parsed frame is not kept while the store makes its values durable: at a hub's
+    // peak every monitor's frame waits there at once.
+    let answer = answer_for(&packet);
+    drop(packet);
+    drop(text);
+    drop(frame);
+    if let Some(answer) = answer {
         if ticket > 0 && !durable(sh, ticket).await {
             return Some(st);
         }
