@@ -143,7 +143,8 @@ pub struct MetricSlot {
 #[derive(Debug)]
 pub struct DeviceMeta {
     pub id: String,
-    pub slots: Vec<MetricSlot>,
+    /// Shared by every device of one shape (a hub's stations of one factor map).
+    pub slots: Arc<[MetricSlot]>,
     /// One series per measurement the device writes to.
     pub series: Vec<SeriesKey>,
 }
@@ -156,6 +157,13 @@ impl DeviceMeta {
         tags: &[(String, String)],
         metrics: &[(&str, &str)],
     ) -> Self {
+        let (slots, measurements) = Self::slots(metrics);
+        Self::with_slots(id, site_id, tags, slots, &measurements)
+    }
+
+    /// The slots of `metrics` (metric, measurement) and the measurements they write to, in
+    /// the order of [`MetricSlot::series`]: what every device of one shape shares.
+    pub fn slots(metrics: &[(&str, &str)]) -> (Arc<[MetricSlot]>, Vec<String>) {
         let mut measurements: Vec<&str> = Vec::new();
         let mut slots = Vec::with_capacity(metrics.len());
         for (metric, measurement) in metrics {
@@ -173,6 +181,18 @@ impl DeviceMeta {
                 range: None,
             });
         }
+        let measurements = measurements.iter().map(|m| m.to_string()).collect();
+        (slots.into(), measurements)
+    }
+
+    /// A device with shared `slots` (see [`DeviceMeta::slots`]).
+    pub fn with_slots(
+        id: &str,
+        site_id: &str,
+        tags: &[(String, String)],
+        slots: Arc<[MetricSlot]>,
+        measurements: &[String],
+    ) -> Self {
         let mut all_tags: Vec<(&str, &str)> = vec![("site", site_id), ("device", id)];
         all_tags.extend(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let series = measurements
@@ -190,9 +210,11 @@ impl DeviceMeta {
 impl DeviceMeta {
     /// The device's own measuring ranges, slot by slot (from its profile).
     pub fn with_ranges(mut self, ranges: impl IntoIterator<Item = Option<(f64, f64)>>) -> Self {
-        for (slot, r) in self.slots.iter_mut().zip(ranges) {
+        let mut slots = self.slots.to_vec();
+        for (slot, r) in slots.iter_mut().zip(ranges) {
             slot.range = r;
         }
+        self.slots = slots.into();
         self
     }
 }

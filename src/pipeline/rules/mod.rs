@@ -123,7 +123,9 @@ pub struct Engine {
     rules: Vec<RuleState>,
     series: Vec<Series>,
     /// device → metric → series judged on that reading.
-    routes: HashMap<String, HashMap<String, Route>>,
+    routes: HashMap<String, HashMap<String, CachedRoute>>,
+    /// What a `None` route gives (cloned: reference counts, no allocation).
+    no_route: Route,
     /// Devices' reading intervals (known for Modbus), for the coverage rule.
     intervals: HashMap<String, i64>,
     clock: LocalClock,
@@ -139,6 +141,10 @@ struct Route {
     /// Rules whose background this reading is.
     backgrounds: Arc<[usize]>,
 }
+
+/// A cached [`Route`]: `None` for a reading no rule judges (most of a hub's device × metric
+/// pairs), so an entry is one pointer.
+type CachedRoute = Option<Arc<Route>>;
 
 impl Engine {
     pub fn new(rules: Vec<RuleConfig>, tz: jiff::tz::TimeZone) -> Self {
@@ -161,6 +167,7 @@ impl Engine {
             rules,
             series: Vec::new(),
             routes: HashMap::new(),
+            no_route: Route::default(),
             intervals: HashMap::new(),
             clock,
             background_device: None,
@@ -204,7 +211,7 @@ impl Engine {
     /// be judged with `&mut self`. Looked up with one hash of each name on the hot path.
     fn route(&mut self, device: &str, metric: &str) -> Route {
         if let Some(r) = self.routes.get(device).and_then(|m| m.get(metric)) {
-            return r.clone();
+            return r.as_deref().unwrap_or(&self.no_route).clone();
         }
         let (mut series, mut backgrounds) = (Vec::new(), Vec::new());
         let interval = self.intervals.get(device).copied();
@@ -240,14 +247,19 @@ impl Engine {
                 backgrounds.push(ri);
             }
         }
-        let route = Route {
-            series: series.into(),
-            backgrounds: backgrounds.into(),
-        };
+        // Most of a hub's device × metric pairs are judged by no rule: they share one empty
+        // route instead of two allocations each.
+        let cached = (!series.is_empty() || !backgrounds.is_empty()).then(|| {
+            Arc::new(Route {
+                series: series.into(),
+                backgrounds: backgrounds.into(),
+            })
+        });
+        let route = cached.as_deref().unwrap_or(&self.no_route).clone();
         self.routes
             .entry(device.to_string())
             .or_default()
-            .insert(metric.to_string(), route.clone());
+            .insert(metric.to_string(), cached);
         route
     }
 

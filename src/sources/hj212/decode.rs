@@ -14,14 +14,14 @@
 //!   DataTime is refused, never stamped with the arrival time (hj212-field.md §1.4.5 [S]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use jiff::tz::TimeZone;
 
 use crate::config::factors::FactorMap;
 use crate::config::metrics::Catalog;
 use crate::hj212::Packet;
-use crate::model::{DeviceMeta, FieldKey, FieldValue, Point, Readings, SeriesKey};
+use crate::model::{DeviceMeta, FieldKey, FieldValue, MetricSlot, Point, Readings, SeriesKey};
 
 /// The data CNs this decoder knows.
 pub const REALTIME: &str = "2011";
@@ -33,25 +33,27 @@ pub struct Station {
     pub mn: String,
     pub device: Arc<DeviceMeta>,
     factors: Arc<FactorMap>,
-    /// Code → (slot of `device`, unit factor).
-    slot_of: HashMap<String, (usize, f64)>,
-    /// Per slot: index into `period_series` of its measurement (`air`, `water`, ...).
-    kind_of_slot: Vec<usize>,
-    /// The measurements of the slots (`air`, `water`) and, per period, its series.
-    kinds: Vec<String>,
+    /// What every station of the factor map shares (a hub holds thousands of them).
+    shape: Arc<Shape>,
     period_series: Vec<[SeriesKey; 3]>,
     extra_series: [SeriesKey; 4],
 }
 
-impl Station {
-    /// `tags` are the site's tags; `site` is the station's site id (a hub receives many).
-    pub fn new(
-        mn: &str,
-        device_id: &str,
-        site: &str,
-        tags: &[(String, String)],
-        factors: Arc<FactorMap>,
-    ) -> Station {
+/// Where a factor map's codes go: the same for every station of the map, so built once per
+/// map (see [`shape_of`]).
+#[derive(Debug)]
+struct Shape {
+    /// Code → (slot of the device, unit factor).
+    slot_of: HashMap<String, (usize, f64)>,
+    /// Per slot: index into `kinds` (and a station's `period_series`).
+    kind_of_slot: Vec<usize>,
+    /// The measurements of the slots (`air`, `water`, ...).
+    kinds: Vec<String>,
+    slots: Arc<[MetricSlot]>,
+}
+
+impl Shape {
+    fn new(factors: &FactorMap) -> Shape {
         let catalog = Catalog::builtin();
         let mut metrics: Vec<(String, String)> = Vec::new();
         let mut slot_of = HashMap::new();
@@ -68,26 +70,62 @@ impl Station {
             };
             slot_of.insert(f.code.clone(), (slot, f.factor));
         }
+        slot_of.shrink_to_fit();
         let pairs: Vec<(&str, &str)> = metrics
             .iter()
             .map(|(m, k)| (m.as_str(), k.as_str()))
             .collect();
-        let device = Arc::new(DeviceMeta::new(device_id, site, tags, &pairs));
-        let mut kinds: Vec<String> = Vec::new();
-        let mut kind_of_slot = Vec::with_capacity(metrics.len());
-        for (_, k) in &metrics {
-            let i = match kinds.iter().position(|x| x == k) {
-                Some(i) => i,
-                None => {
-                    kinds.push(k.clone());
-                    kinds.len() - 1
-                }
-            };
-            kind_of_slot.push(i);
+        // The device's series are in the order of first appearance, as `kinds` are.
+        let (slots, kinds) = DeviceMeta::slots(&pairs);
+        let kind_of_slot = slots.iter().map(|s| s.series).collect();
+        Shape {
+            slot_of,
+            kind_of_slot,
+            kinds,
+            slots,
         }
+    }
+}
+
+/// The shape of a factor map, built once while any station of the map lives.
+fn shape_of(factors: &Arc<FactorMap>) -> Arc<Shape> {
+    static SHAPES: Mutex<Vec<(Weak<FactorMap>, Weak<Shape>)>> = Mutex::new(Vec::new());
+    let mut shapes = SHAPES.lock().unwrap_or_else(|p| p.into_inner());
+    shapes.retain(|(m, s)| m.strong_count() > 0 && s.strong_count() > 0);
+    let me = Arc::downgrade(factors);
+    if let Some(shape) = shapes
+        .iter()
+        .find(|(m, _)| Weak::ptr_eq(m, &me))
+        .and_then(|(_, s)| s.upgrade())
+    {
+        return shape;
+    }
+    let shape = Arc::new(Shape::new(factors));
+    shapes.push((me, Arc::downgrade(&shape)));
+    shape
+}
+
+impl Station {
+    /// `tags` are the site's tags; `site` is the station's site id (a hub receives many).
+    pub fn new(
+        mn: &str,
+        device_id: &str,
+        site: &str,
+        tags: &[(String, String)],
+        factors: Arc<FactorMap>,
+    ) -> Station {
+        let shape = shape_of(&factors);
+        let device = Arc::new(DeviceMeta::with_slots(
+            device_id,
+            site,
+            tags,
+            shape.slots.clone(),
+            &shape.kinds,
+        ));
         let mut all_tags: Vec<(&str, &str)> = vec![("site", site), ("device", device_id)];
         all_tags.extend(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let period_series = kinds
+        let period_series = shape
+            .kinds
             .iter()
             .map(|k| PERIODS.map(|(_, p)| SeriesKey::new(&format!("{k}_{p}"), &all_tags)))
             .collect();
@@ -106,9 +144,7 @@ impl Station {
             mn: mn.to_string(),
             device,
             factors,
-            slot_of,
-            kind_of_slot,
-            kinds,
+            shape,
             period_series,
             extra_series,
         }
@@ -203,7 +239,7 @@ pub fn decode(
             let mut values = vec![None; n];
             let mut flags = vec![None; n];
             for f in p.factors() {
-                let Some(&(slot, factor)) = st.slot_of.get(f.code.as_ref()) else {
+                let Some(&(slot, factor)) = st.shape.slot_of.get(f.code.as_ref()) else {
                     out.unknown_codes += 1;
                     keep_extra(f, &mut extra, &mut out.bad_values);
                     continue;
@@ -238,13 +274,13 @@ pub fn decode(
                 })
                 .collect();
             for f in p.factors() {
-                let Some(&(slot, factor)) = st.slot_of.get(f.code.as_ref()) else {
+                let Some(&(slot, factor)) = st.shape.slot_of.get(f.code.as_ref()) else {
                     out.unknown_codes += 1;
                     keep_extra(f, &mut extra, &mut out.bad_values);
                     continue;
                 };
                 let metric = &st.device.slots[slot].metric;
-                let point = &mut points[st.kind_of_slot[slot]];
+                let point = &mut points[st.shape.kind_of_slot[slot]];
                 let mut any = false;
                 for (suffix, name) in [
                     ("Avg", metric.clone()),
@@ -300,7 +336,7 @@ fn keep_extra(f: &crate::hj212::Factor<'_>, extra: &mut Point, bad: &mut usize) 
 
 /// The measurements a station writes (for the status page and tests).
 pub fn kinds(st: &Station) -> &[String] {
-    &st.kinds
+    &st.shape.kinds
 }
 
 #[cfg(test)]

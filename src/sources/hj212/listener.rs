@@ -264,7 +264,12 @@ where
                     }
                 }
                 Ok(frame) => {
-                    if let Some(st) = handle(&sh, frame, &peer, &wr).await
+                    // The frame is read without an await; only what its answer needs lives
+                    // across one (a hub has every monitor's frame waiting there at once),
+                    // boxed, so that an idle connection's future (one per monitor) is small.
+                    let accepted = accept(&sh, frame, &peer);
+                    if let Some(a) = accepted
+                        && let Some(st) = Box::pin(answer(&sh, a, &wr)).await
                         && !mns.iter().any(|m| Arc::ptr_eq(m, &st))
                     {
                         sh.health
@@ -290,11 +295,9 @@ where
     }
 }
 
-/// One checked frame. Returns the station it came from when it was accepted.
-async fn handle<W>(sh: &Shared, frame: Frame, peer: &str, wr: &Mutex<W>) -> Option<Arc<StationRt>>
-where
-    W: AsyncWrite + Unpin,
-{
+/// One checked frame, read and stored (no await: the parsed frame never lives in a future);
+/// `None` when it was refused.
+fn accept(sh: &Shared, frame: Frame, peer: &str) -> Option<Accepted> {
     let arrival = now_ms();
     let mn = frame.mn();
     // The station first: an encrypted frame needs its key to be read at all.
@@ -349,6 +352,8 @@ where
         log_reject(sh, "rate", peer, Some(&mn), b"");
         return None;
     }
+    // Written by `answer`, once the parsed frame is gone.
+    let mut set_clock: Option<(String, i64)> = None;
     let ticket = if decode::is_data(packet.cn()) {
         match decode::decode(
             &packet,
@@ -378,11 +383,7 @@ where
                     let max = sh.cfg.max_drift.as_millis() as i64;
                     sh.ingest.clock_drift(&st.station.device.id, drift, max);
                     if sh.cfg.set_time && drift.abs() > max && st.time_to_set_clock(arrival) {
-                        let set = set_time_frame(&packet, arrival, &sh.site.tz);
-                        let mut w = wr.lock().await;
-                        if w.write_all(set.as_bytes()).await.is_ok() {
-                            info!(listener = %sh.cfg.name, mn = %mn, drift_s = drift / 1000, "HJ 212 station clock set (CN=1012)");
-                        }
+                        set_clock = Some((set_time_frame(&packet, arrival, &sh.site.tz), drift));
                     }
                 }
                 sh.health
@@ -412,7 +413,47 @@ where
         0
     };
     sh.health.frames.fetch_add(1, Relaxed);
-    if let Some(answer) = answer_for(&packet) {
+    // The parsed frame is not kept while the store makes its values durable: at a hub's
+    // peak every monitor's frame waits there at once.
+    Some(Accepted {
+        answer: answer_for(&packet),
+        st,
+        mn,
+        ticket,
+        set_clock,
+    })
+}
+
+/// A frame taken: what its answer needs.
+struct Accepted {
+    st: Arc<StationRt>,
+    mn: String,
+    /// The store's ticket of its values (0: none to wait for).
+    ticket: u64,
+    answer: Option<String>,
+    /// CN=1012 to send first, and the drift it corrects (ms).
+    set_clock: Option<(String, i64)>,
+}
+
+/// Sends what a taken frame asks for; returns the station it came from.
+async fn answer<W>(sh: &Shared, a: Accepted, wr: &Mutex<W>) -> Option<Arc<StationRt>>
+where
+    W: AsyncWrite + Unpin,
+{
+    let Accepted {
+        st,
+        mn,
+        ticket,
+        answer,
+        set_clock,
+    } = a;
+    if let Some((set, drift)) = set_clock {
+        let mut w = wr.lock().await;
+        if w.write_all(set.as_bytes()).await.is_ok() {
+            info!(listener = %sh.cfg.name, mn = %mn, drift_s = drift / 1000, "HJ 212 station clock set (CN=1012)");
+        }
+    }
+    if let Some(answer) = answer {
         if ticket > 0 && !durable(sh, ticket).await {
             return Some(st);
         }
