@@ -724,6 +724,10 @@ mod tests {
             .with_ansi(false)
             .finish();
         tracing::subscriber::with_default(subscriber, || {
+            // Callsite interest is cached process-wide: a callsite first seen by another test
+            // thread (no subscriber, or one that does not want INFO) may be cached as "never";
+            // recompute it now that this subscriber exists, or the test is flaky in parallel.
+            tracing::callsite::rebuild_interest_cache();
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .start_paused(true)
