@@ -129,26 +129,20 @@ pub fn encode(p: &Packet<'_>) -> String {
 /// the Flag's version bits kept with the ack and split bits cleared (4 for 2017, 8 for 2025; no
 /// Flag for a 2005-style packet without one), `CP=&&&&`.
 pub fn ack_9014(p: &Packet<'_>) -> String {
-    let a = Packet {
-        qn: p.qn().map(Cow::Borrowed),
-        st: Some("91".into()),
-        cn: "9014".into(),
-        pw: p.pw.clone(),
-        mn: p.mn.clone(),
-        flag: p.flag.map(|f| Flag(f.0 & !0b11)),
-        has_cp: true,
-        ..Packet::default()
-    };
-    encode(&a)
+    answer(p, "9014")
 }
 
 /// The CN=9013 notify answer to `p` (a 1013 time-calibration request, a 2025 heartbeat 9015)
 /// [P]/[S]: as [`ack_9014`] with CN=9013.
 pub fn answer_9013(p: &Packet<'_>) -> String {
+    answer(p, "9013")
+}
+
+fn answer(p: &Packet<'_>, cn: &'static str) -> String {
     let a = Packet {
         qn: p.qn().map(Cow::Borrowed),
         st: Some("91".into()),
-        cn: "9013".into(),
+        cn: cn.into(),
         pw: p.pw.clone(),
         mn: p.mn.clone(),
         flag: p.flag.map(|f| Flag(f.0 & !0b11)),

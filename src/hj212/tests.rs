@@ -401,6 +401,17 @@ fn ack_9014_echoes_qn_and_keeps_the_version() {
     assert_eq!(a.qn(), p.qn());
 }
 
+#[test]
+fn a_heartbeat_is_answered_9013_with_its_qn() {
+    // HJ 212-2025's heartbeat 9015 with the ack bit (Flag=9) [S]: CN=9013, ST=91, Flag=8.
+    let p = parse("QN=20260101000000001;ST=39;CN=9015;PW=123456;MN=HB01;Flag=9;CP=&&&&")
+        .expect("heartbeat");
+    assert_eq!(
+        super::encode::answer_9013(&p),
+        wrap("QN=20260101000000001;ST=91;CN=9013;PW=123456;MN=HB01;Flag=8;CP=&&&&")
+    );
+}
+
 fn big_packet(n: usize) -> Packet<'static> {
     let mut p = parse(&seg_of("V2")).expect("V2").into_owned();
     p.cp.factors = (0..n)
