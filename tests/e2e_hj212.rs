@@ -43,6 +43,17 @@ fn peer() -> Command {
     c
 }
 
+/// A CN=2011 frame (Flag=5) built by the Python peer, as one line (CR LF written `\r\n`).
+fn frame_2011(mn: &str, pw: &str, qn: &str, cp: &str) -> String {
+    let out = peer()
+        .args([
+            "frame", "--mn", mn, "--cn", "2011", "--pw", pw, "--qn", qn, "--cp", cp,
+        ])
+        .output()
+        .expect("hj212_monitor.py frame");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Sends `frames` (one a line) on one connection to `port` as `mode` says; the replies.
 fn send(port: u16, mode: &str, frames: &[String], wait_s: f64) -> Vec<Value> {
     let mut child = peer()
@@ -396,18 +407,10 @@ async fn a_stations_password_and_its_data_flags() {
     let mut gw = Gateway::start(&dir, &site_toml(&influx, "hjpw", http, &listeners), &[]);
     gw.wait_log("HJ 212 listener listening", Duration::from_secs(20));
     let frame = |pw: &str, dt: &str, pm10: &str, flag: &str| {
-        let out = peer()
-            .args(["frame", "--mn", "010000A8900016F000169DC0", "--cn", "2011"])
-            .args(["--pw", pw, "--qn", &format!("{dt}000")])
-            .args([
-                "--cp",
-                &format!(
-                    "DataTime={dt};a34002-Rtd={pm10},a34002-Flag={flag};a34004-Rtd=40,a34004-Flag=N"
-                ),
-            ])
-            .output()
-            .expect("hj212_monitor.py frame");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        let cp = format!(
+            "DataTime={dt};a34002-Rtd={pm10},a34002-Flag={flag};a34004-Rtd=40,a34004-Flag=N"
+        );
+        frame_2011("010000A8900016F000169DC0", pw, &format!("{dt}000"), &cp)
     };
     let now = common::now_ms();
     let dt = |secs_ago: i64| local_datatime(now - secs_ago * 1000);
@@ -636,23 +639,12 @@ async fn a_monitor_whose_clock_is_ten_minutes_slow_is_alerted_and_set() {
     gw.wait_log("HJ 212 listener listening", Duration::from_secs(20));
     let sent_at = common::now_ms();
     let dt = local_datatime(sent_at - 600_000);
-    let out = peer()
-        .args([
-            "frame",
-            "--mn",
-            "HJZB0XH0150109",
-            "--cn",
-            "2011",
-            "--qn",
-            &format!("{dt}000"),
-        ])
-        .args([
-            "--cp",
-            &format!("DataTime={dt};a34002-Rtd=70,a34002-Flag=N"),
-        ])
-        .output()
-        .expect("hj212_monitor.py frame");
-    let frame = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let frame = frame_2011(
+        "HJZB0XH0150109",
+        "123456",
+        &format!("{dt}000"),
+        &format!("DataTime={dt};a34002-Rtd=70,a34002-Flag=N"),
+    );
     let replies = send(port, "whole", &[frame], 1.5);
     // The data answer, and the set-time command with the gateway's local time (sent as soon
     // as the drift is seen; the answer waits for the store).
@@ -720,25 +712,13 @@ async fn a_monitor_wired_to_a_serial_line_is_read_and_answered() {
     let mut gw = Gateway::start(&dir, &site_toml(&influx, "hjser", http, &listeners), &[]);
     gw.wait_log("HJ 212 serial line open", Duration::from_secs(20));
     let dt = local_datatime(common::now_ms() - 5_000);
-    let out = peer()
-        .args([
-            "frame",
-            "--mn",
-            "010000A8900016F000169DC0",
-            "--cn",
-            "2011",
-            "--qn",
-            &format!("{dt}123"),
-        ])
-        .args([
-            "--cp",
-            &format!("DataTime={dt};a34002-Rtd=66.6,a34002-Flag=N;LA-Rtd=58.2"),
-        ])
-        .output()
-        .expect("hj212_monitor.py frame");
-    let frame = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .replace("\\r\\n", "\r\n");
+    let frame = frame_2011(
+        "010000A8900016F000169DC0",
+        "123456",
+        &format!("{dt}123"),
+        &format!("DataTime={dt};a34002-Rtd=66.6,a34002-Flag=N;LA-Rtd=58.2"),
+    )
+    .replace("\\r\\n", "\r\n");
     let mut tty = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -31,4 +31,6 @@ pub use encode::{
     ack_9014, encode, encode_encrypted, encrypt_segment, segment as encode_segment, split, wrap,
 };
 pub use framer::{CrcForms, Frame, Framer, Reject, RejectReason, decrypt_frame};
-pub use segment::{Cp, Factor, Flag, Packet, ParseError, Text, Version, number, parse, parse_time};
+pub use segment::{
+    Cp, Factor, Flag, Packet, ParseError, Text, Version, format_time, number, parse, parse_time,
+};

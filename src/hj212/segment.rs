@@ -268,6 +268,20 @@ pub fn number(s: &str) -> Option<f64> {
     t.parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
+/// A civil time as DataTime / SystemTime / the first 14 digits of a QN: `YYYYMMDDhhmmss` (N14
+/// [P]), the inverse of [`parse_time`] for 14 digits.
+pub fn format_time(dt: DateTime) -> String {
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second()
+    )
+}
+
 /// `YYYYMMDDhhmmss` (N14 [P]) or `YYYYMMDDhhmmsszzz` (17 digits, with ms, as in W9 [S]).
 pub fn parse_time(s: &str) -> Option<DateTime> {
     let b = s.as_bytes();

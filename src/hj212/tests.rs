@@ -344,6 +344,8 @@ fn tolerant_segments() {
 
 #[test]
 fn numbers_and_times() {
+    let dt = parse_time("20220513162600").expect("a time");
+    assert_eq!(super::format_time(dt), "20220513162600");
     assert_eq!(number("-1.03"), Some(-1.03));
     assert_eq!(number("NaN"), None);
     assert_eq!(number("inf"), None);

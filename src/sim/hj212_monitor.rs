@@ -35,16 +35,7 @@ const CODES: &[(&str, &str, f64)] = &[
 /// Local `YYYYMMDDhhmmss` of `ms` (site time).
 fn datatime(tz: &jiff::tz::TimeZone, ms: i64) -> String {
     let t = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    let d = tz.to_datetime(t);
-    format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}",
-        d.year(),
-        d.month(),
-        d.day(),
-        d.hour(),
-        d.minute(),
-        d.second()
-    )
+    hj212::format_time(tz.to_datetime(t))
 }
 
 fn hour_of(tz: &jiff::tz::TimeZone, ms: i64) -> f64 {

@@ -485,15 +485,7 @@ fn answer_for(p: &Packet) -> Option<String> {
 fn set_time_frame(p: &Packet, now_ms: i64, tz: &TimeZone) -> String {
     let t = jiff::Timestamp::from_millisecond(now_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let dt = tz.to_datetime(t);
-    let system = format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second()
-    );
+    let system = hj212::format_time(dt);
     let set = Packet {
         qn: Some(format!("{system}{:03}", dt.subsec_nanosecond() / 1_000_000).into()),
         st: p.st.clone(),

@@ -188,20 +188,14 @@ fn valid_device_id(mn: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn station() -> StationRt {
+        let map = super::super::decode::tests::standard_map();
+        rt(Station::new("MN1", "d", "s", &[], map), "s", None, None)
+    }
+
     #[test]
     fn the_bucket_lets_a_burst_through_then_the_rate() {
-        let s = rt(
-            Station::new(
-                "MN1",
-                "d",
-                "s",
-                &[],
-                super::super::decode::tests::standard_map(),
-            ),
-            "s",
-            None,
-            None,
-        );
+        let s = station();
         let t = 1_000_000;
         let burst = (0..100).filter(|_| s.allow(t, 1.0)).count();
         assert_eq!(burst, 5);
@@ -211,18 +205,7 @@ mod tests {
 
     #[test]
     fn the_drift_is_the_lag_nearest_zero_of_the_last_frames() {
-        let s = rt(
-            Station::new(
-                "MN1",
-                "d",
-                "s",
-                &[],
-                super::super::decode::tests::standard_map(),
-            ),
-            "s",
-            None,
-            None,
-        );
+        let s = station();
         // A clock 6 minutes slow, and one frame resent an hour late.
         assert_eq!(s.drift(360_000), 360_000);
         assert_eq!(s.drift(3_960_000), 360_000);
