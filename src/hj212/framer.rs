@@ -318,6 +318,21 @@ impl Framer {
         self.overflow = None;
     }
 
+    /// Gives the buffer's memory back when nothing is buffered (a hub calls it after each read:
+    /// an idle connection then holds no buffer; the next push allocates one frame's worth).
+    pub fn shrink(&mut self) {
+        if self.pos == self.buf.len() {
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
+    }
+
+    /// The buffer's capacity (what [`Framer::shrink`] gives back).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Appends received bytes. Beyond the cap the oldest bytes are dropped (one Overflow reject).
     pub fn push(&mut self, bytes: &[u8]) {
         // Consumed bytes are dropped from the front only when that is cheap: all of them, or

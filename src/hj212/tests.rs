@@ -59,9 +59,32 @@ fn frames_of(proto: &Framer, chunks: &[&[u8]]) -> (Vec<Frame>, Vec<Reject>) {
                 Err(e) => bad.push(e),
             }
         }
+        // As the listener does after each read: every cut of every test also checks that
+        // giving the buffer back never loses a partial frame.
+        f.shrink();
     }
     bad.extend(f.finish());
     (ok, bad)
+}
+
+#[test]
+fn an_idle_framer_holds_no_buffer_but_keeps_a_partial_frame() {
+    let v = vector("V10");
+    let (head, tail) = v.split_at(100);
+    let mut f = Framer::new();
+    f.push(&v);
+    assert!(matches!(f.next_frame(), Some(Ok(_))));
+    assert!(f.next_frame().is_none());
+    f.shrink();
+    assert_eq!(f.held(), 0, "nothing buffered: no memory held");
+    f.push(head);
+    assert!(f.next_frame().is_none());
+    f.shrink();
+    assert_eq!(f.buffered(), 100);
+    assert!(f.held() >= 100, "a partial frame is kept");
+    f.push(tail);
+    let fr = f.next_frame().expect("frame").expect("valid");
+    assert_eq!(fr.text().expect("plain"), seg_of("V10"));
 }
 
 fn ways(bytes: &[u8]) -> Vec<Vec<Vec<u8>>> {

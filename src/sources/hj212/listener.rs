@@ -17,9 +17,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::decode::{self, Refusal};
@@ -228,26 +232,61 @@ fn reason_of(r: RejectReason) -> &'static str {
     }
 }
 
+thread_local! {
+    /// The read buffer of every connection polled on this thread. A hub holds one connection
+    /// per monitor, mostly idle: a buffer each (1 KiB of 10,000 connections was 10 MB) would
+    /// sit empty. Bytes read go straight into the connection's framer, within one poll.
+    static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; 8192].into_boxed_slice());
+}
+
+/// Polls one read of `stream` into the shared buffer and hands the bytes to `framer`; the
+/// number of bytes read (0: end of stream).
+fn poll_read_into<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    framer: &mut Framer,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    READ_BUF.with(|b| {
+        // Not re-entered: poll_read never polls this connection again. Should it ever be,
+        // a one-off buffer keeps it correct.
+        let mut shared = b.try_borrow_mut().ok();
+        let mut own = Vec::new();
+        let buf: &mut [u8] = match shared.as_deref_mut() {
+            Some(b) => b,
+            None => {
+                own.resize(1024, 0);
+                &mut own
+            }
+        };
+        let mut rb = ReadBuf::new(buf);
+        match Pin::new(stream).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                framer.push(rb.filled());
+                Poll::Ready(Ok(rb.filled().len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
 /// One connection: read, frame, handle, answer; until EOF, an error, or idle for too long.
-async fn connection<S>(sh: Arc<Shared>, stream: S, peer: String)
+/// Reads and answers take turns on the one stream (a frame is answered before the next read),
+/// so the stream is not split.
+async fn connection<S>(sh: Arc<Shared>, mut stream: S, peer: String)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut rd, wr) = tokio::io::split(stream);
-    let wr = Mutex::new(wr);
     let mut framer = Framer::with(sh.forms, sh.cfg.max_buffer);
-    // A frame is a few hundred bytes: a small buffer, because a hub holds one per monitor
-    // (4 KiB of 10,000 connections was 40 MB).
-    let mut buf = vec![0u8; 1024];
     // The MNs this connection spoke for (so the station shows as connected).
     let mut mns: Vec<Arc<StationRt>> = Vec::new();
     loop {
-        let n = match tokio::time::timeout(sh.cfg.idle_timeout, rd.read(&mut buf)).await {
+        let read = std::future::poll_fn(|cx| poll_read_into(&mut stream, &mut framer, cx));
+        match tokio::time::timeout(sh.cfg.idle_timeout, read).await {
             Err(_) => break, // idle
             Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => n,
-        };
-        framer.push(&buf[..n]);
+            Ok(Ok(_)) => {}
+        }
         while let Some(next) = framer.next_frame() {
             match next {
                 Err(rej) => {
@@ -269,7 +308,7 @@ where
                     // boxed, so that an idle connection's future (one per monitor) is small.
                     let accepted = accept(&sh, frame, &peer);
                     if let Some(a) = accepted
-                        && let Some(st) = Box::pin(answer(&sh, a, &wr)).await
+                        && let Some(st) = Box::pin(answer(&sh, a, &mut stream)).await
                         && !mns.iter().any(|m| Arc::ptr_eq(m, &st))
                     {
                         sh.health
@@ -282,6 +321,8 @@ where
                 }
             }
         }
+        // An idle connection keeps no buffer, only the bytes of a frame not complete yet.
+        framer.shrink();
     }
     // Bytes of a frame cut off by the end of the connection are refused, counted.
     if let Some(rej) = framer.finish() {
@@ -436,7 +477,7 @@ struct Accepted {
 }
 
 /// Sends what a taken frame asks for; returns the station it came from.
-async fn answer<W>(sh: &Shared, a: Accepted, wr: &Mutex<W>) -> Option<Arc<StationRt>>
+async fn answer<W>(sh: &Shared, a: Accepted, wr: &mut W) -> Option<Arc<StationRt>>
 where
     W: AsyncWrite + Unpin,
 {
@@ -448,8 +489,7 @@ where
         set_clock,
     } = a;
     if let Some((set, drift)) = set_clock {
-        let mut w = wr.lock().await;
-        if w.write_all(set.as_bytes()).await.is_ok() {
+        if wr.write_all(set.as_bytes()).await.is_ok() {
             info!(listener = %sh.cfg.name, mn = %mn, drift_s = drift / 1000, "HJ 212 station clock set (CN=1012)");
         }
     }
@@ -457,8 +497,7 @@ where
         if ticket > 0 && !durable(sh, ticket).await {
             return Some(st);
         }
-        let mut w = wr.lock().await;
-        if w.write_all(answer.as_bytes()).await.is_ok() {
+        if wr.write_all(answer.as_bytes()).await.is_ok() {
             sh.health.acks.fetch_add(1, Relaxed);
         }
     }
