@@ -159,29 +159,49 @@ impl Tables {
 /// stream of thousands of readings a second must not hold an hour of them in memory).
 #[derive(Debug, Default)]
 struct HourMean {
-    /// (minute number, sum, count), oldest first.
-    buckets: VecDeque<(i64, f64, u32)>,
+    /// Oldest first.
+    buckets: VecDeque<Bucket>,
+}
+
+/// One minute's readings: 16 bytes (a hub holds 60 of them for PM2.5 and PM10 of each of
+/// thousands of stations; as `(i64, f64, u32)` it was 24).
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// Minutes since the Unix epoch (an `i32` spans ±4,000 years).
+    minute: i32,
+    count: u32,
+    sum: f64,
 }
 
 impl HourMean {
     fn push(&mut self, t: i64, v: f64) {
-        let m = t.div_euclid(60_000);
+        let Ok(m) = i32::try_from(t.div_euclid(60_000)) else {
+            return; // not a time of this era: nothing to average
+        };
         match self.buckets.back_mut() {
-            Some(b) if b.0 == m => {
-                b.1 += v;
-                b.2 += 1;
+            Some(b) if b.minute == m => {
+                b.sum += v;
+                b.count += 1;
             }
-            Some(b) if b.0 > m => {
+            Some(b) if b.minute > m => {
                 // A late reading: into its minute if still held.
-                if let Some(b) = self.buckets.iter_mut().find(|b| b.0 == m) {
-                    b.1 += v;
-                    b.2 += 1;
+                if let Some(b) = self.buckets.iter_mut().find(|b| b.minute == m) {
+                    b.sum += v;
+                    b.count += 1;
                 }
                 return;
             }
-            _ => self.buckets.push_back((m, v, 1)),
+            _ => self.buckets.push_back(Bucket {
+                minute: m,
+                count: 1,
+                sum: v,
+            }),
         }
-        while self.buckets.front().is_some_and(|b| b.0 <= m - 60) {
+        while self
+            .buckets
+            .front()
+            .is_some_and(|b| i64::from(b.minute) <= i64::from(m) - 60)
+        {
             self.buckets.pop_front();
         }
     }
@@ -195,7 +215,7 @@ impl HourMean {
         let (sum, n) = self
             .buckets
             .iter()
-            .fold((0.0, 0u64), |(s, n), b| (s + b.1, n + u64::from(b.2)));
+            .fold((0.0, 0u64), |(s, n), b| (s + b.sum, n + u64::from(b.count)));
         (n > 0).then(|| sum / n as f64)
     }
 }

@@ -9,6 +9,7 @@
 //! against `max_per_day`.
 
 pub mod clock;
+pub mod names;
 pub mod quality;
 pub mod window;
 
@@ -16,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use clock::LocalClock;
+use names::{ByMetric, Names};
 use quality::Quality;
 use window::Window;
 
@@ -123,7 +125,8 @@ pub struct Engine {
     rules: Vec<RuleState>,
     series: Vec<Series>,
     /// device → metric → series judged on that reading.
-    routes: HashMap<String, HashMap<String, CachedRoute>>,
+    routes: HashMap<String, ByMetric<CachedRoute>>,
+    names: Names,
     /// What a `None` route gives (cloned: reference counts, no allocation).
     no_route: Route,
     /// Devices' reading intervals (known for Modbus), for the coverage rule.
@@ -167,6 +170,7 @@ impl Engine {
             rules,
             series: Vec::new(),
             routes: HashMap::new(),
+            names: Names::default(),
             no_route: Route::default(),
             intervals: HashMap::new(),
             clock,
@@ -256,10 +260,11 @@ impl Engine {
             })
         });
         let route = cached.as_deref().unwrap_or(&self.no_route).clone();
+        let names = &mut self.names;
         self.routes
             .entry(device.to_string())
             .or_default()
-            .insert(metric.to_string(), cached);
+            .get_or_insert_with(names, metric, || cached);
         route
     }
 

@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 
+use super::names::{ByMetric, Names};
 use super::{AlertEvent, AlertKind, AlertState, OpenAlert};
-use crate::config::metrics::Catalog;
+use crate::config::metrics::{Catalog, MetricInfo};
 use crate::config::rules::Severity;
 
 #[derive(Debug, Clone, Default)]
@@ -19,6 +20,8 @@ struct DeviceQ {
     seen: u32,
     /// Its clock is off by more than the allowance.
     drift: Option<OpenAlert>,
+    /// Per metric: stuck, range and flag state.
+    values: ByMetric<ValueQ>,
 }
 
 /// Readings after which a device nobody configured (an id from an MQTT topic) counts as one
@@ -28,9 +31,8 @@ pub const ESTABLISHED: u32 = 3;
 
 #[derive(Debug, Clone)]
 struct ValueQ {
-    /// From the metric vocabulary, looked up once.
-    range: Option<(f64, f64)>,
-    stuck_after: Option<i64>,
+    /// The metric in the vocabulary (its default range, its stuck time), looked up once.
+    info: Option<&'static MetricInfo>,
     last: f64,
     unchanged_since: i64,
     /// Since when, and with which letter, the instrument flags this metric's values.
@@ -65,6 +67,22 @@ impl ValueAlerts {
 }
 
 impl ValueQ {
+    fn new(metric: &str, last: f64, t: i64) -> ValueQ {
+        ValueQ {
+            info: Catalog::builtin().get(metric),
+            last,
+            unchanged_since: t,
+            flagged_since: None,
+            alerts: None,
+        }
+    }
+
+    fn stuck_after(&self) -> Option<i64> {
+        self.info
+            .and_then(|i| i.stuck_after)
+            .map(|d| d.as_millis() as i64)
+    }
+
     fn get(&self, w: Which) -> Option<&OpenAlert> {
         let a = self.alerts.as_deref()?;
         match w {
@@ -96,7 +114,7 @@ pub struct Quality {
     offline_after_ms: i64,
     flag_alert_after_ms: i64,
     devices: HashMap<String, DeviceQ>,
-    values: HashMap<String, HashMap<String, ValueQ>>,
+    names: Names,
 }
 
 fn ev(
@@ -154,7 +172,7 @@ impl Quality {
             offline_after_ms,
             flag_alert_after_ms: FLAG_ALERT_AFTER_MS,
             devices: HashMap::new(),
-            values: HashMap::new(),
+            names: Names::default(),
         }
     }
 
@@ -210,24 +228,12 @@ impl Quality {
     ) {
         self.seen(device, t, out);
         let after = self.flag_alert_after_ms;
-        let q = self
+        let Some(d) = self.devices.get_mut(device) else {
+            return; // not reached: `seen` made it
+        };
+        let q = d
             .values
-            .entry(device.to_string())
-            .or_default()
-            .entry(metric.to_string())
-            .or_insert_with(|| {
-                let info = Catalog::builtin().get(metric);
-                ValueQ {
-                    range: info.and_then(|i| i.range),
-                    stuck_after: info
-                        .and_then(|i| i.stuck_after)
-                        .map(|d| d.as_millis() as i64),
-                    last: f64::NAN,
-                    unchanged_since: t,
-                    flagged_since: None,
-                    alerts: None,
-                }
-            });
+            .get_or_insert_with(&mut self.names, metric, || ValueQ::new(metric, f64::NAN, t));
         let since = match q.flagged_since {
             Some((since, _)) if since <= t => since,
             _ => {
@@ -318,26 +324,12 @@ impl Quality {
         out: &mut Vec<AlertEvent>,
     ) -> bool {
         self.seen(device, t, out);
-        let per_device = match self.values.get_mut(device) {
-            Some(m) => m,
-            None => self.values.entry(device.to_string()).or_default(),
+        let Some(d) = self.devices.get_mut(device) else {
+            return true; // not reached: `seen` made it
         };
-        let q = match per_device.get_mut(metric) {
-            Some(q) => q,
-            None => {
-                let info = Catalog::builtin().get(metric);
-                per_device.entry(metric.to_string()).or_insert(ValueQ {
-                    range: range.or_else(|| info.and_then(|i| i.range)),
-                    stuck_after: info
-                        .and_then(|i| i.stuck_after)
-                        .map(|d| d.as_millis() as i64),
-                    last: v,
-                    unchanged_since: t,
-                    flagged_since: None,
-                    alerts: None,
-                })
-            }
-        };
+        let q = d
+            .values
+            .get_or_insert_with(&mut self.names, metric, || ValueQ::new(metric, v, t));
         // An unflagged value: the instrument's flag is over.
         q.flagged_since = None;
         if let Some(a) = q.take(Which::Flagged) {
@@ -350,7 +342,9 @@ impl Quality {
                 t,
             ));
         }
-        let (range, stuck_after) = (q.range, q.stuck_after);
+        // The device's own range, else the metric's.
+        let range = range.or_else(|| q.info.and_then(|i| i.range));
+        let stuck_after = q.stuck_after();
         if let Some((lo, hi)) = range {
             if v < lo || v > hi {
                 if q.get(Which::OutOfRange).is_none() {
@@ -472,16 +466,21 @@ impl Quality {
                 ));
             }
         }
-        for (device, m) in &self.values {
-            for (metric, q) in m {
+        for (device, d) in &self.devices {
+            for (metric, q) in d.values.iter() {
                 if let Some(a) = q.get(Which::Stuck) {
-                    v.push((AlertKind::Stuck, device.clone(), metric.clone(), a.clone()));
+                    v.push((
+                        AlertKind::Stuck,
+                        device.clone(),
+                        metric.to_string(),
+                        a.clone(),
+                    ));
                 }
                 if let Some(a) = q.get(Which::Flagged) {
                     v.push((
                         AlertKind::Flagged,
                         device.clone(),
-                        metric.clone(),
+                        metric.to_string(),
                         a.clone(),
                     ));
                 }
@@ -489,7 +488,7 @@ impl Quality {
                     v.push((
                         AlertKind::OutOfRange,
                         device.clone(),
-                        metric.clone(),
+                        metric.to_string(),
                         a.clone(),
                     ));
                 }
@@ -511,20 +510,12 @@ impl Quality {
             }
             AlertKind::Stuck | AlertKind::OutOfRange | AlertKind::Flagged => {
                 let q = self
-                    .values
+                    .devices
                     .entry(device.to_string())
                     .or_default()
-                    .entry(metric.to_string())
-                    .or_insert(ValueQ {
-                        range: Catalog::builtin().get(metric).and_then(|i| i.range),
-                        stuck_after: Catalog::builtin()
-                            .get(metric)
-                            .and_then(|i| i.stuck_after)
-                            .map(|d| d.as_millis() as i64),
-                        last: a.value,
-                        unchanged_since: a.since_ms,
-                        flagged_since: None,
-                        alerts: None,
+                    .values
+                    .get_or_insert_with(&mut self.names, metric, || {
+                        ValueQ::new(metric, a.value, a.since_ms)
                     });
                 match kind {
                     AlertKind::Stuck => q.set(Which::Stuck, a),

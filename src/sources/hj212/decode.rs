@@ -14,7 +14,7 @@
 //!   DataTime is refused, never stamped with the arrival time (hj212-field.md §1.4.5 [S]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use jiff::tz::TimeZone;
 
@@ -35,8 +35,13 @@ pub struct Station {
     factors: Arc<FactorMap>,
     /// What every station of the factor map shares (a hub holds thousands of them).
     shape: Arc<Shape>,
-    period_series: Vec<[SeriesKey; 3]>,
-    extra_series: [SeriesKey; 4],
+    /// The station's site id and the site's tags (shared by the stations of a listener).
+    site: Arc<str>,
+    tags: Arc<[(String, String)]>,
+    /// Built when first used: most stations send only CN=2011 and only known codes, and the
+    /// seven keys of a station were ~900 bytes of a hub's ~9 KB a station.
+    period_series: OnceLock<Box<[[SeriesKey; 3]]>>,
+    extra_series: OnceLock<Box<[SeriesKey; 4]>>,
 }
 
 /// Where a factor map's codes go: the same for every station of the map, so built once per
@@ -110,44 +115,65 @@ impl Station {
     pub fn new(
         mn: &str,
         device_id: &str,
-        site: &str,
-        tags: &[(String, String)],
+        site: Arc<str>,
+        tags: Arc<[(String, String)]>,
         factors: Arc<FactorMap>,
     ) -> Station {
         let shape = shape_of(&factors);
         let device = Arc::new(DeviceMeta::with_slots(
             device_id,
-            site,
-            tags,
+            &site,
+            &tags,
             shape.slots.clone(),
             &shape.kinds,
         ));
-        let mut all_tags: Vec<(&str, &str)> = vec![("site", site), ("device", device_id)];
-        all_tags.extend(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let period_series = shape
-            .kinds
-            .iter()
-            .map(|k| PERIODS.map(|(_, p)| SeriesKey::new(&format!("{k}_{p}"), &all_tags)))
-            .collect();
-        let extra = |cn: &str| {
-            let mut t = all_tags.clone();
-            t.push(("cn", cn));
-            SeriesKey::new("hj212_extra", &t)
-        };
-        let extra_series = [
-            extra(REALTIME),
-            extra(PERIODS[0].0),
-            extra(PERIODS[1].0),
-            extra(PERIODS[2].0),
-        ];
         Station {
             mn: mn.to_string(),
             device,
             factors,
             shape,
-            period_series,
-            extra_series,
+            site,
+            tags,
+            period_series: OnceLock::new(),
+            extra_series: OnceLock::new(),
         }
+    }
+
+    fn all_tags(&self) -> Vec<(&str, &str)> {
+        let mut t: Vec<(&str, &str)> = vec![("site", &self.site), ("device", &self.device.id)];
+        t.extend(self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        t
+    }
+
+    /// Per measurement kind of the map (`air`, `water`): its minute, hour and day series.
+    fn period_series(&self) -> &[[SeriesKey; 3]] {
+        self.period_series.get_or_init(|| {
+            let tags = self.all_tags();
+            self.shape
+                .kinds
+                .iter()
+                .map(|k| PERIODS.map(|(_, p)| SeriesKey::new(&format!("{k}_{p}"), &tags)))
+                .collect()
+        })
+    }
+
+    /// `hj212_extra` of CN 2011, 2051, 2061, 2031 (codes the map does not know).
+    fn extra_series(&self, i: usize) -> SeriesKey {
+        let keys = self.extra_series.get_or_init(|| {
+            let tags = self.all_tags();
+            let extra = |cn: &str| {
+                let mut t = tags.clone();
+                t.push(("cn", cn));
+                SeriesKey::new("hj212_extra", &t)
+            };
+            Box::new([
+                extra(REALTIME),
+                extra(PERIODS[0].0),
+                extra(PERIODS[1].0),
+                extra(PERIODS[2].0),
+            ])
+        });
+        keys[i.min(3)].clone()
     }
 
     /// The factor map's name (for the status page).
@@ -229,7 +255,7 @@ pub fn decode(
             .map(|c| c.to_ascii_uppercase());
     let extra_i = period.map_or(0, |i| i + 1);
     let mut extra = Point {
-        series: st.extra_series[extra_i].clone(),
+        series: st.extra_series(extra_i),
         fields: Vec::new(),
         time_ms: t,
     };
@@ -265,7 +291,7 @@ pub fn decode(
         }
         Some(pi) => {
             let mut points: Vec<Point> = st
-                .period_series
+                .period_series()
                 .iter()
                 .map(|s| Point {
                     series: s[pi].clone(),
@@ -352,7 +378,13 @@ pub(super) mod tests {
     }
 
     fn station() -> Station {
-        Station::new("MN1", "dust-03", "cd-jj-0018", &[], standard_map())
+        Station::new(
+            "MN1",
+            "dust-03",
+            "cd-jj-0018".into(),
+            Vec::new().into(),
+            standard_map(),
+        )
     }
 
     fn packet(seg: &str) -> Packet<'_> {
@@ -452,7 +484,7 @@ pub(super) mod tests {
         let map = ProfileLoader::for_config(std::path::Path::new("/nonexistent/site.toml"))
             .load_factors("hj212-mgm3", &mut Diagnostics::default())
             .unwrap_or_else(|_| panic!("the mg/m³ map"));
-        let st = Station::new("MN2", "dust-d-01", "s", &[], map);
+        let st = Station::new("MN2", "dust-d-01", "s".into(), Vec::new().into(), map);
         let p = packet("QN=1;ST=39;CN=2011;MN=MN2;CP=&&DataTime=20220513162600;a34002-Rtd=0.085&&");
         let r = decode(&p, &st, &tz(), NOW, 0)
             .expect("decoded")

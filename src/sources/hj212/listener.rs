@@ -488,10 +488,10 @@ where
         answer,
         set_clock,
     } = a;
-    if let Some((set, drift)) = set_clock {
-        if wr.write_all(set.as_bytes()).await.is_ok() {
-            info!(listener = %sh.cfg.name, mn = %mn, drift_s = drift / 1000, "HJ 212 station clock set (CN=1012)");
-        }
+    if let Some((set, drift)) = set_clock
+        && wr.write_all(set.as_bytes()).await.is_ok()
+    {
+        info!(listener = %sh.cfg.name, mn = %mn, drift_s = drift / 1000, "HJ 212 station clock set (CN=1012)");
     }
     if let Some(answer) = answer {
         if ticket > 0 && !durable(sh, ticket).await {

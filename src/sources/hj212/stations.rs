@@ -105,8 +105,8 @@ pub struct Stations {
     known: HashMap<String, Arc<StationRt>>,
     accept: bool,
     added: Mutex<HashMap<String, Arc<StationRt>>>,
-    cfg_site: String,
-    tags: Vec<(String, String)>,
+    cfg_site: Arc<str>,
+    tags: Arc<[(String, String)]>,
     factors: Arc<crate::config::factors::FactorMap>,
 }
 
@@ -122,6 +122,7 @@ impl Stations {
     /// a station that silently accepts anything.
     pub fn build(cfg: &Hj212Listener, site: &Site) -> Result<Stations, String> {
         let mut known = HashMap::new();
+        let tags: Arc<[(String, String)]> = site.tags.clone().into();
         for s in &cfg.stations {
             let password = s
                 .password
@@ -135,15 +136,21 @@ impl Stations {
                 .map(resolve_sm4_key)
                 .transpose()
                 .map_err(|e| format!("station {}: sm4 key: {e}", s.mn))?;
-            let station = Station::new(&s.mn, &s.device, &s.site, &site.tags, s.factors.clone());
+            let station = Station::new(
+                &s.mn,
+                &s.device,
+                s.site.as_str().into(),
+                tags.clone(),
+                s.factors.clone(),
+            );
             known.insert(s.mn.clone(), Arc::new(rt(station, &s.site, password, key)));
         }
         Ok(Stations {
             known,
             accept: cfg.unknown == UnknownMn::Accept,
             added: Mutex::new(HashMap::new()),
-            cfg_site: site.id.clone(),
-            tags: site.tags.clone(),
+            cfg_site: site.id.as_str().into(),
+            tags,
             factors: cfg.factors.clone(),
         })
     }
@@ -168,7 +175,13 @@ impl Stations {
         if added.len() >= MAX_ADDED {
             return Lookup::Refused;
         }
-        let station = Station::new(mn, mn, &self.cfg_site, &self.tags, self.factors.clone());
+        let station = Station::new(
+            mn,
+            mn,
+            self.cfg_site.clone(),
+            self.tags.clone(),
+            self.factors.clone(),
+        );
         let s = Arc::new(rt(station, &self.cfg_site, None, None));
         added.insert(mn.to_string(), s.clone());
         Lookup::Known(s)
@@ -190,7 +203,12 @@ mod tests {
 
     fn station() -> StationRt {
         let map = super::super::decode::tests::standard_map();
-        rt(Station::new("MN1", "d", "s", &[], map), "s", None, None)
+        rt(
+            Station::new("MN1", "d", "s".into(), Vec::new().into(), map),
+            "s",
+            None,
+            None,
+        )
     }
 
     #[test]
