@@ -21,6 +21,7 @@
 //!       frames per second over the steady part [warmup, duration), ack latency percentiles,
 //!       and for each `--pid` its CPU seconds (utime + stime) over the steady part and its
 //!       peak RSS (VmHWM) at the end; also the generator's own CPU over the steady part.
+//!       `--time-step 60`: DataTime steps a minute a frame (an hour of state in a minute).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -63,6 +64,12 @@ enum Cmd {
         pid: Vec<u32>,
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Seconds of DataTime per tick (default 1: real time). With 60, the frames' DataTimes
+        /// start `duration` minutes back and step a minute a frame, ending at the present: in
+        /// one minute of load each station fills an hour of per-minute state (the AQI's hour),
+        /// as a hub holds it after running an hour.
+        #[arg(long, default_value_t = 1)]
+        time_step: i64,
     },
 }
 
@@ -87,6 +94,7 @@ fn main() {
             timeout,
             mn_prefix,
             pid,
+            time_step,
             ..
         } => rt.block_on(load(Load {
             port,
@@ -96,6 +104,7 @@ fn main() {
             timeout: Duration::from_secs(timeout),
             mn_prefix,
             pids: pid,
+            time_step: time_step.max(1),
         })),
     }
 }
@@ -244,6 +253,7 @@ struct Load {
     timeout: Duration,
     mn_prefix: String,
     pids: Vec<u32>,
+    time_step: i64,
 }
 
 #[derive(Default)]
@@ -520,7 +530,9 @@ async fn station(
             break;
         }
         tokio::time::sleep_until(tick.into()).await;
-        let dt = shanghai(start_unix + k as i64);
+        // Tick k of `duration`, stamped `time_step` seconds apart, the last one now.
+        let back = (cfg.time_step - 1) * cfg.duration as i64;
+        let dt = shanghai(start_unix + k as i64 * cfg.time_step - back);
         let qn = format!("{dt}{phase_ms:03}");
         dust_frame(&mn, &qn, &dt, i, k, &mut frame);
         let sent_at = Instant::now();

@@ -314,7 +314,7 @@ impl SiteEdge {
 
 impl Ingest for SiteEdge {
     fn readings(&self, r: &Readings) -> u64 {
-        self.health.record_latest(r);
+        self.health.record_latest(r, crate::model::now_ms());
         self.run(|core, now, fx| core.readings(r, now, fx)).1
     }
 

@@ -3,6 +3,7 @@
 //! how far its clock is off and what was refused.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -26,13 +27,15 @@ pub const REJECT_REASONS: &[&str] = &[
 /// One station (MN) of a listener.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StationHealth {
-    pub mn: String,
-    pub device: String,
-    pub site: String,
+    /// Shared with the station (and the site with every station of the site): a hub holds
+    /// one of these for each of thousands of stations.
+    pub mn: Arc<str>,
+    pub device: Arc<str>,
+    pub site: Arc<str>,
     /// Open connections that sent this MN last.
     pub connected: u32,
-    /// Where it last connected from.
-    pub peer: String,
+    /// Where it last connected from (shared with its connection).
+    pub peer: Arc<str>,
     /// When its last accepted frame arrived (ms; 0: never).
     pub last_frame_ms: i64,
     /// Arrival minus DataTime of its last real-time frame (ms): its clock is behind when
@@ -56,11 +59,27 @@ pub struct Hj212Health {
     /// Codes no factor map knows (kept in `hj212_extra`).
     pub unknown_codes: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
-    stations: Mutex<HashMap<String, StationHealth>>,
+    stations: Mutex<HashMap<Arc<str>, StationHealth>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl StationHealth {
+    fn new(mn: &Arc<str>, device: &str, site: &Arc<str>) -> Self {
+        StationHealth {
+            mn: mn.clone(),
+            // An accepted station's device id is its MN: one copy.
+            device: if device == &**mn {
+                mn.clone()
+            } else {
+                device.into()
+            },
+            site: site.clone(),
+            ..StationHealth::default()
+        }
+    }
 }
 
 impl Hj212Health {
@@ -73,15 +92,10 @@ impl Hj212Health {
     }
 
     /// A station the config names: listed (never seen) from the start.
-    pub fn expect(&self, mn: &str, device: &str, site: &str) {
+    pub fn expect(&self, mn: &Arc<str>, device: &str, site: &Arc<str>) {
         lock(&self.stations)
-            .entry(mn.to_string())
-            .or_insert_with(|| StationHealth {
-                mn: mn.to_string(),
-                device: device.to_string(),
-                site: site.to_string(),
-                ..StationHealth::default()
-            });
+            .entry(mn.clone())
+            .or_insert_with(|| StationHealth::new(mn, device, site));
     }
 
     /// A refused frame; `mn` when the station is known (its own count too).
@@ -100,16 +114,19 @@ impl Hj212Health {
 
     /// Applies `f` to the station's entry, creating it for an MN the config does not name
     /// (a listener with `unknown = "accept"`).
-    pub fn station(&self, mn: &str, device: &str, site: &str, f: impl FnOnce(&mut StationHealth)) {
+    pub fn station(
+        &self,
+        mn: &Arc<str>,
+        device: &str,
+        site: &Arc<str>,
+        f: impl FnOnce(&mut StationHealth),
+    ) {
         let mut st = lock(&self.stations);
-        let e = match st.get_mut(mn) {
+        let e = match st.get_mut(&**mn) {
             Some(e) => e,
-            None => st.entry(mn.to_string()).or_insert_with(|| StationHealth {
-                mn: mn.to_string(),
-                device: device.to_string(),
-                site: site.to_string(),
-                ..StationHealth::default()
-            }),
+            None => st
+                .entry(mn.clone())
+                .or_insert_with(|| StationHealth::new(mn, device, site)),
         };
         f(e);
     }

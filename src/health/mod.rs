@@ -224,9 +224,40 @@ impl BrokerHealth {
 #[derive(Debug, Clone)]
 pub struct LatestValues {
     pub device: Arc<crate::model::DeviceMeta>,
-    pub values: Vec<Option<(i64, f64)>>,
+    /// Slot by slot; see [`LatestValues::values`].
+    values: Vec<Latest>,
     /// Readings recorded (saturating), for whether a pushed device is established.
     pub readings: u32,
+    /// When its readings last arrived (the gateway's clock, or their own time when that is
+    /// later): a device whose clock runs behind is up while its readings arrive.
+    pub seen_ms: i64,
+}
+
+/// A slot's latest value: 16 bytes (`Option<(i64, f64)>` is 24, and a hub holds one per slot
+/// of its factor map for each of thousands of stations).
+#[derive(Debug, Clone, Copy)]
+struct Latest {
+    /// Its time (ms); [`Latest::NONE`]: no value yet.
+    time_ms: i64,
+    value: f64,
+}
+
+impl Latest {
+    const NONE: Latest = Latest {
+        time_ms: i64::MIN,
+        value: f64::NAN,
+    };
+
+    fn get(self) -> Option<(i64, f64)> {
+        (self.time_ms != i64::MIN).then_some((self.time_ms, self.value))
+    }
+}
+
+impl LatestValues {
+    /// (time ms, value) of each slot, `None` where none came yet.
+    pub fn values(&self) -> impl Iterator<Item = Option<(i64, f64)>> + '_ {
+        self.values.iter().map(|l| l.get())
+    }
 }
 
 impl Health {
@@ -255,7 +286,8 @@ impl Health {
     }
 
     /// Records a device's readings as its latest values.
-    pub fn record_latest(&self, r: &crate::model::Readings) {
+    /// A device's readings, arrived at `now` (site time).
+    pub fn record_latest(&self, r: &crate::model::Readings, now: i64) {
         let Ok(mut latest) = self.latest.lock() else {
             return;
         };
@@ -265,14 +297,21 @@ impl Health {
                 .entry(r.device.id.clone())
                 .or_insert_with(|| LatestValues {
                     device: r.device.clone(),
-                    values: vec![None; r.values.len()],
+                    values: vec![Latest::NONE; r.values.len()],
                     readings: 0,
+                    seen_ms: 0,
                 }),
         };
         entry.readings = entry.readings.saturating_add(1);
+        if r.values.iter().any(Option::is_some) {
+            entry.seen_ms = entry.seen_ms.max(now.max(r.time_ms));
+        }
         for (slot, v) in entry.values.iter_mut().zip(&r.values) {
             if let Some(v) = v.filter(|v| v.is_finite()) {
-                *slot = Some((r.time_ms, v));
+                *slot = Latest {
+                    time_ms: r.time_ms,
+                    value: v,
+                };
             }
         }
     }
@@ -294,7 +333,7 @@ impl Health {
         let latest = self.latest.lock().ok()?;
         let l = latest.get(device)?;
         let slot = l.device.slots.iter().position(|s| s.metric == metric)?;
-        l.values.get(slot).copied().flatten()
+        l.values.get(slot).and_then(|l| l.get())
     }
 
     fn offline_after(&self) -> i64 {
@@ -338,13 +377,7 @@ impl Health {
                 latest
                     .iter()
                     .filter(|(id, _)| !rows.iter().any(|r| &r.id == *id))
-                    .map(|(id, l)| {
-                        (
-                            id.clone(),
-                            l.values.iter().flatten().map(|(t, _)| *t).max(),
-                            l.readings,
-                        )
-                    })
+                    .map(|(id, l)| (id.clone(), (l.seen_ms > 0).then_some(l.seen_ms), l.readings))
                     .collect()
             })
             .unwrap_or_default();
@@ -541,12 +574,15 @@ mod tests {
     const MIN: i64 = 60_000;
 
     fn pushed(h: &Health, device: &str, t: i64) {
-        h.record_latest(&Readings {
-            device: Arc::new(DeviceMeta::new(device, "s", &[], &[("pm10", "air")])),
-            time_ms: t,
-            values: vec![Some(50.0)],
-            flags: Vec::new(),
-        });
+        h.record_latest(
+            &Readings {
+                device: Arc::new(DeviceMeta::new(device, "s", &[], &[("pm10", "air")])),
+                time_ms: t,
+                values: vec![Some(50.0)],
+                flags: Vec::new(),
+            },
+            t,
+        );
     }
 
     /// The page's "up" and the offline alert are one notion: at every minute of a silence,

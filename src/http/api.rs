@@ -97,11 +97,11 @@ pub(super) async fn status(State(api): State<Arc<Api>>) -> Response {
                 "acks": l.acks.load(Relaxed),
                 "rejected": l.rejected(),
                 "stations": l.stations().iter().map(|s| json!({
-                    "mn": s.mn,
-                    "device": s.device,
-                    "site": s.site,
+                    "mn": &*s.mn,
+                    "device": &*s.device,
+                    "site": &*s.site,
                     "connected": s.connected > 0,
-                    "peer": s.peer,
+                    "peer": &*s.peer,
                     "last_frame": (s.last_frame_ms > 0).then(|| rfc3339(s.last_frame_ms, &api.tz)).flatten(),
                     "drift_s": s.drift_ms.map(|d| d as f64 / 1000.0),
                     "frames": s.frames,
@@ -168,7 +168,7 @@ pub(super) async fn readings_latest(State(api): State<Arc<Api>>) -> Response {
     let catalog = Catalog::builtin();
     let mut out = Vec::new();
     for l in &latest {
-        for (slot, value) in l.device.slots.iter().zip(&l.values) {
+        for (slot, value) in l.device.slots.iter().zip(l.values()) {
             let Some((t, v)) = value else { continue };
             let info = catalog.get(&slot.metric);
             let limit = api.site.limit_in_force(&l.device.id, &slot.metric, now);
@@ -178,8 +178,8 @@ pub(super) async fn readings_latest(State(api): State<Arc<Api>>) -> Response {
                 "value": v,
                 "unit": info.map_or("", |i| i.unit.as_str()),
                 "label": info.map(|i| json!({"zh": i.zh, "en": i.en})),
-                "time": rfc3339(*t, &api.tz),
-                "over": limit.as_ref().is_some_and(|l| l.breached_by(*v)),
+                "time": rfc3339(t, &api.tz),
+                "over": limit.as_ref().is_some_and(|l| l.breached_by(v)),
                 "alert_open": limit.as_ref().is_some_and(|l| l.alert_open),
                 "limit": limit.as_ref().map(limit_json),
             }));

@@ -444,7 +444,7 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         "The latest value of each device's metric, in the metric's canonical unit.",
     );
     for l in &latest {
-        for (slot, v) in l.device.slots.iter().zip(&l.values) {
+        for (slot, v) in l.device.slots.iter().zip(l.values()) {
             if let Some((_, v)) = v {
                 let unit = catalog.get(&slot.metric).map_or("", |i| i.unit.as_str());
                 e.sample(
@@ -454,7 +454,7 @@ pub fn render(api: &Api, now_ms: i64) -> String {
                         ("metric", &slot.metric),
                         ("unit", unit),
                     ],
-                    *v,
+                    v,
                 );
             }
         }
@@ -465,7 +465,7 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         "How old the latest value of each device's metric is (site time).",
     );
     for l in &latest {
-        for (slot, v) in l.device.slots.iter().zip(&l.values) {
+        for (slot, v) in l.device.slots.iter().zip(l.values()) {
             if let Some((t, _)) = v {
                 e.sample(
                     "dustgate_reading_age_seconds",
@@ -661,17 +661,20 @@ mod tests {
             "site-broker",
             &["sensors/\"x\"/+".to_string()],
         )));
-        health.record_latest(&Readings {
-            device: Arc::new(DeviceMeta::new(
-                "dust-01",
-                "s1",
-                &[],
-                &[("pm10", "air"), ("noise", "air")],
-            )),
-            time_ms: 1_000_000,
-            values: vec![Some(186.0), Some(65.2)],
-            flags: Vec::new(),
-        });
+        health.record_latest(
+            &Readings {
+                device: Arc::new(DeviceMeta::new(
+                    "dust-01",
+                    "s1",
+                    &[],
+                    &[("pm10", "air"), ("noise", "air")],
+                )),
+                time_ms: 1_000_000,
+                values: vec![Some(186.0), Some(65.2)],
+                flags: Vec::new(),
+            },
+            1_000_000,
+        );
         let queue = Arc::new(MemoryQueue::new(1 << 20, 100));
         let site = Arc::new(SiteEdge::new(
             SiteCore::new("s1", &[]),

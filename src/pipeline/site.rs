@@ -291,6 +291,12 @@ impl SiteCore {
             }
         }
         if let Some(j) = &mut self.judge {
+            // The device reported now, whatever its data's time: a monitor whose clock runs
+            // behind (common, hj212-field.md), or one resending old data, is not offline.
+            if r.values.iter().any(Option::is_some) {
+                j.engine
+                    .seen(&r.device.id, now_ms.max(r.time_ms), &mut self.events);
+            }
             for (i, (slot, v)) in r.device.slots.iter().zip(&r.values).enumerate() {
                 if let (Some(_), Some(flag)) = (v, r.flag(i)) {
                     // Flagged by the instrument: the device reports (not offline), the value

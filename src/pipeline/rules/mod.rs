@@ -295,6 +295,11 @@ impl Engine {
         self.quality.flagged(device, metric, t, flag, out);
     }
 
+    /// The device reported at `t` (the gateway's time of arrival): it is not offline.
+    pub fn seen(&mut self, device: &str, t: i64, out: &mut Vec<AlertEvent>) {
+        self.quality.seen(device, t, out);
+    }
+
     /// How long a data flag may be held before its alert ([[hj212.listen]].flag_alert_after).
     pub fn set_flag_alert_after(&mut self, ms: i64) {
         self.quality.set_flag_alert_after(ms);

@@ -324,6 +324,38 @@ fn an_unwashed_uncovered_exit_and_an_uncovered_pile_are_violations() {
 }
 
 #[test]
+fn a_device_whose_clock_is_behind_is_not_offline() {
+    // An HJ 212 monitor's clock 20 minutes slow (offline_after is 2 min here): its readings
+    // keep arriving, so it is online, though each is stamped 20 minutes back.
+    let mut s = site();
+    let t = t0() + 60 * MIN;
+    let mut alerts = Vec::new();
+    let mut ti = t;
+    while ti <= t + 10 * MIN {
+        alerts.extend(fx(|f| s.readings(&dust(ti - 20 * MIN, 60.0, 20.0), ti, f)).alerts);
+        alerts.extend(fx(|f| s.tick(ti + 5_000, f)).alerts);
+        ti += 10_000;
+    }
+    assert!(
+        alerts
+            .iter()
+            .all(|a| !(a.event.kind == AlertKind::Offline && a.event.device == "dust-01")),
+        "{:?}",
+        alerts
+            .iter()
+            .map(|a| (a.event.kind, a.event.state, &a.event.device))
+            .collect::<Vec<_>>()
+    );
+    // Silent, it goes offline all the same.
+    let e = fx(|f| s.tick(ti + 5 * MIN, f));
+    assert!(
+        e.alerts
+            .iter()
+            .any(|a| a.event.kind == AlertKind::Offline && a.event.device == "dust-01")
+    );
+}
+
+#[test]
 fn a_silent_device_goes_offline_and_comes_back() {
     let mut s = site();
     let t = t0();

@@ -30,7 +30,7 @@ const PERIODS: [(&str, &str); 3] = [("2051", "minute"), ("2061", "hour"), ("2031
 /// A station as the listener knows it once set up: its device, and where each code goes.
 #[derive(Debug)]
 pub struct Station {
-    pub mn: String,
+    pub mn: Arc<str>,
     pub device: Arc<DeviceMeta>,
     factors: Arc<FactorMap>,
     /// What every station of the factor map shares (a hub holds thousands of them).
@@ -128,7 +128,7 @@ impl Station {
             &shape.kinds,
         ));
         Station {
-            mn: mn.to_string(),
+            mn: mn.into(),
             device,
             factors,
             shape,
@@ -174,6 +174,11 @@ impl Station {
             ])
         });
         keys[i.min(3)].clone()
+    }
+
+    /// The station's site id.
+    pub fn site(&self) -> &Arc<str> {
+        &self.site
     }
 
     /// The factor map's name (for the status page).

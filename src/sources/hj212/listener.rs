@@ -149,7 +149,7 @@ impl Hj212Task {
                             backoff.reset();
                             let sh2 = sh.clone();
                             tokio::select! {
-                                _ = connection(sh2, port, format!("serial:{path}")) => {}
+                                _ = connection(sh2, port, format!("serial:{path}").into()) => {}
                                 _ = stop.changed() => return,
                             }
                         }
@@ -195,7 +195,7 @@ async fn accept_loop(sh: Arc<Shared>, l: TcpListener, mut stop: watch::Receiver<
                 sh.health.accepted_connections.fetch_add(1, Relaxed);
                 let sh2 = sh.clone();
                 conns.spawn(async move {
-                    connection(sh2.clone(), sock, peer.to_string()).await;
+                    connection(sh2.clone(), sock, peer.to_string().into()).await;
                     sh2.open.fetch_sub(1, Ordering::AcqRel);
                     sh2.health.connections.fetch_sub(1, Relaxed);
                 });
@@ -273,7 +273,7 @@ fn poll_read_into<S: AsyncRead + Unpin>(
 /// One connection: read, frame, handle, answer; until EOF, an error, or idle for too long.
 /// Reads and answers take turns on the one stream (a frame is answered before the next read),
 /// so the stream is not split.
-async fn connection<S>(sh: Arc<Shared>, mut stream: S, peer: String)
+async fn connection<S>(sh: Arc<Shared>, mut stream: S, peer: Arc<str>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -294,7 +294,7 @@ where
                     // that station's (which monitor sends bad CRCs is what a crew asks).
                     let reason = reason_of(rej.reason);
                     let mn = match mns.as_slice() {
-                        [one] => Some(one.station.mn.as_str()),
+                        [one] => Some(&*one.station.mn),
                         _ => None,
                     };
                     sh.health.reject(reason, mn);
@@ -468,7 +468,7 @@ fn accept(sh: &Shared, frame: Frame, peer: &str) -> Option<Accepted> {
 /// A frame taken: what its answer needs.
 struct Accepted {
     st: Arc<StationRt>,
-    mn: String,
+    mn: Arc<str>,
     /// The store's ticket of its values (0: none to wait for).
     ticket: u64,
     answer: Option<String>,

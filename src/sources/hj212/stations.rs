@@ -18,7 +18,7 @@ pub const MAX_ADDED: usize = 10_000;
 #[derive(Debug)]
 pub struct StationRt {
     pub station: Station,
-    pub site: String,
+    pub site: Arc<str>,
     pub password: Option<String>,
     pub sm4_key: Option<[u8; 16]>,
     bucket: Mutex<Bucket>,
@@ -87,10 +87,10 @@ impl StationRt {
     }
 }
 
-fn rt(station: Station, site: &str, password: Option<String>, key: Option<[u8; 16]>) -> StationRt {
+fn rt(station: Station, password: Option<String>, key: Option<[u8; 16]>) -> StationRt {
     StationRt {
+        site: station.site().clone(),
         station,
-        site: site.to_string(),
         password,
         sm4_key: key,
         bucket: Mutex::new(Bucket {
@@ -143,7 +143,7 @@ impl Stations {
                 tags.clone(),
                 s.factors.clone(),
             );
-            known.insert(s.mn.clone(), Arc::new(rt(station, &s.site, password, key)));
+            known.insert(s.mn.clone(), Arc::new(rt(station, password, key)));
         }
         Ok(Stations {
             known,
@@ -182,7 +182,7 @@ impl Stations {
             self.tags.clone(),
             self.factors.clone(),
         );
-        let s = Arc::new(rt(station, &self.cfg_site, None, None));
+        let s = Arc::new(rt(station, None, None));
         added.insert(mn.to_string(), s.clone());
         Lookup::Known(s)
     }
@@ -205,7 +205,6 @@ mod tests {
         let map = super::super::decode::tests::standard_map();
         rt(
             Station::new("MN1", "d", "s".into(), Vec::new().into(), map),
-            "s",
             None,
             None,
         )
