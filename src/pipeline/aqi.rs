@@ -6,8 +6,6 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use std::collections::VecDeque;
-
 use super::rules::clock::{LocalClock, day_number};
 use crate::config::reader::{Cx, TableReader, parse_document};
 use crate::config::source::{Diagnostics, SourceFile};
@@ -155,74 +153,91 @@ impl Tables {
     }
 }
 
-/// A rolling 1-hour mean kept as per-minute sums: 60 buckets whatever the reading rate (a
-/// stream of thousands of readings a second must not hold an hour of them in memory).
-#[derive(Debug, Default)]
-struct HourMean {
-    /// Oldest first.
-    buckets: VecDeque<Bucket>,
+/// The rolling 1-hour means of a device's PM2.5 and PM10, kept as per-minute sums: 60 minutes
+/// whatever the reading rate (a stream of thousands of readings a second must not hold an hour
+/// of them in memory), in one fixed ring of 1.2 KB allocated once (a hub holds one for each of
+/// thousands of stations; two growing queues of minute buckets were 2 KB after an hour).
+struct HourRing {
+    /// The newest minute held (minutes since the Unix epoch); minute `m` is in slot `m mod 60`,
+    /// and the ring holds the minutes `newest - 59 ..= newest`.
+    newest: i32,
+    /// Per slot: the sums of PM2.5 and PM10.
+    sum: [[f64; 2]; 60],
+    /// Per slot: how many readings each sum holds. A minute takes at most 65,535 readings of a
+    /// metric (1 kHz); beyond, readings are left out of the mean, sum and count alike.
+    count: [[u16; 2]; 60],
 }
 
-/// One minute's readings: 16 bytes (a hub holds 60 of them for PM2.5 and PM10 of each of
-/// thousands of stations; as `(i64, f64, u32)` it was 24).
+/// Which of the ring's two metrics.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
-    /// Minutes since the Unix epoch (an `i32` spans ±4,000 years).
-    minute: i32,
-    count: u32,
-    sum: f64,
+enum Pm {
+    Pm25 = 0,
+    Pm10 = 1,
 }
 
-impl HourMean {
-    fn push(&mut self, t: i64, v: f64) {
+impl HourRing {
+    fn new() -> Box<HourRing> {
+        Box::new(HourRing {
+            newest: i32::MIN,
+            sum: [[0.0; 2]; 60],
+            count: [[0; 2]; 60],
+        })
+    }
+
+    fn slot(m: i32) -> usize {
+        m.rem_euclid(60) as usize
+    }
+
+    fn push(&mut self, k: Pm, t: i64, v: f64) {
         let Ok(m) = i32::try_from(t.div_euclid(60_000)) else {
             return; // not a time of this era: nothing to average
         };
-        match self.buckets.back_mut() {
-            Some(b) if b.minute == m => {
-                b.sum += v;
-                b.count += 1;
+        if m > self.newest {
+            // The minutes after the newest are new: empty them (all 60 after a gap of an hour).
+            let from = if self.newest == i32::MIN {
+                m - 59
+            } else {
+                (self.newest + 1).max(m - 59)
+            };
+            for x in from..=m {
+                let s = Self::slot(x);
+                self.sum[s] = [0.0; 2];
+                self.count[s] = [0; 2];
             }
-            Some(b) if b.minute > m => {
-                // A late reading: into its minute if still held.
-                if let Some(b) = self.buckets.iter_mut().find(|b| b.minute == m) {
-                    b.sum += v;
-                    b.count += 1;
-                }
-                return;
-            }
-            _ => self.buckets.push_back(Bucket {
-                minute: m,
-                count: 1,
-                sum: v,
-            }),
+            self.newest = m;
+        } else if m <= self.newest - 60 {
+            return; // older than the hour held
         }
-        while self
-            .buckets
-            .front()
-            .is_some_and(|b| i64::from(b.minute) <= i64::from(m) - 60)
-        {
-            self.buckets.pop_front();
+        // The newest minute, or a late reading into its minute of the hour.
+        let s = Self::slot(m);
+        let i = k as usize;
+        if self.count[s][i] < u16::MAX {
+            self.sum[s][i] += v;
+            self.count[s][i] += 1;
         }
     }
 
-    /// The mean, when at least 45 of the hour's 60 minutes have readings (a 1-hour value
+    /// The mean of the hour, when at least 45 of its 60 minutes have readings (a 1-hour value
     /// needs 45 minutes of sampling).
-    fn mean(&self) -> Option<f64> {
-        if self.buckets.len() < 45 {
+    fn mean(&self, k: Pm) -> Option<f64> {
+        let i = k as usize;
+        let minutes = self.count.iter().filter(|c| c[i] > 0).count();
+        if minutes < 45 {
             return None;
         }
         let (sum, n) = self
-            .buckets
+            .sum
             .iter()
-            .fold((0.0, 0u64), |(s, n), b| (s + b.sum, n + u64::from(b.count)));
+            .zip(&self.count)
+            .fold((0.0, 0u64), |(s, n), (v, c)| {
+                (s + v[i], n + u64::from(c[i]))
+            });
         (n > 0).then(|| sum / n as f64)
     }
 }
 
 struct DeviceAqi {
-    pm25: HourMean,
-    pm10: HourMean,
+    hour: Box<HourRing>,
     last_emit: i64,
     series: SeriesKey,
 }
@@ -270,18 +285,14 @@ impl Aqi {
                 tags.push(("device", device));
                 let series = SeriesKey::new("aqi", &tags);
                 self.devices.entry(device.to_string()).or_insert(DeviceAqi {
-                    pm25: HourMean::default(),
-                    pm10: HourMean::default(),
+                    hour: HourRing::new(),
                     last_emit: i64::MIN,
                     series,
                 })
             }
         };
-        if metric == "pm25" {
-            d.pm25.push(t, v);
-        } else {
-            d.pm10.push(t, v);
-        }
+        let k = if metric == "pm25" { Pm::Pm25 } else { Pm::Pm10 };
+        d.hour.push(k, t, v);
         if t.saturating_sub(d.last_emit) < EMIT_EVERY_MS {
             return None;
         }
@@ -291,8 +302,8 @@ impl Aqi {
             Some(id) => tables.by_id(id),
             None => tables.for_day(day),
         }?;
-        let i25 = d.pm25.mean().map(|c| tables.iaqi(&table.pm25, c));
-        let i10 = d.pm10.mean().map(|c| tables.iaqi(&table.pm10, c));
+        let i25 = d.hour.mean(Pm::Pm25).map(|c| tables.iaqi(&table.pm25, c));
+        let i10 = d.hour.mean(Pm::Pm10).map(|c| tables.iaqi(&table.pm10, c));
         let aqi = i25.max(i10)?;
         d.last_emit = t;
         let (zh, _) = tables.category(aqi);
@@ -361,6 +372,40 @@ mod tests {
         assert_eq!(t.iaqi(&after.pm25, 60.0), 100);
         assert_eq!(t.iaqi(&after.pm10, 120.0), 100);
         assert_eq!(t.iaqi(&before.pm25, 60.0), 82);
+    }
+
+    #[test]
+    fn the_hour_is_the_last_60_minutes_with_45_of_them_covered() {
+        let t0 = 1_795_000_000_000 - 1_795_000_000_000 % 60_000;
+        let mut h = HourRing::new();
+        // 44 minutes: not enough.
+        for i in 0..44 {
+            h.push(Pm::Pm10, t0 + i * 60_000, 100.0);
+        }
+        assert_eq!(h.mean(Pm::Pm10), None);
+        // The 45th minute, with two readings: the mean is of readings, not of minutes.
+        h.push(Pm::Pm10, t0 + 44 * 60_000, 10.0);
+        h.push(Pm::Pm10, t0 + 44 * 60_000 + 30_000, 10.0);
+        assert_eq!(h.mean(Pm::Pm10), Some((44.0 * 100.0 + 20.0) / 46.0));
+        assert_eq!(h.mean(Pm::Pm25), None, "the other metric has none");
+        // A late reading goes into its minute; one older than the hour is left out.
+        h.push(Pm::Pm10, t0 + 10 * 60_000 + 5_000, 100.0);
+        h.push(Pm::Pm10, t0 - 16 * 60_000, 1e9);
+        assert_eq!(h.mean(Pm::Pm10), Some((45.0 * 100.0 + 20.0) / 47.0));
+        // 60 minutes later than the 45th, all earlier minutes have left the hour.
+        for i in 45..105 {
+            h.push(Pm::Pm10, t0 + i * 60_000, 50.0);
+        }
+        assert_eq!(h.mean(Pm::Pm10), Some(50.0), "minutes 45..=104 only");
+        // Silent for 16 minutes (the other metric still reporting): under 45 minutes left.
+        for i in 105..121 {
+            h.push(Pm::Pm25, t0 + i * 60_000, 30.0);
+        }
+        assert_eq!(h.mean(Pm::Pm10), None);
+        // An hour's gap empties the whole ring.
+        h.push(Pm::Pm10, t0 + 500 * 60_000, 7.0);
+        assert_eq!(h.count.iter().map(|c| u32::from(c[1])).sum::<u32>(), 1);
+        assert_eq!(h.count.iter().map(|c| u32::from(c[0])).sum::<u32>(), 0);
     }
 
     #[test]

@@ -12,14 +12,15 @@ use crate::config::rules::Severity;
 struct DeviceQ {
     last_seen: i64,
     interval_ms: Option<i64>,
-    offline: Option<OpenAlert>,
+    /// Boxed (like a value's alerts): nearly always none, and a hub holds thousands.
+    offline: Option<Box<OpenAlert>>,
     /// Named in the configuration (a Modbus device): expected to report.
     registered: bool,
     /// Readings seen (saturating): a device only a topic named is expected to report once it
     /// has reported [`ESTABLISHED`] times.
     seen: u32,
     /// Its clock is off by more than the allowance.
-    drift: Option<OpenAlert>,
+    drift: Option<Box<OpenAlert>>,
     /// Per metric: stuck, range and flag state.
     values: ByMetric<ValueQ>,
 }
@@ -291,7 +292,7 @@ impl Quality {
                     &a,
                     now,
                 ));
-                d.drift = Some(a);
+                d.drift = Some(Box::new(a));
             }
             Some(_) if off <= max_ms / 2 => {
                 if let Some(mut a) = d.drift.take() {
@@ -445,7 +446,7 @@ impl Quality {
                     &a,
                     now,
                 ));
-                d.offline = Some(a);
+                d.offline = Some(Box::new(a));
             }
         }
     }
@@ -455,14 +456,19 @@ impl Quality {
         let mut v = Vec::new();
         for (device, d) in &self.devices {
             if let Some(a) = &d.offline {
-                v.push((AlertKind::Offline, device.clone(), String::new(), a.clone()));
+                v.push((
+                    AlertKind::Offline,
+                    device.clone(),
+                    String::new(),
+                    (**a).clone(),
+                ));
             }
             if let Some(a) = &d.drift {
                 v.push((
                     AlertKind::ClockDrift,
                     device.clone(),
                     String::new(),
-                    a.clone(),
+                    (**a).clone(),
                 ));
             }
         }
@@ -503,10 +509,10 @@ impl Quality {
             AlertKind::Offline => {
                 let d = self.devices.entry(device.to_string()).or_default();
                 d.last_seen = d.last_seen.max(a.since_ms);
-                d.offline = Some(a);
+                d.offline = Some(Box::new(a));
             }
             AlertKind::ClockDrift => {
-                self.devices.entry(device.to_string()).or_default().drift = Some(a);
+                self.devices.entry(device.to_string()).or_default().drift = Some(Box::new(a));
             }
             AlertKind::Stuck | AlertKind::OutOfRange | AlertKind::Flagged => {
                 let q = self
