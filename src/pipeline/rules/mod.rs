@@ -127,6 +127,9 @@ pub struct Engine {
     /// device → metric → series judged on that reading.
     routes: HashMap<String, ByMetric<CachedRoute>>,
     names: Names,
+    /// The metrics any rule judges or takes a background of: a reading of another metric has
+    /// no route, and no device × metric entry is kept for it (most of a hub's readings).
+    routed_metrics: Vec<String>,
     /// What a `None` route gives (cloned: reference counts, no allocation).
     no_route: Route,
     /// Devices' reading intervals (known for Modbus), for the coverage rule.
@@ -165,12 +168,22 @@ impl Engine {
                 until_day: r.effective_until.map(clock::day_number),
                 rule: Arc::new(r),
             })
-            .collect();
+            .collect::<Vec<RuleState>>();
+        let mut routed_metrics: Vec<String> = Vec::new();
+        for r in &rules {
+            let bg = r.rule.background.as_ref().map(|b| b.metric.clone());
+            for m in std::iter::once(r.rule.metric.clone()).chain(bg) {
+                if !routed_metrics.contains(&m) {
+                    routed_metrics.push(m);
+                }
+            }
+        }
         Self {
             rules,
             series: Vec::new(),
             routes: HashMap::new(),
             names: Names::default(),
+            routed_metrics,
             no_route: Route::default(),
             intervals: HashMap::new(),
             clock,
@@ -214,6 +227,9 @@ impl Engine {
     /// The series a device's metric feeds (cheap clones: reference counts), so the series can
     /// be judged with `&mut self`. Looked up with one hash of each name on the hot path.
     fn route(&mut self, device: &str, metric: &str) -> Route {
+        if !self.routed_metrics.iter().any(|m| m == metric) {
+            return self.no_route.clone();
+        }
         if let Some(r) = self.routes.get(device).and_then(|m| m.get(metric)) {
             return r.as_deref().unwrap_or(&self.no_route).clone();
         }

@@ -258,12 +258,8 @@ pub fn decode(
             .as_deref()
             .and_then(|f| f.chars().next())
             .map(|c| c.to_ascii_uppercase());
-    let extra_i = period.map_or(0, |i| i + 1);
-    let mut extra = Point {
-        series: st.extra_series(extra_i),
-        fields: Vec::new(),
-        time_ms: t,
-    };
+    // The fields of codes the map does not know; their series only when there are some.
+    let mut extra: Vec<(FieldKey, FieldValue)> = Vec::new();
     match period {
         None => {
             let n = st.device.slots.len();
@@ -340,25 +336,29 @@ pub fn decode(
                 .extend(points.into_iter().filter(|p| !p.fields.is_empty()));
         }
     }
-    if !extra.fields.is_empty() {
-        out.points.push(extra);
+    if !extra.is_empty() {
+        out.points.push(Point {
+            series: st.extra_series(period.map_or(0, |i| i + 1)),
+            fields: extra,
+            time_ms: t,
+        });
     }
     Ok(out)
 }
 
 /// A code the map does not know: its numbers as `<code>_<suffix>` floats, its flags as
 /// strings (so that no field ever changes type).
-fn keep_extra(f: &crate::hj212::Factor<'_>, extra: &mut Point, bad: &mut usize) {
+fn keep_extra(
+    f: &crate::hj212::Factor<'_>,
+    extra: &mut Vec<(FieldKey, FieldValue)>,
+    bad: &mut usize,
+) {
     for (suffix, value) in &f.fields {
         let name = format!("{}_{}", f.code, suffix.to_ascii_lowercase());
         if suffix.ends_with("Flag") {
-            extra
-                .fields
-                .push((FieldKey::new(&name), FieldValue::Str(value.to_string())));
+            extra.push((FieldKey::new(&name), FieldValue::Str(value.to_string())));
         } else if let Some(v) = crate::hj212::number(value) {
-            extra
-                .fields
-                .push((FieldKey::new(&name), FieldValue::Float(v)));
+            extra.push((FieldKey::new(&name), FieldValue::Float(v)));
         } else {
             *bad += 1;
         }

@@ -147,9 +147,9 @@ impl Hj212Task {
                         Ok(port) => {
                             info!(listener = %sh.cfg.name, path = %path, baud, "HJ 212 serial line open");
                             backoff.reset();
-                            let sh2 = sh.clone();
+                            // The serial line counts as one connection while it is open.
                             tokio::select! {
-                                _ = connection(sh2, port, format!("serial:{path}").into()) => {}
+                                _ = connection(Open::new(&sh), port, format!("serial:{path}").into()) => {}
                                 _ = stop.changed() => return,
                             }
                         }
@@ -190,15 +190,9 @@ async fn accept_loop(sh: Arc<Shared>, l: TcpListener, mut stop: watch::Receiver<
                     continue;
                 }
                 let _ = sock.set_nodelay(true);
-                sh.open.fetch_add(1, Ordering::AcqRel);
-                sh.health.connections.fetch_add(1, Relaxed);
-                sh.health.accepted_connections.fetch_add(1, Relaxed);
-                let sh2 = sh.clone();
-                conns.spawn(async move {
-                    connection(sh2.clone(), sock, peer.to_string().into()).await;
-                    sh2.open.fetch_sub(1, Ordering::AcqRel);
-                    sh2.health.connections.fetch_sub(1, Relaxed);
-                });
+                // The task is the connection's future alone (a hub holds one per monitor);
+                // its guard gives the connection back when it ends or is aborted.
+                conns.spawn(connection(Open::new(&sh), sock, peer.to_string().into()));
             }
         }
     }
@@ -270,13 +264,33 @@ fn poll_read_into<S: AsyncRead + Unpin>(
     })
 }
 
+/// An open connection, counted from its accept until it is dropped.
+struct Open(Arc<Shared>);
+
+impl Open {
+    fn new(sh: &Arc<Shared>) -> Open {
+        sh.open.fetch_add(1, Ordering::AcqRel);
+        sh.health.connections.fetch_add(1, Relaxed);
+        sh.health.accepted_connections.fetch_add(1, Relaxed);
+        Open(sh.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.health.connections.fetch_sub(1, Relaxed);
+    }
+}
+
 /// One connection: read, frame, handle, answer; until EOF, an error, or idle for too long.
 /// Reads and answers take turns on the one stream (a frame is answered before the next read),
 /// so the stream is not split.
-async fn connection<S>(sh: Arc<Shared>, mut stream: S, peer: Arc<str>)
+async fn connection<S>(open: Open, mut stream: S, peer: Arc<str>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let sh = &open.0;
     let mut framer = Framer::with(sh.forms, sh.cfg.max_buffer);
     // The MNs this connection spoke for (so the station shows as connected).
     let mut mns: Vec<Arc<StationRt>> = Vec::new();
@@ -299,14 +313,16 @@ where
                     };
                     sh.health.reject(reason, mn);
                     if rej.reason != RejectReason::Garbage {
-                        log_reject(&sh, reason, &peer, None, &rej.bytes);
+                        log_reject(sh, reason, &peer, None, &rej.bytes);
                     }
                 }
                 Ok(frame) => {
                     // The frame is read without an await; only what its answer needs lives
                     // across one (a hub has every monitor's frame waiting there at once),
                     // boxed, so that an idle connection's future (one per monitor) is small.
-                    let accepted = accept(&sh, frame, &peer);
+                    let accepted = accept(sh, frame, &peer);
+                    // Nothing more buffered: no buffer held while the answer waits for the store.
+                    framer.shrink();
                     if let Some(a) = accepted
                         && let Some(st) = Box::pin(answer(&sh, a, &mut stream)).await
                         && !mns.iter().any(|m| Arc::ptr_eq(m, &st))
