@@ -324,7 +324,7 @@ where
                     // Nothing more buffered: no buffer held while the answer waits for the store.
                     framer.shrink();
                     if let Some(a) = accepted
-                        && let Some(st) = Box::pin(answer(&sh, a, &mut stream)).await
+                        && let Some(st) = Box::pin(answer(sh, a, &mut stream)).await
                         && !mns.iter().any(|m| Arc::ptr_eq(m, &st))
                     {
                         sh.health
