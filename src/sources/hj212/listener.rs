@@ -10,17 +10,16 @@
 //! Limits: `max_connections` (beyond it a connection is closed at once, counted), an idle
 //! timeout, the framer's buffer cap, and a per-station frame rate.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
-use std::cell::RefCell;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
