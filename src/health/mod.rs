@@ -224,7 +224,7 @@ impl BrokerHealth {
 #[derive(Debug, Clone)]
 pub struct LatestValues {
     pub device: Arc<crate::model::DeviceMeta>,
-    /// Slot by slot; see [`LatestValues::values`].
+    /// Slot by slot, up to the last slot that had a value; see [`LatestValues::values`].
     values: Vec<Latest>,
     /// Readings recorded (saturating), for whether a pushed device is established.
     pub readings: u32,
@@ -254,7 +254,8 @@ impl Latest {
 }
 
 impl LatestValues {
-    /// (time ms, value) of each slot, `None` where none came yet.
+    /// (time ms, value) of each slot, `None` where none came yet; it may end before the
+    /// device's last slot (none came for those either).
     pub fn values(&self) -> impl Iterator<Item = Option<(i64, f64)>> + '_ {
         self.values.iter().map(|l| l.get())
     }
@@ -297,7 +298,7 @@ impl Health {
                 .entry(r.device.id.clone())
                 .or_insert_with(|| LatestValues {
                     device: r.device.clone(),
-                    values: vec![Latest::NONE; r.values.len()],
+                    values: Vec::new(),
                     readings: 0,
                     seen_ms: 0,
                 }),
@@ -306,9 +307,15 @@ impl Health {
         if r.values.iter().any(Option::is_some) {
             entry.seen_ms = entry.seen_ms.max(now.max(r.time_ms));
         }
-        for (slot, v) in entry.values.iter_mut().zip(&r.values) {
+        // Slots up to the last one the device has reported: a factor map has slots for every
+        // code it knows (20 in the standard map), a monitor reports a few of them.
+        for (i, v) in r.values.iter().enumerate() {
             if let Some(v) = v.filter(|v| v.is_finite()) {
-                *slot = Latest {
+                if entry.values.len() <= i {
+                    entry.values.reserve_exact(i + 1 - entry.values.len());
+                    entry.values.resize(i + 1, Latest::NONE);
+                }
+                entry.values[i] = Latest {
                     time_ms: r.time_ms,
                     value: v,
                 };
@@ -572,6 +579,34 @@ mod tests {
     use crate::pipeline::rules::{AlertKind, AlertState, Engine};
 
     const MIN: i64 = 60_000;
+
+    #[test]
+    fn latest_values_hold_only_the_slots_reported() {
+        let h = Health::default();
+        let device = Arc::new(DeviceMeta::new(
+            "m1",
+            "s",
+            &[],
+            &[("pm10", "air"), ("noise", "air"), ("tsp", "air")],
+        ));
+        let r = |values: Vec<Option<f64>>, t: i64| Readings {
+            device: device.clone(),
+            time_ms: t,
+            values,
+            flags: Vec::new(),
+        };
+        h.record_latest(&r(vec![Some(80.0), None, None], 1_000), 1_000);
+        assert_eq!(h.latest_sorted()[0].values().count(), 1);
+        assert_eq!(h.latest_value("m1", "pm10"), Some((1_000, 80.0)));
+        assert_eq!(h.latest_value("m1", "tsp"), None);
+        h.record_latest(&r(vec![None, None, Some(120.0)], 2_000), 2_000);
+        let l = &h.latest_sorted()[0];
+        assert_eq!(
+            l.values().collect::<Vec<_>>(),
+            [Some((1_000, 80.0)), None, Some((2_000, 120.0))]
+        );
+        assert_eq!(h.latest_value("m1", "tsp"), Some((2_000, 120.0)));
+    }
 
     fn pushed(h: &Health, device: &str, t: i64) {
         h.record_latest(
