@@ -158,9 +158,10 @@ impl Tables {
 /// of them in memory), in one fixed ring of 1.2 KB allocated once (a hub holds one for each of
 /// thousands of stations; two growing queues of minute buckets were 2 KB after an hour).
 struct HourRing {
-    /// The newest minute held (minutes since the Unix epoch); minute `m` is in slot `m mod 60`,
-    /// and the ring holds the minutes `newest - 59 ..= newest`.
-    newest: i32,
+    /// The newest minute held (minutes since the Unix epoch; `i64::MIN`: none yet); minute `m`
+    /// is in slot `m mod 60`, and the ring holds the minutes `newest - 59 ..= newest`. An
+    /// `i64` costs nothing here (the sums align to 8) and no time of any reading overflows it.
+    newest: i64,
     /// Per slot: the sums of PM2.5 and PM10.
     sum: [[f64; 2]; 60],
     /// Per slot: how many readings each sum holds. A minute takes at most 65,535 readings of a
@@ -178,23 +179,21 @@ enum Pm {
 impl HourRing {
     fn new() -> Box<HourRing> {
         Box::new(HourRing {
-            newest: i32::MIN,
+            newest: i64::MIN,
             sum: [[0.0; 2]; 60],
             count: [[0; 2]; 60],
         })
     }
 
-    fn slot(m: i32) -> usize {
+    fn slot(m: i64) -> usize {
         m.rem_euclid(60) as usize
     }
 
     fn push(&mut self, k: Pm, t: i64, v: f64) {
-        let Ok(m) = i32::try_from(t.div_euclid(60_000)) else {
-            return; // not a time of this era: nothing to average
-        };
+        let m = t.div_euclid(60_000);
         if m > self.newest {
             // The minutes after the newest are new: empty them (all 60 after a gap of an hour).
-            let from = if self.newest == i32::MIN {
+            let from = if self.newest == i64::MIN {
                 m - 59
             } else {
                 (self.newest + 1).max(m - 59)
@@ -276,13 +275,7 @@ impl Aqi {
         let d = match self.devices.get_mut(device) {
             Some(d) => d,
             None => {
-                let mut tags: Vec<(&str, &str)> = self
-                    .site_tags
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                tags.push(("site", &self.site_id));
-                tags.push(("device", device));
+                let tags = crate::model::device_tags(&self.site_id, device, &self.site_tags);
                 let series = SeriesKey::new("aqi", &tags);
                 self.devices.entry(device.to_string()).or_insert(DeviceAqi {
                     hour: HourRing::new(),
@@ -402,6 +395,14 @@ mod tests {
             h.push(Pm::Pm25, t0 + i * 60_000, 30.0);
         }
         assert_eq!(h.mean(Pm::Pm10), None);
+        // Times at the ends of i64 (any reading's timestamp) neither panic nor overflow.
+        let mut e = HourRing::new();
+        e.push(Pm::Pm10, i64::from(i32::MIN) * 60_000, 0.5);
+        let mut e = HourRing::new();
+        e.push(Pm::Pm10, i64::MIN, 1.0);
+        e.push(Pm::Pm10, i64::MAX, 2.0);
+        e.push(Pm::Pm10, i64::MIN, 3.0);
+        assert_eq!(e.count.iter().map(|c| u32::from(c[1])).sum::<u32>(), 1);
         // An hour's gap empties the whole ring.
         h.push(Pm::Pm10, t0 + 500 * 60_000, 7.0);
         assert_eq!(h.count.iter().map(|c| u32::from(c[1])).sum::<u32>(), 1);
