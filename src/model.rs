@@ -138,6 +138,19 @@ pub struct MetricSlot {
     pub range: Option<(f64, f64)>,
 }
 
+/// The tags of a device's points: `site`, `device` and the site's own tags (which may not be
+/// named `site` or `device`: the configuration refuses them).
+pub fn device_tags<'a>(
+    site_id: &'a str,
+    device: &'a str,
+    tags: &'a [(String, String)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut all: Vec<(&str, &str)> = Vec::with_capacity(tags.len() + 2);
+    all.extend([("site", site_id), ("device", device)]);
+    all.extend(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    all
+}
+
 /// What the pipeline needs to know about a device to turn its readings into points. Built
 /// once, when the device is set up.
 #[derive(Debug)]
@@ -193,8 +206,7 @@ impl DeviceMeta {
         slots: Arc<[MetricSlot]>,
         measurements: &[String],
     ) -> Self {
-        let mut all_tags: Vec<(&str, &str)> = vec![("site", site_id), ("device", id)];
-        all_tags.extend(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let all_tags = device_tags(site_id, id, tags);
         let series = measurements
             .iter()
             .map(|m| SeriesKey::new(m, &all_tags))
@@ -232,6 +244,16 @@ pub struct Readings {
 }
 
 impl Readings {
+    /// When its device counts as seen, for readings that arrived at `now_ms`: on arrival (a
+    /// monitor whose clock runs behind, or one resending old data, is not silent), or at their
+    /// own time when that is later. `None` when they carry no value.
+    pub fn seen_at(&self, now_ms: i64) -> Option<i64> {
+        self.values
+            .iter()
+            .any(Option::is_some)
+            .then_some(now_ms.max(self.time_ms))
+    }
+
     /// The instrument's flag of slot `i`, when it is not `N` (normal).
     pub fn flag(&self, i: usize) -> Option<char> {
         self.flags.get(i).copied().flatten().filter(|c| *c != 'N')

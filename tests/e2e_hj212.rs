@@ -128,16 +128,7 @@ fn local_ms(datatime: &str) -> i64 {
 /// ms as a DataTime (site local, 14 digits).
 fn local_datatime(ms: i64) -> String {
     let t = jiff::Timestamp::from_millisecond(ms).expect("a time");
-    let dt = zone().to_datetime(t);
-    format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second()
-    )
+    common::hj212_time(zone().to_datetime(t))
 }
 
 /// The row of `measurement` for `device` at `t` (ms), column → value.

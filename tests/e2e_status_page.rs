@@ -1183,15 +1183,7 @@ async fn a_hubs_page_lists_its_hj212_stations_and_metrics_stay_valid_prometheus(
     let dt = jiff::tz::TimeZone::get("Asia/Shanghai")
         .expect("zone")
         .to_datetime(jiff::Timestamp::now());
-    let ts = format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second()
-    );
+    let ts = common::hj212_time(dt);
     let seg = format!(
         "QN={ts}000;ST=39;CN=2011;PW=123456;MN=010000A8900016F000169DC0;Flag=4;CP=&&DataTime={ts};a34002-Rtd=55,a34002-Flag=N&&"
     );

@@ -228,8 +228,8 @@ pub struct LatestValues {
     values: Vec<Latest>,
     /// Readings recorded (saturating), for whether a pushed device is established.
     pub readings: u32,
-    /// When its readings last arrived (the gateway's clock, or their own time when that is
-    /// later): a device whose clock runs behind is up while its readings arrive.
+    /// When it was last seen ([`crate::model::Readings::seen_at`]): a device whose clock runs
+    /// behind is up while its readings arrive.
     pub seen_ms: i64,
 }
 
@@ -286,8 +286,7 @@ impl Health {
         self.devices.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
-    /// Records a device's readings as its latest values.
-    /// A device's readings, arrived at `now` (site time).
+    /// Records a device's readings, arrived at `now` (site time), as its latest values.
     pub fn record_latest(&self, r: &crate::model::Readings, now: i64) {
         let Ok(mut latest) = self.latest.lock() else {
             return;
@@ -304,8 +303,8 @@ impl Health {
                 }),
         };
         entry.readings = entry.readings.saturating_add(1);
-        if r.values.iter().any(Option::is_some) {
-            entry.seen_ms = entry.seen_ms.max(now.max(r.time_ms));
+        if let Some(t) = r.seen_at(now) {
+            entry.seen_ms = entry.seen_ms.max(t);
         }
         // Slots up to the last one the device has reported: a factor map has slots for every
         // code it knows (20 in the standard map), a monitor reports a few of them.

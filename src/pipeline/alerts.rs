@@ -395,14 +395,8 @@ impl AlertContext {
             AlertState::Event => "event",
             _ => "open",
         };
-        let mut tags: Vec<(&str, &str)> = self
-            .site_tags
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let mut tags = crate::model::device_tags(&self.site_id, &e.device, &self.site_tags);
         tags.extend([
-            ("site", self.site_id.as_str()),
-            ("device", e.device.as_str()),
             ("rule", e.rule_id.as_str()),
             ("severity", e.severity.name()),
             ("state", state),

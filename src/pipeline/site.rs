@@ -291,11 +291,10 @@ impl SiteCore {
             }
         }
         if let Some(j) = &mut self.judge {
-            // The device reported now, whatever its data's time: a monitor whose clock runs
-            // behind (common, hj212-field.md), or one resending old data, is not offline.
-            if r.values.iter().any(Option::is_some) {
-                j.engine
-                    .seen(&r.device.id, now_ms.max(r.time_ms), &mut self.events);
+            // The device reported now, whatever its data's time (a monitor's clock running
+            // behind is common, hj212-field.md): it is not offline.
+            if let Some(t) = r.seen_at(now_ms) {
+                j.engine.seen(&r.device.id, t, &mut self.events);
             }
             for (i, (slot, v)) in r.device.slots.iter().zip(&r.values).enumerate() {
                 if let (Some(_), Some(flag)) = (v, r.flag(i)) {

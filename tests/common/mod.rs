@@ -157,6 +157,21 @@ pub fn zone_where_it_is_late_evening() -> String {
     }
 }
 
+/// A civil time as HJ 212 writes it (DataTime, N14: `YYYYMMDDhhmmss`). Written here, not
+/// taken from `dustgate::hj212::format_time`, so that a test does not build its input with the
+/// code it checks.
+pub fn hj212_time(dt: jiff::civil::DateTime) -> String {
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second()
+    )
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     let since = SystemTime::now()

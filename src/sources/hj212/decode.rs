@@ -140,9 +140,7 @@ impl Station {
     }
 
     fn all_tags(&self) -> Vec<(&str, &str)> {
-        let mut t: Vec<(&str, &str)> = vec![("site", &self.site), ("device", &self.device.id)];
-        t.extend(self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        t
+        crate::model::device_tags(&self.site, &self.device.id, &self.tags)
     }
 
     /// Per measurement kind of the map (`air`, `water`): its minute, hour and day series.

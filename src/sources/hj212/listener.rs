@@ -97,7 +97,7 @@ impl Hj212Task {
     ) -> Result<Hj212Task, String> {
         let stations = Stations::build(cfg, site)?;
         for s in stations.known() {
-            health.expect(&s.station.mn, &s.station.device.id, &s.site);
+            health.expect(&s.station.mn, &s.station.device.id, s.station.site());
         }
         let tcp = match &cfg.endpoint {
             Hj212Endpoint::Tcp { address, .. } => {
@@ -326,11 +326,15 @@ where
                         && let Some(st) = Box::pin(answer(sh, a, &mut stream)).await
                         && !mns.iter().any(|m| Arc::ptr_eq(m, &st))
                     {
-                        sh.health
-                            .station(&st.station.mn, &st.station.device.id, &st.site, |h| {
+                        sh.health.station(
+                            &st.station.mn,
+                            &st.station.device.id,
+                            st.station.site(),
+                            |h| {
                                 h.connected += 1;
                                 h.peer = peer.clone();
-                            });
+                            },
+                        );
                         mns.push(st);
                     }
                 }
@@ -344,10 +348,12 @@ where
         sh.health.reject(reason_of(rej.reason), None);
     }
     for st in mns {
-        sh.health
-            .station(&st.station.mn, &st.station.device.id, &st.site, |h| {
-                h.connected = h.connected.saturating_sub(1)
-            });
+        sh.health.station(
+            &st.station.mn,
+            &st.station.device.id,
+            st.station.site(),
+            |h| h.connected = h.connected.saturating_sub(1),
+        );
     }
 }
 
@@ -443,7 +449,7 @@ fn accept(sh: &Shared, frame: Frame, peer: &str) -> Option<Accepted> {
                     }
                 }
                 sh.health
-                    .station(&mn, &st.station.device.id, &st.site, |h| {
+                    .station(&mn, &st.station.device.id, st.station.site(), |h| {
                         h.last_frame_ms = arrival;
                         h.frames += 1;
                         if drift.is_some() {
@@ -462,7 +468,7 @@ fn accept(sh: &Shared, frame: Frame, peer: &str) -> Option<Accepted> {
         }
     } else {
         sh.health
-            .station(&mn, &st.station.device.id, &st.site, |h| {
+            .station(&mn, &st.station.device.id, st.station.site(), |h| {
                 h.last_frame_ms = arrival;
                 h.frames += 1;
             });
@@ -474,7 +480,6 @@ fn accept(sh: &Shared, frame: Frame, peer: &str) -> Option<Accepted> {
     Some(Accepted {
         answer: answer_for(&packet),
         st,
-        mn,
         ticket,
         set_clock,
     })
@@ -483,7 +488,6 @@ fn accept(sh: &Shared, frame: Frame, peer: &str) -> Option<Accepted> {
 /// A frame taken: what its answer needs.
 struct Accepted {
     st: Arc<StationRt>,
-    mn: Arc<str>,
     /// The store's ticket of its values (0: none to wait for).
     ticket: u64,
     answer: Option<String>,
@@ -498,7 +502,6 @@ where
 {
     let Accepted {
         st,
-        mn,
         ticket,
         answer,
         set_clock,
@@ -506,7 +509,7 @@ where
     if let Some((set, drift)) = set_clock
         && wr.write_all(set.as_bytes()).await.is_ok()
     {
-        info!(listener = %sh.cfg.name, mn = %mn, drift_s = drift / 1000, "HJ 212 station clock set (CN=1012)");
+        info!(listener = %sh.cfg.name, mn = %st.station.mn, drift_s = drift / 1000, "HJ 212 station clock set (CN=1012)");
     }
     if let Some(answer) = answer {
         if ticket > 0 && !durable(sh, ticket).await {

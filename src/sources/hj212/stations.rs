@@ -18,7 +18,6 @@ pub const MAX_ADDED: usize = 10_000;
 #[derive(Debug)]
 pub struct StationRt {
     pub station: Station,
-    pub site: Arc<str>,
     pub password: Option<String>,
     pub sm4_key: Option<[u8; 16]>,
     bucket: Mutex<Bucket>,
@@ -89,7 +88,6 @@ impl StationRt {
 
 fn rt(station: Station, password: Option<String>, key: Option<[u8; 16]>) -> StationRt {
     StationRt {
-        site: station.site().clone(),
         station,
         password,
         sm4_key: key,
