@@ -48,16 +48,18 @@ enum Probe {
 
 /// glibc's malloc gives threads that allocate at once arenas of their own (up to 8 a core);
 /// memory freed into one is not reused by another, so a hub's many small long-lived
-/// allocations, made on the runtime's threads and the store's, spread and fragment. Two
-/// arenas keep a small box's RSS down (BENCHMARKS.md, "Memory per station"); the gateway's
-/// threads seldom allocate at the same moment. `MALLOC_ARENA_MAX` in the environment wins.
+/// allocations, made on the runtime's threads and the store's, spread and fragment. One
+/// arena keeps a small box's RSS down: at 10,000 HJ 212 monitors two arenas peaked 4-6 MB
+/// higher than one, at the same CPU per frame (BENCHMARKS.md, "HJ 212 ingest"); the
+/// gateway's few threads seldom allocate at the same moment. `MALLOC_ARENA_MAX` in the
+/// environment wins.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: mallopt sets an allocator parameter; it is called before any other thread
         // exists and has no memory-safety precondition.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
 }

@@ -122,7 +122,7 @@ pub struct Health {
     /// HJ 212 listeners (their stations inside).
     pub hj212: std::sync::Mutex<Vec<Arc<hj212::Hj212Health>>>,
     /// The latest value of every device's every metric, for people (demo, status page).
-    pub latest: std::sync::Mutex<std::collections::HashMap<String, LatestValues>>,
+    pub latest: std::sync::Mutex<std::collections::HashMap<Arc<str>, LatestValues>>,
     /// `[alerts].offline_after` in ms (0: the default): silent this long, a device is down.
     pub offline_after_ms: AtomicI64,
 }
@@ -382,8 +382,14 @@ impl Health {
             .map(|latest| {
                 latest
                     .iter()
-                    .filter(|(id, _)| !rows.iter().any(|r| &r.id == *id))
-                    .map(|(id, l)| (id.clone(), (l.seen_ms > 0).then_some(l.seen_ms), l.readings))
+                    .filter(|(id, _)| !rows.iter().any(|r| *r.id == ***id))
+                    .map(|(id, l)| {
+                        (
+                            id.to_string(),
+                            (l.seen_ms > 0).then_some(l.seen_ms),
+                            l.readings,
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();

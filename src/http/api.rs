@@ -173,7 +173,7 @@ pub(super) async fn readings_latest(State(api): State<Arc<Api>>) -> Response {
             let info = catalog.get(&slot.metric);
             let limit = api.site.limit_in_force(&l.device.id, &slot.metric, now);
             out.push(json!({
-                "device": l.device.id,
+                "device": &*l.device.id,
                 "metric": slot.metric,
                 "value": v,
                 "unit": info.map_or("", |i| i.unit.as_str()),

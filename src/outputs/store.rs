@@ -407,9 +407,21 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".into())
 }
 
+/// The memory redb may keep for pages it read or wrote (its default is 1 GiB). The store is
+/// a queue: a chunk is written once, read once soon after, and deleted, so a large cache holds
+/// nothing that is read again; the kernel's page cache serves re-reads anyway. Left at the
+/// default, the cache grew with the traffic (28 MB of a 10,000-monitor hub's heap) and would
+/// grow with a backlog, on a small box. Writes beyond half of it go to the file at once.
+const CACHE_BYTES: usize = 4 << 20;
+
+/// Creates or opens the store's database file with the store's cache size.
+fn create_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
+}
+
 /// Opens the database and reads its index, a panic inside redb contained.
 fn try_open(path: &Path) -> Result<(Database, Loaded), Failure> {
-    let db = match catch_unwind(AssertUnwindSafe(|| Database::create(path))) {
+    let db = match catch_unwind(AssertUnwindSafe(|| create_db(path))) {
         Ok(Ok(db)) => db,
         Ok(Err(e)) => return Err(classify(e)),
         Err(p) => {
@@ -681,7 +693,7 @@ impl Shared {
     /// the in-memory index changes only after a commit succeeds, so it still matches).
     fn open_again(&self, slot: &mut Option<Database>) {
         *lock(&self.reopen) = Some(std::time::Instant::now());
-        match catch_unwind(AssertUnwindSafe(|| Database::create(&self.path))) {
+        match catch_unwind(AssertUnwindSafe(|| create_db(&self.path))) {
             Ok(Ok(db)) => {
                 *slot = Some(db);
                 *lock(&self.reopen) = None;
@@ -705,7 +717,7 @@ impl Shared {
     /// A new, empty store file at the store's path.
     fn start_fresh(&self, slot: &mut Option<Database>) {
         let fresh = catch_unwind(AssertUnwindSafe(|| -> Result<Database, redb::Error> {
-            let fresh = Database::create(&self.path)?;
+            let fresh = create_db(&self.path)?;
             let tx = fresh.begin_write()?;
             {
                 tx.open_table(CHUNKS)?;

@@ -4,12 +4,12 @@
 //! least 45 of its 60 minutes ([U]: GB 3095's 1-hour validity, reference/domain.md §2.1).
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use super::rules::clock::{LocalClock, day_number};
 use crate::config::reader::{Cx, TableReader, parse_document};
 use crate::config::source::{Diagnostics, SourceFile};
-use crate::model::{FieldKey, FieldValue, Point, SeriesKey};
+use crate::model::{FieldKey, FieldValue, Point, SeriesKey, device_key};
 
 const AQI_TOML: &str = include_str!("../../data/aqi.toml");
 /// At most one `aqi` point per device this often.
@@ -247,7 +247,7 @@ pub struct Aqi {
     site_id: String,
     site_tags: Vec<(String, String)>,
     clock: LocalClock,
-    devices: HashMap<String, DeviceAqi>,
+    devices: HashMap<Arc<str>, DeviceAqi>,
 }
 
 impl Aqi {
@@ -277,7 +277,7 @@ impl Aqi {
             None => {
                 let tags = crate::model::device_tags(&self.site_id, device, &self.site_tags);
                 let series = SeriesKey::new("aqi", &tags);
-                self.devices.entry(device.to_string()).or_insert(DeviceAqi {
+                self.devices.entry(device_key(device)).or_insert(DeviceAqi {
                     hour: HourRing::new(),
                     last_emit: i64::MIN,
                     series,

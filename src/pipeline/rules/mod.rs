@@ -22,6 +22,7 @@ use quality::Quality;
 use window::Window;
 
 use crate::config::rules::{Aggregate, Condition, RuleConfig, Severity};
+use crate::model::device_key;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlertState {
@@ -125,7 +126,7 @@ pub struct Engine {
     rules: Vec<RuleState>,
     series: Vec<Series>,
     /// device → metric → series judged on that reading.
-    routes: HashMap<String, ByMetric<CachedRoute>>,
+    routes: HashMap<Arc<str>, ByMetric<CachedRoute>>,
     names: Names,
     /// The metrics any rule judges or takes a background of: a reading of another metric has
     /// no route, and no device × metric entry is kept for it (most of a hub's readings).
@@ -133,7 +134,7 @@ pub struct Engine {
     /// What a `None` route gives (cloned: reference counts, no allocation).
     no_route: Route,
     /// Devices' reading intervals (known for Modbus), for the coverage rule.
-    intervals: HashMap<String, i64>,
+    intervals: HashMap<Arc<str>, i64>,
     clock: LocalClock,
     /// The regional feed: a background for some rules, never judged as a site monitor unless a
     /// rule names it in `devices`.
@@ -218,7 +219,7 @@ impl Engine {
 
     /// The poll interval of a device (its readings' expected spacing).
     pub fn set_interval(&mut self, device: &str, interval_ms: i64) {
-        self.intervals.insert(device.to_string(), interval_ms);
+        self.intervals.insert(device_key(device), interval_ms);
         for s in self.series.iter_mut().filter(|s| s.device == device) {
             s.interval = Some(interval_ms);
         }
@@ -278,7 +279,7 @@ impl Engine {
         let route = cached.as_deref().unwrap_or(&self.no_route).clone();
         let names = &mut self.names;
         self.routes
-            .entry(device.to_string())
+            .entry(device_key(device))
             .or_default()
             .get_or_insert_with(names, metric, || cached);
         route

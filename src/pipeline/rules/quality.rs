@@ -2,11 +2,13 @@
 //! the sensor's physical range (flagged, and never judged against a limit).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::names::{ByMetric, Names};
 use super::{AlertEvent, AlertKind, AlertState, OpenAlert};
 use crate::config::metrics::{Catalog, MetricInfo};
 use crate::config::rules::Severity;
+use crate::model::device_key;
 
 #[derive(Debug, Clone, Default)]
 struct DeviceQ {
@@ -36,18 +38,28 @@ struct ValueQ {
     info: Option<&'static MetricInfo>,
     last: f64,
     unchanged_since: i64,
-    /// Since when, and with which letter, the instrument flags this metric's values.
-    flagged_since: Option<(i64, char)>,
-    /// Its open alerts: boxed, because nearly always there are none, and a hub holds a
-    /// `ValueQ` for every metric of thousands of stations.
-    alerts: Option<Box<ValueAlerts>>,
+    /// What is nearly always absent: an instrument flag held and the value's open alerts.
+    /// Boxed, because a hub holds a `ValueQ` for every metric of thousands of stations
+    /// (32 bytes instead of 48).
+    rare: Option<Box<Rare>>,
 }
 
 #[derive(Debug, Clone, Default)]
-struct ValueAlerts {
+struct Rare {
+    /// Since when, and with which letter, the instrument flags this metric's values.
+    flagged_since: Option<(i64, char)>,
     stuck: Option<OpenAlert>,
     out_of_range: Option<OpenAlert>,
     flagged: Option<OpenAlert>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.flagged_since.is_none()
+            && self.stuck.is_none()
+            && self.out_of_range.is_none()
+            && self.flagged.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -57,7 +69,7 @@ enum Which {
     Flagged,
 }
 
-impl ValueAlerts {
+impl Rare {
     fn slot(&mut self, w: Which) -> &mut Option<OpenAlert> {
         match w {
             Which::Stuck => &mut self.stuck,
@@ -73,8 +85,7 @@ impl ValueQ {
             info: Catalog::builtin().get(metric),
             last,
             unchanged_since: t,
-            flagged_since: None,
-            alerts: None,
+            rare: None,
         }
     }
 
@@ -84,8 +95,28 @@ impl ValueQ {
             .map(|d| d.as_millis() as i64)
     }
 
+    fn flagged_since(&self) -> Option<(i64, char)> {
+        self.rare.as_ref().and_then(|r| r.flagged_since)
+    }
+
+    fn set_flagged_since(&mut self, since: Option<(i64, char)>) {
+        match (since, self.rare.as_deref_mut()) {
+            (None, None) => {}
+            (since, Some(r)) => {
+                r.flagged_since = since;
+                self.drop_rare_when_empty();
+            }
+            (since, None) => {
+                self.rare = Some(Box::new(Rare {
+                    flagged_since: since,
+                    ..Rare::default()
+                }))
+            }
+        }
+    }
+
     fn get(&self, w: Which) -> Option<&OpenAlert> {
-        let a = self.alerts.as_deref()?;
+        let a = self.rare.as_deref()?;
         match w {
             Which::Stuck => a.stuck.as_ref(),
             Which::OutOfRange => a.out_of_range.as_ref(),
@@ -94,16 +125,19 @@ impl ValueQ {
     }
 
     fn set(&mut self, w: Which, a: OpenAlert) {
-        *self.alerts.get_or_insert_with(Box::default).slot(w) = Some(a);
+        *self.rare.get_or_insert_with(Box::default).slot(w) = Some(a);
     }
 
     fn take(&mut self, w: Which) -> Option<OpenAlert> {
-        let alerts = self.alerts.as_deref_mut()?;
-        let a = alerts.slot(w).take();
-        if alerts.stuck.is_none() && alerts.out_of_range.is_none() && alerts.flagged.is_none() {
-            self.alerts = None;
-        }
+        let a = self.rare.as_deref_mut()?.slot(w).take();
+        self.drop_rare_when_empty();
         a
+    }
+
+    fn drop_rare_when_empty(&mut self) {
+        if self.rare.as_deref().is_some_and(Rare::is_empty) {
+            self.rare = None;
+        }
     }
 }
 
@@ -114,7 +148,7 @@ pub const FLAG_ALERT_AFTER_MS: i64 = 30 * 60_000;
 pub struct Quality {
     offline_after_ms: i64,
     flag_alert_after_ms: i64,
-    devices: HashMap<String, DeviceQ>,
+    devices: HashMap<Arc<str>, DeviceQ>,
     names: Names,
 }
 
@@ -179,7 +213,7 @@ impl Quality {
 
     /// A device known from the configuration: it is expected to report from `now` on.
     pub fn register(&mut self, device: &str, interval_ms: Option<i64>, now: i64) {
-        let d = self.devices.entry(device.to_string()).or_default();
+        let d = self.devices.entry(device_key(device)).or_default();
         d.interval_ms = interval_ms;
         d.registered = true;
         if d.last_seen == 0 {
@@ -196,7 +230,7 @@ impl Quality {
     pub fn seen(&mut self, device: &str, t: i64, out: &mut Vec<AlertEvent>) {
         let d = match self.devices.get_mut(device) {
             Some(d) => d,
-            None => self.devices.entry(device.to_string()).or_default(),
+            None => self.devices.entry(device_key(device)).or_default(),
         };
         d.last_seen = d.last_seen.max(t);
         d.seen = d.seen.saturating_add(1);
@@ -235,10 +269,10 @@ impl Quality {
         let q = d
             .values
             .get_or_insert_with(&mut self.names, metric, || ValueQ::new(metric, f64::NAN, t));
-        let since = match q.flagged_since {
+        let since = match q.flagged_since() {
             Some((since, _)) if since <= t => since,
             _ => {
-                q.flagged_since = Some((t, flag));
+                q.set_flagged_since(Some((t, flag)));
                 t
             }
         };
@@ -273,7 +307,10 @@ impl Quality {
         now: i64,
         out: &mut Vec<AlertEvent>,
     ) {
-        let d = self.devices.entry(device.to_string()).or_default();
+        let d = match self.devices.get_mut(device) {
+            Some(d) => d,
+            None => self.devices.entry(device_key(device)).or_default(),
+        };
         let off = drift_ms.abs();
         match &d.drift {
             None if off > max_ms => {
@@ -332,7 +369,7 @@ impl Quality {
             .values
             .get_or_insert_with(&mut self.names, metric, || ValueQ::new(metric, v, t));
         // An unflagged value: the instrument's flag is over.
-        q.flagged_since = None;
+        q.set_flagged_since(None);
         if let Some(a) = q.take(Which::Flagged) {
             out.push(ev(
                 AlertKind::Flagged,
@@ -418,7 +455,7 @@ impl Quality {
 
     /// Devices silent for too long go offline.
     pub fn tick(&mut self, now: i64, out: &mut Vec<AlertEvent>) {
-        let limits: Vec<(String, i64)> = self
+        let limits: Vec<(Arc<str>, i64)> = self
             .devices
             .iter()
             .filter(|(_, d)| {
@@ -427,7 +464,7 @@ impl Quality {
             .map(|(k, d)| (k.clone(), self.offline_after(d)))
             .collect();
         for (device, after) in limits {
-            let Some(d) = self.devices.get_mut(&device) else {
+            let Some(d) = self.devices.get_mut(&*device) else {
                 continue;
             };
             if now - d.last_seen > after {
@@ -458,7 +495,7 @@ impl Quality {
             if let Some(a) = &d.offline {
                 v.push((
                     AlertKind::Offline,
-                    device.clone(),
+                    device.to_string(),
                     String::new(),
                     (**a).clone(),
                 ));
@@ -466,7 +503,7 @@ impl Quality {
             if let Some(a) = &d.drift {
                 v.push((
                     AlertKind::ClockDrift,
-                    device.clone(),
+                    device.to_string(),
                     String::new(),
                     (**a).clone(),
                 ));
@@ -477,7 +514,7 @@ impl Quality {
                 if let Some(a) = q.get(Which::Stuck) {
                     v.push((
                         AlertKind::Stuck,
-                        device.clone(),
+                        device.to_string(),
                         metric.to_string(),
                         a.clone(),
                     ));
@@ -485,7 +522,7 @@ impl Quality {
                 if let Some(a) = q.get(Which::Flagged) {
                     v.push((
                         AlertKind::Flagged,
-                        device.clone(),
+                        device.to_string(),
                         metric.to_string(),
                         a.clone(),
                     ));
@@ -493,7 +530,7 @@ impl Quality {
                 if let Some(a) = q.get(Which::OutOfRange) {
                     v.push((
                         AlertKind::OutOfRange,
-                        device.clone(),
+                        device.to_string(),
                         metric.to_string(),
                         a.clone(),
                     ));
@@ -507,17 +544,17 @@ impl Quality {
     pub fn restore(&mut self, kind: AlertKind, device: &str, metric: &str, a: OpenAlert) {
         match kind {
             AlertKind::Offline => {
-                let d = self.devices.entry(device.to_string()).or_default();
+                let d = self.devices.entry(device_key(device)).or_default();
                 d.last_seen = d.last_seen.max(a.since_ms);
                 d.offline = Some(Box::new(a));
             }
             AlertKind::ClockDrift => {
-                self.devices.entry(device.to_string()).or_default().drift = Some(Box::new(a));
+                self.devices.entry(device_key(device)).or_default().drift = Some(Box::new(a));
             }
             AlertKind::Stuck | AlertKind::OutOfRange | AlertKind::Flagged => {
                 let q = self
                     .devices
-                    .entry(device.to_string())
+                    .entry(device_key(device))
                     .or_default()
                     .values
                     .get_or_insert_with(&mut self.names, metric, || {
@@ -527,7 +564,7 @@ impl Quality {
                     AlertKind::Stuck => q.set(Which::Stuck, a),
                     AlertKind::Flagged => {
                         let flag = a.alert_id.rsplit('/').nth(1).and_then(|f| f.chars().next());
-                        q.flagged_since = flag.map(|f| (a.since_ms, f));
+                        q.set_flagged_since(flag.map(|f| (a.since_ms, f)));
                         q.set(Which::Flagged, a);
                     }
                     _ => q.set(Which::OutOfRange, a),
@@ -546,5 +583,52 @@ impl Quality {
             a,
             a.last_notified_ms,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn a_flag_held_past_its_limit_opens_an_alert_and_a_normal_value_closes_it() {
+        // A hub holds one per metric of every station: the rare parts are boxed.
+        assert!(std::mem::size_of::<ValueQ>() <= 32);
+        let mut q = Quality::new(10 * MIN);
+        let mut out = Vec::new();
+        let t0 = 1_780_000_000_000;
+        for i in 0..=30 {
+            q.flagged("m1", "pm10", t0 + i * MIN, 'M', &mut out);
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].kind, AlertKind::Flagged);
+        assert_eq!(out[0].state, AlertState::Open);
+        assert_eq!(out[0].since_ms, t0);
+        assert!(
+            out[0].alert_id.ends_with(&format!("/M/{t0}")),
+            "{}",
+            out[0].alert_id
+        );
+        // Still flagged: no second alert.
+        q.flagged("m1", "pm10", t0 + 31 * MIN, 'M', &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(q.reading("m1", "pm10", t0 + 32 * MIN, 40.0, None, &mut out));
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[1].state, AlertState::Closed);
+        // Nothing is left of it: no flag, no alert, no box.
+        let v = q.devices["m1"].values.get("pm10").expect("state");
+        assert!(v.rare.is_none());
+        // A new flag starts a new span.
+        q.flagged("m1", "pm10", t0 + 40 * MIN, 'C', &mut out);
+        assert_eq!(
+            q.devices["m1"]
+                .values
+                .get("pm10")
+                .and_then(ValueQ::flagged_since),
+            Some((t0 + 40 * MIN, 'C'))
+        );
+        assert_eq!(out.len(), 2);
     }
 }

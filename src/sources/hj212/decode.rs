@@ -128,7 +128,8 @@ impl Station {
             &shape.kinds,
         ));
         Station {
-            mn: mn.into(),
+            // Shared with the device id (the same text for an accepted station).
+            mn: crate::model::device_key(mn),
             device,
             factors,
             shape,

@@ -300,44 +300,25 @@ where
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(_)) => {}
         }
-        while let Some(next) = framer.next_frame() {
-            match next {
-                Err(rej) => {
-                    // On a connection that has spoken for one station, the bad bytes are
-                    // that station's (which monitor sends bad CRCs is what a crew asks).
-                    let reason = reason_of(rej.reason);
-                    let mn = match mns.as_slice() {
-                        [one] => Some(&*one.station.mn),
-                        _ => None,
-                    };
-                    sh.health.reject(reason, mn);
-                    if rej.reason != RejectReason::Garbage {
-                        log_reject(sh, reason, &peer, None, &rej.bytes);
-                    }
-                }
-                Ok(frame) => {
-                    // The frame is read without an await; only what its answer needs lives
-                    // across one (a hub has every monitor's frame waiting there at once),
-                    // boxed, so that an idle connection's future (one per monitor) is small.
-                    let accepted = accept(sh, frame, &peer);
-                    // Nothing more buffered: no buffer held while the answer waits for the store.
-                    framer.shrink();
-                    if let Some(a) = accepted
-                        && let Some(st) = Box::pin(answer(sh, a, &mut stream)).await
-                        && !mns.iter().any(|m| Arc::ptr_eq(m, &st))
-                    {
-                        sh.health.station(
-                            &st.station.mn,
-                            &st.station.device.id,
-                            st.station.site(),
-                            |h| {
-                                h.connected += 1;
-                                h.peer = peer.clone();
-                            },
-                        );
-                        mns.push(st);
-                    }
-                }
+        // Frame by frame, each answered before the next is read. Only the boxed answer lives
+        // across the await (not the frame or what was taken from it), so that the future of
+        // every connection, idle or not, stays small (a hub holds one per monitor).
+        while let Some(answering) = next_accepted(sh, &mut framer, &mns, &peer)
+            .map(|a| Box::pin(answer(sh, a, &mut stream)))
+        {
+            if let Some(st) = answering.await
+                && !mns.iter().any(|m| Arc::ptr_eq(m, &st))
+            {
+                sh.health.station(
+                    &st.station.mn,
+                    &st.station.device.id,
+                    st.station.site(),
+                    |h| {
+                        h.connected += 1;
+                        h.peer = peer.clone();
+                    },
+                );
+                mns.push(st);
             }
         }
         // An idle connection keeps no buffer, only the bytes of a frame not complete yet.
@@ -355,6 +336,41 @@ where
             |h| h.connected = h.connected.saturating_sub(1),
         );
     }
+}
+
+/// The framer's next frame that was taken (read and stored, its answer due), with every frame
+/// refused before it counted; `None` when no complete frame is buffered.
+fn next_accepted(
+    sh: &Shared,
+    framer: &mut Framer,
+    mns: &[Arc<StationRt>],
+    peer: &str,
+) -> Option<Accepted> {
+    while let Some(next) = framer.next_frame() {
+        match next {
+            Err(rej) => {
+                // On a connection that has spoken for one station, the bad bytes are that
+                // station's (which monitor sends bad CRCs is what a crew asks).
+                let reason = reason_of(rej.reason);
+                let mn = match mns {
+                    [one] => Some(&*one.station.mn),
+                    _ => None,
+                };
+                sh.health.reject(reason, mn);
+                if rej.reason != RejectReason::Garbage {
+                    log_reject(sh, reason, peer, None, &rej.bytes);
+                }
+            }
+            Ok(frame) => {
+                if let Some(a) = accept(sh, frame, peer) {
+                    // Nothing more buffered: no buffer held while the answer waits for the store.
+                    framer.shrink();
+                    return Some(a);
+                }
+            }
+        }
+    }
+    None
 }
 
 /// One checked frame, read and stored (no await: the parsed frame never lives in a future);

@@ -100,9 +100,9 @@ fn rt(station: Station, password: Option<String>, key: Option<[u8; 16]>) -> Stat
 }
 
 pub struct Stations {
-    known: HashMap<String, Arc<StationRt>>,
+    known: HashMap<Arc<str>, Arc<StationRt>>,
     accept: bool,
-    added: Mutex<HashMap<String, Arc<StationRt>>>,
+    added: Mutex<HashMap<Arc<str>, Arc<StationRt>>>,
     cfg_site: Arc<str>,
     tags: Arc<[(String, String)]>,
     factors: Arc<crate::config::factors::FactorMap>,
@@ -141,7 +141,7 @@ impl Stations {
                 tags.clone(),
                 s.factors.clone(),
             );
-            known.insert(s.mn.clone(), Arc::new(rt(station, password, key)));
+            known.insert(station.mn.clone(), Arc::new(rt(station, password, key)));
         }
         Ok(Stations {
             known,
@@ -181,7 +181,7 @@ impl Stations {
             self.factors.clone(),
         );
         let s = Arc::new(rt(station, None, None));
-        added.insert(mn.to_string(), s.clone());
+        added.insert(s.station.mn.clone(), s.clone());
         Lookup::Known(s)
     }
 }
