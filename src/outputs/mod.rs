@@ -3,6 +3,7 @@
 
 pub mod dead_letter;
 pub mod files;
+pub mod hj212;
 pub mod influx;
 pub mod line_protocol;
 pub mod mqtt;

@@ -1,0 +1,6 @@
+//! The HJ 212 uplink: the gateway as the site's data logger, reporting to bureau platforms
+//! (issue 13; DESIGN.md, `[[hj212.upstream]]`). Sans-IO parts first: the frames a platform
+//! receives ([`frames`]) and their QNs ([`qn`]).
+
+pub mod frames;
+pub mod qn;
