@@ -25,7 +25,7 @@
 //! the gateway starts on a fresh one; a panic inside redb later (reading, committing,
 //! deleting) is contained the same way. Either is logged as an error and counted.
 
-mod crc;
+pub(crate) mod crc;
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
