@@ -1,0 +1,344 @@
+//! The uplink's frames and link against a platform written independently in Python
+//! (tests/peers/hj212_platform.py: its own parser and CRC, strict on length, CRC case and the
+//! header's field order). The uplink task is not built yet (issue 13): these tests drive the
+//! library's sans-IO parts (`outputs::hj212`) over a real TCP socket.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Proc, free_port, repo_root, scratch_dir};
+use dustgate::config::Diagnostics;
+use dustgate::config::factors::FactorMap;
+use dustgate::config::profile::ProfileLoader;
+use dustgate::hj212::encode;
+use dustgate::hj212::segment::Version;
+use dustgate::outputs::hj212::frames::{self, Identity, Platform, Rtd};
+use dustgate::outputs::hj212::qn::Qns;
+use dustgate::outputs::hj212::session::{Action, Link, LinkConfig};
+use dustgate::pipeline::periods::{Level, PeriodValue};
+use serde_json::Value;
+
+const PEER: &str = "tests/peers/hj212_platform.py";
+
+fn map(name: &str) -> Arc<FactorMap> {
+    let mut diags = Diagnostics::default();
+    match ProfileLoader::new(vec![]).load_factors(name, &mut diags) {
+        Ok(m) => m,
+        Err(_) => panic!("{name}: {diags}"),
+    }
+}
+
+fn tz() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::get("Asia/Shanghai").expect("tz")
+}
+
+fn city(version: Version, ack: bool) -> Identity {
+    Identity {
+        st: "39".into(),
+        mn: "010000A8900016F000169DC0".into(),
+        pw: "123456".into(),
+        version,
+        ack,
+    }
+}
+
+/// 2026-12-01T10:30:00 in Shanghai.
+const T: i64 = 1_796_092_200_000;
+
+fn period_value(metric: &str, avg: f64, flag: char) -> PeriodValue {
+    PeriodValue {
+        device: "dust-01".into(),
+        metric: metric.into(),
+        level: Level::Minutes(10),
+        start_ms: T,
+        avg: Some(avg),
+        min: Some(avg - 5.0),
+        max: Some(avg + 5.0),
+        valid: 10,
+        total: 10,
+        expected: Some(10),
+        flag,
+    }
+}
+
+/// The platform's verdict on each frame.
+fn check(frames: &[String]) -> Vec<Value> {
+    let mut child = Command::new(common::python())
+        .arg(repo_root().join(PEER))
+        .arg("check")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python runs tests/peers/hj212_platform.py");
+    let text: String = frames
+        .iter()
+        .map(|f| f.replace("\r\n", "\\r\\n") + "\n")
+        .collect();
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("frames to the peer");
+    let out = child.wait_with_output().expect("the peer finishes");
+    assert!(out.status.success(), "hj212_platform.py check failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON verdict"))
+        .collect()
+}
+
+#[test]
+fn the_uplinks_frames_pass_a_strict_independent_platform() {
+    let tz = tz();
+    let mut qns = Qns::new(tz.clone());
+    let (std_map, mg) = (map("hj212-standard"), map("hj212-mgm3"));
+    let v2017 = city(Version::V2017, true);
+    let v2025 = city(Version::V2025, false);
+    let to = |id, factors| Platform {
+        id,
+        tz: &tz,
+        factors,
+    };
+    let rtd = [
+        Rtd {
+            metric: "pm10",
+            value: 85.0,
+            flag: 'N',
+        },
+        Rtd {
+            metric: "noise",
+            value: 61.25,
+            flag: 'N',
+        },
+        Rtd {
+            metric: "wind_direction",
+            value: 270.0,
+            flag: 'N',
+        },
+    ];
+    let pm10 = period_value("pm10", 80.0, 'N');
+    let pm25 = period_value("pm25", 40.5, 'N');
+    let built = [
+        frames::realtime(to(&v2017, &std_map), qns.next(T), T, &rtd).packet,
+        frames::realtime(to(&v2017, &mg), qns.next(T), T, &rtd).packet,
+        frames::period(
+            to(&v2025, &std_map),
+            qns.next(T),
+            Level::Minutes(10),
+            T,
+            &[&pm10, &pm25],
+            true,
+        )
+        .packet,
+        frames::boot_time(to(&v2017, &std_map), qns.next(T), T, T - 60_000),
+    ];
+    let wire: Vec<String> = built.iter().map(encode::encode).collect();
+    let v = check(&wire);
+    assert_eq!(v.len(), 4);
+    for (x, f) in v.iter().zip(&wire) {
+        assert_eq!(x["ok"], true, "{f}: {}", x["errors"]);
+        assert_eq!(x["mn"], "010000A8900016F000169DC0");
+        assert_eq!(x["st"], "39");
+    }
+    // Four QNs in one millisecond, all different.
+    let mut q: Vec<&str> = v.iter().map(|x| x["qn"].as_str().expect("qn")).collect();
+    q.dedup();
+    assert_eq!(q.len(), 4);
+    assert_eq!(v[0]["cn"], "2011");
+    assert_eq!(v[0]["flag"], "5");
+    assert_eq!(v[0]["cp"]["DataTime"], "20261201103000");
+    assert_eq!(v[0]["factors"]["a34002"]["Rtd"], "85.000");
+    assert_eq!(v[0]["factors"]["LA"]["Rtd"], "61.2");
+    assert_eq!(v[0]["factors"]["a01008"]["Flag"], "N");
+    assert_eq!(v[1]["factors"]["a34002"]["Rtd"], "0.085", "mg/m³");
+    assert_eq!(v[2]["cn"], "2051");
+    assert_eq!((&v[2]["flag"], &v[2]["rf"]), (&"8".into(), &"1".into()));
+    assert_eq!(v[2]["factors"]["a34004"]["Avg"], "40.500");
+    assert_eq!(v[2]["factors"]["a34004"]["Min"], "35.500");
+    assert_eq!(v[2]["factors"]["a34002"]["Max"], "85.000");
+    assert_eq!(v[3]["cn"], "2081");
+    assert_eq!(v[3]["cp"]["RestartTime"], "20261201102900");
+}
+
+/// The platform peer, listening; its log of verdicts.
+struct PlatformPeer {
+    _proc: Proc,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl PlatformPeer {
+    fn start(name: &str, args: &[&str]) -> PlatformPeer {
+        let dir = scratch_dir(name);
+        let port = free_port();
+        let log = dir.join("platform.jsonl");
+        let script = repo_root().join(PEER);
+        let port_s = port.to_string();
+        let log_s = log.display().to_string();
+        let mut all = vec![
+            script.to_str().expect("path"),
+            "serve",
+            "--port",
+            &port_s,
+            "--log",
+            &log_s,
+        ];
+        all.extend_from_slice(args);
+        let proc = Proc::spawn("hj212-platform", &dir, &common::python(), all);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !proc.stdout().contains("listening") {
+            assert!(Instant::now() < deadline, "the platform peer did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PlatformPeer {
+            _proc: proc,
+            port,
+            log,
+        }
+    }
+
+    fn verdicts(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON verdict"))
+            .collect()
+    }
+}
+
+/// Drives `link` over `sock` until `until` holds or `limit` passes: writes what it says,
+/// feeds what the platform answers and the time. The actions seen, in order.
+fn drive(
+    link: &mut Link,
+    sock: &mut TcpStream,
+    first: Vec<Action>,
+    limit: Duration,
+    until: impl Fn(&[Action]) -> bool,
+) -> Vec<Action> {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    let mut todo = first;
+    let mut buf = [0u8; 4096];
+    loop {
+        for a in todo.drain(..) {
+            if let Action::Write(f) = &a {
+                sock.write_all(f.as_bytes()).expect("write to the platform");
+            }
+            seen.push(a);
+        }
+        if until(&seen) || start.elapsed() > limit {
+            return seen;
+        }
+        match sock.read(&mut buf) {
+            Ok(0) => return seen,
+            Ok(n) => {
+                link.read(&buf[..n], &mut todo);
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("read from the platform: {e}"),
+        }
+        link.tick(common::now_ms(), &mut todo);
+    }
+}
+
+#[test]
+fn a_withheld_answer_brings_the_same_qn_again_and_then_delivery() {
+    let peer = PlatformPeer::start("hj212-uplink-withhold", &["--withhold", "1"]);
+    let tz = tz();
+    let factors = map("hj212-standard");
+    let id = city(Version::V2017, true);
+    let to = Platform {
+        id: &id,
+        tz: &tz,
+        factors: &factors,
+    };
+    let pm10 = period_value("pm10", 80.0, 'N');
+    let template = frames::period(to, String::new(), Level::Minutes(10), T, &[&pm10], false).packet;
+    let mut link = Link::new(
+        LinkConfig {
+            ack: true,
+            timeout_ms: 700,
+            retries: 3,
+            window: 1,
+        },
+        tz.clone(),
+    );
+    let mut sock = TcpStream::connect(("127.0.0.1", peer.port)).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    link.connected();
+    let first = vec![link.send(common::now_ms(), 42, &template).expect("room")];
+    let seen = drive(&mut link, &mut sock, first, Duration::from_secs(10), |s| {
+        s.contains(&Action::Delivered(42))
+    });
+    assert_eq!(seen.last(), Some(&Action::Delivered(42)), "{seen:?}");
+    let writes: Vec<&Action> = seen
+        .iter()
+        .filter(|a| matches!(a, Action::Write(_)))
+        .collect();
+    assert_eq!(writes.len(), 2, "the frame, then once again: {seen:?}");
+    assert_eq!(writes[0], writes[1], "resent byte for byte");
+    // The platform saw the same QN twice: the first time withheld, then answered.
+    let v = peer.verdicts();
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!(v[0]["qn"], v[1]["qn"]);
+    assert_eq!(
+        (&v[0]["withheld"], &v[1]["acked"]),
+        (&true.into(), &true.into())
+    );
+    assert!(v.iter().all(|x| x["ok"] == true), "{v:?}");
+    assert_eq!(link.counts().resent, 1);
+    assert_eq!(link.counts().delivered, 1);
+}
+
+#[test]
+fn a_platform_that_never_answers_gets_retries_then_the_link_is_given_up() {
+    let peer = PlatformPeer::start("hj212-uplink-silent", &["--no-ack"]);
+    let tz = tz();
+    let factors = map("hj212-standard");
+    let id = city(Version::V2017, true);
+    let to = Platform {
+        id: &id,
+        tz: &tz,
+        factors: &factors,
+    };
+    let template = frames::boot_time(to, String::new(), T, T - 60_000);
+    let mut link = Link::new(
+        LinkConfig {
+            ack: true,
+            timeout_ms: 300,
+            retries: 2,
+            window: 1,
+        },
+        tz.clone(),
+    );
+    let mut sock = TcpStream::connect(("127.0.0.1", peer.port)).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let first = vec![link.send(common::now_ms(), 1, &template).expect("room")];
+    let seen = drive(&mut link, &mut sock, first, Duration::from_secs(10), |s| {
+        s.contains(&Action::Close)
+    });
+    let writes = seen
+        .iter()
+        .filter(|a| matches!(a, Action::Write(_)))
+        .count();
+    assert_eq!((writes, seen.last()), (3, Some(&Action::Close)), "{seen:?}");
+    assert!(!seen.iter().any(|a| matches!(a, Action::Delivered(_))));
+    // Give the peer a moment to log the last write.
+    std::thread::sleep(Duration::from_millis(200));
+    let v = peer.verdicts();
+    assert_eq!(v.len(), 3);
+    assert!(
+        v.iter().all(|x| x["qn"] == v[0]["qn"] && x["ok"] == true),
+        "{v:?}"
+    );
+}
