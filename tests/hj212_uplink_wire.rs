@@ -1,7 +1,7 @@
 //! The uplink's frames and link against a platform written independently in Python
 //! (tests/peers/hj212_platform.py: its own parser and CRC, strict on length, CRC case and the
-//! header's field order). The uplink task is not built yet (issue 13): these tests drive the
-//! library's sans-IO parts (`outputs::hj212`) over a real TCP socket.
+//! header's field order). The uplink is not in `dustgate run` yet (issue 13): these tests
+//! drive the library's parts (`outputs::hj212`) and its upstream task over real TCP.
 
 mod common;
 
@@ -175,8 +175,12 @@ struct PlatformPeer {
 
 impl PlatformPeer {
     fn start(name: &str, args: &[&str]) -> PlatformPeer {
+        Self::start_on(name, free_port(), args)
+    }
+
+    /// On `port` (again, after a stop), logging to the same file as before.
+    fn start_on(name: &str, port: u16, args: &[&str]) -> PlatformPeer {
         let dir = scratch_dir(name);
-        let port = free_port();
         let log = dir.join("platform.jsonl");
         let script = repo_root().join(PEER);
         let port_s = port.to_string();
@@ -341,4 +345,146 @@ fn a_platform_that_never_answers_gets_retries_then_the_link_is_given_up() {
         v.iter().all(|x| x["qn"] == v[0]["qn"] && x["ok"] == true),
         "{v:?}"
     );
+}
+
+fn minute_frames(v: &[Value]) -> Vec<(String, String)> {
+    v.iter()
+        .filter(|x| x["cn"] == "2051")
+        .map(|x| {
+            (
+                x["cp"]["DataTime"].as_str().unwrap_or("").to_string(),
+                x["factors"]["a34002"]["Avg"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_for(what: &str, limit: Duration, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_task_sends_each_minute_once_and_resends_what_an_outage_missed() {
+    use dustgate::outputs::hj212::upstream::{UpReading, UpstreamCounts, UpstreamSpec, run};
+    use dustgate::pipeline::periods::Policy;
+
+    let name = "hj212-uplink-task";
+    let port = free_port();
+    let peer = PlatformPeer::start_on(name, port, &[]);
+    let dir = scratch_dir(&format!("{name}-gw"));
+    let tz = tz();
+    let spec = UpstreamSpec {
+        name: "city".into(),
+        address: format!("127.0.0.1:{port}"),
+        identity: city(Version::V2017, true),
+        factors: map("hj212-standard"),
+        tz: tz.clone(),
+        realtime: None,
+        levels: vec![Level::Minutes(1)],
+        policy: Policy::default(),
+        link: LinkConfig {
+            ack: true,
+            timeout_ms: 1000,
+            retries: 2,
+            window: 2,
+        },
+        keep: Duration::from_secs(3600),
+        backlog: dir.join("city.redb"),
+        boot_ms: common::now_ms(),
+        // Late readings are waited for this long after a period ends: more than the test's
+        // past, so that its minutes close as readings of the next come (never by the clock,
+        // which would leave out readings fed after it passed).
+        grace: Duration::from_secs(3600),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (counts_tx, counts_rx) = tokio::sync::watch::channel(UpstreamCounts::default());
+    let task = tokio::spawn(run(spec, rx, stop_rx, counts_tx));
+    // Minutes well in the past (closed as soon as the task keeps time): minute m holds the
+    // readings 10 + m, 20 + m, 30 + m, whose mean is 20 + m.
+    let base = common::now_ms() / 60_000 * 60_000 - 20 * 60_000;
+    let feed = |m: i64| {
+        let tx = tx.clone();
+        async move {
+            for (k, v) in [10.0, 20.0, 30.0].into_iter().enumerate() {
+                let r = UpReading {
+                    device: "dust-01".into(),
+                    time_ms: base + m * 60_000 + k as i64 * 15_000,
+                    values: vec![("pm10".into(), v + m as f64, 'N')],
+                };
+                tx.send(r).await.expect("the task takes readings");
+            }
+        }
+    };
+    // Minute 3's readings close minute 2.
+    for m in 0..4 {
+        feed(m).await;
+    }
+    let local = |m: i64| frames::data_time(&tz, base + m * 60_000);
+    wait_for(
+        "three minutes at the platform",
+        Duration::from_secs(20),
+        || minute_frames(&peer.verdicts()).len() >= 3,
+    )
+    .await;
+    // The platform goes away; three more minutes happen meanwhile.
+    let before = peer.verdicts();
+    assert_eq!(minute_frames(&before).len(), 3, "{before:?}");
+    drop(peer);
+    for m in 4..7 {
+        feed(m).await;
+    }
+    wait_for(
+        "three frames in the backlog",
+        Duration::from_secs(20),
+        || counts_rx.borrow().backlog >= 3,
+    )
+    .await;
+    let peer = PlatformPeer::start_on(&format!("{name}-again"), port, &[]);
+    wait_for(
+        "the three missed minutes at the platform",
+        Duration::from_secs(30),
+        || minute_frames(&peer.verdicts()).len() >= 3,
+    )
+    .await;
+    wait_for("an empty backlog", Duration::from_secs(10), || {
+        counts_rx.borrow().backlog == 0
+    })
+    .await;
+    stop_tx.send(true).expect("stop");
+    task.await.expect("joins").expect("the backlog worked");
+
+    let after = peer.verdicts();
+    let v: Vec<Value> = before.iter().chain(&after).cloned().collect();
+    assert!(v.iter().all(|x| x["ok"] == true), "{v:?}");
+    let got = minute_frames(&v);
+    // Each minute once, with its original DataTime and its mean.
+    let mut sorted = got.clone();
+    sorted.sort();
+    let want: Vec<(String, String)> = (0..6)
+        .map(|m| (local(m), format!("{:.3}", 20.0 + m as f64)))
+        .collect();
+    assert_eq!(sorted, want, "{got:?}");
+    // After the reconnect: the boot time (live) first, then the missed minutes newest first.
+    let after: Vec<&Value> = v.iter().skip_while(|x| x["cn"] != "2051").collect();
+    let second_2081 = after
+        .iter()
+        .position(|x| x["cn"] == "2081")
+        .expect("a 2081 on the reconnect");
+    let resent: Vec<String> = after[second_2081 + 1..]
+        .iter()
+        .filter(|x| x["cn"] == "2051")
+        .map(|x| x["cp"]["DataTime"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(resent, [local(5), local(4), local(3)]);
+    assert_eq!(counts_rx.borrow().late_readings, 0);
+    let qns: std::collections::HashSet<&str> = v.iter().filter_map(|x| x["qn"].as_str()).collect();
+    assert_eq!(qns.len(), v.len(), "every frame its own QN");
 }

@@ -7,3 +7,4 @@ pub mod backlog;
 pub mod frames;
 pub mod qn;
 pub mod session;
+pub mod upstream;
