@@ -485,6 +485,10 @@ async fn the_upstream_task_sends_each_minute_once_and_resends_what_an_outage_mis
         .collect();
     assert_eq!(resent, [local(5), local(4), local(3)]);
     assert_eq!(counts_rx.borrow().late_readings, 0);
+    // One boot time a connection, never one from an earlier connection.
+    let boots: Vec<&Value> = v.iter().filter(|x| x["cn"] == "2081").collect();
+    assert_eq!(boots.len(), 2, "{boots:?}");
+    assert_ne!(boots[0]["cp"]["DataTime"], Value::Null);
     let qns: std::collections::HashSet<&str> = v.iter().filter_map(|x| x["qn"].as_str()).collect();
     assert_eq!(qns.len(), v.len(), "every frame its own QN");
 }

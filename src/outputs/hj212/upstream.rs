@@ -64,6 +64,7 @@ pub struct UpReading {
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamCounts {
     pub link: LinkCounts,
+    /// Connection attempts (successful or not).
     pub connects: u64,
     pub queued: u64,
     pub expired: u64,
@@ -280,8 +281,6 @@ pub async fn run(
         let live_since = now_ms();
         let delivered_before = up.link.counts().delivered;
         up.link.connected();
-        let boot = frames::boot_time(up.platform(), String::new(), live_since, up.spec.boot_ms);
-        up.queue(live_since, &boot)?;
         match connected(
             &mut up,
             sock,
@@ -308,6 +307,10 @@ pub async fn run(
     }
 }
 
+/// The link's id of the boot-time frame: not a backlog id (those start at 1), so that its
+/// delivery deletes nothing.
+const BOOT_ID: u64 = 0;
+
 enum Ended {
     Stop,
     Lost(&'static str),
@@ -327,6 +330,15 @@ async fn connected(
     let mut busy: Vec<u64> = Vec::new();
     let mut buf = vec![0u8; 4096];
     let mut actions: Vec<Action> = Vec::new();
+    // The boot time first, on every connect, written directly: an old one in the backlog
+    // would say nothing after a later connect.
+    let boot = frames::boot_time(up.platform(), String::new(), live_since, up.spec.boot_ms);
+    if let Some(Action::Write(f)) = up.link.send(now_ms(), BOOT_ID, &boot) {
+        if sock.write_all(f.as_bytes()).await.is_err() {
+            return Ok(Ended::Lost("write failed"));
+        }
+        up.link.written(BOOT_ID, &mut actions);
+    }
     loop {
         // Fill the window from the backlog: live first, then the past newest first.
         while up.link.has_room() {
