@@ -29,19 +29,12 @@ impl Qns {
     }
 }
 
-/// `YYYYMMDDhhmmsszzz` of `ms` in `tz` (the epoch's when `ms` is out of range).
+/// `YYYYMMDDhhmmsszzz` of `ms` in `tz`: DataTime's digits and the milliseconds.
 pub fn format_qn(tz: &TimeZone, ms: i64) -> String {
-    let ts = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    let dt = tz.to_datetime(ts);
     format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}{:03}",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        dt.subsec_nanosecond() / 1_000_000
+        "{}{:03}",
+        super::frames::data_time(tz, ms),
+        ms.rem_euclid(1000)
     )
 }
 
