@@ -325,6 +325,9 @@ pub fn describe(cfg: &Config) -> String {
             );
         }
     }
+    for u in &cfg.hj212.upstreams {
+        describe_upstream(&mut o, cfg, u);
+    }
     let maps = cfg.hj212.factor_maps();
     if !maps.is_empty() {
         let _ = writeln!(o, "\nHJ 212 factor maps:");
@@ -470,7 +473,7 @@ pub fn describe(cfg: &Config) -> String {
     }
     let _ = writeln!(
         o,
-        "\nplan: {} bus(es), {} device(s), {} request(s) per cycle, {:.2} requests/s; {} broker(s); {} HJ 212 listener(s), {} station(s)",
+        "\nplan: {} bus(es), {} device(s), {} request(s) per cycle, {:.2} requests/s; {} broker(s); {} HJ 212 listener(s), {} station(s); {} HJ 212 platform(s)",
         cfg.buses.len(),
         devices,
         total_reads,
@@ -481,9 +484,175 @@ pub fn describe(cfg: &Config) -> String {
             .listeners
             .iter()
             .map(|l| l.stations.len())
-            .sum::<usize>()
+            .sum::<usize>(),
+        cfg.hj212.upstreams.len()
     );
     o
+}
+
+/// The metrics a device reports, as far as the config says: Modbus and fixed MQTT devices
+/// from their profiles; `None` for HJ 212 stations (their codes) and ids known at run time.
+fn device_metrics(cfg: &Config) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let mut add = |id: &str, metrics: Vec<String>| {
+        let mut m: Vec<String> = Vec::new();
+        for x in metrics {
+            if !m.contains(&x) {
+                m.push(x);
+            }
+        }
+        out.push((id.to_string(), m));
+    };
+    for d in cfg.buses.iter().flat_map(|b| &b.devices) {
+        add(
+            &d.id,
+            d.profile
+                .registers
+                .iter()
+                .filter(|r| !r.writable)
+                .map(|r| r.metric.clone())
+                .collect(),
+        );
+    }
+    for s in cfg.brokers.iter().flat_map(|b| &b.subscriptions) {
+        if let (
+            dustgate::config::DeviceFrom::Fixed(id),
+            dustgate::config::json_profile::JsonKind::Readings(f),
+        ) = (&s.device, &s.profile.kind)
+        {
+            add(id, f.iter().map(|f| f.metric.clone()).collect());
+        }
+    }
+    out
+}
+
+/// One platform's plan: where, who, what goes up how often, which codes and units.
+fn describe_upstream(o: &mut String, cfg: &Config, u: &dustgate::config::upstream::Hj212Upstream) {
+    let _ = writeln!(
+        o,
+        "\nhj212 platform {}: {} (HJ 212-{}), ST {}, MN {}, password from {}",
+        u.name,
+        u.address,
+        u.version.name(),
+        u.st,
+        u.mn,
+        secret_state(&u.password)
+    );
+    let mut what = Vec::new();
+    if let Some(r) = u.realtime {
+        what.push(format!("real-time 2011 every {}", human_duration(r)));
+    }
+    if let Some(m) = u.minute {
+        what.push(format!("minute 2051 every {m}m"));
+    }
+    if u.hourly {
+        what.push("hourly 2061".to_string());
+    }
+    if u.daily {
+        what.push("daily 2031".to_string());
+    }
+    let _ = writeln!(
+        o,
+        "  sends {}; 2081 on each connect; times in {} without offset",
+        what.join(", "),
+        cfg.site.timezone_name
+    );
+    let _ = writeln!(
+        o,
+        "  {}; missed data kept {} for resending (live first), periods flagged below {:.0}% of their readings, late readings waited for {}",
+        if u.ack {
+            format!(
+                "asks for 9014 answers: resent after {} up to {} time(s), then reconnects; {} frame(s) in flight",
+                human_duration(u.timeout),
+                u.retries,
+                u.window
+            )
+        } else {
+            "no answers asked (a frame written to the socket counts as delivered)".to_string()
+        },
+        human_duration(u.keep),
+        u.min_coverage * 100.0,
+        human_duration(u.grace)
+    );
+    let _ = writeln!(
+        o,
+        "  backlog {}",
+        cfg.store
+            .dir
+            .join("hj212-upstream")
+            .join(format!("{}.redb", u.name))
+            .display()
+    );
+    let devices = device_metrics(cfg);
+    let mut any = false;
+    for (id, metrics) in devices.iter().filter(|(id, _)| u.takes(id)) {
+        any = true;
+        let mut sent = Vec::new();
+        let mut left = Vec::new();
+        for m in metrics {
+            match u.factors.code_for(m) {
+                Some(f) => {
+                    let unit = match unit_of(m) {
+                        "" => "no unit",
+                        u => u,
+                    };
+                    let wire = if f.factor == 1.0 {
+                        unit.to_string()
+                    } else {
+                        format!("{unit} ÷ {}", f.factor)
+                    };
+                    sent.push(format!("{m}→{} ({wire}, {} dp)", f.code, f.decimals));
+                }
+                None => left.push(m.as_str()),
+            }
+        }
+        let _ = write!(
+            o,
+            "  device {id}: {}",
+            if sent.is_empty() {
+                "nothing the map has a code for".to_string()
+            } else {
+                sent.join(", ")
+            }
+        );
+        if !left.is_empty() {
+            let _ = write!(
+                o,
+                "; not sent (no code in {}): {}",
+                u.factors.name,
+                left.join(", ")
+            );
+        }
+        o.push('\n');
+    }
+    let stations: Vec<&str> = cfg
+        .hj212
+        .listeners
+        .iter()
+        .flat_map(|l| &l.stations)
+        .map(|s| s.device.as_str())
+        .filter(|d| u.takes(d))
+        .collect();
+    if !stations.is_empty() {
+        any = true;
+        let _ = writeln!(
+            o,
+            "  HJ 212 station(s) {}: every metric they report that {} has a code for",
+            stations.join(", "),
+            u.factors.name
+        );
+    }
+    if !any {
+        let _ = writeln!(
+            o,
+            "  devices {}: none configured yet (ids known at run time are matched then)",
+            if u.devices.is_empty() {
+                "*".to_string()
+            } else {
+                u.devices.join(", ")
+            }
+        );
+    }
 }
 
 /// One line per rule: what is judged, the limit, and where it comes from.
@@ -571,7 +740,9 @@ fn describe_rule(r: &dustgate::config::rules::RuleConfig) -> String {
 
 fn human_duration(d: std::time::Duration) -> String {
     let s = d.as_secs();
-    if s.is_multiple_of(3600) && s > 0 {
+    if s.is_multiple_of(86_400) && s > 0 {
+        format!("{}d", s / 86_400)
+    } else if s.is_multiple_of(3600) && s > 0 {
         format!("{}h", s / 3600)
     } else if s.is_multiple_of(60) && s > 0 {
         format!("{}m", s / 60)

@@ -173,21 +173,24 @@ impl Hj212Listener {
     }
 }
 
-/// `[hj212]`: ingest listeners (the uplink is not read yet).
+/// `[hj212]`: ingest listeners and the platforms reported to.
 #[derive(Debug, Clone, Default)]
 pub struct Hj212Config {
     pub listeners: Vec<Hj212Listener>,
+    pub upstreams: Vec<super::upstream::Hj212Upstream>,
 }
 
 impl Hj212Config {
     /// Every factor map in use, once each, in order of first use.
     pub fn factor_maps(&self) -> Vec<&Arc<FactorMap>> {
         let mut out: Vec<&Arc<FactorMap>> = Vec::new();
-        for l in &self.listeners {
-            for m in std::iter::once(&l.factors).chain(l.stations.iter().map(|s| &s.factors)) {
-                if !out.iter().any(|o| o.name == m.name) {
-                    out.push(m);
-                }
+        let listeners = self
+            .listeners
+            .iter()
+            .flat_map(|l| std::iter::once(&l.factors).chain(l.stations.iter().map(|s| &s.factors)));
+        for m in listeners.chain(self.upstreams.iter().map(|u| &u.factors)) {
+            if !out.iter().any(|o| o.name == m.name) {
+                out.push(m);
             }
         }
         out
@@ -214,20 +217,20 @@ pub const DEFAULT_FLAG_ALERT_AFTER: Duration = Duration::from_secs(30 * 60);
 /// The standard's MN is 24 characters; the field has 14 (2005) and free-form ones.
 const MAX_MN: usize = 64;
 
+/// `[hj212]` as read: its listeners and its platforms.
+#[derive(Debug, Default)]
+pub struct RawHj212 {
+    pub listeners: Vec<RawListener>,
+    pub upstreams: Vec<super::upstream::RawUpstream>,
+}
+
 /// Reads `[hj212]` (types, unknown keys, required keys).
-pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> Vec<RawListener> {
-    let mut raw = Vec::new();
+pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> RawHj212 {
+    let mut raw = RawHj212::default();
     let Some(mut h) = root.table(cx, "hj212") else {
         return raw;
     };
-    if h.has("upstream") {
-        h.skip("upstream");
-        cx.error(
-            &h.table_span("upstream"),
-            &h.key_path("upstream"),
-            "[[hj212.upstream]] (the uplink to platforms) is not built yet: this gateway cannot report to a platform",
-        );
-    }
+    raw.upstreams = super::upstream::read(cx, &mut h);
     for mut l in h.tables(cx, "listen") {
         for k in ["password", "sm4_key"] {
             if l.has(k) {
@@ -290,7 +293,7 @@ pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> Vec<RawListener>
             s.finish(cx);
         }
         l.finish(cx);
-        raw.push(listener);
+        raw.listeners.push(listener);
     }
     h.finish(cx);
     raw
@@ -387,11 +390,14 @@ pub fn validate(
             listeners.push(listener);
         }
     }
-    Hj212Config { listeners }
+    Hj212Config {
+        listeners,
+        upstreams: Vec::new(),
+    }
 }
 
 /// Resolves a `factors = "<name>"` to its map, reporting at the key.
-fn factor_map(
+pub(super) fn factor_map(
     cx: &mut Cx<'_>,
     name: &Sp<String>,
     key: &str,
@@ -680,7 +686,7 @@ fn listener(
 }
 
 /// An MN as it appears in `MN=...;`: printable ASCII without the separators of the data segment.
-fn check_mn(mn: &str) -> Result<(), String> {
+pub(super) fn check_mn(mn: &str) -> Result<(), String> {
     if mn.is_empty() {
         return Err("an MN must not be empty".into());
     }

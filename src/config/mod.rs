@@ -28,6 +28,7 @@ pub mod rules;
 pub mod site;
 pub mod source;
 pub mod store;
+pub mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -88,7 +89,7 @@ pub struct RawConfig<'t, 'i> {
     pub http: Option<http::RawHttp>,
     pub modbus: Vec<modbus::RawBus>,
     pub mqtt: Vec<mqtt::RawBroker>,
-    pub hj212: Vec<hj212::RawListener>,
+    pub hj212: hj212::RawHj212,
     /// The site's own `[[rule]]` tables, read in stage two: one whose id is a pack rule's is a
     /// patch of it, so they are read once the packs are known.
     pub rules: Vec<TableReader<'t, 'i>>,
@@ -149,9 +150,9 @@ pub fn validate(
     let mqtt_ids = mqtt::fixed_device_ids(cx, &raw.mqtt);
     let (brokers, idle_brokers) =
         mqtt::validate(cx, raw.mqtt, base, &site_id, profiles, &device_ids);
-    let hj212 = hj212::validate(
+    let mut hj212 = hj212::validate(
         cx,
-        raw.hj212,
+        raw.hj212.listeners,
         base,
         &site_id,
         profiles,
@@ -161,6 +162,19 @@ pub fn validate(
             http_listen: http.as_ref().map(|h| h.listen),
         },
     );
+    let mut upstream_warnings = Vec::new();
+    {
+        let (known, all_known) = rules::known_devices(&buses, &brokers, &hj212);
+        let upstreams = upstream::validate(
+            cx,
+            raw.hj212.upstreams,
+            base,
+            profiles,
+            all_known.then_some(known.as_slice()),
+            &mut upstream_warnings,
+        );
+        hj212.upstreams = upstreams;
+    }
     let rules::Rules {
         rules,
         packs,
@@ -200,6 +214,7 @@ pub fn validate(
     let control = control::control(cx, raw.control, &site_id, &brokers, token, hmac);
     let mut warnings: Vec<_> = profiles.notes.drain(..).collect();
     warnings.extend(rule_warnings);
+    warnings.extend(upstream_warnings);
     warnings.extend(mqtt::unused_brokers(cx, idle_brokers, &alerts, &control));
 
     Some(Config {
@@ -637,6 +652,64 @@ mod tests {
     }
 
     #[test]
+    fn hj212_platforms_are_checked_with_positions_and_take_their_defaults() {
+        let text = format!(
+            "{RELAY_SITE}[[hj212.upstream]]\nname = \"city\"\naddress = \"platform.example.cn:6653\"\nst = \"39\"\nmn = \"010000A8900016F000169DC0\"\npassword_env = \"HJ212_CITY_PW\"\ndevices = [\"dust-*\"]\n\
+             [[hj212.upstream]]\nname = \"city\"\naddress = \"platform.example.cn\"\nversion = \"2019\"\nst = \"039\"\nmn = \"A;B\"\npassword = \"123456\"\nminute = \"7m\"\nrealtime = \"soon\"\nretries = 99\nmin_coverage = 1.5\nsm4_key_env = \"K\"\n\
+             [[hj212.upstream]]\nname = \"district\"\naddress = \"platform.example.cn:6653\"\nst = \"22\"\nmn = \"010000A8900016F000169DC0\"\npassword_file = \"pw\"\nrealtime = \"off\"\nminute = \"off\"\nhourly = false\ndaily = false\ndevices = [\"nothing-*\"]\n"
+        );
+        assert_eq!(
+            errors(&text),
+            "t.toml:22:1: hj212.upstream[1].password_env: a platform needs the password it issued: password_env = \"VAR\" or password_file = \"path\"\n\
+             t.toml:23:8: hj212.upstream[1].name: platform name \"city\" is already used at line 16\n\
+             t.toml:24:11: hj212.upstream[1].address: \"platform.example.cn\" is not host:port such as \"platform.example.cn:6653\"\n\
+             t.toml:25:11: hj212.upstream[1].version: unknown HJ 212 edition \"2019\": \"2017\" or \"2025\"\n\
+             t.toml:26:6: hj212.upstream[1].st: \"039\" is not a system code: two digits, such as \"39\" (construction dust) or \"22\" (air quality)\n\
+             t.toml:27:6: hj212.upstream[1].mn: \"A;B\" holds ';', which separates fields of an HJ 212 frame: no MN can carry it\n\
+             t.toml:28:12: hj212.upstream[1].password: secrets never go in the config file: name them with password_env or password_file\n\
+             t.toml:29:10: hj212.upstream[1].minute: minute values are every whole number of minutes that divides an hour (1m 2m 3m 4m 5m 6m 10m 12m 15m 20m 30m 60m), or \"off\"\n\
+             t.toml:30:12: hj212.upstream[1].realtime: invalid duration \"soon\": write it like \"500ms\", \"10s\", \"5m\", \"1h 30m\" or \"7d\", or \"off\"\n\
+             t.toml:31:11: hj212.upstream[1].retries: 99 is out of range: expected 0..=20\n\
+             t.toml:32:16: hj212.upstream[1].min_coverage: 1.5 is not a share: from 0 to 1 (0.75: three readings of four)\n\
+             t.toml:33:15: hj212.upstream[1].sm4_key_env: `sm4_key_env` (HJ 212-2025 SM4 encryption and heartbeat of the uplink) is not built yet: remove it, the platform gets clear-text frames\n\
+             t.toml:34:1: hj212.upstream[2].realtime: realtime and minute are \"off\" and hourly and daily false: this platform would get nothing\n\
+             t.toml:38:6: hj212.upstream[2].mn: platform platform.example.cn:6653 already gets MN \"010000A8900016F000169DC0\" (line 19): its data would be counted twice"
+        );
+        let c = load_ok(&format!(
+            "{RELAY_SITE}[[hj212.upstream]]\nname = \"city\"\naddress = \"platform.example.cn:6653\"\nst = \"39\"\nmn = \"010000A8900016F000169DC0\"\npassword_env = \"HJ212_CITY_PW\"\ndevices = [\"dust-*\", \"wind-*\"]\nrealtime = \"10s\"\n\
+             [[hj212.upstream]]\nname = \"district\"\naddress = \"10.0.0.9:6653\"\nversion = \"2025\"\nst = \"22\"\nmn = \"88888880000001\"\npassword_file = \"pw\"\nminute = \"5m\"\nack = false\nkeep = \"2d\"\nfactors = \"hj212-mgm3\"\n"
+        ));
+        assert_eq!(
+            warnings(&c),
+            "t.toml:21:11: hj212.upstream[0].devices: device glob \"wind-*\" matches no configured device (devices: relay-01, dust-01)\n\
+             t.toml:22:12: hj212.upstream[0].realtime: real-time values every 10s: the standard's default is 30 s (HJ 212-2017 §6.6.2); a platform may count the extra frames against the site"
+        );
+        let (a, b) = (&c.hj212.upstreams[0], &c.hj212.upstreams[1]);
+        assert_eq!(
+            (a.version, a.minute, a.hourly, a.daily, a.ack),
+            (upstream::UplinkVersion::V2017, Some(10), true, true, true)
+        );
+        assert_eq!(a.realtime, Some(std::time::Duration::from_secs(10)));
+        assert_eq!((a.timeout.as_secs(), a.retries, a.window), (10, 3, 1));
+        assert_eq!(
+            (a.keep.as_secs(), a.min_coverage, a.grace.as_secs()),
+            (7 * 86_400, 0.75, 30)
+        );
+        assert_eq!(a.factors.name, "hj212-standard");
+        assert!(a.takes("dust-01") && !a.takes("relay-01"));
+        assert_eq!(a.password, Secret::Env("HJ212_CITY_PW".into()));
+        assert_eq!(
+            (b.version, b.minute, b.ack),
+            (upstream::UplinkVersion::V2025, Some(5), false)
+        );
+        assert_eq!(b.realtime, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(b.keep.as_secs(), 2 * 86_400);
+        assert_eq!(b.factors.name, "hj212-mgm3");
+        assert!(b.takes("relay-01"));
+        assert_eq!(b.password, Secret::File(PathBuf::from("pw")));
+    }
+
+    #[test]
     fn a_bureau_hub_loads_with_defaults_and_named_maps() {
         let c = load_ok(
             "[site]\nid = \"hub\"\n[[hj212.listen]]\nname = \"bureau\"\nlisten = \"0.0.0.0:6653\"\npublic = true\ncrc = [\"hj212\", \"modbus\", \"hj212\"]\nfactors = \"hj212-mgm3\"\nset_time = true\n  [[hj212.listen.station]]\n  mn = \"010000A8900016F000169DC0\"\n  device = \"dust-03\"\n  site = \"cd-jj-0018\"\n  password_env = \"HJ212_PW_03\"\n  sm4_key_file = \"keys/03.sm4\"\n  [[hj212.listen.station]]\n  mn = \"88888880000001\"\n  device = \"water-01\"\n  factors = \"hj212-standard\"\n  kind = \"water\"\n[[rule]]\nid = \"r\"\nmetric = \"pm10\"\ndevices = [\"dust-03\"]\nabove = 150\n",
@@ -699,11 +772,14 @@ mod tests {
             (l.unknown, l.factors.name.as_str()),
             (UnknownMn::Accept, "hj212-standard")
         );
-        // The uplink is not built: a config that asks for it is refused, not silently ignored.
+        // A platform without its required keys: each named.
         let e = errors("[site]\nid = \"s\"\n[[hj212.upstream]]\nname = \"city\"\n");
         assert_eq!(
             e,
-            "t.toml:3:1: hj212.upstream: [[hj212.upstream]] (the uplink to platforms) is not built yet: this gateway cannot report to a platform"
+            "t.toml:3:1: hj212.upstream[0].address: missing required key `address` in [hj212.upstream[0]]\n\
+             t.toml:3:1: hj212.upstream[0].mn: missing required key `mn` in [hj212.upstream[0]]\n\
+             t.toml:3:1: hj212.upstream[0].password_env: a platform needs the password it issued: password_env = \"VAR\" or password_file = \"path\"\n\
+             t.toml:3:1: hj212.upstream[0].st: missing required key `st` in [hj212.upstream[0]]"
         );
     }
 

@@ -388,9 +388,25 @@ impl FromToml for Duration {
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d: jiff::SignedDuration = s.trim().parse().map_err(|_| {
-        format!("invalid duration \"{s}\": write it like \"500ms\", \"10s\", \"5m\" or \"1h 30m\"")
-    })?;
+    let invalid = || {
+        format!(
+            "invalid duration \"{s}\": write it like \"500ms\", \"10s\", \"5m\", \"1h 30m\" or \"7d\""
+        )
+    };
+    let d: jiff::SignedDuration = match s.trim().parse() {
+        Ok(d) => d,
+        // Days (`keep = "7d"`) are a calendar unit to jiff: here a day is 24 hours.
+        Err(_) => s
+            .trim()
+            .parse::<jiff::Span>()
+            .ok()
+            .filter(|sp| sp.get_years() == 0 && sp.get_months() == 0 && sp.get_weeks() == 0)
+            .and_then(|sp| {
+                sp.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+                    .ok()
+            })
+            .ok_or_else(invalid)?,
+    };
     Duration::try_from(d).map_err(|_| format!("duration \"{s}\" must not be negative"))
 }
 

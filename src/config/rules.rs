@@ -222,6 +222,34 @@ impl RuleConfig {
     }
 }
 
+/// Device ids known at check time: Modbus devices, fixed MQTT ids and HJ 212 stations; and
+/// whether that is all of them (an id taken from a topic level, the payload or an unlisted MN
+/// is known only at run time, and then a glob that matches none is not reported).
+pub(super) fn known_devices<'a>(
+    buses: &'a [BusConfig],
+    brokers: &'a [MqttConfig],
+    hj212: &'a super::hj212::Hj212Config,
+) -> (Vec<&'a str>, bool) {
+    let mut known: Vec<&str> = buses
+        .iter()
+        .flat_map(|b| b.devices.iter().map(|d| d.id.as_str()))
+        .collect();
+    let mut all_known = !hj212.accepts_unknown();
+    known.extend(
+        hj212
+            .listeners
+            .iter()
+            .flat_map(|l| l.stations.iter().map(|s| s.device.as_str())),
+    );
+    for s in brokers.iter().flat_map(|b| &b.subscriptions) {
+        match &s.device {
+            DeviceFrom::Fixed(id) => known.push(id),
+            DeviceFrom::TopicLevel(_) | DeviceFrom::Pointer(_) => all_known = false,
+        }
+    }
+    (known, all_known)
+}
+
 /// `*` any run, `?` any one character.
 pub fn glob(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
@@ -1079,25 +1107,7 @@ pub fn resolve(
     let mut patches = Vec::new();
     let mut actuate_at = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
-    // Device ids known at check time: Modbus devices, fixed MQTT ids and HJ 212 stations. An id taken from a
-    // topic level or the payload is known only at run time; then no glob is reported.
-    let mut known: Vec<&str> = buses
-        .iter()
-        .flat_map(|b| b.devices.iter().map(|d| d.id.as_str()))
-        .collect();
-    let mut all_known = !hj212.accepts_unknown();
-    known.extend(
-        hj212
-            .listeners
-            .iter()
-            .flat_map(|l| l.stations.iter().map(|s| s.device.as_str())),
-    );
-    for s in brokers.iter().flat_map(|b| &b.subscriptions) {
-        match &s.device {
-            DeviceFrom::Fixed(id) => known.push(id),
-            DeviceFrom::TopicLevel(_) | DeviceFrom::Pointer(_) => all_known = false,
-        }
-    }
+    let (known, all_known) = known_devices(buses, brokers, hj212);
     let mut warnings = Vec::new();
     for t in site_rules {
         if all_known && let Some(globs) = t.peek_str_list("devices") {
