@@ -13,11 +13,17 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::config::rules::Severity;
-use crate::edge::{CoilSender, SiteEdge};
+use crate::config::upstream::UplinkVersion;
+use crate::edge::{CoilSender, SiteEdge, UplinkTap};
 use crate::health::Health;
+use crate::health::uplink::UplinkHealth;
+use crate::hj212::segment::Version;
 use crate::model::now_ms;
 use crate::outputs::dead_letter::DeadLetter;
 use crate::outputs::files::FileSink;
+use crate::outputs::hj212::frames::Identity;
+use crate::outputs::hj212::session::LinkConfig;
+use crate::outputs::hj212::upstream::{self, UpReading, UpstreamCounts, UpstreamSpec};
 use crate::outputs::influx::{InfluxSetupError, InfluxSink};
 use crate::outputs::mqtt::MqttSink;
 use crate::outputs::queue::PointQueue;
@@ -28,6 +34,7 @@ use crate::pipeline::actuate::Linkage;
 use crate::pipeline::alerts::AlertContext;
 use crate::pipeline::aqi::Aqi;
 use crate::pipeline::compliance::Compliance;
+use crate::pipeline::periods::{Level, Policy};
 use crate::pipeline::rules::Engine;
 use crate::pipeline::{CoilWrite, Judge, SiteCore};
 use crate::sources::ingest::Ingest;
@@ -48,6 +55,8 @@ pub enum StartError {
     Control(String),
     #[error("[[hj212.listen]]: {0}")]
     Hj212(String),
+    #[error("[[hj212.upstream]]: {0}")]
+    Upstream(String),
 }
 
 /// The sink of an alert output.
@@ -76,6 +85,9 @@ pub struct Gateway {
     writer: JoinHandle<()>,
     /// Alert outputs: their writers and queues.
     outputs: Vec<(JoinHandle<()>, Arc<DiskStore>)>,
+    /// HJ 212 platforms' tasks, stopped after the sources (they take the last readings).
+    uplinks: Vec<JoinHandle<()>>,
+    uplinks_stop: watch::Sender<bool>,
 }
 
 impl Gateway {
@@ -104,12 +116,14 @@ impl Gateway {
             .store(cfg.alerts.offline_after.as_millis() as i64, Relaxed);
         let outboxes = open_outboxes(cfg)?;
         let (coil_writers, mut coil_rx) = coil_channels(cfg);
+        let (taps, uplinks) = build_uplinks(cfg, &health)?;
         let site = Arc::new(build_site(
             cfg,
             queue.clone(),
             health.clone(),
             &outboxes,
             coil_writers,
+            taps,
         ));
         let control = crate::control::MqttPolicy {
             max_age_ms: cfg.control.max_age.as_millis() as i64,
@@ -135,6 +149,11 @@ impl Gateway {
         // writes wait in the buses' channels); the others are set to off (their state is
         // unknown until written and read back).
         site.restore();
+        let (uplinks_stop, uplinks_rx) = watch::channel(false);
+        let uplinks = uplinks
+            .into_iter()
+            .map(|u| tokio::spawn(u.run(uplinks_rx.clone(), queue.clone())))
+            .collect();
         let mut sources = Vec::new();
         for b in brokers {
             sources.push(tokio::spawn(b.run(sources_rx.clone())));
@@ -186,6 +205,8 @@ impl Gateway {
             reporter,
             writer,
             outputs,
+            uplinks,
+            uplinks_stop,
         })
     }
 
@@ -216,6 +237,11 @@ impl Gateway {
         let _ = self.sources_stop.send(true);
         for s in self.sources {
             let _ = s.await;
+        }
+        // The platforms' tasks keep what the sources handed them (open periods) and stop.
+        let _ = self.uplinks_stop.send(true);
+        for u in self.uplinks {
+            let _ = u.await;
         }
         let _ = self.reporter_stop.send(true);
         let _ = self.ticker.await;
@@ -332,6 +358,7 @@ fn build_site(
     health: Arc<Health>,
     outboxes: &[Outbox],
     coil_writers: HashMap<String, CoilSender>,
+    taps: Vec<UplinkTap>,
 ) -> SiteEdge {
     let mut core = SiteCore::new(&cfg.site.id, &cfg.site.tags).with_max_future(cfg.site.max_future);
     if !cfg.rules.is_empty() || cfg.compliance.is_some() || !cfg.hj212.listeners.is_empty() {
@@ -390,7 +417,124 @@ fn build_site(
     for o in outboxes {
         site = site.with_outbox(o.min, o.store.clone());
     }
+    for t in taps {
+        site = site.with_uplink(t);
+    }
     site
+}
+
+/// One platform's task, built and not yet spawned.
+struct UplinkTask {
+    spec: UpstreamSpec,
+    rx: mpsc::Receiver<UpReading>,
+    counts: watch::Sender<UpstreamCounts>,
+    health: Arc<UplinkHealth>,
+}
+
+impl UplinkTask {
+    async fn run(self, stop: watch::Receiver<bool>, queue: Arc<dyn PointQueue>) {
+        let name = self.spec.name.clone();
+        if let Err(e) = upstream::run(self.spec, self.rx, stop, self.counts, Some(queue)).await {
+            tracing::error!(upstream = %name, error = %e, "HJ 212 platform task stopped: its backlog cannot be written");
+            if let Ok(mut f) = self.health.failed.lock() {
+                *f = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// Readings a platform's feed holds while its task is busy (a disk write); more are counted
+/// as dropped. At a site's rate (tens a second) this is minutes.
+const UPLINK_FEED: usize = 8192;
+
+/// The platforms' tasks and the feeds the site hands readings to; passwords are read here, so
+/// a missing one stops the start.
+fn build_uplinks(
+    cfg: &Config,
+    health: &Arc<Health>,
+) -> Result<(Vec<UplinkTap>, Vec<UplinkTask>), StartError> {
+    let mut taps = Vec::new();
+    let mut tasks = Vec::new();
+    if cfg.hj212.upstreams.is_empty() {
+        return Ok((taps, tasks));
+    }
+    let dir = cfg.store.dir.join("hj212-upstream");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| StartError::Upstream(format!("{}: {e}", dir.display())))?;
+    let intervals: Vec<(String, Duration)> = cfg
+        .buses
+        .iter()
+        .flat_map(|b| b.devices.iter().map(|d| (d.id.clone(), d.interval)))
+        .collect();
+    for u in &cfg.hj212.upstreams {
+        let pw = u
+            .password
+            .resolve()
+            .map_err(|e| StartError::Upstream(format!("{}: password: {e}", u.name)))?;
+        let mut levels = Vec::new();
+        if let Some(m) = u.minute.and_then(Level::minutes) {
+            levels.push(m);
+        }
+        if u.hourly {
+            levels.push(Level::Hour);
+        }
+        if u.daily {
+            levels.push(Level::Day);
+        }
+        let spec = UpstreamSpec {
+            name: u.name.clone(),
+            address: u.address.clone(),
+            identity: Identity {
+                st: u.st.clone(),
+                mn: u.mn.clone(),
+                pw,
+                version: match u.version {
+                    UplinkVersion::V2017 => Version::V2017,
+                    UplinkVersion::V2025 => Version::V2025,
+                },
+                ack: u.ack,
+            },
+            factors: u.factors.clone(),
+            tz: cfg.site.timezone.clone(),
+            realtime: u.realtime,
+            levels,
+            policy: Policy {
+                min_coverage: u.min_coverage,
+            },
+            link: LinkConfig {
+                ack: u.ack,
+                timeout_ms: u.timeout.as_millis() as i64,
+                retries: u.retries,
+                window: u.window,
+            },
+            keep: u.keep,
+            backlog: dir.join(format!("{}.redb", u.name)),
+            boot_ms: now_ms(),
+            grace: u.grace,
+            intervals: intervals.clone(),
+        };
+        let (tx, rx) = mpsc::channel(UPLINK_FEED);
+        let (counts, counts_rx) = watch::channel(UpstreamCounts::default());
+        let h = Arc::new(UplinkHealth::new(
+            &u.name,
+            &u.address,
+            u.version.name(),
+            counts_rx,
+        ));
+        health
+            .uplinks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(h.clone());
+        taps.push(UplinkTap::new(&u.name, u.devices.clone(), tx, h.clone()));
+        tasks.push(UplinkTask {
+            spec,
+            rx,
+            counts,
+            health: h,
+        });
+    }
+    Ok((taps, tasks))
 }
 
 /// Brokers are set up (secrets, TLS files) before any task starts.

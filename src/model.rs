@@ -82,6 +82,53 @@ impl SeriesKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A key as [`SeriesKey::as_str`] gave it (read back from a snapshot of our own).
+    pub(crate) fn from_escaped(s: &str) -> Self {
+        SeriesKey(s.into())
+    }
+
+    /// The same tags in the measurement named this one's plus `suffix` (`air` → `air_minute`),
+    /// with one more tag (its key and value plain: letters, digits, `-`, `_`).
+    pub fn derived(&self, suffix: &str, tag: (&str, &str)) -> SeriesKey {
+        // The first comma not escaped ends the measurement; then `,key=value` pairs.
+        let bytes = self.0.as_bytes();
+        let mut split = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' => i += 1,
+                b',' => split.push(i),
+                _ => {}
+            }
+            i += 1;
+        }
+        let end = split.first().copied().unwrap_or(bytes.len());
+        let mut pairs: Vec<&str> = split
+            .iter()
+            .enumerate()
+            .map(|(n, &at)| &self.0[at + 1..split.get(n + 1).copied().unwrap_or(bytes.len())])
+            .collect();
+        let extra = format!("{}={}", tag.0, tag.1);
+        pairs.push(&extra);
+        let key_of = |p: &&str| {
+            let b = p.as_bytes();
+            let mut j = 0;
+            while j < b.len() && b[j] != b'=' {
+                j += if b[j] == b'\\' { 2 } else { 1 };
+            }
+            p[..j.min(p.len())].to_string()
+        };
+        pairs.sort_by_key(key_of);
+        let mut s = String::with_capacity(self.0.len() + suffix.len() + extra.len() + 1);
+        s.push_str(&self.0[..end]);
+        s.push_str(suffix);
+        for p in pairs {
+            s.push(',');
+            s.push_str(p);
+        }
+        SeriesKey(s.into())
+    }
 }
 
 impl fmt::Debug for SeriesKey {
@@ -316,4 +363,33 @@ pub struct Detection {
     pub id: String,
     pub open: bool,
     pub snapshot: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_derived_series_renames_the_measurement_and_keeps_the_tags_sorted() {
+        let k = SeriesKey::new(
+            "air",
+            &[("site", "cd 01"), ("device", "d,1"), ("site-zone", "n")],
+        );
+        assert_eq!(k.as_str(), "air,device=d\\,1,site=cd\\ 01,site-zone=n");
+        assert_eq!(
+            k.derived("_minute", ("upstream", "city")).as_str(),
+            "air_minute,device=d\\,1,site=cd\\ 01,site-zone=n,upstream=city"
+        );
+        let k = SeriesKey::new("water", &[("zz", "1"), ("device", "w")]);
+        assert_eq!(
+            k.derived("_day", ("upstream", "a")).as_str(),
+            "water_day,device=w,upstream=a,zz=1"
+        );
+        assert_eq!(
+            SeriesKey::new("air", &[])
+                .derived("_hour", ("upstream", "a"))
+                .as_str(),
+            "air_hour,upstream=a"
+        );
+    }
 }

@@ -27,6 +27,7 @@ use crate::health::Health;
 use crate::http::SiteView;
 use crate::model::{Detection, Point, Readings, Vehicle, now_ms};
 use crate::outputs::blocking;
+use crate::outputs::hj212::upstream::{UpReading, UpValue};
 use crate::outputs::line_protocol::encode_point;
 use crate::outputs::queue::{Depth, PointQueue};
 use crate::pipeline::actuate::{ActuatorStatus, Switch};
@@ -37,6 +38,73 @@ use crate::pipeline::{CoilWrite, Effects, Saved, SiteCore};
 use crate::sources::ingest::Ingest;
 
 pub type CoilSender = mpsc::UnboundedSender<CoilWrite>;
+
+/// An HJ 212 platform's feed: the accepted readings of the devices it takes, handed to its
+/// upstream task.
+pub struct UplinkTap {
+    pub name: String,
+    /// Device id globs; empty: every device.
+    globs: Vec<String>,
+    tx: mpsc::Sender<UpReading>,
+    /// Counts readings not handed over because the platform's task was that far behind (its
+    /// channel full): never silent.
+    health: Arc<crate::health::uplink::UplinkHealth>,
+}
+
+impl UplinkTap {
+    pub fn new(
+        name: &str,
+        globs: Vec<String>,
+        tx: mpsc::Sender<UpReading>,
+        health: Arc<crate::health::uplink::UplinkHealth>,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            globs,
+            tx,
+            health,
+        }
+    }
+
+    fn takes(&self, device: &str) -> bool {
+        self.globs.is_empty()
+            || self
+                .globs
+                .iter()
+                .any(|g| crate::config::rules::glob(g, device))
+    }
+}
+
+/// A device's readings as an uplink takes them: finite values with their data flag (the
+/// instrument's, else the range check's `T`/`D`, else `N`) and their series.
+fn up_reading(r: &Readings) -> UpReading {
+    let mut values = Vec::with_capacity(r.values.len());
+    for (i, (slot, v)) in r.device.slots.iter().zip(&r.values).enumerate() {
+        let Some(v) = v.filter(|v| v.is_finite()) else {
+            continue;
+        };
+        let flag = r.flag(i).unwrap_or_else(|| {
+            crate::pipeline::validate::flag(slot, v)
+                .code()
+                .and_then(|c| c.chars().next())
+                .unwrap_or('N')
+        });
+        let Some(series) = r.device.series.get(slot.series) else {
+            continue;
+        };
+        values.push(UpValue {
+            metric: crate::model::device_key(&slot.metric),
+            value: v,
+            flag,
+            series: series.clone(),
+        });
+    }
+    UpReading {
+        device: r.device.id.clone(),
+        time_ms: r.time_ms,
+        values,
+    }
+}
 
 const OPEN_FILE: &str = "alerts-open.json";
 const WINDOWS_FILE: &str = "rules-windows.json";
@@ -108,6 +176,7 @@ pub struct SiteEdge {
     /// Per relay device, the channel to the bus that owns it.
     coil_writers: HashMap<String, CoilSender>,
     state: Option<StateFiles>,
+    uplinks: Vec<UplinkTap>,
 }
 
 impl SiteEdge {
@@ -122,7 +191,14 @@ impl SiteEdge {
             outboxes: Vec::new(),
             coil_writers: HashMap::new(),
             state: None,
+            uplinks: Vec::new(),
         }
+    }
+
+    /// Accepted readings of the devices `tap` takes also go to its platform's task.
+    pub fn with_uplink(mut self, tap: UplinkTap) -> Self {
+        self.uplinks.push(tap);
+        self
     }
 
     /// Alerts of at least `min` severity also go, as JSON lines, into `queue`.
@@ -315,7 +391,17 @@ impl SiteEdge {
 impl Ingest for SiteEdge {
     fn readings(&self, r: &Readings) -> u64 {
         self.health.record_latest(r, crate::model::now_ms());
-        self.run(|core, now, fx| core.readings(r, now, fx)).1
+        let (accepted, ticket) = self.run(|core, now, fx| core.readings(r, now, fx));
+        if accepted {
+            let mut up: Option<UpReading> = None;
+            for tap in self.uplinks.iter().filter(|t| t.takes(&r.device.id)) {
+                let reading = up.get_or_insert_with(|| up_reading(r)).clone();
+                if tap.tx.try_send(reading).is_err() {
+                    tap.health.dropped.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        ticket
     }
 
     fn points(&self, points: &[Point]) -> u64 {

@@ -4,6 +4,7 @@
 //! log line, and the demo prints them.
 
 pub mod hj212;
+pub mod uplink;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
@@ -121,6 +122,8 @@ pub struct Health {
     pub brokers: std::sync::Mutex<Vec<Arc<BrokerHealth>>>,
     /// HJ 212 listeners (their stations inside).
     pub hj212: std::sync::Mutex<Vec<Arc<hj212::Hj212Health>>>,
+    /// HJ 212 platforms reported to.
+    pub uplinks: std::sync::Mutex<Vec<Arc<uplink::UplinkHealth>>>,
     /// The latest value of every device's every metric, for people (demo, status page).
     pub latest: std::sync::Mutex<std::collections::HashMap<Arc<str>, LatestValues>>,
     /// `[alerts].offline_after` in ms (0: the default): silent this long, a device is down.
@@ -276,6 +279,10 @@ impl Health {
 
     pub fn brokers(&self) -> Vec<Arc<BrokerHealth>> {
         self.brokers.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    pub fn uplinks(&self) -> Vec<Arc<uplink::UplinkHealth>> {
+        self.uplinks.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     pub fn hj212(&self) -> Vec<Arc<hj212::Hj212Health>> {

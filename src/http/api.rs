@@ -110,6 +110,35 @@ pub(super) async fn status(State(api): State<Arc<Api>>) -> Response {
             })
         })
         .collect();
+    let upstreams: Vec<Value> = health
+        .uplinks()
+        .iter()
+        .map(|u| {
+            let c = u.counts();
+            json!({
+                "name": u.name,
+                "address": u.address,
+                "version": u.version,
+                "connected": c.connected,
+                "last_ack": c.last_ack_ms.and_then(|t| rfc3339(t, &api.tz)),
+                "backlog_frames": c.backlog,
+                "backlog_oldest": c.oldest_ms.and_then(|t| rfc3339(t, &api.tz)),
+                "queued": c.queued,
+                "sent": c.link.sent,
+                "resent": c.link.resent,
+                "delivered": c.link.delivered,
+                "gave_up": c.link.gave_up,
+                "rejected_answers": c.link.stray_answers,
+                "expired": c.expired,
+                "connects": c.connects,
+                "late_readings": c.late_readings,
+                "dropped_readings": u.dropped.load(Relaxed),
+                "commands_unanswered": c.commands,
+                "no_code": c.no_code,
+                "failed": u.failed(),
+            })
+        })
+        .collect();
     Json(json!({
         "site": api.site_id,
         "name": api.site_name,
@@ -127,6 +156,7 @@ pub(super) async fn status(State(api): State<Arc<Api>>) -> Response {
         "compliance": api.site.compliance_today().is_some(),
         "brokers": brokers,
         "hj212": hj212,
+        "hj212_upstreams": upstreams,
     }))
     .into_response()
 }

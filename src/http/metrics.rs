@@ -435,6 +435,7 @@ pub fn render(api: &Api, now_ms: i64) -> String {
     }
 
     hj212_metrics(&mut e, health);
+    upstream_metrics(&mut e, health);
 
     let latest = health.latest_sorted();
     let catalog = Catalog::builtin();
@@ -504,6 +505,103 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         }
     }
     e.finish()
+}
+
+/// HJ 212 platforms: connected, last answer, backlog, what was sent, resent, delivered,
+/// expired, answers that matched nothing, readings the feed dropped.
+fn upstream_metrics(e: &mut Exposition, health: &crate::health::Health) {
+    use Kind::{Counter, Gauge};
+    let uplinks = health.uplinks();
+    if uplinks.is_empty() {
+        return;
+    }
+    let rows: Vec<(String, crate::outputs::hj212::upstream::UpstreamCounts, u64)> = uplinks
+        .iter()
+        .map(|u| (u.name.clone(), u.counts(), u.dropped.load(Relaxed)))
+        .collect();
+    type Figure = fn(&crate::outputs::hj212::upstream::UpstreamCounts, u64) -> Option<f64>;
+    let families: [(&str, Kind, &str, Figure); 12] = [
+        (
+            "dustgate_hj212_upstream_connected",
+            Gauge,
+            "1 while the platform's connection is open.",
+            |c, _| Some(f64::from(u8::from(c.connected))),
+        ),
+        (
+            "dustgate_hj212_upstream_last_ack_timestamp_seconds",
+            Gauge,
+            "When the platform last answered a frame (Unix seconds).",
+            |c, _| c.last_ack_ms.map(|t| t as f64 / 1000.0),
+        ),
+        (
+            "dustgate_hj212_upstream_backlog_frames",
+            Gauge,
+            "Frames the platform has not received yet (durable, resent after a reconnect).",
+            |c, _| Some(c.backlog as f64),
+        ),
+        (
+            "dustgate_hj212_upstream_backlog_oldest_timestamp_seconds",
+            Gauge,
+            "When the oldest frame waiting was queued (Unix seconds).",
+            |c, _| c.oldest_ms.map(|t| t as f64 / 1000.0),
+        ),
+        (
+            "dustgate_hj212_upstream_queued_frames_total",
+            Counter,
+            "Frames queued for the platform.",
+            |c, _| Some(c.queued as f64),
+        ),
+        (
+            "dustgate_hj212_upstream_sent_frames_total",
+            Counter,
+            "Frames written to the platform (first writes).",
+            |c, _| Some(c.link.sent as f64),
+        ),
+        (
+            "dustgate_hj212_upstream_resent_frames_total",
+            Counter,
+            "Frames written again with the same QN after no answer.",
+            |c, _| Some(c.link.resent as f64),
+        ),
+        (
+            "dustgate_hj212_upstream_delivered_frames_total",
+            Counter,
+            "Frames the platform answered (or, without acks, written while connected).",
+            |c, _| Some(c.link.delivered as f64),
+        ),
+        (
+            "dustgate_hj212_upstream_expired_frames_total",
+            Counter,
+            "Frames deleted unsent because they were older than keep.",
+            |c, _| Some(c.expired as f64),
+        ),
+        (
+            "dustgate_hj212_upstream_rejected_answers_total",
+            Counter,
+            "Answers from the platform that matched no frame in flight or did not read as a frame.",
+            |c, _| Some(c.link.stray_answers as f64),
+        ),
+        (
+            "dustgate_hj212_upstream_late_readings_total",
+            Counter,
+            "Readings left out of periods already closed.",
+            |c, _| Some(c.late_readings as f64),
+        ),
+        (
+            "dustgate_hj212_upstream_dropped_readings_total",
+            Counter,
+            "Readings the platform's task could not take (it was that far behind).",
+            |_, d| Some(d as f64),
+        ),
+    ];
+    for (name, kind, help, figure) in families {
+        e.family(name, kind, help);
+        for (n, c, d) in &rows {
+            if let Some(v) = figure(c, *d) {
+                e.sample(name, &[("upstream", n)], v);
+            }
+        }
+    }
 }
 
 /// HJ 212 listeners: connections, frames, answers, rejects by reason; per station whether it

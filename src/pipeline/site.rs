@@ -260,13 +260,14 @@ impl SiteCore {
             .map(|c| c.snapshot())
     }
 
-    /// One device's readings: validated into points, fed to the AQI and judged.
-    pub fn readings(&mut self, r: &Readings, now_ms: i64, fx: &mut Effects) {
+    /// One device's readings: validated into points, fed to the AQI and judged. `false`:
+    /// refused (stamped too far in the future), nothing written.
+    pub fn readings(&mut self, r: &Readings, now_ms: i64, fx: &mut Effects) -> bool {
         if self.too_far_ahead(r.time_ms, now_ms) {
             let n = r.values.iter().flatten().count() as u64;
             fx.counters.future_values += n;
             tracing::warn!(device = %r.device.id, time_ms = r.time_ms, now_ms, "readings stamped too far in the future were refused ([site].max_future)");
-            return;
+            return false;
         }
         let (points, invalid) = validate::to_points(r);
         fx.counters.readings += r.values.iter().flatten().count() as u64;
@@ -330,6 +331,7 @@ impl SiteCore {
             }
             self.deliver(now_ms, fx);
         }
+        true
     }
 
     /// A device's clock measured against the gateway's (an HJ 212 station's DataTime against

@@ -24,7 +24,10 @@
       enclosure: 'Enclosure', cover: 'Cover', wash: 'Vehicle wash', hardening: 'Road hardening',
       wet_work: 'Wet work', sealed_transport: 'Sealed transport',
       stations: 'HJ 212 stations', listener: 'Listener', site: 'Site', drift: 'Clock drift',
-      frames: 'Frames', rejected: 'Refused', idle: 'not connected', no_stations: 'No station has sent yet.'
+      frames: 'Frames', rejected: 'Refused', idle: 'not connected', no_stations: 'No station has sent yet.',
+      platforms: 'HJ 212 platforms (reporting)', platform: 'Platform', last_ack: 'Last answer',
+      backlog: 'Backlog (frames)', oldest: 'Oldest waiting', resent: 'Resent', expired: 'Expired',
+      delivered: 'Delivered', stray: 'Stray answers', address: 'Address'
     },
     zh: {
       gw_time: '网关时间', updated: '更新于', alerts: '当前告警', readings: '最新数据',
@@ -47,7 +50,10 @@
       enclosure: '围挡', cover: '覆盖', wash: '冲洗', hardening: '路面硬化',
       wet_work: '湿法作业', sealed_transport: '密闭运输',
       stations: 'HJ 212 监测站', listener: '监听', site: '工地', drift: '时钟偏差',
-      frames: '数据包', rejected: '拒收', idle: '未连接', no_stations: '尚无监测站上报。'
+      frames: '数据包', rejected: '拒收', idle: '未连接', no_stations: '尚无监测站上报。',
+      platforms: 'HJ 212 上报平台', platform: '平台', last_ack: '最后应答',
+      backlog: '待补传（包）', oldest: '最早待传', resent: '重发', expired: '过期',
+      delivered: '已送达', stray: '无效应答', address: '地址'
     }
   };
   const params = new URLSearchParams(location.search);
@@ -171,6 +177,16 @@
         el('td', 'num', x.frames), refused
       ], x.drift_s !== null && Math.abs(x.drift_s) > 300 ? 'high' : '');
     }), 'no_stations', 9);
+
+    // HJ 212 platforms this gateway reports to: the link, and what waits to be resent (补传).
+    const ups = s.hj212_upstreams || [];
+    $('upstream-section').hidden = !ups.length;
+    fill('upstreams', ups.map(u => row({ 'data-upstream': u.name }, [
+      u.name, u.address + ' (' + u.version + ')',
+      td(badge(u.connected ? 'connected' : 'idle', u.connected ? 'connected' : 'down')), when(u.last_ack),
+      el('td', 'num', u.backlog_frames), when(u.backlog_oldest), el('td', 'num', u.delivered),
+      el('td', 'num', u.resent), el('td', 'num', u.expired), el('td', 'num', u.rejected_answers)
+    ], u.failed || u.expired > 0 ? 'over' : u.backlog_frames > 0 ? 'high' : '')), 'no_readings', 10);
 
     const c = data.compliance;
     $('compliance').hidden = !c;

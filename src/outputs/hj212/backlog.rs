@@ -21,6 +21,8 @@ use crate::hj212::segment::{self, Packet};
 use crate::outputs::store::crc::crc32c;
 
 const FRAMES: TableDefinition<u64, &[u8]> = TableDefinition::new("frames");
+/// The task's own state (open periods), committed with the frames it makes.
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 
 /// redb's cache: a backlog is written once and read once (see `store::CACHE_BYTES`).
 const CACHE_BYTES: usize = 1 << 20;
@@ -103,6 +105,7 @@ impl Backlog {
         {
             let tx = db.begin_write()?;
             tx.open_table(FRAMES)?;
+            tx.open_table(STATE)?;
             tx.commit()?;
             let rx = db.begin_read()?;
             let t = rx.open_table(FRAMES)?;
@@ -178,18 +181,52 @@ impl Backlog {
 
     /// Queues a frame (its QN is ignored: each send gets its own); durable on return.
     pub fn push(&mut self, now: i64, template: &Packet<'_>) -> Result<u64, BacklogError> {
-        let mut p = template.clone();
-        p.qn = None;
-        let seg = crate::hj212::encode::segment(&p);
-        let id = self.next_id;
-        let rec = record(now, &seg);
-        self.commit(|t| {
-            t.insert(id, rec.as_slice())?;
-            Ok(())
-        })?;
-        self.next_id += 1;
-        self.index.insert(id, now);
-        Ok(id)
+        let first = self.next_id;
+        self.push_all(now, std::slice::from_ref(template), None)?;
+        Ok(first)
+    }
+
+    /// Queues frames and sets a state value (`(key, bytes)`), all in one commit: durable on
+    /// return, and after a crash either all of it is there or none.
+    pub fn push_all(
+        &mut self,
+        now: i64,
+        templates: &[Packet<'_>],
+        state: Option<(&str, &[u8])>,
+    ) -> Result<(), BacklogError> {
+        let recs: Vec<Vec<u8>> = templates
+            .iter()
+            .map(|template| {
+                let mut p = template.clone();
+                p.qn = None;
+                record(now, &crate::hj212::encode::segment(&p))
+            })
+            .collect();
+        let first = self.next_id;
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut t = tx.open_table(FRAMES)?;
+            for (i, rec) in recs.iter().enumerate() {
+                t.insert(first + i as u64, rec.as_slice())?;
+            }
+            if let Some((key, bytes)) = state {
+                tx.open_table(STATE)?.insert(key, bytes)?;
+            }
+        }
+        tx.commit()?;
+        for i in 0..recs.len() as u64 {
+            self.index.insert(first + i, now);
+        }
+        self.next_id += recs.len() as u64;
+        Ok(())
+    }
+
+    /// A state value set with [`Backlog::push_all`].
+    pub fn state(&self, key: &str) -> Result<Option<Vec<u8>>, BacklogError> {
+        let rx = self.db.begin_read()?;
+        let t = rx.open_table(STATE)?;
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
     }
 
     /// The platform has frame `id`: it is deleted.

@@ -4,8 +4,12 @@
 //! backoff whenever it fails or the link gives up. One task a platform: one that is down or
 //! slow never holds up another.
 //!
-//! Not wired into `dustgate run` yet (issue 13: the `[[hj212.upstream]]` keys come next); the
-//! tests drive it directly against the Python platform peer.
+//! Period values are sent once per period and level: a value closed early (by a later reading
+//! of its device) is held until the period's end plus `grace`, so that every device's value of
+//! one period goes in one frame. They are also written to `<measurement>_minute|hour|day` with
+//! the tag `upstream` (what this platform got), durably before their frame is queued. The
+//! open periods and held values are kept in the backlog's file (at most every 100 ms, and
+//! with the frames they become), so a restart or a kill -9 resumes them.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,7 +27,11 @@ use super::frames::{self, Identity, Platform, Rtd};
 use super::session::{Action, Link, LinkConfig, LinkCounts};
 use crate::backoff::Backoff;
 use crate::config::factors::FactorMap;
-use crate::pipeline::periods::{Level, PeriodValue, Periods, Policy};
+use crate::model::{FieldKey, FieldValue, Point, SeriesKey};
+use crate::outputs::blocking;
+use crate::outputs::line_protocol::encode_point;
+use crate::outputs::queue::PointQueue;
+use crate::pipeline::periods::{Level, PeriodValue, Periods, PeriodsSnapshot, Policy};
 
 /// Everything one upstream task needs.
 #[derive(Debug, Clone)]
@@ -49,15 +57,29 @@ pub struct UpstreamSpec {
     pub boot_ms: i64,
     /// How long a period waits for late readings after it ends.
     pub grace: Duration,
+    /// Devices' reading intervals (their poll interval): the readings a period expects.
+    pub intervals: Vec<(String, Duration)>,
 }
 
-/// One device's values at one time, as the uplink takes them (canonical units).
+/// One value of an [`UpReading`].
+#[derive(Debug, Clone)]
+pub struct UpValue {
+    pub metric: Arc<str>,
+    /// In the canonical unit.
+    pub value: f64,
+    /// The data flag: `N` when the instrument sent none and the range check found nothing.
+    pub flag: char,
+    /// The reading's own series (its measurement and tags), from which the period series are
+    /// named.
+    pub series: SeriesKey,
+}
+
+/// One device's values at one time, as the uplink takes them.
 #[derive(Debug, Clone)]
 pub struct UpReading {
     pub device: Arc<str>,
     pub time_ms: i64,
-    /// (metric, value, data flag: `N` when the instrument sent none).
-    pub values: Vec<(Arc<str>, f64, char)>,
+    pub values: Vec<UpValue>,
 }
 
 /// What the task counted, for the status page.
@@ -66,27 +88,50 @@ pub struct UpstreamCounts {
     pub link: LinkCounts,
     /// Connection attempts (successful or not).
     pub connects: u64,
+    pub connected: bool,
+    /// When the platform last answered a frame (ms).
+    pub last_ack_ms: Option<i64>,
     pub queued: u64,
     pub expired: u64,
     pub backlog: usize,
     pub oldest_ms: Option<i64>,
     pub late_readings: u64,
+    /// Commands from the platform not answered yet (not built).
+    pub commands: u64,
     /// Metrics the platform's map has no code for (not sent).
     pub no_code: Vec<String>,
 }
 
 fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
+    crate::model::now_ms()
 }
 
 /// A metric's latest value: (time, value, flag).
 type Latest = (i64, f64, char);
+
+/// What the task keeps across a restart (in the backlog's file, key [`STATE_KEY`]).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Saved {
+    periods: PeriodsSnapshot,
+    /// (device, metric, the reading's series) of every metric with periods.
+    series: Vec<(String, String, String)>,
+}
+
+const STATE_KEY: &str = "periods";
 
 /// The task's state between connections.
 struct Upstream {
     spec: UpstreamSpec,
     backlog: Backlog,
     periods: Periods,
+    /// Closed period values waiting for their period's end plus the grace.
+    held: Vec<PeriodValue>,
+    /// The series each (device, metric) reading was written to.
+    series: HashMap<(Arc<str>, Arc<str>), SeriesKey>,
+    /// Readings taken since the state was last saved.
+    dirty: bool,
+    /// Where period values are written (the gateway's store); `None` in tests of the link.
+    points: Option<Arc<dyn PointQueue>>,
     link: Link,
     /// Latest value of each (device, metric) for the next CN=2011.
     latest: HashMap<(Arc<str>, Arc<str>), Latest>,
@@ -104,7 +149,11 @@ impl Upstream {
     }
 
     fn publish(&mut self) {
-        self.counts.link = self.link.counts();
+        let link = self.link.counts();
+        if link.delivered > self.counts.link.delivered {
+            self.counts.last_ack_ms = Some(now_ms());
+        }
+        self.counts.link = link;
         self.counts.backlog = self.backlog.len();
         self.counts.oldest_ms = self.backlog.oldest();
         self.counts.late_readings = self.periods.late();
@@ -120,32 +169,87 @@ impl Upstream {
         }
     }
 
+    fn saved_state(&self) -> Vec<u8> {
+        let saved = Saved {
+            periods: self.periods.snapshot(&self.held),
+            series: self
+                .series
+                .iter()
+                .map(|((d, m), s)| (d.to_string(), m.to_string(), s.as_str().to_string()))
+                .collect(),
+        };
+        serde_json::to_vec(&saved).unwrap_or_default()
+    }
+
+    /// Resumes the open periods kept before a restart.
+    fn restore(&mut self) -> Result<(), BacklogError> {
+        let Some(bytes) = blocking(|| self.backlog.state(STATE_KEY))? else {
+            return Ok(());
+        };
+        match serde_json::from_slice::<Saved>(&bytes) {
+            Ok(saved) => {
+                self.held = self.periods.restore(saved.periods);
+                for (d, m, s) in saved.series {
+                    self.series.insert(
+                        (crate::model::device_key(&d), Arc::from(m.as_str())),
+                        SeriesKey::from_escaped(&s),
+                    );
+                }
+                info!(upstream = %self.spec.name, held = self.held.len(), "HJ 212 open periods resumed from before the restart");
+            }
+            Err(e) => {
+                tracing::error!(upstream = %self.spec.name, error = %e, "HJ 212 open periods kept before the restart are unreadable: started afresh");
+            }
+        }
+        Ok(())
+    }
+
     fn queue(
         &mut self,
         now: i64,
         p: &crate::hj212::segment::Packet<'_>,
     ) -> Result<(), BacklogError> {
-        tokio::task::block_in_place(|| self.backlog.push(now, p))?;
+        blocking(|| self.backlog.push(now, p))?;
         self.counts.queued += 1;
         Ok(())
     }
 
-    fn take(&mut self, r: UpReading) -> Result<(), BacklogError> {
-        let mut closed = Vec::new();
-        for (metric, v, flag) in &r.values {
-            let f = (*flag != 'N').then_some(*flag);
+    fn take(&mut self, r: UpReading) {
+        for v in &r.values {
+            let f = (v.flag != 'N').then_some(v.flag);
             self.periods
-                .reading(&r.device, metric, r.time_ms, *v, f, &mut closed);
+                .reading(&r.device, &v.metric, r.time_ms, v.value, f, &mut self.held);
+            let key = (r.device.clone(), v.metric.clone());
             self.latest
-                .insert((r.device.clone(), metric.clone()), (r.time_ms, *v, *flag));
+                .insert(key.clone(), (r.time_ms, v.value, v.flag));
+            if self.series.get(&key) != Some(&v.series) {
+                self.series.insert(key, v.series.clone());
+            }
         }
-        self.queue_periods(closed)
+        self.dirty = true;
     }
 
-    /// One frame per closed (level, period start).
-    fn queue_periods(&mut self, closed: Vec<PeriodValue>) -> Result<(), BacklogError> {
-        let mut groups: Vec<((Level, i64), Vec<PeriodValue>)> = Vec::new();
-        for v in closed {
+    /// The period values due (their period ended `grace` ago): written to the store (waited
+    /// for until durable), then their frames queued with the state that no longer holds them,
+    /// in one commit. Otherwise the state alone, when readings came since it was saved.
+    async fn close_periods(&mut self, now: i64) -> Result<(), BacklogError> {
+        let horizon = now - self.spec.grace.as_millis() as i64;
+        self.periods.tick(horizon, &mut self.held);
+        let (due, held): (Vec<PeriodValue>, Vec<PeriodValue>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|v| v.start_ms + v.level.len_ms() <= horizon);
+        self.held = held;
+        if due.is_empty() {
+            if self.dirty {
+                let state = self.saved_state();
+                blocking(|| self.backlog.push_all(now, &[], Some((STATE_KEY, &state))))?;
+                self.dirty = false;
+            }
+            return Ok(());
+        }
+        self.write_points(&due).await;
+        let mut groups: Vec<((Level, i64), Vec<&PeriodValue>)> = Vec::new();
+        for v in &due {
             let key = (v.level, v.start_ms);
             match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, g)) => g.push(v),
@@ -153,14 +257,83 @@ impl Upstream {
             }
         }
         groups.sort_by_key(|((_, start), _)| *start);
-        let now = now_ms();
+        let mut packets = Vec::with_capacity(groups.len());
+        let mut no_code = Vec::new();
         for ((level, start), values) in groups {
-            let refs: Vec<&PeriodValue> = values.iter().collect();
-            let b = frames::period(self.platform(), String::new(), level, start, &refs, false);
-            self.note_no_code(b.no_code);
-            self.queue(now, &b.packet)?;
+            let b = frames::period(self.platform(), String::new(), level, start, &values, false);
+            no_code.extend(b.no_code);
+            packets.push(b.packet);
         }
+        self.note_no_code(no_code);
+        let state = self.saved_state();
+        blocking(|| {
+            self.backlog
+                .push_all(now, &packets, Some((STATE_KEY, &state)))
+        })?;
+        self.counts.queued += packets.len() as u64;
+        self.dirty = false;
         Ok(())
+    }
+
+    /// Period values as points (`air_minute`, … with the tag `upstream`), appended to the
+    /// store and waited for until durable: a frame is never queued for a value the database
+    /// could miss after a crash.
+    async fn write_points(&mut self, values: &[PeriodValue]) {
+        let Some(q) = &self.points else { return };
+        let mut points: Vec<Point> = Vec::new();
+        for v in values {
+            let Some(reading) = self.series.get(&(v.device.clone(), v.metric.clone())) else {
+                continue;
+            };
+            let suffix = match v.level {
+                Level::Minutes(_) => "_minute",
+                Level::Hour => "_hour",
+                Level::Day => "_day",
+            };
+            let series = reading.derived(suffix, ("upstream", &self.spec.name));
+            let i = match points
+                .iter()
+                .position(|p| p.series == series && p.time_ms == v.start_ms)
+            {
+                Some(i) => i,
+                None => {
+                    points.push(Point {
+                        series,
+                        fields: Vec::new(),
+                        time_ms: v.start_ms,
+                    });
+                    points.len() - 1
+                }
+            };
+            let f = &mut points[i].fields;
+            let m = &v.metric;
+            for (name, x) in [
+                (m.to_string(), v.avg),
+                (format!("{m}_min"), v.min),
+                (format!("{m}_max"), v.max),
+            ] {
+                if let Some(x) = x {
+                    f.push((FieldKey::new(&name), FieldValue::Float(x)));
+                }
+            }
+            if v.flag != 'N' {
+                f.push((
+                    FieldKey::new(&format!("{m}_flag")),
+                    FieldValue::Str(v.flag.to_string()),
+                ));
+            }
+        }
+        if points.is_empty() {
+            return;
+        }
+        let mut lines = Vec::new();
+        for p in &points {
+            encode_point(p, &mut lines);
+        }
+        let mut durable = q.durable();
+        let ticket = blocking(|| q.append(lines, points.len()));
+        q.commit_soon();
+        let _ = durable.wait_for(|d| *d >= ticket).await;
     }
 
     fn queue_realtime(&mut self, now: i64) -> Result<(), BacklogError> {
@@ -192,33 +365,53 @@ impl Upstream {
         self.queue(now, &packet)
     }
 
-    /// Period ends and expiry.
-    fn housekeeping(&mut self, now: i64) -> Result<(), BacklogError> {
-        let mut closed = Vec::new();
-        self.periods
-            .tick(now - self.spec.grace.as_millis() as i64, &mut closed);
-        self.queue_periods(closed)?;
+    /// Period ends, the state, expiry.
+    async fn housekeeping(&mut self, now: i64) -> Result<(), BacklogError> {
+        self.close_periods(now).await?;
         let keep = self.spec.keep.as_millis() as i64;
-        let expired = tokio::task::block_in_place(|| self.backlog.expire(now, keep))?;
+        let expired = blocking(|| self.backlog.expire(now, keep))?;
         if expired > 0 {
             warn!(upstream = %self.spec.name, frames = expired, "HJ 212 backlog frames expired (older than keep): never delivered");
             self.counts.expired += expired;
         }
         Ok(())
     }
+
+    /// Before the task ends: readings taken since the last save are kept.
+    fn save(&mut self) -> Result<(), BacklogError> {
+        if self.dirty {
+            let state = self.saved_state();
+            blocking(|| {
+                self.backlog
+                    .push_all(now_ms(), &[], Some((STATE_KEY, &state)))
+            })?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
 }
 
-/// Runs one platform's uplink until `stop`; `counts` shows what it did. Fails only when the
-/// backlog cannot be opened or written (the disk), which the caller reports.
+/// Runs one platform's uplink until `stop`; `counts` shows what it did; period values are
+/// also written to `points`. Fails only when the backlog cannot be opened or written (the
+/// disk), which the caller reports.
 pub async fn run(
     spec: UpstreamSpec,
     mut rx: mpsc::Receiver<UpReading>,
     mut stop: watch::Receiver<bool>,
     counts: watch::Sender<UpstreamCounts>,
+    points: Option<Arc<dyn PointQueue>>,
 ) -> Result<(), BacklogError> {
-    let backlog = tokio::task::block_in_place(|| Backlog::open(&spec.backlog))?;
+    let backlog = blocking(|| Backlog::open(&spec.backlog))?;
+    let mut periods = Periods::new(spec.tz.clone(), &spec.levels, spec.policy);
+    for (device, every) in &spec.intervals {
+        periods.set_interval(device, every.as_millis() as i64);
+    }
     let mut up = Upstream {
-        periods: Periods::new(spec.tz.clone(), &spec.levels, spec.policy),
+        periods,
+        held: Vec::new(),
+        series: HashMap::new(),
+        dirty: false,
+        points,
         link: Link::new(spec.link, spec.tz.clone()),
         backlog,
         latest: HashMap::new(),
@@ -226,6 +419,23 @@ pub async fn run(
         counts_out: counts,
         spec,
     };
+    up.restore()?;
+    let ended = run_links(&mut up, &mut rx, &mut stop).await;
+    up.counts.connected = false;
+    up.publish();
+    ended?;
+    // What arrived before the stop is taken, and kept.
+    while let Ok(r) = rx.try_recv() {
+        up.take(r);
+    }
+    up.save()
+}
+
+async fn run_links(
+    up: &mut Upstream,
+    rx: &mut mpsc::Receiver<UpReading>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), BacklogError> {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60)).jittered(0.2);
     let mut realtime = up.spec.realtime.map(|d| {
         let mut i = tokio::time::interval(d);
@@ -248,13 +458,13 @@ pub async fn run(
                 _ = &mut attempt => break,
                 _ = stop.changed() => return Ok(()),
                 r = rx.recv(), if inputs_open => match r {
-                    Some(r) => up.take(r)?,
+                    Some(r) => up.take(r),
                     None => inputs_open = false,
                 },
                 _ = async { realtime.as_mut().expect("guarded").tick().await }, if realtime.is_some() => {
                     up.queue_realtime(now_ms())?;
                 }
-                _ = tick.tick() => { up.housekeeping(now_ms())?; up.publish(); }
+                _ = tick.tick() => { up.housekeeping(now_ms()).await?; up.publish(); }
             }
         }
         let sock = match tokio::time::timeout(
@@ -277,22 +487,24 @@ pub async fn run(
         };
         let _ = sock.set_nodelay(true);
         up.counts.connects += 1;
+        up.counts.connected = true;
         info!(upstream = %up.spec.name, address = %up.spec.address, backlog = up.backlog.len(), "HJ 212 platform connected");
         let live_since = now_ms();
         let delivered_before = up.link.counts().delivered;
         up.link.connected();
-        match connected(
-            &mut up,
+        let ended = connected(
+            up,
             sock,
             live_since,
-            &mut rx,
+            rx,
             &mut inputs_open,
             &mut realtime,
             &mut tick,
-            &mut stop,
+            stop,
         )
-        .await?
-        {
+        .await?;
+        up.counts.connected = false;
+        match ended {
             Ended::Stop => return Ok(()),
             Ended::Lost(why) => {
                 warn!(upstream = %up.spec.name, why, "HJ 212 platform connection lost (will reconnect)");
@@ -342,8 +554,7 @@ async fn connected(
     loop {
         // Fill the window from the backlog: live first, then the past newest first.
         while up.link.has_room() {
-            let Some(due) = tokio::task::block_in_place(|| up.backlog.next(live_since, &busy))?
-            else {
+            let Some(due) = blocking(|| up.backlog.next(live_since, &busy))? else {
                 break;
             };
             let mut template = due.template;
@@ -372,12 +583,13 @@ async fn connected(
                 Ok(n) => {
                     // Commands are answered in a later step of issue 13; they are logged.
                     for c in up.link.read(&buf[..n], &mut actions) {
+                        up.counts.commands += 1;
                         warn!(upstream = %up.spec.name, cn = c.cn(), "HJ 212 platform command not handled yet");
                     }
                 }
             },
             r = rx.recv(), if *inputs_open => match r {
-                Some(r) => up.take(r)?,
+                Some(r) => up.take(r),
                 None => *inputs_open = false,
             },
             _ = async { realtime.as_mut().expect("guarded").tick().await }, if realtime.is_some() => {
@@ -386,7 +598,7 @@ async fn connected(
             _ = tick.tick() => {
                 let now = now_ms();
                 up.link.tick(now, &mut actions);
-                up.housekeeping(now)?;
+                up.housekeeping(now).await?;
                 up.publish();
             }
         }
@@ -412,7 +624,7 @@ fn apply(
 ) -> Result<(), BacklogError> {
     for a in actions.drain(..) {
         if let Action::Delivered(id) = a {
-            tokio::task::block_in_place(|| up.backlog.delivered(id))?;
+            blocking(|| up.backlog.delivered(id))?;
             busy.retain(|b| *b != id);
         }
     }
