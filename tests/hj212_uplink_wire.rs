@@ -372,9 +372,18 @@ async fn wait_for(what: &str, limit: Duration, f: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_task_sends_each_minute_once_and_resends_what_an_outage_missed() {
-    use dustgate::outputs::hj212::upstream::{UpReading, UpstreamCounts, UpstreamSpec, run};
+    use dustgate::model::SeriesKey;
+    use dustgate::outputs::hj212::upstream::{UpReading, UpValue, UpstreamCounts, UpstreamSpec, run};
     use dustgate::pipeline::periods::Policy;
 
+    // Site time replays the last hour 60 times faster (as `dustgate demo --speed 60`): a
+    // minute passes in a second of the test, and periods close by the clock as they would
+    // on a site. The link's timeouts and the backlog's times stay on the wall clock.
+    assert!(dustgate::clock::start_replay(
+        common::now_ms() - 3_600_000,
+        60.0
+    ));
+    let site_now = dustgate::model::now_ms;
     let name = "hj212-uplink-task";
     let port = free_port();
     let peer = PlatformPeer::start_on(name, port, &[]);
@@ -397,34 +406,43 @@ async fn the_upstream_task_sends_each_minute_once_and_resends_what_an_outage_mis
         },
         keep: Duration::from_secs(3600),
         backlog: dir.join("city.redb"),
-        boot_ms: common::now_ms(),
-        // Late readings are waited for this long after a period ends: more than the test's
-        // past, so that its minutes close as readings of the next come (never by the clock,
-        // which would leave out readings fed after it passed).
-        grace: Duration::from_secs(3600),
+        boot_ms: site_now(),
+        // Five site seconds (a twelfth of a wall second) for late readings.
+        grace: Duration::from_secs(5),
+        intervals: vec![("dust-01".into(), Duration::from_secs(15))],
     };
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (counts_tx, counts_rx) = tokio::sync::watch::channel(UpstreamCounts::default());
-    let task = tokio::spawn(run(spec, rx, stop_rx, counts_tx));
-    // Minutes well in the past (closed as soon as the task keeps time): minute m holds the
-    // readings 10 + m, 20 + m, 30 + m, whose mean is 20 + m.
-    let base = common::now_ms() / 60_000 * 60_000 - 20 * 60_000;
+    let task = tokio::spawn(run(spec, rx, stop_rx, counts_tx, None));
+    // Minute m holds the readings 10 + m, 20 + m, 30 + m (at :00, :15, :30), whose mean is
+    // 20 + m; each is fed when site time reaches it.
+    let base = site_now() / 60_000 * 60_000 + 60_000;
+    let series = SeriesKey::new("air", &[("device", "dust-01"), ("site", "s")]);
     let feed = |m: i64| {
         let tx = tx.clone();
+        let series = series.clone();
         async move {
             for (k, v) in [10.0, 20.0, 30.0].into_iter().enumerate() {
+                let t = base + m * 60_000 + k as i64 * 15_000;
+                while site_now() < t {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 let r = UpReading {
                     device: "dust-01".into(),
-                    time_ms: base + m * 60_000 + k as i64 * 15_000,
-                    values: vec![("pm10".into(), v + m as f64, 'N')],
+                    time_ms: t,
+                    values: vec![UpValue {
+                        metric: "pm10".into(),
+                        value: v + m as f64,
+                        flag: 'N',
+                        series: series.clone(),
+                    }],
                 };
                 tx.send(r).await.expect("the task takes readings");
             }
         }
     };
-    // Minute 3's readings close minute 2.
-    for m in 0..4 {
+    for m in 0..3 {
         feed(m).await;
     }
     let local = |m: i64| frames::data_time(&tz, base + m * 60_000);
@@ -438,7 +456,7 @@ async fn the_upstream_task_sends_each_minute_once_and_resends_what_an_outage_mis
     let before = peer.verdicts();
     assert_eq!(minute_frames(&before).len(), 3, "{before:?}");
     drop(peer);
-    for m in 4..7 {
+    for m in 3..6 {
         feed(m).await;
     }
     wait_for(

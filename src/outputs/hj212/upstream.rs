@@ -102,8 +102,14 @@ pub struct UpstreamCounts {
     pub no_code: Vec<String>,
 }
 
-fn now_ms() -> i64 {
+/// Site time (what DataTime and periods are of; a demo replays it faster).
+fn site_now() -> i64 {
     crate::model::now_ms()
+}
+
+/// The wall clock: what measures the link and the backlog (timeouts, queue times, `keep`).
+fn wall() -> i64 {
+    crate::clock::wall_ms()
 }
 
 /// A metric's latest value: (time, value, flag).
@@ -151,7 +157,7 @@ impl Upstream {
     fn publish(&mut self) {
         let link = self.link.counts();
         if link.delivered > self.counts.link.delivered {
-            self.counts.last_ack_ms = Some(now_ms());
+            self.counts.last_ack_ms = Some(wall());
         }
         self.counts.link = link;
         self.counts.backlog = self.backlog.len();
@@ -206,10 +212,9 @@ impl Upstream {
 
     fn queue(
         &mut self,
-        now: i64,
         p: &crate::hj212::segment::Packet<'_>,
     ) -> Result<(), BacklogError> {
-        blocking(|| self.backlog.push(now, p))?;
+        blocking(|| self.backlog.push(wall(), p))?;
         self.counts.queued += 1;
         Ok(())
     }
@@ -242,7 +247,7 @@ impl Upstream {
         if due.is_empty() {
             if self.dirty {
                 let state = self.saved_state();
-                blocking(|| self.backlog.push_all(now, &[], Some((STATE_KEY, &state))))?;
+                blocking(|| self.backlog.push_all(wall(), &[], Some((STATE_KEY, &state))))?;
                 self.dirty = false;
             }
             return Ok(());
@@ -268,7 +273,7 @@ impl Upstream {
         let state = self.saved_state();
         blocking(|| {
             self.backlog
-                .push_all(now, &packets, Some((STATE_KEY, &state)))
+                .push_all(wall(), &packets, Some((STATE_KEY, &state)))
         })?;
         self.counts.queued += packets.len() as u64;
         self.dirty = false;
@@ -362,14 +367,14 @@ impl Upstream {
         let b = frames::realtime(self.platform(), String::new(), now - now % 1000, &rtd);
         let (packet, no_code) = (b.packet, b.no_code);
         self.note_no_code(no_code);
-        self.queue(now, &packet)
+        self.queue(&packet)
     }
 
     /// Period ends, the state, expiry.
     async fn housekeeping(&mut self, now: i64) -> Result<(), BacklogError> {
         self.close_periods(now).await?;
         let keep = self.spec.keep.as_millis() as i64;
-        let expired = blocking(|| self.backlog.expire(now, keep))?;
+        let expired = blocking(|| self.backlog.expire(wall(), keep))?;
         if expired > 0 {
             warn!(upstream = %self.spec.name, frames = expired, "HJ 212 backlog frames expired (older than keep): never delivered");
             self.counts.expired += expired;
@@ -383,7 +388,7 @@ impl Upstream {
             let state = self.saved_state();
             blocking(|| {
                 self.backlog
-                    .push_all(now_ms(), &[], Some((STATE_KEY, &state)))
+                    .push_all(wall(), &[], Some((STATE_KEY, &state)))
             })?;
             self.dirty = false;
         }
@@ -438,7 +443,7 @@ async fn run_links(
 ) -> Result<(), BacklogError> {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60)).jittered(0.2);
     let mut realtime = up.spec.realtime.map(|d| {
-        let mut i = tokio::time::interval(d);
+        let mut i = tokio::time::interval(crate::clock::real(d));
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         i
     });
@@ -462,9 +467,9 @@ async fn run_links(
                     None => inputs_open = false,
                 },
                 _ = async { realtime.as_mut().expect("guarded").tick().await }, if realtime.is_some() => {
-                    up.queue_realtime(now_ms())?;
+                    up.queue_realtime(site_now())?;
                 }
-                _ = tick.tick() => { up.housekeeping(now_ms()).await?; up.publish(); }
+                _ = tick.tick() => { up.housekeeping(site_now()).await?; up.publish(); }
             }
         }
         let sock = match tokio::time::timeout(
@@ -489,7 +494,7 @@ async fn run_links(
         up.counts.connects += 1;
         up.counts.connected = true;
         info!(upstream = %up.spec.name, address = %up.spec.address, backlog = up.backlog.len(), "HJ 212 platform connected");
-        let live_since = now_ms();
+        let live_since = wall();
         let delivered_before = up.link.counts().delivered;
         up.link.connected();
         let ended = connected(
@@ -544,8 +549,8 @@ async fn connected(
     let mut actions: Vec<Action> = Vec::new();
     // The boot time first, on every connect, written directly: an old one in the backlog
     // would say nothing after a later connect.
-    let boot = frames::boot_time(up.platform(), String::new(), live_since, up.spec.boot_ms);
-    if let Some(Action::Write(f)) = up.link.send(now_ms(), BOOT_ID, &boot) {
+    let boot = frames::boot_time(up.platform(), String::new(), site_now(), up.spec.boot_ms);
+    if let Some(Action::Write(f)) = up.link.send(wall(), BOOT_ID, &boot) {
         if sock.write_all(f.as_bytes()).await.is_err() {
             return Ok(Ended::Lost("write failed"));
         }
@@ -561,7 +566,7 @@ async fn connected(
             if due.resend && up.spec.identity.version == crate::hj212::segment::Version::V2025 {
                 template.rf = Some("1".into());
             }
-            match up.link.send(now_ms(), due.id, &template) {
+            match up.link.send(wall(), due.id, &template) {
                 Some(Action::Write(f)) => {
                     if sock.write_all(f.as_bytes()).await.is_err() {
                         return Ok(Ended::Lost("write failed"));
@@ -593,12 +598,11 @@ async fn connected(
                 None => *inputs_open = false,
             },
             _ = async { realtime.as_mut().expect("guarded").tick().await }, if realtime.is_some() => {
-                up.queue_realtime(now_ms())?;
+                up.queue_realtime(site_now())?;
             }
             _ = tick.tick() => {
-                let now = now_ms();
-                up.link.tick(now, &mut actions);
-                up.housekeeping(now).await?;
+                up.link.tick(wall(), &mut actions);
+                up.housekeeping(site_now()).await?;
                 up.publish();
             }
         }
