@@ -157,7 +157,8 @@ fn field<'a>(p: &'a Point, name: &str) -> Option<&'a FieldValue> {
 }
 
 /// Runs one call and returns its effects.
-fn fx(f: impl FnOnce(&mut Effects)) -> Effects {
+/// The effects of one call (what the call returns is not looked at).
+fn fx<R>(f: impl FnOnce(&mut Effects) -> R) -> Effects {
     let mut fx = Effects::default();
     f(&mut fx);
     fx
