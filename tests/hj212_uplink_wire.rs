@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Proc, free_port, repo_root, scratch_dir};
+use common::platform::PlatformPeer;
+use common::{free_port, repo_root, scratch_dir};
 use dustgate::config::Diagnostics;
 use dustgate::config::factors::FactorMap;
 use dustgate::config::profile::ProfileLoader;
@@ -164,56 +165,6 @@ fn the_uplinks_frames_pass_a_strict_independent_platform() {
     assert_eq!(v[2]["factors"]["a34002"]["Max"], "85.000");
     assert_eq!(v[3]["cn"], "2081");
     assert_eq!(v[3]["cp"]["RestartTime"], "20261201102900");
-}
-
-/// The platform peer, listening; its log of verdicts.
-struct PlatformPeer {
-    _proc: Proc,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-impl PlatformPeer {
-    fn start(name: &str, args: &[&str]) -> PlatformPeer {
-        Self::start_on(name, free_port(), args)
-    }
-
-    /// On `port` (again, after a stop), logging to the same file as before.
-    fn start_on(name: &str, port: u16, args: &[&str]) -> PlatformPeer {
-        let dir = scratch_dir(name);
-        let log = dir.join("platform.jsonl");
-        let script = repo_root().join(PEER);
-        let port_s = port.to_string();
-        let log_s = log.display().to_string();
-        let mut all = vec![
-            script.to_str().expect("path"),
-            "serve",
-            "--port",
-            &port_s,
-            "--log",
-            &log_s,
-        ];
-        all.extend_from_slice(args);
-        let proc = Proc::spawn("hj212-platform", &dir, &common::python(), all);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !proc.stdout().contains("listening") {
-            assert!(Instant::now() < deadline, "the platform peer did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        PlatformPeer {
-            _proc: proc,
-            port,
-            log,
-        }
-    }
-
-    fn verdicts(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON verdict"))
-            .collect()
-    }
 }
 
 /// Drives `link` over `sock` until `until` holds or `limit` passes: writes what it says,
@@ -373,7 +324,9 @@ async fn wait_for(what: &str, limit: Duration, f: impl Fn() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_task_sends_each_minute_once_and_resends_what_an_outage_missed() {
     use dustgate::model::SeriesKey;
-    use dustgate::outputs::hj212::upstream::{UpReading, UpValue, UpstreamCounts, UpstreamSpec, run};
+    use dustgate::outputs::hj212::upstream::{
+        UpReading, UpValue, UpstreamCounts, UpstreamSpec, run,
+    };
     use dustgate::pipeline::periods::Policy;
 
     // Site time replays the last hour 60 times faster (as `dustgate demo --speed 60`): a
@@ -509,4 +462,62 @@ async fn the_upstream_task_sends_each_minute_once_and_resends_what_an_outage_mis
     assert_ne!(boots[0]["cp"]["DataTime"], Value::Null);
     let qns: std::collections::HashSet<&str> = v.iter().filter_map(|x| x["qn"].as_str()).collect();
     assert_eq!(qns.len(), v.len(), "every frame its own QN");
+}
+
+#[test]
+fn a_minute_frame_over_1024_characters_goes_as_parts_each_with_its_datatime() {
+    let tz = tz();
+    let mut qns = Qns::new(tz.clone());
+    let std_map = map("hj212-standard");
+    let id = city(Version::V2017, true);
+    let to = Platform {
+        id: &id,
+        tz: &tz,
+        factors: &std_map,
+    };
+    // Every metric the map has a code for, as a logger with all of a site's kit behind one
+    // MN would send.
+    let mut metrics: Vec<&str> = std_map.codes.iter().map(|f| f.metric.as_str()).collect();
+    metrics.dedup();
+    let values: Vec<PeriodValue> = metrics
+        .iter()
+        .map(|m| period_value(m, 123.456, 'N'))
+        .collect();
+    let refs: Vec<&PeriodValue> = values.iter().collect();
+    let whole = frames::period(to, String::new(), Level::Minutes(10), T, &refs, false).packet;
+    assert!(
+        encode::segment(&whole).len() > 1024,
+        "the test needs a long frame"
+    );
+    // The upstream splits its templates (no QN yet) at 1000 characters, leaving room for the
+    // QN each send adds.
+    let parts = encode::split_packets(&whole, 1000);
+    assert!(parts.len() >= 2);
+    let wire: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            let mut p = p.clone();
+            p.qn = Some(qns.next(T).into());
+            encode::encode(&p)
+        })
+        .collect();
+    let v = check(&wire);
+    let mut codes = Vec::new();
+    for (i, x) in v.iter().enumerate() {
+        assert_eq!(x["ok"], true, "{}: {}", wire[i], x["errors"]);
+        assert_eq!(x["pnum"], format!("{:04}", parts.len()));
+        assert_eq!(x["pno"], format!("{:04}", i + 1));
+        assert_eq!(x["flag"], "7", "version 1, answer asked, split");
+        assert_eq!(x["cp"]["DataTime"], "20261201103000");
+        codes.extend(x["factors"].as_object().expect("factors").keys().cloned());
+    }
+    let mut want: Vec<String> = whole
+        .cp
+        .factors
+        .iter()
+        .map(|f| f.code.to_string())
+        .collect();
+    want.sort();
+    codes.sort();
+    assert_eq!(codes, want, "every code once, across the parts");
 }

@@ -153,14 +153,24 @@ fn answer(p: &Packet<'_>, cn: &'static str) -> String {
 }
 
 /// Frames for `p` whose segments are at most `max_segment` bytes (the standard's 1024 [P]):
-/// one frame as it is when it fits; otherwise the factors are split at code boundaries into
-/// parts with `PNUM`/`PNO` (4 digits), the Flag's split bit set (Flag 2 when the packet had none)
-/// and every CP param (DataTime above all, hj212-field.md §4.5 [S]) repeated in each part. A
-/// single code that does not fit alone still gets a part of its own (over the limit).
+/// one frame as it is when it fits; otherwise the parts of [`split_packets`].
 pub fn split(p: &Packet<'_>, max_segment: usize) -> Vec<String> {
+    split_packets(p, max_segment)
+        .iter()
+        .map(|part| wrap(&segment(part)))
+        .collect()
+}
+
+/// `p` as packets whose segments are at most `max_segment` bytes: `p` itself when it fits;
+/// otherwise the factors split at code boundaries into parts with `PNUM`/`PNO` (4 digits), the
+/// Flag's split bit set (Flag 2 when the packet had none) and every CP param (DataTime above
+/// all, hj212-field.md §4.5 [S]) repeated in each part. A single code that does not fit alone
+/// still gets a part of its own (over the limit). Each part is a packet of its own (its own QN
+/// when sent, its own answer: domain.md §3.8 [P]).
+pub fn split_packets<'a>(p: &Packet<'a>, max_segment: usize) -> Vec<Packet<'a>> {
     let whole = segment(p);
     if whole.len() <= max_segment || p.cp.factors.len() < 2 {
-        return vec![wrap(&whole)];
+        return vec![p.clone()];
     }
     let flag = Some(Flag(p.flag.map_or(0, |f| f.0) | 0b10));
     let fits = |fs: &[super::segment::Factor<'_>]| {
@@ -180,12 +190,12 @@ pub fn split(p: &Packet<'_>, max_segment: usize) -> Vec<String> {
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
-            wrap(&segment_with(
-                p,
-                flag,
-                Some((n, i as u32 + 1)),
-                &p.cp.factors[r],
-            ))
+            let mut part = p.clone();
+            part.flag = flag;
+            part.pnum = Some(n);
+            part.pno = Some(i as u32 + 1);
+            part.cp.factors = p.cp.factors[r].to_vec();
+            part
         })
         .collect()
 }

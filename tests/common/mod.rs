@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod mqtt;
+pub mod platform;
 pub mod site;
 pub mod webhook;
 

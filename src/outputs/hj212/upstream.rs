@@ -27,6 +27,7 @@ use super::frames::{self, Identity, Platform, Rtd};
 use super::session::{Action, Link, LinkConfig, LinkCounts};
 use crate::backoff::Backoff;
 use crate::config::factors::FactorMap;
+use crate::hj212::encode::split_packets;
 use crate::model::{FieldKey, FieldValue, Point, SeriesKey};
 use crate::outputs::blocking;
 use crate::outputs::line_protocol::encode_point;
@@ -125,6 +126,11 @@ struct Saved {
 
 const STATE_KEY: &str = "periods";
 
+/// The standard's longest data segment (HJ 212-2017 §6.3.2 [P]) less what a send adds to a
+/// template (its QN's 17 digits, `RF=1;` on a 2025 resend) and a margin: longer frames go as
+/// parts (PNUM/PNO), each with the DataTime, each its own frame in the backlog.
+const MAX_SEGMENT: usize = 1024 - 17 - 5 - 2;
+
 /// The task's state between connections.
 struct Upstream {
     spec: UpstreamSpec,
@@ -210,12 +216,10 @@ impl Upstream {
         Ok(())
     }
 
-    fn queue(
-        &mut self,
-        p: &crate::hj212::segment::Packet<'_>,
-    ) -> Result<(), BacklogError> {
-        blocking(|| self.backlog.push(wall(), p))?;
-        self.counts.queued += 1;
+    fn queue(&mut self, p: &crate::hj212::segment::Packet<'_>) -> Result<(), BacklogError> {
+        let parts = split_packets(p, MAX_SEGMENT);
+        blocking(|| self.backlog.push_all(wall(), &parts, None))?;
+        self.counts.queued += parts.len() as u64;
         Ok(())
     }
 
@@ -247,7 +251,10 @@ impl Upstream {
         if due.is_empty() {
             if self.dirty {
                 let state = self.saved_state();
-                blocking(|| self.backlog.push_all(wall(), &[], Some((STATE_KEY, &state))))?;
+                blocking(|| {
+                    self.backlog
+                        .push_all(wall(), &[], Some((STATE_KEY, &state)))
+                })?;
                 self.dirty = false;
             }
             return Ok(());
@@ -267,7 +274,7 @@ impl Upstream {
         for ((level, start), values) in groups {
             let b = frames::period(self.platform(), String::new(), level, start, &values, false);
             no_code.extend(b.no_code);
-            packets.push(b.packet);
+            packets.extend(split_packets(&b.packet, MAX_SEGMENT));
         }
         self.note_no_code(no_code);
         let state = self.saved_state();
