@@ -313,6 +313,19 @@ fn minute_frames(v: &[Value]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Site time replays the last hour 60 times faster (as `dustgate demo --speed 60`): a minute
+/// passes in a second of a test, and periods close by the clock as they would on a site. The
+/// link's timeouts and the backlog's times stay on the wall clock. Once per process.
+fn replay() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        assert!(dustgate::clock::start_replay(
+            common::now_ms() - 3_600_000,
+            60.0
+        ));
+    });
+}
+
 async fn wait_for(what: &str, limit: Duration, f: impl Fn() -> bool) {
     let deadline = Instant::now() + limit;
     while !f() {
@@ -329,13 +342,7 @@ async fn the_upstream_task_sends_each_minute_once_and_resends_what_an_outage_mis
     };
     use dustgate::pipeline::periods::Policy;
 
-    // Site time replays the last hour 60 times faster (as `dustgate demo --speed 60`): a
-    // minute passes in a second of the test, and periods close by the clock as they would
-    // on a site. The link's timeouts and the backlog's times stay on the wall clock.
-    assert!(dustgate::clock::start_replay(
-        common::now_ms() - 3_600_000,
-        60.0
-    ));
+    replay();
     let site_now = dustgate::model::now_ms;
     let name = "hj212-uplink-task";
     let port = free_port();
@@ -520,4 +527,252 @@ fn a_minute_frame_over_1024_characters_goes_as_parts_each_with_its_datatime() {
     want.sort();
     codes.sort();
     assert_eq!(codes, want, "every code once, across the parts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platforms_commands_are_answered_kept_and_history_is_sent_again() {
+    use dustgate::model::SeriesKey;
+    use dustgate::outputs::hj212::upstream::{
+        UpReading, UpValue, UpstreamCounts, UpstreamSpec, run,
+    };
+    use dustgate::pipeline::periods::Policy;
+
+    replay();
+    let site_now = dustgate::model::now_ms;
+    let name = "hj212-uplink-commands";
+    let port = free_port();
+    let dir = scratch_dir(&format!("{name}-gw"));
+    let tz = tz();
+    let spec = UpstreamSpec {
+        name: "city".into(),
+        address: format!("127.0.0.1:{port}"),
+        identity: city(Version::V2017, true),
+        factors: map("hj212-standard"),
+        tz: tz.clone(),
+        realtime: None,
+        levels: vec![Level::Minutes(1)],
+        policy: Policy::default(),
+        link: LinkConfig {
+            ack: true,
+            timeout_ms: 1000,
+            retries: 2,
+            window: 1,
+        },
+        keep: Duration::from_secs(3600),
+        backlog: dir.join("city.redb"),
+        boot_ms: site_now(),
+        grace: Duration::from_secs(5),
+        intervals: vec![],
+    };
+    let start = |spec: UpstreamSpec| {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (counts_tx, counts_rx) = tokio::sync::watch::channel(UpstreamCounts::default());
+        let task = tokio::spawn(run(spec, rx, stop_rx, counts_tx, None));
+        (tx, stop_tx, counts_rx, task)
+    };
+    // Two minutes of readings, sent and archived.
+    let peer = PlatformPeer::start_on(name, port, &[]);
+    let (tx, stop_tx, counts_rx, task) = start(spec.clone());
+    let base = site_now() / 60_000 * 60_000 + 60_000;
+    let series = SeriesKey::new("air", &[("device", "dust-01"), ("site", "s")]);
+    for m in 0..2i64 {
+        for k in 0..3i64 {
+            let t = base + m * 60_000 + k * 15_000;
+            while site_now() < t {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let r = UpReading {
+                device: "dust-01".into(),
+                time_ms: t,
+                values: vec![UpValue {
+                    metric: "pm10".into(),
+                    value: 50.0 + m as f64,
+                    flag: 'N',
+                    series: series.clone(),
+                }],
+            };
+            tx.send(r).await.expect("readings");
+        }
+    }
+    wait_for("two minutes", Duration::from_secs(20), || {
+        minute_frames(&peer.verdicts()).len() >= 2
+    })
+    .await;
+    drop(peer);
+
+    // The platform comes back with its commands.
+    let begin = frames::data_time(&tz, base);
+    let end = frames::data_time(&tz, base + 60_000);
+    let later = frames::data_time(&tz, site_now() + 2 * 3_600_000);
+    let cmds = [
+        "1011:".to_string(),
+        "1062:RtdInterval=40".into(),
+        "1061:".into(),
+        "1064:MinInterval=2".into(),
+        "1063:".into(),
+        format!("2051:BeginTime={begin},EndTime={end}"),
+        format!("1012:SystemTime={later}"),
+        "2012:".into(),
+        "3011:".into(),
+        "1072:NewPW=newpw1".into(),
+    ];
+    let mut args: Vec<&str> = Vec::new();
+    for c in &cmds {
+        args.push("--command");
+        args.push(c);
+    }
+    let peer = PlatformPeer::start_on(&format!("{name}-cmd"), port, &args);
+    wait_for("every command answered", Duration::from_secs(40), || {
+        let v = peer.verdicts();
+        let sent = v.iter().filter(|x| x["sent"].is_string()).count();
+        let finals = v
+            .iter()
+            .filter(|x| {
+                ["9012", "9013"].contains(&x["cn"].as_str().unwrap_or(""))
+                    || (x["cn"] == "9011" && x["cp"]["QnRtn"] != "1")
+            })
+            .count();
+        sent == cmds.len() && finals == cmds.len()
+    })
+    .await;
+    // A frame after the password change carries the new one.
+    tx.send(UpReading {
+        device: "dust-01".into(),
+        time_ms: site_now(),
+        values: vec![UpValue {
+            metric: "pm10".into(),
+            value: 70.0,
+            flag: 'N',
+            series: series.clone(),
+        }],
+    })
+    .await
+    .expect("reading");
+    wait_for(
+        "a frame with the new password",
+        Duration::from_secs(30),
+        || {
+            peer.verdicts()
+                .iter()
+                .any(|x| x["cn"] == "2051" && x["pw"] == "newpw1")
+        },
+    )
+    .await;
+    let v = peer.verdicts();
+    let counts = counts_rx.borrow().clone();
+    stop_tx.send(true).expect("stop");
+    task.await.expect("joins").expect("backlog");
+
+    let by_qn = |qn: &str| -> Vec<&Value> {
+        v.iter()
+            .filter(|x| x["qn"] == qn && x["sent"].is_null())
+            .collect()
+    };
+    let sent: Vec<(&str, &str)> = v
+        .iter()
+        .filter_map(|x| Some((x["sent"].as_str()?, x["qn"].as_str()?)))
+        .collect();
+    let answers = |cn: &str| by_qn(sent.iter().find(|(c, _)| *c == cn).expect("sent").1);
+    let shape = |xs: &[&Value]| -> Vec<String> {
+        xs.iter()
+            .map(|x| {
+                let cp = x["cp"].as_object().map(|o| {
+                    o.iter()
+                        .filter(|(k, _)| *k != "SystemTime")
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                });
+                format!(
+                    "{} {}",
+                    x["cn"].as_str().unwrap_or(""),
+                    cp.unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    assert!(
+        v.iter()
+            .filter(|x| x["sent"].is_null())
+            .all(|x| x["ok"] == true),
+        "{v:?}"
+    );
+    assert_eq!(
+        shape(&answers("1011")),
+        ["9011 QnRtn=1", "1011 ", "9012 ExeRtn=1"]
+    );
+    assert!(
+        answers("1011")[1]["cp"]["SystemTime"]
+            .as_str()
+            .is_some_and(|t| t.len() == 14)
+    );
+    assert_eq!(shape(&answers("1062")), ["9011 QnRtn=1", "9012 ExeRtn=1"]);
+    assert_eq!(
+        shape(&answers("1061")),
+        ["9011 QnRtn=1", "1061 RtdInterval=40", "9012 ExeRtn=1"]
+    );
+    assert_eq!(shape(&answers("1064")), ["9011 QnRtn=1", "9012 ExeRtn=1"]);
+    assert_eq!(
+        shape(&answers("1063")),
+        ["9011 QnRtn=1", "1063 MinInterval=2", "9012 ExeRtn=1"]
+    );
+    assert_eq!(
+        shape(&answers("1012")),
+        ["9011 QnRtn=1", "9012 ExeRtn=2"],
+        "a clock two hours off is not set"
+    );
+    assert_eq!(shape(&answers("2012")), ["9013 "]);
+    assert_eq!(shape(&answers("3011")), ["9011 QnRtn=8"]);
+    assert_eq!(shape(&answers("1072")), ["9011 QnRtn=1", "9012 ExeRtn=1"]);
+    // History: ready, then the two archived minutes again (new QNs, their DataTimes), then done.
+    let hist_qn = sent
+        .iter()
+        .find(|(c, _)| *c == "2051")
+        .expect("2051 sent")
+        .1;
+    assert_eq!(shape(&by_qn(hist_qn)), ["9011 QnRtn=1", "9012 ExeRtn=1"]);
+    let ready_at = v
+        .iter()
+        .position(|x| x["qn"] == hist_qn && x["cn"] == "9011")
+        .expect("9011");
+    let done_at = v
+        .iter()
+        .position(|x| x["qn"] == hist_qn && x["cn"] == "9012")
+        .expect("9012");
+    let again: Vec<&str> = v[ready_at..done_at]
+        .iter()
+        .filter(|x| x["cn"] == "2051")
+        .filter_map(|x| x["cp"]["DataTime"].as_str())
+        .collect();
+    assert_eq!(again, [begin.as_str(), end.as_str()], "{v:?}");
+    // The offset recorded: two hours, less the site minutes the replay ran before the command.
+    let offset_min = counts.clock_offset_ms.map_or(0, |o| o / 60_000);
+    assert!((100..=120).contains(&offset_min), "{offset_min}");
+    assert_eq!(
+        (counts.realtime_s, counts.minutes),
+        (None, Some(2)),
+        "2012 stopped real-time; minutes every 2"
+    );
+
+    // What the platform set is kept across a restart: the new password and intervals.
+    drop(peer);
+    let peer = PlatformPeer::start_on(&format!("{name}-after"), port, &[]);
+    let (_tx, stop_tx, counts_rx, task) = start(spec);
+    wait_for(
+        "a connect after the restart",
+        Duration::from_secs(20),
+        || peer.verdicts().iter().any(|x| x["cn"] == "2081"),
+    )
+    .await;
+    let boot = peer
+        .verdicts()
+        .into_iter()
+        .find(|x| x["cn"] == "2081")
+        .expect("2081");
+    assert_eq!(boot["pw"], "newpw1");
+    let c = counts_rx.borrow().clone();
+    assert_eq!((c.realtime_s, c.minutes), (None, Some(2)));
+    stop_tx.send(true).expect("stop");
+    task.await.expect("joins").expect("backlog");
 }

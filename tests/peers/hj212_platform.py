@@ -13,12 +13,15 @@ Subcommands:
       Reads frames from stdin, one a line (CR LF written as the four characters \\r\\n, or
       real), and prints one JSON verdict a frame (see `verdict`).
 
-  serve  [--port P] [--withhold N] [--no-ack] [--log FILE]
+  serve  [--port P] [--withhold N] [--no-ack] [--log FILE] [--command CN:CP]...
       Listens on 127.0.0.1:P (0: a free port) and prints "listening PORT" when ready. Each
       frame received is written to FILE (default stdout) as a JSON verdict line with the
       arrival time ("t", seconds). A valid frame whose Flag asks for an answer (bit 0) gets
       CN=9014 with its QN (ST=91, its PW and MN, Flag with its version bits), except the
       first N such frames (--withhold N: the sender must resend them) or all (--no-ack).
+      After the first frame of a connection (its MN and PW are then known) each --command
+      is sent once, 0.3 s apart, as a request: `QN=<ms>;ST=<its ST>;CN=<CN>;PW;MN;Flag=5;
+      CP=&&<CP>&&`; each is logged as {"sent": CN, "qn": ...}.
 """
 
 import argparse
@@ -146,8 +149,28 @@ def cmd_serve(args):
     state = {"withheld": 0}
     print("listening %d" % srv.getsockname()[1], flush=True)
 
+    def send_commands(sock, slock, first):
+        for i, spec in enumerate(args.command or []):
+            cn, _, cp = spec.partition(":")
+            qn = time.strftime("%Y%m%d%H%M%S") + "%03d" % (i % 1000)
+            seg = "QN=%s;ST=%s;CN=%s;PW=%s;MN=%s;Flag=5;CP=&&%s&&" % (
+                qn, first.get("st", ""), cn, first.get("pw", ""), first.get("mn", ""), cp)
+            data = seg.encode("ascii")
+            frame = b"##%04d" % len(data) + data + b"%04X\r\n" % crc_hj212(data)
+            time.sleep(0.3)
+            try:
+                with slock:
+                    sock.sendall(frame)
+            except OSError:
+                return
+            with lock:
+                log.write(json.dumps({"sent": cn, "qn": qn, "t": time.time()}) + "\n")
+                log.flush()
+
     def conn(sock):
         buf = b""
+        commanded = False
+        slock = threading.Lock()  # a reply and a command never interleave on the socket
         with sock:
             while True:
                 try:
@@ -174,9 +197,13 @@ def cmd_serve(args):
                         log.flush()
                     if reply:
                         try:
-                            sock.sendall(reply)
+                            with slock:
+                                sock.sendall(reply)
                         except OSError:
                             return
+                    if v["ok"] and not commanded and args.command:
+                        commanded = True
+                        threading.Thread(target=send_commands, args=(sock, slock, v), daemon=True).start()
 
     while True:
         s, _ = srv.accept()
@@ -192,6 +219,7 @@ def main():
     s.add_argument("--withhold", type=int, default=0)
     s.add_argument("--no-ack", action="store_true")
     s.add_argument("--log")
+    s.add_argument("--command", action="append", help="CN:CP, e.g. 1062:RtdInterval=120")
     args = ap.parse_args()
     return {"check": cmd_check, "serve": cmd_serve}[args.cmd](args)
 

@@ -23,6 +23,9 @@ use crate::outputs::store::crc::crc32c;
 const FRAMES: TableDefinition<u64, &[u8]> = TableDefinition::new("frames");
 /// The task's own state (open periods), committed with the frames it makes.
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+/// Period frames as made, for the platform's history requests (CN=2051/2061/2031 with
+/// BeginTime/EndTime): key (CN as a number, period start ms), a record like a frame's.
+const ARCHIVE: TableDefinition<(u16, i64), &[u8]> = TableDefinition::new("archive");
 
 /// redb's cache: a backlog is written once and read once (see `store::CACHE_BYTES`).
 const CACHE_BYTES: usize = 1 << 20;
@@ -106,6 +109,7 @@ impl Backlog {
             let tx = db.begin_write()?;
             tx.open_table(FRAMES)?;
             tx.open_table(STATE)?;
+            tx.open_table(ARCHIVE)?;
             tx.commit()?;
             let rx = db.begin_read()?;
             let t = rx.open_table(FRAMES)?;
@@ -181,27 +185,37 @@ impl Backlog {
 
     /// Queues a frame (its QN is ignored: each send gets its own); durable on return.
     pub fn push(&mut self, now: i64, template: &Packet<'_>) -> Result<u64, BacklogError> {
-        let first = self.next_id;
-        self.push_all(now, std::slice::from_ref(template), None)?;
-        Ok(first)
+        Ok(self
+            .push_all(now, std::slice::from_ref(template), None)?
+            .start)
     }
 
     /// Queues frames and sets a state value (`(key, bytes)`), all in one commit: durable on
-    /// return, and after a crash either all of it is there or none.
+    /// return, and after a crash either all of it is there or none. The ids given, in order.
     pub fn push_all(
         &mut self,
         now: i64,
         templates: &[Packet<'_>],
         state: Option<(&str, &[u8])>,
-    ) -> Result<(), BacklogError> {
-        let recs: Vec<Vec<u8>> = templates
-            .iter()
-            .map(|template| {
-                let mut p = template.clone();
-                p.qn = None;
-                record(now, &crate::hj212::encode::segment(&p))
-            })
-            .collect();
+    ) -> Result<std::ops::Range<u64>, BacklogError> {
+        self.push_archived(now, templates, state, &[])
+    }
+
+    /// As [`Backlog::push_all`], and keeps `archive` (period frames: CN, period start) for
+    /// history requests, in the same commit.
+    pub fn push_archived(
+        &mut self,
+        now: i64,
+        templates: &[Packet<'_>],
+        state: Option<(&str, &[u8])>,
+        archive: &[(u16, i64, &Packet<'_>)],
+    ) -> Result<std::ops::Range<u64>, BacklogError> {
+        let seg = |template: &Packet<'_>| {
+            let mut p = template.clone();
+            p.qn = None;
+            record(now, &crate::hj212::encode::segment(&p))
+        };
+        let recs: Vec<Vec<u8>> = templates.iter().map(seg).collect();
         let first = self.next_id;
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate)?;
@@ -213,13 +227,74 @@ impl Backlog {
             if let Some((key, bytes)) = state {
                 tx.open_table(STATE)?.insert(key, bytes)?;
             }
+            if !archive.is_empty() {
+                let mut a = tx.open_table(ARCHIVE)?;
+                for (cn, start, p) in archive {
+                    a.insert((*cn, *start), seg(p).as_slice())?;
+                }
+            }
         }
         tx.commit()?;
         for i in 0..recs.len() as u64 {
             self.index.insert(first + i, now);
         }
         self.next_id += recs.len() as u64;
-        Ok(())
+        Ok(first..self.next_id)
+    }
+
+    /// Whether frame `id` still waits.
+    pub fn holds(&self, id: u64) -> bool {
+        self.index.contains_key(&id)
+    }
+
+    /// The archived period frames of `cn` whose period starts in [begin, end], oldest first
+    /// (a record that fails its check is left out).
+    pub fn archived(
+        &self,
+        cn: u16,
+        begin: i64,
+        end: i64,
+    ) -> Result<Vec<Packet<'static>>, BacklogError> {
+        let rx = self.db.begin_read()?;
+        let t = rx.open_table(ARCHIVE)?;
+        let mut out = Vec::new();
+        for row in t.range((cn, begin)..=(cn, end))? {
+            let (_, v) = row?;
+            if let Some(p) = unpack(v.value()).and_then(|(_, seg)| segment::parse(seg).ok()) {
+                out.push(p.into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes archived frames kept longer than `keep_ms` (by when they were made).
+    pub fn expire_archive(&mut self, now: i64, keep_ms: i64) -> Result<u64, BacklogError> {
+        let old: Vec<(u16, i64)> = {
+            let rx = self.db.begin_read()?;
+            let t = rx.open_table(ARCHIVE)?;
+            let mut old = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                let made = unpack(v.value()).map(|(t, _)| t);
+                if made.is_none_or(|t| now.saturating_sub(t) > keep_ms) {
+                    old.push(k.value());
+                }
+            }
+            old
+        };
+        if old.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut a = tx.open_table(ARCHIVE)?;
+            for k in &old {
+                a.remove(*k)?;
+            }
+        }
+        tx.commit()?;
+        Ok(old.len() as u64)
     }
 
     /// A state value set with [`Backlog::push_all`].

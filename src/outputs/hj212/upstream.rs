@@ -23,11 +23,13 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::backlog::{Backlog, BacklogError};
+use super::commands;
 use super::frames::{self, Identity, Platform, Rtd};
 use super::session::{Action, Link, LinkConfig, LinkCounts};
 use crate::backoff::Backoff;
 use crate::config::factors::FactorMap;
 use crate::hj212::encode::split_packets;
+use crate::hj212::segment::Packet;
 use crate::model::{FieldKey, FieldValue, Point, SeriesKey};
 use crate::outputs::blocking;
 use crate::outputs::line_protocol::encode_point;
@@ -97,8 +99,14 @@ pub struct UpstreamCounts {
     pub backlog: usize,
     pub oldest_ms: Option<i64>,
     pub late_readings: u64,
-    /// Commands from the platform not answered yet (not built).
+    /// Commands from the platform, answered.
     pub commands: u64,
+    /// The platform's clock minus the gateway's, as its last CN=1012 said (ms).
+    pub clock_offset_ms: Option<i64>,
+    /// In force now (the config's, or what the platform set): seconds between real-time
+    /// frames (`None`: off) and the minute level's minutes.
+    pub realtime_s: Option<u64>,
+    pub minutes: Option<u32>,
     /// Metrics the platform's map has no code for (not sent).
     pub no_code: Vec<String>,
 }
@@ -149,7 +157,29 @@ struct Upstream {
     latest: HashMap<(Arc<str>, Arc<str>), Latest>,
     counts: UpstreamCounts,
     counts_out: watch::Sender<UpstreamCounts>,
+    /// What the platform changed (kept in the backlog's file, over the config's values).
+    settings: Settings,
+    /// The real-time interval changed: the run loop makes a new timer.
+    realtime_changed: bool,
+    /// History frames in the backlog (their ids) and the 9012 that follows their delivery.
+    history: Vec<(std::ops::Range<u64>, Packet<'static>)>,
+    /// When the archive was last expired (wall ms).
+    archive_expired_ms: i64,
 }
+
+/// What a platform set with its commands; `None`: the config's value.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Settings {
+    /// CN=1062/2011/2012: seconds between real-time frames (`Some(None)`: stopped).
+    realtime_s: Option<Option<u64>>,
+    /// CN=1064.
+    minutes: Option<u32>,
+    /// CN=1072: the platform's new password (in the backlog's file, never in the config or
+    /// a log).
+    password: Option<String>,
+}
+
+const SETTINGS_KEY: &str = "settings";
 
 impl Upstream {
     fn platform(&self) -> Platform<'_> {
@@ -169,6 +199,11 @@ impl Upstream {
         self.counts.backlog = self.backlog.len();
         self.counts.oldest_ms = self.backlog.oldest();
         self.counts.late_readings = self.periods.late();
+        self.counts.realtime_s = self.spec.realtime.map(|d| d.as_secs());
+        self.counts.minutes = self.spec.levels.iter().find_map(|l| match l {
+            Level::Minutes(m) => Some(u32::from(*m)),
+            _ => None,
+        });
         let _ = self.counts_out.send(self.counts.clone());
     }
 
@@ -270,17 +305,24 @@ impl Upstream {
         }
         groups.sort_by_key(|((_, start), _)| *start);
         let mut packets = Vec::with_capacity(groups.len());
+        let mut whole = Vec::with_capacity(groups.len());
         let mut no_code = Vec::new();
         for ((level, start), values) in groups {
             let b = frames::period(self.platform(), String::new(), level, start, &values, false);
             no_code.extend(b.no_code);
             packets.extend(split_packets(&b.packet, MAX_SEGMENT));
+            let cn = frames::period_cn(level).parse::<u16>().unwrap_or(0);
+            whole.push((cn, start, b.packet));
         }
         self.note_no_code(no_code);
         let state = self.saved_state();
+        let archive: Vec<(u16, i64, &crate::hj212::segment::Packet<'_>)> = whole
+            .iter()
+            .map(|(cn, start, p)| (*cn, *start, p))
+            .collect();
         blocking(|| {
             self.backlog
-                .push_all(wall(), &packets, Some((STATE_KEY, &state)))
+                .push_archived(wall(), &packets, Some((STATE_KEY, &state)), &archive)
         })?;
         self.counts.queued += packets.len() as u64;
         self.dirty = false;
@@ -386,7 +428,153 @@ impl Upstream {
             warn!(upstream = %self.spec.name, frames = expired, "HJ 212 backlog frames expired (older than keep): never delivered");
             self.counts.expired += expired;
         }
+        // The archive (for history requests) keeps what was made within `keep`.
+        if wall() - self.archive_expired_ms >= 60_000 {
+            self.archive_expired_ms = wall();
+            blocking(|| self.backlog.expire_archive(wall(), keep))?;
+        }
         Ok(())
+    }
+
+    /// What a platform reads with CN=1061/1063.
+    fn current(&self) -> commands::Current {
+        commands::Current {
+            rtd_interval_s: self.spec.realtime.map(|d| d.as_secs()),
+            min_interval_m: self.counts.minutes.or_else(|| {
+                self.spec.levels.iter().find_map(|l| match l {
+                    Level::Minutes(m) => Some(u32::from(*m)),
+                    _ => None,
+                })
+            }),
+        }
+    }
+
+    fn save_settings(&mut self) -> Result<(), BacklogError> {
+        let bytes = serde_json::to_vec(&self.settings).unwrap_or_default();
+        blocking(|| {
+            self.backlog
+                .push_all(wall(), &[], Some((SETTINGS_KEY, &bytes)))
+        })?;
+        Ok(())
+    }
+
+    /// Takes up what the platform set before a restart.
+    fn restore_settings(&mut self) -> Result<(), BacklogError> {
+        if let Some(bytes) = blocking(|| self.backlog.state(SETTINGS_KEY))?
+            && let Ok(s) = serde_json::from_slice::<Settings>(&bytes)
+        {
+            self.settings = s;
+        }
+        self.apply_settings();
+        Ok(())
+    }
+
+    /// The settings over the config's values.
+    fn apply_settings(&mut self) {
+        if let Some(r) = self.settings.realtime_s {
+            let want = r.map(Duration::from_secs);
+            if self.spec.realtime != want {
+                self.spec.realtime = want;
+                self.realtime_changed = true;
+            }
+        }
+        if let Some(pw) = &self.settings.password {
+            self.spec.identity.pw = pw.clone();
+        }
+        if let Some(m) = self.settings.minutes.and_then(Level::minutes) {
+            let mut levels: Vec<Level> = self
+                .spec
+                .levels
+                .iter()
+                .copied()
+                .filter(|l| !matches!(l, Level::Minutes(_)))
+                .collect();
+            levels.insert(0, m);
+            if levels != self.spec.levels {
+                // The new minute level starts afresh; hours and days keep their sums.
+                let snap = self.periods.snapshot(&[]);
+                let mut periods = Periods::new(self.spec.tz.clone(), &levels, self.spec.policy);
+                for (device, every) in &self.spec.intervals {
+                    periods.set_interval(device, every.as_millis() as i64);
+                }
+                let _ = periods.restore(snap);
+                self.periods = periods;
+                self.spec.levels = levels;
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Answers a command from the platform; the frames to write now.
+    fn command(&mut self, req: &Packet<'static>) -> Result<Vec<Packet<'static>>, BacklogError> {
+        self.counts.commands += 1;
+        let current = self.current();
+        let reply = commands::handle(
+            req,
+            &self.spec.identity,
+            &self.spec.tz,
+            site_now(),
+            &current,
+        );
+        info!(upstream = %self.spec.name, cn = req.cn(), "HJ 212 platform command answered");
+        let mut write = reply.write;
+        match reply.change {
+            None => {}
+            Some(commands::Change::Realtime(r)) => {
+                self.settings.realtime_s = Some(r);
+                self.save_settings()?;
+                self.apply_settings();
+            }
+            Some(commands::Change::Minutes(m)) => {
+                self.settings.minutes = Some(m);
+                self.save_settings()?;
+                self.apply_settings();
+            }
+            Some(commands::Change::Password(pw)) => {
+                // The answers to this request still carry the password it came with.
+                self.settings.password = Some(pw);
+                self.save_settings()?;
+                self.apply_settings();
+                warn!(upstream = %self.spec.name, "the platform set a new password (CN=1072): kept in the backlog's file, used from now on");
+            }
+            Some(commands::Change::ClockOffset(ms)) => {
+                self.counts.clock_offset_ms = Some(ms);
+                if ms.abs() > 60_000 {
+                    warn!(upstream = %self.spec.name, offset_s = ms / 1000, "the platform's clock differs from the gateway's (CN=1012): the gateway does not set its clock; check its time source (NTP)");
+                }
+            }
+            Some(commands::Change::History {
+                cn,
+                begin_ms,
+                end_ms,
+                result,
+            }) => {
+                let code = cn.parse::<u16>().unwrap_or(0);
+                let found = blocking(|| self.backlog.archived(code, begin_ms, end_ms))?;
+                if found.is_empty() {
+                    write.push(commands::no_data(&result));
+                } else {
+                    let parts: Vec<Packet<'static>> = found
+                        .iter()
+                        .flat_map(|p| split_packets(p, MAX_SEGMENT))
+                        .collect();
+                    let ids = blocking(|| self.backlog.push_all(wall(), &parts, None))?;
+                    self.counts.queued += parts.len() as u64;
+                    self.history.push((ids, *result));
+                }
+            }
+        }
+        Ok(write)
+    }
+
+    /// The 9012s of history requests whose frames have all been delivered.
+    fn history_done(&mut self) -> Vec<Packet<'static>> {
+        let backlog = &self.backlog;
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.history)
+            .into_iter()
+            .partition(|(ids, _)| ids.clone().all(|id| !backlog.holds(id)));
+        self.history = waiting;
+        done.into_iter().map(|(_, r)| r).collect()
     }
 
     /// Before the task ends: readings taken since the last save are kept.
@@ -430,7 +618,12 @@ pub async fn run(
         counts: UpstreamCounts::default(),
         counts_out: counts,
         spec,
+        settings: Settings::default(),
+        realtime_changed: false,
+        history: Vec::new(),
+        archive_expired_ms: 0,
     };
+    up.restore_settings()?;
     up.restore()?;
     let ended = run_links(&mut up, &mut rx, &mut stop).await;
     up.counts.connected = false;
@@ -449,11 +642,8 @@ async fn run_links(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), BacklogError> {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60)).jittered(0.2);
-    let mut realtime = up.spec.realtime.map(|d| {
-        let mut i = tokio::time::interval(crate::clock::real(d));
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        i
-    });
+    up.realtime_changed = false;
+    let mut realtime = new_realtime(up.spec.realtime);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut inputs_open = true;
@@ -573,6 +763,8 @@ async fn connected(
             if due.resend && up.spec.identity.version == crate::hj212::segment::Version::V2025 {
                 template.rf = Some("1".into());
             }
+            // The password in force now (a platform may have changed it since it was queued).
+            template.pw = Some(up.spec.identity.pw.clone().into());
             match up.link.send(wall(), due.id, &template) {
                 Some(Action::Write(f)) => {
                     if sock.write_all(f.as_bytes()).await.is_err() {
@@ -593,10 +785,13 @@ async fn connected(
             n = sock.read(&mut buf) => match n {
                 Ok(0) | Err(_) => return Ok(Ended::Lost("closed by the platform")),
                 Ok(n) => {
-                    // Commands are answered in a later step of issue 13; they are logged.
                     for c in up.link.read(&buf[..n], &mut actions) {
-                        up.counts.commands += 1;
-                        warn!(upstream = %up.spec.name, cn = c.cn(), "HJ 212 platform command not handled yet");
+                        for answer in up.command(&c)? {
+                            actions.push(Action::Write(crate::hj212::encode::encode(&answer)));
+                        }
+                    }
+                    if std::mem::take(&mut up.realtime_changed) {
+                        *realtime = new_realtime(up.spec.realtime);
                     }
                 }
             },
@@ -624,7 +819,22 @@ async fn connected(
             return Ok(Ended::Lost("no answer after the retries"));
         }
         apply(up, &mut actions, &mut busy)?;
+        for result in up.history_done() {
+            let f = crate::hj212::encode::encode(&result);
+            if sock.write_all(f.as_bytes()).await.is_err() {
+                return Ok(Ended::Lost("write failed"));
+            }
+        }
     }
+}
+
+/// The real-time timer for an interval (in site time).
+fn new_realtime(every: Option<Duration>) -> Option<tokio::time::Interval> {
+    every.map(|d| {
+        let mut i = tokio::time::interval(crate::clock::real(d));
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        i
+    })
 }
 
 /// Deletes what was delivered; clears the actions.
