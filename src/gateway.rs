@@ -13,7 +13,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::config::rules::Severity;
-use crate::config::upstream::UplinkVersion;
+use crate::config::upstream::{Sm4Length, UplinkVersion};
 use crate::edge::{CoilSender, SiteEdge, UplinkTap};
 use crate::health::Health;
 use crate::health::uplink::UplinkHealth;
@@ -22,7 +22,7 @@ use crate::model::now_ms;
 use crate::outputs::dead_letter::DeadLetter;
 use crate::outputs::files::FileSink;
 use crate::outputs::hj212::frames::Identity;
-use crate::outputs::hj212::session::LinkConfig;
+use crate::outputs::hj212::session::{LinkConfig, Sm4};
 use crate::outputs::hj212::upstream::{self, UpReading, UpstreamCounts, UpstreamSpec};
 use crate::outputs::influx::{InfluxSetupError, InfluxSink};
 use crate::outputs::mqtt::MqttSink;
@@ -512,6 +512,18 @@ fn build_uplinks(
             boot_ms: now_ms(),
             grace: u.grace,
             intervals: intervals.clone(),
+            sm4: u
+                .sm4_key
+                .as_ref()
+                .map(|k| {
+                    crate::config::hj212::resolve_sm4_key(k).map(|key| Sm4 {
+                        key,
+                        length_of_plaintext: u.sm4_length == Sm4Length::Plaintext,
+                    })
+                })
+                .transpose()
+                .map_err(|e| StartError::Upstream(format!("{}: SM4 key: {e}", u.name)))?,
+            heartbeat: u.heartbeat,
         };
         let (tx, rx) = mpsc::channel(UPLINK_FEED);
         let (counts, counts_rx) = watch::channel(UpstreamCounts::default());

@@ -5,7 +5,7 @@
 //!
 //! - `dustgate check` shows each platform's plan.
 //! - Two platforms at once: "city" under HJ 212-2017 asking for answers, "district" under
-//!   2025 without answers and with particulates in mg/m³.
+//!   2025 without answers, SM4-encrypted, with heartbeats and particulates in mg/m³.
 //! - Each minute's Avg / Min / Max at the platform equal the mean / min / max of the PM10
 //!   readings InfluxDB holds for that minute, and `air_minute` (tag `upstream`) holds the same.
 //! - The city platform goes down for over a minute and the gateway is killed (-9) inside the
@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 const TZ: &str = "Asia/Shanghai";
 const CITY_MN: &str = "010000A8900016F000169DC0";
 const DISTRICT_MN: &str = "88888880000001";
+const SM4_KEY: &str = "0123456789abcdeffedcba9876543210";
 
 fn site(influx: &Influx1, sim_port: u16, city: u16, district: u16, http: u16) -> String {
     format!(
@@ -78,6 +79,8 @@ realtime = "30s"
 minute = "1m"
 grace = "2s"
 factors = "hj212-mgm3"
+sm4_key_file = "district.sm4"
+heartbeat = "10s"
 "#,
         influx_v1(&influx.url(), "uplink"),
     )
@@ -171,11 +174,17 @@ async fn two_platforms_get_minutes_equal_to_influx_and_an_outage_with_a_kill_los
     };
     let (city_port, district_port, http) = (free_port(), free_port(), free_port());
     let city = PlatformPeer::start_on("e2e-uplink-city", city_port, &[]);
-    let district = PlatformPeer::start_on("e2e-uplink-district", district_port, &[]);
+    // The district platform decrypts with its own SM4 (OpenSSL's, through `cryptography`).
+    let district = PlatformPeer::start_on(
+        "e2e-uplink-district",
+        district_port,
+        &["--sm4-key", SM4_KEY],
+    );
     let toml = site(&influx, sim.port(), city_port, district_port, http);
     common::site::write_site(&dir, &toml, &[]);
     std::fs::write(dir.join("city.pw"), "city-pw\n").expect("pw");
     std::fs::write(dir.join("district.pw"), "district-pw\n").expect("pw");
+    std::fs::write(dir.join("district.sm4"), format!("{SM4_KEY}\n")).expect("key");
 
     // The plan, as a crew would read it before starting.
     let check = std::process::Command::new(Gateway::binary())
@@ -195,6 +204,8 @@ async fn two_platforms_get_minutes_equal_to_influx_and_an_outage_with_a_kill_los
         format!("hj212 platform district: 127.0.0.1:{district_port} (HJ 212-2025), ST 22"),
         "no answers asked".into(),
         "pm10→a34002 (µg/m³ ÷ 1000, 3 dp)".into(),
+        "data frames (CN 2000-2999) SM4-encrypted with the key from file".into(),
+        "heartbeat 9015 after 10s without a frame".into(),
     ] {
         assert!(plan.contains(&want), "{want:?} not in the plan:\n{plan}");
     }
@@ -395,8 +406,15 @@ async fn two_platforms_get_minutes_equal_to_influx_and_an_outage_with_a_kill_los
     }
     assert!(compared >= 3, "compared {compared} minutes");
 
-    // District (2025, particulates in mg/m³): its minutes hold the same means / 1000, and it
-    // saw no outage.
+    // District (2025, SM4, particulates in mg/m³): its minutes hold the same means / 1000, it
+    // saw no outage, its data frames came encrypted and its quiet link got heartbeats.
+    assert!(district_v.iter().any(|x| x["cn"] == "9015"), "a heartbeat");
+    for x in district_v
+        .iter()
+        .filter(|x| x["cn"].as_str().is_some_and(|c| c.starts_with('2')))
+    {
+        assert_eq!(x["encrypted"], true, "{x}");
+    }
     let mut district_by_start: BTreeMap<i64, &Value> = BTreeMap::new();
     for x in minutes(&district_v) {
         district_by_start.insert(data_time_ms(x["cp"]["DataTime"].as_str().unwrap_or("")), x);

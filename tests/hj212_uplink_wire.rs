@@ -69,9 +69,15 @@ fn period_value(metric: &str, avg: f64, flag: char) -> PeriodValue {
 
 /// The platform's verdict on each frame.
 fn check(frames: &[String]) -> Vec<Value> {
+    check_with(frames, &[])
+}
+
+/// As [`check`], with more arguments for the peer (an SM4 key).
+fn check_with(frames: &[String], args: &[&str]) -> Vec<Value> {
     let mut child = Command::new(common::python())
         .arg(repo_root().join(PEER))
         .arg("check")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -370,6 +376,8 @@ async fn the_upstream_task_sends_each_minute_once_and_resends_what_an_outage_mis
         // Five site seconds (a twelfth of a wall second) for late readings.
         grace: Duration::from_secs(5),
         intervals: vec![("dust-01".into(), Duration::from_secs(15))],
+        sm4: None,
+        heartbeat: None,
     };
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -563,6 +571,8 @@ async fn the_platforms_commands_are_answered_kept_and_history_is_sent_again() {
         boot_ms: site_now(),
         grace: Duration::from_secs(5),
         intervals: vec![],
+        sm4: None,
+        heartbeat: None,
     };
     let start = |spec: UpstreamSpec| {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -775,4 +785,90 @@ async fn the_platforms_commands_are_answered_kept_and_history_is_sent_again() {
     assert_eq!((c.realtime_s, c.minutes), (None, Some(2)));
     stop_tx.send(true).expect("stop");
     task.await.expect("joins").expect("backlog");
+}
+
+#[test]
+fn a_2025_platform_gets_its_data_frames_sm4_encrypted_in_either_length_convention() {
+    use dustgate::outputs::hj212::session::Sm4;
+
+    let tz = tz();
+    let std_map = map("hj212-standard");
+    let id = city(Version::V2025, true);
+    let to = Platform {
+        id: &id,
+        tz: &tz,
+        factors: &std_map,
+    };
+    // HJ 212-2025 Appendix A.2's test key: sixteen 0x30 [S].
+    let key = [0x30u8; 16];
+    let key_hex = "30303030303030303030303030303030";
+    let pm10 = period_value("pm10", 80.0, 'N');
+    let pm25 = period_value("pm25", 40.5, 'N');
+    let minute = frames::period(
+        to,
+        String::new(),
+        Level::Minutes(10),
+        T,
+        &[&pm10, &pm25],
+        false,
+    )
+    .packet;
+    let boot = frames::boot_time(to, String::new(), T, T - 60_000);
+    let beat = frames::heartbeat(to, String::new());
+    for (plaintext, convention) in [(true, "plaintext"), (false, "transmitted")] {
+        let mut link = Link::new(
+            LinkConfig {
+                ack: true,
+                timeout_ms: 1000,
+                retries: 1,
+                window: 8,
+            },
+            tz.clone(),
+        )
+        .with_sm4(Sm4 {
+            key,
+            length_of_plaintext: plaintext,
+        });
+        let wire: Vec<String> = [(1, &minute), (2, &boot)]
+            .into_iter()
+            .map(|(i, p)| match link.send(T, i, p) {
+                Some(Action::Write(f)) => f,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let mut beat = beat.clone();
+        beat.qn = Some(link.next_qn(T).into());
+        let mut all = wire.clone();
+        all.push(encode::encode(&beat));
+        assert!(
+            all[0].contains("CP=&&{0x"),
+            "the data area is encrypted: {}",
+            all[0]
+        );
+        assert!(!all[0].contains("a34002"), "no code in clear: {}", all[0]);
+        let v = check_with(&all, &["--sm4-key", key_hex, "--sm4-length", convention]);
+        for (x, f) in v.iter().zip(&all) {
+            assert_eq!(x["ok"], true, "{convention}: {f}: {}", x["errors"]);
+        }
+        assert_eq!(v[0]["encrypted"], true);
+        assert_eq!(v[0]["factors"]["a34002"]["Avg"], "80.000");
+        assert_eq!(v[0]["flag"], "9", "version 2 with an answer asked");
+        assert_eq!(v[1]["cn"], "2081");
+        // 2081 is a data command too (CN 2000-2999, §6.4.4 [S]): encrypted.
+        assert_eq!(v[1]["encrypted"], true);
+        assert_eq!(v[1]["cp"]["RestartTime"], "20261201102900");
+        assert_eq!(
+            (v[2]["cn"].as_str(), v[2]["flag"].as_str()),
+            (Some("9015"), Some("8"))
+        );
+        assert!(v[2]["encrypted"].is_null());
+        // The other convention's reader refuses the frame: the choice matters.
+        let other = if plaintext {
+            "transmitted"
+        } else {
+            "plaintext"
+        };
+        let v = check_with(&wire[..1], &["--sm4-key", key_hex, "--sm4-length", other]);
+        assert_eq!(v[0]["ok"], false, "{other} reader on a {convention} frame");
+    }
 }

@@ -574,9 +574,31 @@ fn describe_upstream(o: &mut String, cfg: &Config, u: &dustgate::config::upstrea
         u.min_coverage * 100.0,
         human_duration(u.grace)
     );
+    if let Some(k) = &u.sm4_key {
+        let state = match dustgate::config::hj212::resolve_sm4_key(k) {
+            Ok(_) => "found, 16 bytes".to_string(),
+            Err(e) => format!("NOT USABLE here: {e}; `run` will refuse to start without it"),
+        };
+        let length = match u.sm4_length {
+            dustgate::config::upstream::Sm4Length::Plaintext => "the plaintext's",
+            dustgate::config::upstream::Sm4Length::Transmitted => "the sent text's",
+        };
+        let _ = writeln!(
+            o,
+            "  data frames (CN 2000-2999) SM4-encrypted with the key from {} ({state}); length and CRC {length}",
+            k.describe()
+        );
+    }
+    if let Some(h) = u.heartbeat {
+        let _ = writeln!(
+            o,
+            "  heartbeat 9015 after {} without a frame",
+            human_duration(h)
+        );
+    }
     let _ = writeln!(
         o,
-        "  backlog {}",
+        "  backlog {}; the platform may change the intervals and the password (CN 1062/1064/1072/2011/2012), kept there",
         cfg.store
             .dir
             .join("hj212-upstream")

@@ -655,8 +655,8 @@ mod tests {
     fn hj212_platforms_are_checked_with_positions_and_take_their_defaults() {
         let text = format!(
             "{RELAY_SITE}[[hj212.upstream]]\nname = \"city\"\naddress = \"platform.example.cn:6653\"\nst = \"39\"\nmn = \"010000A8900016F000169DC0\"\npassword_env = \"HJ212_CITY_PW\"\ndevices = [\"dust-*\"]\n\
-             [[hj212.upstream]]\nname = \"city\"\naddress = \"platform.example.cn\"\nversion = \"2019\"\nst = \"039\"\nmn = \"A;B\"\npassword = \"123456\"\nminute = \"7m\"\nrealtime = \"soon\"\nretries = 99\nmin_coverage = 1.5\nsm4_key_env = \"K\"\n\
-             [[hj212.upstream]]\nname = \"district\"\naddress = \"platform.example.cn:6653\"\nst = \"22\"\nmn = \"010000A8900016F000169DC0\"\npassword_file = \"pw\"\nrealtime = \"off\"\nminute = \"off\"\nhourly = false\ndaily = false\ndevices = [\"nothing-*\"]\n"
+             [[hj212.upstream]]\nname = \"city\"\naddress = \"platform.example.cn\"\nversion = \"2019\"\nst = \"039\"\nmn = \"A;B\"\npassword = \"123456\"\nminute = \"7m\"\nrealtime = \"soon\"\nretries = 99\nmin_coverage = 1.5\nwindow = 0\n\
+             [[hj212.upstream]]\nname = \"district\"\naddress = \"platform.example.cn:6653\"\nst = \"22\"\nmn = \"010000A8900016F000169DC0\"\npassword_file = \"pw\"\nrealtime = \"off\"\nminute = \"off\"\nhourly = false\ndaily = false\ndevices = [\"nothing-*\"]\nsm4_length = \"both\"\n"
         );
         assert_eq!(
             errors(&text),
@@ -671,9 +671,11 @@ mod tests {
              t.toml:30:12: hj212.upstream[1].realtime: invalid duration \"soon\": write it like \"500ms\", \"10s\", \"5m\", \"1h 30m\" or \"7d\", or \"off\"\n\
              t.toml:31:11: hj212.upstream[1].retries: 99 is out of range: expected 0..=20\n\
              t.toml:32:16: hj212.upstream[1].min_coverage: 1.5 is not a share: from 0 to 1 (0.75: three readings of four)\n\
-             t.toml:33:15: hj212.upstream[1].sm4_key_env: `sm4_key_env` (HJ 212-2025 SM4 encryption and heartbeat of the uplink) is not built yet: remove it, the platform gets clear-text frames\n\
+             t.toml:33:10: hj212.upstream[1].window: 0 is out of range: expected 1..=64\n\
              t.toml:34:1: hj212.upstream[2].realtime: realtime and minute are \"off\" and hourly and daily false: this platform would get nothing\n\
-             t.toml:38:6: hj212.upstream[2].mn: platform platform.example.cn:6653 already gets MN \"010000A8900016F000169DC0\" (line 19): its data would be counted twice"
+             t.toml:38:6: hj212.upstream[2].mn: platform platform.example.cn:6653 already gets MN \"010000A8900016F000169DC0\" (line 19): its data would be counted twice\n\
+             t.toml:45:14: hj212.upstream[2].sm4_length: `sm4_length` is HJ 212-2025's: set version = \"2025\" (the platform must speak it)\n\
+             t.toml:45:14: hj212.upstream[2].sm4_length: unknown length convention \"both\": \"plaintext\" (the standard's example) or \"transmitted\""
         );
         let c = load_ok(&format!(
             "{RELAY_SITE}[[hj212.upstream]]\nname = \"city\"\naddress = \"platform.example.cn:6653\"\nst = \"39\"\nmn = \"010000A8900016F000169DC0\"\npassword_env = \"HJ212_CITY_PW\"\ndevices = [\"dust-*\", \"wind-*\"]\nrealtime = \"10s\"\n\

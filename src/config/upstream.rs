@@ -36,6 +36,21 @@ pub struct RawUpstream {
     pub factors: Option<Sp<String>>,
     pub min_coverage: Option<Sp<f64>>,
     pub grace: Option<Sp<Duration>>,
+    pub sm4_key_env: Option<Sp<String>>,
+    pub sm4_key_file: Option<Sp<String>>,
+    pub sm4_length: Option<Sp<String>>,
+    pub heartbeat: Option<Sp<String>>,
+}
+
+/// What the length field of an SM4-encrypted frame counts (hj212-field.md §2.5: the
+/// standard's example prints the plaintext's length [S]; some implementations count what is
+/// sent [S]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sm4Length {
+    /// The length and the CRC of the plaintext segment (HJ 212-2025 Appendix A.2's example).
+    Plaintext,
+    /// The length and the CRC of the segment as sent (encrypted).
+    Transmitted,
 }
 
 /// The HJ 212 edition a platform speaks.
@@ -83,6 +98,12 @@ pub struct Hj212Upstream {
     pub min_coverage: f64,
     /// How long a period waits for readings that arrive after it ends.
     pub grace: Duration,
+    /// HJ 212-2025: the SM4 key that encrypts the data area of CN 2000-2999 (resolve with
+    /// [`super::hj212::resolve_sm4_key`]).
+    pub sm4_key: Option<Secret>,
+    pub sm4_length: Sm4Length,
+    /// HJ 212-2025: CN=9015 after this long without a frame (`None`: off).
+    pub heartbeat: Option<Duration>,
 }
 
 impl Hj212Upstream {
@@ -124,18 +145,6 @@ pub fn read(cx: &mut Cx<'_>, h: &mut TableReader<'_, '_>) -> Vec<RawUpstream> {
         }
         u.skip("password");
         u.skip("sm4_key");
-        for k in ["sm4_key_env", "sm4_key_file", "heartbeat"] {
-            if u.has(k) {
-                cx.error(
-                    &u.table_span(k),
-                    &u.key_path(k),
-                    format!("`{k}` (HJ 212-2025 SM4 encryption and heartbeat of the uplink) is not built yet: remove it, the platform gets clear-text frames"),
-                );
-            }
-        }
-        u.skip("sm4_key_env");
-        u.skip("sm4_key_file");
-        u.skip("heartbeat");
         raw.push(RawUpstream {
             span: u.span(),
             path_key: u.path().to_string(),
@@ -159,6 +168,10 @@ pub fn read(cx: &mut Cx<'_>, h: &mut TableReader<'_, '_>) -> Vec<RawUpstream> {
             factors: u.opt(cx, "factors"),
             min_coverage: u.opt(cx, "min_coverage"),
             grace: u.opt(cx, "grace"),
+            sm4_key_env: u.opt(cx, "sm4_key_env"),
+            sm4_key_file: u.opt(cx, "sm4_key_file"),
+            sm4_length: u.opt(cx, "sm4_length"),
+            heartbeat: u.opt(cx, "heartbeat"),
         });
         u.finish(cx);
     }
@@ -472,9 +485,58 @@ pub fn validate(
                 None
             }
         };
+        let sm4_key = secret(
+            cx,
+            u.sm4_key_env.clone(),
+            u.sm4_key_file.clone(),
+            base,
+            &key("sm4_key"),
+        );
+        let v2025 = version == Some(UplinkVersion::V2025);
+        for (given, k) in [
+            (u.sm4_key_env.as_ref().map(|v| &v.span), "sm4_key_env"),
+            (u.sm4_key_file.as_ref().map(|v| &v.span), "sm4_key_file"),
+            (u.sm4_length.as_ref().map(|v| &v.span), "sm4_length"),
+            (u.heartbeat.as_ref().map(|v| &v.span), "heartbeat"),
+        ] {
+            if let Some(span) = given
+                && version.is_some()
+                && !v2025
+            {
+                cx.error(span, &key(k), format!("`{k}` is HJ 212-2025's: set version = \"2025\" (the platform must speak it)"));
+            }
+        }
+        let sm4_length = match &u.sm4_length {
+            None => Some(Sm4Length::Plaintext),
+            Some(l) => match l.value.as_str() {
+                "plaintext" => Some(Sm4Length::Plaintext),
+                "transmitted" => Some(Sm4Length::Transmitted),
+                other => {
+                    cx.error(
+                        &l.span,
+                        &key("sm4_length"),
+                        format!("unknown length convention \"{other}\": \"plaintext\" (the standard's example) or \"transmitted\""),
+                    );
+                    None
+                }
+            },
+        };
+        let heartbeat = match &u.heartbeat {
+            None => Some(None),
+            Some(h) => match off_or_duration(cx, h, &key("heartbeat")) {
+                Some(Some(d)) if d < Duration::from_secs(5) || d > Duration::from_secs(3600) => {
+                    cx.error(&h.span, &key("heartbeat"), "from 5s to 1h, or \"off\"");
+                    None
+                }
+                other => other,
+            },
+        };
         let (Some(name), Some(address), Some(version), Some(st), Some(mn), Some(password)) =
             (name, address, version, st, mn, password)
         else {
+            continue;
+        };
+        let (Some(sm4_length), Some(heartbeat)) = (sm4_length, heartbeat) else {
             continue;
         };
         let (
@@ -523,6 +585,9 @@ pub fn validate(
             factors,
             min_coverage,
             grace,
+            sm4_key,
+            sm4_length,
+            heartbeat,
         });
     }
     out

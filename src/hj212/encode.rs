@@ -211,7 +211,19 @@ pub fn encode_encrypted(p: &Packet<'_>, key: &[u8; 16]) -> String {
 /// As [`encode_encrypted`], for a segment already built.
 pub fn encrypt_segment(seg: &str, key: &[u8; 16]) -> String {
     let crc = hj212(seg.as_bytes());
-    let wire = match seg.find("CP=&&") {
+    let wire = encrypted_text(seg, key);
+    format!("##{:04}{wire}{crc:04X}\r\n", seg.len())
+}
+
+/// As [`encrypt_segment`], with the length and the CRC of the segment as sent (the
+/// convention some platforms use, hj212-field.md §2.5 [S/U]).
+pub fn encrypt_segment_transmitted(seg: &str, key: &[u8; 16]) -> String {
+    wrap(&encrypted_text(seg, key))
+}
+
+/// The segment with its CP data area encrypted.
+fn encrypted_text(seg: &str, key: &[u8; 16]) -> String {
+    match seg.find("CP=&&") {
         Some(i) if seg.ends_with("&&") && seg.len() >= i + 7 => {
             let area = &seg.as_bytes()[i + 5..seg.len() - 2];
             let enc = super::sm4::encrypt_area(key, area);
@@ -224,6 +236,5 @@ pub fn encrypt_segment(seg: &str, key: &[u8; 16]) -> String {
             w
         }
         _ => seg.to_string(),
-    };
-    format!("##{:04}{wire}{crc:04X}\r\n", seg.len())
+    }
 }

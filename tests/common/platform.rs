@@ -24,24 +24,43 @@ impl PlatformPeer {
 
     /// On `port` (again, after a stop: the log is a new file, so keep what the first one got).
     pub fn start_on(name: &str, port: u16, args: &[&str]) -> PlatformPeer {
+        Self::start_in(None, name, port, args)
+    }
+
+    /// As [`PlatformPeer::start_on`], inside network namespace `netns` when given (through
+    /// `ip netns exec`, which runs the peer in place of itself).
+    pub fn start_in(netns: Option<&str>, name: &str, port: u16, args: &[&str]) -> PlatformPeer {
         let dir = scratch_dir(name);
         let log = dir.join("platform.jsonl");
         let script = repo_root().join(PEER);
         let port_s = port.to_string();
         let log_s = log.display().to_string();
-        let mut all = vec![
+        let python = super::python();
+        let mut all: Vec<&str> = Vec::new();
+        if let Some(ns) = netns {
+            all.extend(["netns", "exec", ns, python.to_str().expect("path")]);
+        }
+        all.extend([
             script.to_str().expect("path"),
             "serve",
             "--port",
             &port_s,
             "--log",
             &log_s,
-        ];
+        ]);
         all.extend_from_slice(args);
-        let proc = Proc::spawn("hj212-platform", &dir, &super::python(), all);
+        let program = match netns {
+            Some(_) => std::path::PathBuf::from("ip"),
+            None => python.clone(),
+        };
+        let proc = Proc::spawn("hj212-platform", &dir, &program, all);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !proc.stdout().contains("listening") {
-            assert!(Instant::now() < deadline, "the platform peer did not start");
+            assert!(
+                Instant::now() < deadline,
+                "the platform peer did not start: {}",
+                proc.stderr()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         PlatformPeer {

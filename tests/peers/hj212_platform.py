@@ -9,7 +9,7 @@ order, every CP item `key=value`.
 
 Subcommands:
 
-  check
+  check  [--sm4-key HEX] [--sm4-length plaintext|transmitted]
       Reads frames from stdin, one a line (CR LF written as the four characters \\r\\n, or
       real), and prints one JSON verdict a frame (see `verdict`).
 
@@ -37,15 +37,50 @@ from hj212_monitor import crc_hj212
 HEADER_ORDER = ["QN", "ST", "CN", "PW", "MN", "Flag", "PNUM", "PNO", "RF"]
 
 
+SM4 = {"key": None, "length": "plaintext"}
+
+
+def sm4_decrypt_area(area: bytes) -> bytes:
+    """HJ 212-2025 §6.4 / App. A.2 [S]: `{0xAB,...}` holds whole 16-byte SM4-ECB blocks, then
+    the plaintext tail. Decrypted with OpenSSL's SM4 through `cryptography` (not dustgate's)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    if not area.startswith(b"{"):
+        return area
+    end = area.index(b"}")
+    blocks = bytes(int(x, 16) for x in area[1:end].decode("ascii").split(","))
+    d = Cipher(algorithms.SM4(SM4["key"]), modes.ECB()).decryptor()
+    return d.update(blocks) + d.finalize() + area[end + 1:]
+
+
 def verdict(frame: bytes):
     """What a strict platform sees in one frame: {"ok", "errors", header fields, "cp"
-    (params), "factors" {code: {suffix: value}}}."""
+    (params), "factors" {code: {suffix: value}}}. With an SM4 key, an encrypted data area is
+    decrypted first and "encrypted" is true; the length and CRC are checked on the plaintext
+    or on what was sent, as --sm4-length says."""
     errors = []
     out = {"ok": False, "errors": errors}
     if frame.endswith(b"\r\n"):
         frame = frame[:-2]
     else:
         errors.append("no CR LF")
+    if SM4["key"] and b"CP=&&{0x" in frame and frame.startswith(b"##") and len(frame) > 10:
+        seg = frame[6:-4]
+        i = seg.index(b"CP=&&") + 5
+        try:
+            plain = seg[:i] + sm4_decrypt_area(seg[i:-2]) + b"&&"
+        except (ValueError, IndexError) as e:
+            errors.append("SM4 area unreadable: %s" % e)
+            return out
+        out["encrypted"] = True
+        if SM4["length"] == "transmitted":
+            n = int(frame[2:6].decode("ascii"))
+            if n != len(seg):
+                errors.append("length %d but %d bytes were sent" % (n, len(seg)))
+            if frame[-4:].decode("ascii", "replace") != "%04X" % crc_hj212(seg):
+                errors.append("CRC of the sent segment wrong")
+            frame = b"##%04d" % len(plain) + plain + b"%04X" % crc_hj212(plain)
+        else:
+            frame = frame[:2] + frame[2:6] + plain + frame[-4:]
     if not frame.startswith(b"##") or len(frame) < 10:
         errors.append("no ## header")
         return out
@@ -220,7 +255,13 @@ def main():
     s.add_argument("--no-ack", action="store_true")
     s.add_argument("--log")
     s.add_argument("--command", action="append", help="CN:CP, e.g. 1062:RtdInterval=120")
+    for p in (s, sub.choices["check"]):
+        p.add_argument("--sm4-key", help="32 hex digits: decrypt HJ 212-2025 data areas")
+        p.add_argument("--sm4-length", default="plaintext", choices=["plaintext", "transmitted"])
     args = ap.parse_args()
+    if getattr(args, "sm4_key", None):
+        SM4["key"] = bytes.fromhex(args.sm4_key)
+        SM4["length"] = args.sm4_length
     return {"check": cmd_check, "serve": cmd_serve}[args.cmd](args)
 
 

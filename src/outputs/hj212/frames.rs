@@ -230,6 +230,13 @@ pub fn boot_time(to: Platform<'_>, qn: String, now_ms: i64, boot_ms: i64) -> Pac
     )
 }
 
+/// CN=9015: HJ 212-2025's heartbeat, `CP=&&&&`, no answer asked (hj212-field.md §2.6 [S]).
+pub fn heartbeat(to: Platform<'_>, qn: String) -> Packet<'static> {
+    let mut p = packet(to.id, qn, "9015", Vec::new());
+    p.flag = p.flag.map(|f| Flag(f.0 & !1));
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,8 +64,17 @@ pub struct LinkCounts {
 }
 
 /// The link's state between connects; [`Link::connected`] starts each connection afresh.
+/// HJ 212-2025 encryption of the data area of CN 2000-2999 (§6.4 [S]): the key, and whether
+/// the length field counts the plaintext (the standard's example) or what is sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Sm4 {
+    pub key: [u8; 16],
+    pub length_of_plaintext: bool,
+}
+
 pub struct Link {
     cfg: LinkConfig,
+    sm4: Option<Sm4>,
     qns: Qns,
     framer: Framer,
     in_flight: Vec<InFlight>,
@@ -79,6 +88,7 @@ impl Link {
                 window: cfg.window.max(1),
                 ..cfg
             },
+            sm4: None,
             qns: Qns::new(tz),
             framer: Framer::new(),
             in_flight: Vec::new(),
@@ -86,8 +96,38 @@ impl Link {
         }
     }
 
+    /// Frames of CN 2000-2999 go with their data area SM4-encrypted.
+    pub fn with_sm4(mut self, sm4: Sm4) -> Link {
+        self.sm4 = Some(sm4);
+        self
+    }
+
     pub fn counts(&self) -> LinkCounts {
         self.counts
+    }
+
+    /// A QN for a frame sent outside the window (a heartbeat): unique on this link too.
+    pub fn next_qn(&mut self, now: i64) -> String {
+        self.qns.next(now)
+    }
+
+    /// The bytes of `p` on this link: encrypted when it is a data frame and a key is set.
+    fn wire(&self, p: &Packet<'_>) -> String {
+        let data = p
+            .cn()
+            .parse::<u16>()
+            .is_ok_and(|cn| (2000..3000).contains(&cn));
+        match self.sm4 {
+            Some(k) if data => {
+                let seg = encode::segment(p);
+                if k.length_of_plaintext {
+                    encode::encrypt_segment(&seg, &k.key)
+                } else {
+                    encode::encrypt_segment_transmitted(&seg, &k.key)
+                }
+            }
+            _ => encode::encode(p),
+        }
     }
 
     /// A new connection: nothing in flight, no half-read answer (hj212-field.md §4.4 [S]).
@@ -110,7 +150,7 @@ impl Link {
         let qn = self.qns.next(now);
         let mut p = template.clone();
         p.qn = Some(qn.clone().into());
-        let frame = encode::encode(&p);
+        let frame = self.wire(&p);
         self.counts.sent += 1;
         if self.cfg.ack {
             self.in_flight.push(InFlight {
@@ -146,9 +186,18 @@ impl Link {
                 self.counts.stray_answers += 1;
                 continue;
             };
-            if p.cn() != "9014" {
-                commands.push(p.into_owned());
-                continue;
+            match p.cn() {
+                "9014" => {}
+                // A notification's answer (to a heartbeat, HJ 212-2025 [S]): nothing to do.
+                "9013" => continue,
+                cn if cn.starts_with('9') => {
+                    self.counts.stray_answers += 1;
+                    continue;
+                }
+                _ => {
+                    commands.push(p.into_owned());
+                    continue;
+                }
             }
             let hit = p
                 .qn()

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use super::backlog::{Backlog, BacklogError};
 use super::commands;
 use super::frames::{self, Identity, Platform, Rtd};
-use super::session::{Action, Link, LinkConfig, LinkCounts};
+use super::session::{Action, Link, LinkConfig, LinkCounts, Sm4};
 use crate::backoff::Backoff;
 use crate::config::factors::FactorMap;
 use crate::hj212::encode::split_packets;
@@ -62,6 +62,10 @@ pub struct UpstreamSpec {
     pub grace: Duration,
     /// Devices' reading intervals (their poll interval): the readings a period expects.
     pub intervals: Vec<(String, Duration)>,
+    /// HJ 212-2025: data frames (CN 2000-2999) SM4-encrypted.
+    pub sm4: Option<Sm4>,
+    /// HJ 212-2025: CN=9015 after this long without a frame written.
+    pub heartbeat: Option<Duration>,
 }
 
 /// One value of an [`UpReading`].
@@ -612,7 +616,10 @@ pub async fn run(
         series: HashMap::new(),
         dirty: false,
         points,
-        link: Link::new(spec.link, spec.tz.clone()),
+        link: match spec.sm4 {
+            Some(k) => Link::new(spec.link, spec.tz.clone()).with_sm4(k),
+            None => Link::new(spec.link, spec.tz.clone()),
+        },
         backlog,
         latest: HashMap::new(),
         counts: UpstreamCounts::default(),
@@ -746,6 +753,7 @@ async fn connected(
     let mut actions: Vec<Action> = Vec::new();
     // The boot time first, on every connect, written directly: an old one in the backlog
     // would say nothing after a later connect.
+    let mut last_write = wall();
     let boot = frames::boot_time(up.platform(), String::new(), site_now(), up.spec.boot_ms);
     if let Some(Action::Write(f)) = up.link.send(wall(), BOOT_ID, &boot) {
         if sock.write_all(f.as_bytes()).await.is_err() {
@@ -771,6 +779,7 @@ async fn connected(
                         return Ok(Ended::Lost("write failed"));
                     }
                     busy.push(due.id);
+                    last_write = wall();
                     up.link.written(due.id, &mut actions);
                 }
                 _ => break,
@@ -806,7 +815,19 @@ async fn connected(
                 up.link.tick(wall(), &mut actions);
                 up.housekeeping(site_now()).await?;
                 up.publish();
+                // A quiet link gets the heartbeat (no answer asked: a dead link shows in
+                // the write, and in the acks of the next data frame).
+                if let Some(hb) = up.spec.heartbeat
+                    && wall() - last_write >= hb.as_millis() as i64
+                {
+                    let qn = up.link.next_qn(wall());
+                    let f = crate::hj212::encode::encode(&frames::heartbeat(up.platform(), qn));
+                    actions.push(Action::Write(f));
+                }
             }
+        }
+        if actions.iter().any(|a| matches!(a, Action::Write(_))) {
+            last_write = wall();
         }
         for a in &actions {
             if let Action::Write(f) = a
