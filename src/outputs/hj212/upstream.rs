@@ -138,6 +138,9 @@ struct Saved {
 
 const STATE_KEY: &str = "periods";
 
+/// Frames taken from the backlog and written in one pass of the connection's loop.
+const FILL_BATCH: usize = 256;
+
 /// The standard's longest data segment (HJ 212-2017 §6.3.2 [P]) less what a send adds to a
 /// template (its QN's 17 digits, `RF=1;` on a 2025 resend) and a margin: longer frames go as
 /// parts (PNUM/PNO), each with the DataTime, each its own frame in the backlog.
@@ -698,13 +701,13 @@ async fn run_links(
         up.counts.connects += 1;
         up.counts.connected = true;
         info!(upstream = %up.spec.name, address = %up.spec.address, backlog = up.backlog.len(), "HJ 212 platform connected");
-        let live_since = wall();
+        let live_from = up.backlog.next_id();
         let delivered_before = up.link.counts().delivered;
         up.link.connected();
         let ended = connected(
             up,
             sock,
-            live_since,
+            live_from,
             rx,
             &mut inputs_open,
             &mut realtime,
@@ -741,7 +744,7 @@ enum Ended {
 async fn connected(
     up: &mut Upstream,
     mut sock: TcpStream,
-    live_since: i64,
+    live_from: u64,
     rx: &mut mpsc::Receiver<UpReading>,
     inputs_open: &mut bool,
     realtime: &mut Option<tokio::time::Interval>,
@@ -762,9 +765,14 @@ async fn connected(
         up.link.written(BOOT_ID, &mut actions);
     }
     loop {
-        // Fill the window from the backlog: live first, then the past newest first.
-        while up.link.has_room() {
-            let Some(due) = blocking(|| up.backlog.next(live_since, &busy))? else {
+        // Fill the window from the backlog: live first, then the past newest first; at most
+        // FILL_BATCH frames a pass, written at once (and, without acks, deleted in one
+        // commit once written), so a week's backlog neither holds up the readings nor costs
+        // an fsync a frame.
+        let mut out: Vec<u8> = Vec::new();
+        let mut written: Vec<u64> = Vec::new();
+        while up.link.has_room() && written.len() < FILL_BATCH {
+            let Some(due) = blocking(|| up.backlog.next(live_from, &busy))? else {
                 break;
             };
             let mut template = due.template;
@@ -775,22 +783,29 @@ async fn connected(
             template.pw = Some(up.spec.identity.pw.clone().into());
             match up.link.send(wall(), due.id, &template) {
                 Some(Action::Write(f)) => {
-                    if sock.write_all(f.as_bytes()).await.is_err() {
-                        return Ok(Ended::Lost("write failed"));
-                    }
+                    out.extend_from_slice(f.as_bytes());
                     busy.push(due.id);
-                    last_write = wall();
-                    up.link.written(due.id, &mut actions);
+                    written.push(due.id);
                 }
                 _ => break,
             }
-            if !up.spec.link.ack {
-                // Without acks nothing stays in flight: the frame is delivered.
-                apply(up, &mut actions, &mut busy)?;
+        }
+        let more = written.len() == FILL_BATCH;
+        if !written.is_empty() {
+            if sock.write_all(&out).await.is_err() {
+                return Ok(Ended::Lost("write failed"));
             }
+            last_write = wall();
+            for id in &written {
+                up.link.written(*id, &mut actions);
+            }
+            // Without acks nothing stays in flight: written is delivered.
+            apply(up, &mut actions, &mut busy)?;
         }
         tokio::select! {
             _ = stop.changed() => return Ok(Ended::Stop),
+            // More of the backlog waits: round again once what else is ready was served.
+            _ = std::future::ready(()), if more => {}
             n = sock.read(&mut buf) => match n {
                 Ok(0) | Err(_) => return Ok(Ended::Lost("closed by the platform")),
                 Ok(n) => {
@@ -858,17 +873,22 @@ fn new_realtime(every: Option<Duration>) -> Option<tokio::time::Interval> {
     })
 }
 
-/// Deletes what was delivered; clears the actions.
+/// Deletes what was delivered, in one commit; clears the actions.
 fn apply(
     up: &mut Upstream,
     actions: &mut Vec<Action>,
     busy: &mut Vec<u64>,
 ) -> Result<(), BacklogError> {
-    for a in actions.drain(..) {
-        if let Action::Delivered(id) = a {
-            blocking(|| up.backlog.delivered(id))?;
-            busy.retain(|b| *b != id);
-        }
+    let ids: Vec<u64> = actions
+        .drain(..)
+        .filter_map(|a| match a {
+            Action::Delivered(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    if !ids.is_empty() {
+        blocking(|| up.backlog.delivered_many(&ids))?;
+        busy.retain(|b| !ids.contains(b));
     }
     Ok(())
 }
