@@ -16,10 +16,14 @@
 //!    reads and counts frames, and for each real-time frame (live, sent before the backlog)
 //!    how long after its DataTime it arrived.
 //!
+//! 4. Then `--seconds` of steady state: the same readings, real-time frames every second and
+//!    minute frames as minutes end.
+//!
 //! Prints one JSON line: the limit, the fill time, the drain time and rate (backlog frames a
 //! second, all platforms), live frames' delay during the drain (p50 / p99 / max, ms: DataTime
 //! is truncated to the second, so the figures include up to 1 s of that), readings taken, the
-//! process's CPU seconds and peak RSS.
+//! process's CPU seconds in the drain, the steady state's readings a second and CPU (percent
+//! of one core, µs a reading), and the peak RSS.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -48,6 +52,9 @@ struct Args {
     backlog: usize,
     #[arg(long, default_value = "target/bench-uplink")]
     dir: std::path::PathBuf,
+    /// Seconds of steady state after the drain (readings in, real-time and minute frames out).
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
 }
 
 /// What a sink saw.
@@ -342,6 +349,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     let drain_s = t_drain.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
+    // 4. Steady state: the readings of every device to every platform, a second apart.
+    let (cpu1, taken1) = (cpu_seconds(), taken.load(Relaxed));
+    let frames1: u64 = seen.iter().map(|s| s.frames.load(Relaxed)).sum();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let steady_cpu = cpu_seconds() - cpu1;
+    let steady_readings = taken.load(Relaxed) - taken1;
+    let steady_frames: u64 = seen.iter().map(|s| s.frames.load(Relaxed)).sum::<u64>() - frames1;
     feeding.store(false, Relaxed);
     let _ = feeder.await;
     for s in &stops {
@@ -375,6 +389,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             "live_delay_ms_p99": percentile(&mut live, 0.99),
             "live_delay_ms_max": live.iter().max().copied().unwrap_or(0),
             "readings_taken": taken.load(Relaxed),
+            "steady_s": args.seconds,
+            "steady_readings_per_s": (steady_readings as f64 / args.seconds as f64).round(),
+            "steady_frames_out": steady_frames,
+            "steady_cpu_percent": (steady_cpu / args.seconds as f64 * 1000.0).round() / 10.0,
+            "steady_cpu_us_per_reading": if steady_readings > 0 { (steady_cpu * 1e6 / steady_readings as f64).round() } else { 0.0 },
             "cpu_s_during_drain": (cpu * 100.0).round() / 100.0,
             "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
         })

@@ -362,7 +362,7 @@ async fn two_platforms_get_minutes_equal_to_influx_and_an_outage_with_a_kill_los
 
     // The values: each minute at the platform is the mean / min / max InfluxDB holds, and
     // air_minute (tag upstream) the same; the minute of the kill and restart is left out (a
-    // kill -9 can cut the last 100 ms of readings from the open period).
+    // kill -9 can cut the last second of readings from the open period).
     let kill_minute = |s: i64| s + 60_000 > killed_ms && s <= restarted_ms;
     let mut compared = 0;
     for x in &city_minutes {
