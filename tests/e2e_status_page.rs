@@ -1242,3 +1242,92 @@ async fn a_hubs_page_lists_its_hj212_stations_and_metrics_stay_valid_prometheus(
     drop(sock);
     gw.proc.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sites_page_lists_its_hj212_platforms_and_their_metrics_parse() {
+    use common::platform::PlatformPeer;
+
+    let port = free_port();
+    let (up, down) = (free_port(), free_port());
+    let dir = scratch_dir("status-page-platforms");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("pw"), "123456\n").expect("pw");
+    let toml = format!(
+        "[site]\nid = \"page-uplink\"\ntimezone = \"Asia/Shanghai\"\nhealth_interval = \"1s\"\n\n[store]\ndir = \"store\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n\
+         [[hj212.upstream]]\nname = \"city\"\naddress = \"127.0.0.1:{up}\"\nst = \"39\"\nmn = \"010000A8900016F000169DC0\"\npassword_file = \"pw\"\nrealtime = \"30s\"\n\n\
+         [[hj212.upstream]]\nname = \"district\"\naddress = \"127.0.0.1:{down}\"\nversion = \"2025\"\nst = \"22\"\nmn = \"88888880000001\"\npassword_file = \"pw\"\n"
+    );
+    let city = PlatformPeer::start_on("status-page-city", up, &[]);
+    let mut gw = Gateway::start(&dir, &toml, &[]);
+    gw.wait_started();
+    // The city platform got its boot time: the link is up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !city.verdicts().iter().any(|x| x["cn"] == "2081") {
+        assert!(Instant::now() < deadline, "no 2081 at the city platform");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = Browser::start().await;
+    b.navigate(&format!("http://127.0.0.1:{port}/?lang=zh-CN&refresh=1"))
+        .await;
+    let row = b
+        .wait_text(
+            "#upstreams tr[data-upstream=\"city\"]",
+            "the city platform, connected",
+            |t| t.contains("已连接") && t.contains(&format!("127.0.0.1:{up} (2017)")),
+        )
+        .await;
+    println!("platform row: {row}");
+    b.wait_text(
+        "#upstreams tr[data-upstream=\"district\"]",
+        "the district platform, down",
+        |t| t.contains("未连接") && t.contains("(2025)"),
+    )
+    .await;
+    let heading = b.text("#upstream-section h2").await.unwrap_or_default();
+    assert_eq!(heading, "HJ 212 上报平台");
+    drop(b);
+    let (_, body) = common::http_get_blocking(port, "/metrics").expect("/metrics");
+    let samples = parse_prometheus(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    assert_eq!(
+        value_of(
+            &samples,
+            "dustgate_hj212_upstream_connected",
+            &[("upstream", "city")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "dustgate_hj212_upstream_connected",
+            &[("upstream", "district")]
+        ),
+        Some(0.0)
+    );
+    let status: Value = serde_json::from_str(
+        &common::http_get_blocking(port, "/api/status")
+            .expect("/api/status")
+            .1,
+    )
+    .expect("json");
+    let ups = status["hj212_upstreams"].as_array().expect("platforms");
+    assert_eq!(ups.len(), 2);
+    has_keys(
+        &ups[0],
+        &[
+            "name",
+            "address",
+            "version",
+            "connected",
+            "last_ack",
+            "backlog_frames",
+            "backlog_oldest",
+            "resent",
+            "expired",
+            "rejected_answers",
+            "dropped_readings",
+        ],
+        "an hj212_upstreams entry",
+    );
+    gw.proc.stop();
+}
