@@ -21,6 +21,7 @@ use crate::hj212::segment::Version;
 use crate::model::now_ms;
 use crate::outputs::dead_letter::DeadLetter;
 use crate::outputs::files::FileSink;
+use crate::outputs::hj212::backlog::Backlog;
 use crate::outputs::hj212::frames::Identity;
 use crate::outputs::hj212::session::{LinkConfig, Sm4};
 use crate::outputs::hj212::upstream::{self, UpReading, UpstreamCounts, UpstreamSpec};
@@ -426,6 +427,7 @@ fn build_site(
 /// One platform's task, built and not yet spawned.
 struct UplinkTask {
     spec: UpstreamSpec,
+    backlog: Backlog,
     rx: mpsc::Receiver<UpReading>,
     counts: watch::Sender<UpstreamCounts>,
     health: Arc<UplinkHealth>,
@@ -434,7 +436,16 @@ struct UplinkTask {
 impl UplinkTask {
     async fn run(self, stop: watch::Receiver<bool>, queue: Arc<dyn PointQueue>) {
         let name = self.spec.name.clone();
-        if let Err(e) = upstream::run(self.spec, self.rx, stop, self.counts, Some(queue)).await {
+        let ended = upstream::run_with(
+            self.spec,
+            self.backlog,
+            self.rx,
+            stop,
+            self.counts,
+            Some(queue),
+        )
+        .await;
+        if let Err(e) = ended {
             tracing::error!(upstream = %name, error = %e, "HJ 212 platform task stopped: its backlog cannot be written");
             if let Ok(mut f) = self.health.failed.lock() {
                 *f = Some(e.to_string());
@@ -525,6 +536,9 @@ fn build_uplinks(
                 .map_err(|e| StartError::Upstream(format!("{}: SM4 key: {e}", u.name)))?,
             heartbeat: u.heartbeat,
         };
+        let backlog = crate::outputs::blocking(|| Backlog::open(&spec.backlog)).map_err(|e| {
+            StartError::Upstream(format!("{}: {}: {e}", u.name, spec.backlog.display()))
+        })?;
         let (tx, rx) = mpsc::channel(UPLINK_FEED);
         let (counts, counts_rx) = watch::channel(UpstreamCounts::default());
         let h = Arc::new(UplinkHealth::new(
@@ -541,6 +555,7 @@ fn build_uplinks(
         taps.push(UplinkTap::new(&u.name, u.devices.clone(), tx, h.clone()));
         tasks.push(UplinkTask {
             spec,
+            backlog,
             rx,
             counts,
             health: h,

@@ -610,12 +610,25 @@ impl Upstream {
 /// disk), which the caller reports.
 pub async fn run(
     spec: UpstreamSpec,
+    rx: mpsc::Receiver<UpReading>,
+    stop: watch::Receiver<bool>,
+    counts: watch::Sender<UpstreamCounts>,
+    points: Option<Arc<dyn PointQueue>>,
+) -> Result<(), BacklogError> {
+    let backlog = blocking(|| Backlog::open(&spec.backlog))?;
+    run_with(spec, backlog, rx, stop, counts, points).await
+}
+
+/// As [`run`], with the backlog already opened (`dustgate run` opens every platform's before
+/// it starts anything, so that a disk or permission problem stops the start, with the file).
+pub async fn run_with(
+    spec: UpstreamSpec,
+    backlog: Backlog,
     mut rx: mpsc::Receiver<UpReading>,
     mut stop: watch::Receiver<bool>,
     counts: watch::Sender<UpstreamCounts>,
     points: Option<Arc<dyn PointQueue>>,
 ) -> Result<(), BacklogError> {
-    let backlog = blocking(|| Backlog::open(&spec.backlog))?;
     let mut periods = Periods::new(spec.tz.clone(), &spec.levels, spec.policy);
     for (device, every) in &spec.intervals {
         periods.set_interval(device, every.as_millis() as i64);
