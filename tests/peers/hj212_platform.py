@@ -16,7 +16,7 @@ Subcommands:
   serve  [--port P] [--withhold N] [--no-ack] [--log FILE] [--command CN:CP]...
       Listens on 127.0.0.1:P (0: a free port) and prints "listening PORT" when ready. Each
       frame received is written to FILE (default stdout) as a JSON verdict line with the
-      arrival time ("t", seconds). A valid frame whose Flag asks for an answer (bit 0) gets
+      arrival time ("t", seconds) and the connection's number ("conn", from 1). A valid frame whose Flag asks for an answer (bit 0) gets
       CN=9014 with its QN (ST=91, its PW and MN, Flag with its version bits), except the
       first N such frames (--withhold N: the sender must resend them) or all (--no-ack).
       After the first frame of a connection (its MN and PW are then known) each --command
@@ -181,7 +181,7 @@ def cmd_serve(args):
     srv.listen(16)
     log = open(args.log, "a") if args.log else sys.stdout
     lock = threading.Lock()
-    state = {"withheld": 0}
+    state = {"withheld": 0, "conns": 0}
     print("listening %d" % srv.getsockname()[1], flush=True)
 
     def send_commands(sock, slock, first):
@@ -205,6 +205,9 @@ def cmd_serve(args):
     def conn(sock):
         buf = b""
         commanded = False
+        with lock:
+            state["conns"] += 1
+            conn_no = state["conns"]
         slock = threading.Lock()  # a reply and a command never interleave on the socket
         with sock:
             while True:
@@ -218,6 +221,7 @@ def cmd_serve(args):
                 for f in frames:
                     v = verdict(f)
                     v["t"] = time.time()
+                    v["conn"] = conn_no
                     reply = None
                     with lock:
                         wants = v["ok"] and int(v.get("flag", "0")) & 1

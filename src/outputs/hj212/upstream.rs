@@ -297,14 +297,8 @@ impl Upstream {
         self.held = held;
         if due.is_empty() {
             // The open periods at most once a second (a commit each: an SD card's wear).
-            if self.dirty && wall() - self.saved_ms >= SAVE_EVERY_MS {
-                let state = self.saved_state();
-                blocking(|| {
-                    self.backlog
-                        .push_all(wall(), &[], Some((STATE_KEY, &state)))
-                })?;
-                self.dirty = false;
-                self.saved_ms = wall();
+            if wall() - self.saved_ms >= SAVE_EVERY_MS {
+                self.save()?;
             }
             return Ok(());
         }
@@ -591,7 +585,8 @@ impl Upstream {
         done.into_iter().map(|(_, r)| r).collect()
     }
 
-    /// Before the task ends: readings taken since the last save are kept.
+    /// Commits the open periods when readings came since they were last committed (also
+    /// before the task ends).
     fn save(&mut self) -> Result<(), BacklogError> {
         if self.dirty {
             let state = self.saved_state();
@@ -600,6 +595,7 @@ impl Upstream {
                     .push_all(wall(), &[], Some((STATE_KEY, &state)))
             })?;
             self.dirty = false;
+            self.saved_ms = wall();
         }
         Ok(())
     }
