@@ -318,6 +318,9 @@ impl Upstream {
         for ((level, start), values) in groups {
             let b = frames::period(self.platform(), String::new(), level, start, &values, false);
             no_code.extend(b.no_code);
+            if b.packet.cp.factors.is_empty() {
+                continue; // nothing the platform has a code for
+            }
             packets.extend(split_packets(&b.packet, MAX_SEGMENT));
             let cn = frames::period_cn(level).parse::<u16>().unwrap_or(0);
             whole.push((cn, start, b.packet));
@@ -403,19 +406,21 @@ impl Upstream {
             return Ok(());
         };
         let fresh = 2 * every.as_millis() as i64;
-        let mut values: Vec<(Arc<str>, f64, char)> = self
+        // Of a metric two devices report, the first device by id is sent (one value a code):
+        // the same one every time.
+        let mut values: Vec<(&Arc<str>, &Arc<str>, f64, char)> = self
             .latest
             .iter()
             .filter(|(_, (t, _, _))| now - t <= fresh)
-            .map(|((_, m), (_, v, f))| (m.clone(), *v, *f))
+            .map(|((d, m), (_, v, f))| (m, d, *v, *f))
             .collect();
         if values.is_empty() {
             return Ok(());
         }
-        values.sort_by(|a, b| a.0.cmp(&b.0));
+        values.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let rtd: Vec<Rtd<'_>> = values
             .iter()
-            .map(|(m, v, f)| Rtd {
+            .map(|(m, _, v, f)| Rtd {
                 metric: m,
                 value: *v,
                 flag: *f,
@@ -424,6 +429,10 @@ impl Upstream {
         let b = frames::realtime(self.platform(), String::new(), now - now % 1000, &rtd);
         let (packet, no_code) = (b.packet, b.no_code);
         self.note_no_code(no_code);
+        // Nothing the platform has a code for: no frame (an empty one says nothing).
+        if packet.cp.factors.is_empty() {
+            return Ok(());
+        }
         self.queue(&packet)
     }
 
