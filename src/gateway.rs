@@ -552,7 +552,7 @@ fn build_uplinks(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(h.clone());
-        taps.push(UplinkTap::new(&u.name, u.devices.clone(), tx, h.clone()));
+        taps.push(UplinkTap::new(u.devices.clone(), tx, h.clone()));
         tasks.push(UplinkTask {
             spec,
             backlog,

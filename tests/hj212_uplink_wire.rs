@@ -21,7 +21,8 @@ use dustgate::hj212::segment::Version;
 use dustgate::outputs::hj212::frames::{self, Identity, Platform, Rtd};
 use dustgate::outputs::hj212::qn::Qns;
 use dustgate::outputs::hj212::session::{Action, Link, LinkConfig};
-use dustgate::pipeline::periods::{Level, PeriodValue};
+use dustgate::outputs::hj212::upstream::{UpReading, UpstreamCounts, UpstreamSpec, run};
+use dustgate::pipeline::periods::{Level, PeriodValue, Policy};
 use serde_json::Value;
 
 const PEER: &str = "tests/peers/hj212_platform.py";
@@ -332,35 +333,15 @@ fn replay() {
     });
 }
 
-async fn wait_for(what: &str, limit: Duration, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_upstream_task_sends_each_minute_once_and_resends_what_an_outage_missed() {
-    use dustgate::model::SeriesKey;
-    use dustgate::outputs::hj212::upstream::{
-        UpReading, UpValue, UpstreamCounts, UpstreamSpec, run,
-    };
-    use dustgate::pipeline::periods::Policy;
-
-    replay();
-    let site_now = dustgate::model::now_ms;
-    let name = "hj212-uplink-task";
-    let port = free_port();
-    let peer = PlatformPeer::start_on(name, port, &[]);
-    let dir = scratch_dir(&format!("{name}-gw"));
-    let tz = tz();
-    let spec = UpstreamSpec {
+/// One platform's task on a replayed clock: the city, 2017 with answers, minute values only,
+/// five site seconds of grace, a window of two frames, dust-01 read every 15 s.
+fn task_spec(port: u16, dir: &std::path::Path) -> UpstreamSpec {
+    UpstreamSpec {
         name: "city".into(),
         address: format!("127.0.0.1:{port}"),
         identity: city(Version::V2017, true),
         factors: map("hj212-standard"),
-        tz: tz.clone(),
+        tz: tz(),
         realtime: None,
         levels: vec![Level::Minutes(1)],
         policy: Policy::default(),
@@ -372,17 +353,53 @@ async fn the_upstream_task_sends_each_minute_once_and_resends_what_an_outage_mis
         },
         keep: Duration::from_secs(3600),
         backlog: dir.join("city.redb"),
-        boot_ms: site_now(),
+        boot_ms: dustgate::model::now_ms(),
         // Five site seconds (a twelfth of a wall second) for late readings.
         grace: Duration::from_secs(5),
         intervals: vec![("dust-01".into(), Duration::from_secs(15))],
         sm4: None,
         heartbeat: None,
-    };
+    }
+}
+
+type Task = (
+    tokio::sync::mpsc::Sender<UpReading>,
+    tokio::sync::watch::Sender<bool>,
+    tokio::sync::watch::Receiver<UpstreamCounts>,
+    tokio::task::JoinHandle<Result<(), dustgate::outputs::hj212::backlog::BacklogError>>,
+);
+
+/// Starts the task: its feed, its stop, its counts and its handle.
+fn start_task(spec: UpstreamSpec) -> Task {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (counts_tx, counts_rx) = tokio::sync::watch::channel(UpstreamCounts::default());
     let task = tokio::spawn(run(spec, rx, stop_rx, counts_tx, None));
+    (tx, stop_tx, counts_rx, task)
+}
+
+async fn wait_for(what: &str, limit: Duration, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_task_sends_each_minute_once_and_resends_what_an_outage_missed() {
+    use dustgate::model::SeriesKey;
+    use dustgate::outputs::hj212::upstream::UpValue;
+
+    replay();
+    let site_now = dustgate::model::now_ms;
+    let name = "hj212-uplink-task";
+    let port = free_port();
+    let peer = PlatformPeer::start_on(name, port, &[]);
+    let dir = scratch_dir(&format!("{name}-gw"));
+    let tz = tz();
+    let spec = task_spec(port, &dir);
+    let (tx, stop_tx, counts_rx, task) = start_task(spec);
     // Minute m holds the readings 10 + m, 20 + m, 30 + m (at :00, :15, :30), whose mean is
     // 20 + m; each is fed when site time reaches it.
     let base = site_now() / 60_000 * 60_000 + 60_000;
@@ -540,10 +557,7 @@ fn a_minute_frame_over_1024_characters_goes_as_parts_each_with_its_datatime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_platforms_commands_are_answered_kept_and_history_is_sent_again() {
     use dustgate::model::SeriesKey;
-    use dustgate::outputs::hj212::upstream::{
-        UpReading, UpValue, UpstreamCounts, UpstreamSpec, run,
-    };
-    use dustgate::pipeline::periods::Policy;
+    use dustgate::outputs::hj212::upstream::UpValue;
 
     replay();
     let site_now = dustgate::model::now_ms;
@@ -551,36 +565,10 @@ async fn the_platforms_commands_are_answered_kept_and_history_is_sent_again() {
     let port = free_port();
     let dir = scratch_dir(&format!("{name}-gw"));
     let tz = tz();
-    let spec = UpstreamSpec {
-        name: "city".into(),
-        address: format!("127.0.0.1:{port}"),
-        identity: city(Version::V2017, true),
-        factors: map("hj212-standard"),
-        tz: tz.clone(),
-        realtime: None,
-        levels: vec![Level::Minutes(1)],
-        policy: Policy::default(),
-        link: LinkConfig {
-            ack: true,
-            timeout_ms: 1000,
-            retries: 2,
-            window: 1,
-        },
-        keep: Duration::from_secs(3600),
-        backlog: dir.join("city.redb"),
-        boot_ms: site_now(),
-        grace: Duration::from_secs(5),
-        intervals: vec![],
-        sm4: None,
-        heartbeat: None,
-    };
-    let start = |spec: UpstreamSpec| {
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let (counts_tx, counts_rx) = tokio::sync::watch::channel(UpstreamCounts::default());
-        let task = tokio::spawn(run(spec, rx, stop_rx, counts_tx, None));
-        (tx, stop_tx, counts_rx, task)
-    };
+    let mut spec = task_spec(port, &dir);
+    spec.link.window = 1;
+    spec.intervals = Vec::new();
+    let start = start_task;
     // Two minutes of readings, sent and archived.
     let peer = PlatformPeer::start_on(name, port, &[]);
     let (tx, stop_tx, counts_rx, task) = start(spec.clone());

@@ -25,6 +25,15 @@ fn secret_state(s: &Secret) -> String {
     format!("{} ({state})", s.describe())
 }
 
+/// Whether an SM4 key can be read here and is 16 bytes (never its value); `run` reads every
+/// key before it starts anything.
+fn sm4_key_state(k: &Secret) -> String {
+    match dustgate::config::hj212::resolve_sm4_key(k) {
+        Ok(_) => "found, 16 bytes".to_string(),
+        Err(e) => format!("NOT USABLE here: {e}; `run` will refuse to start without it"),
+    }
+}
+
 fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
@@ -309,11 +318,7 @@ pub fn describe(cfg: &Config) -> String {
                     format!("password from {}", secret_state(p))
                 });
             let sm4 = st.sm4_key.as_ref().map_or("no SM4 key".to_string(), |k| {
-                let state = match dustgate::config::hj212::resolve_sm4_key(k) {
-                    Ok(_) => "found, 16 bytes".to_string(),
-                    Err(e) => format!("NOT USABLE here: {e}"),
-                };
-                format!("SM4 key from {} ({state})", k.describe())
+                format!("SM4 key from {} ({})", k.describe(), sm4_key_state(k))
             });
             let kind = st
                 .kind
@@ -575,10 +580,7 @@ fn describe_upstream(o: &mut String, cfg: &Config, u: &dustgate::config::upstrea
         human_duration(u.grace)
     );
     if let Some(k) = &u.sm4_key {
-        let state = match dustgate::config::hj212::resolve_sm4_key(k) {
-            Ok(_) => "found, 16 bytes".to_string(),
-            Err(e) => format!("NOT USABLE here: {e}; `run` will refuse to start without it"),
-        };
+        let state = sm4_key_state(k);
         let length = match u.sm4_length {
             dustgate::config::upstream::Sm4Length::Plaintext => "the plaintext's",
             dustgate::config::upstream::Sm4Length::Transmitted => "the sent text's",

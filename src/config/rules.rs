@@ -199,9 +199,14 @@ pub struct RuleConfig {
     pub patch: bool,
 }
 
+/// Whether `device` is one of `globs` (`*`, `?`); an empty list takes every device.
+pub fn matches_any(globs: &[String], device: &str) -> bool {
+    globs.is_empty() || globs.iter().any(|g| glob(g, device))
+}
+
 impl RuleConfig {
     pub fn matches_device(&self, device: &str) -> bool {
-        self.devices.is_empty() || self.devices.iter().any(|g| glob(g, device))
+        matches_any(&self.devices, device)
     }
 
     /// The limit people are told about.

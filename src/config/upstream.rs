@@ -109,7 +109,7 @@ pub struct Hj212Upstream {
 impl Hj212Upstream {
     /// Whether the readings of `device` go to this platform.
     pub fn takes(&self, device: &str) -> bool {
-        self.devices.is_empty() || self.devices.iter().any(|g| super::rules::glob(g, device))
+        super::rules::matches_any(&self.devices, device)
     }
 }
 

@@ -42,7 +42,6 @@ pub type CoilSender = mpsc::UnboundedSender<CoilWrite>;
 /// An HJ 212 platform's feed: the accepted readings of the devices it takes, handed to its
 /// upstream task.
 pub struct UplinkTap {
-    pub name: String,
     /// Device id globs; empty: every device.
     globs: Vec<String>,
     tx: mpsc::Sender<UpReading>,
@@ -53,25 +52,15 @@ pub struct UplinkTap {
 
 impl UplinkTap {
     pub fn new(
-        name: &str,
         globs: Vec<String>,
         tx: mpsc::Sender<UpReading>,
         health: Arc<crate::health::uplink::UplinkHealth>,
     ) -> Self {
-        Self {
-            name: name.to_string(),
-            globs,
-            tx,
-            health,
-        }
+        Self { globs, tx, health }
     }
 
     fn takes(&self, device: &str) -> bool {
-        self.globs.is_empty()
-            || self
-                .globs
-                .iter()
-                .any(|g| crate::config::rules::glob(g, device))
+        crate::config::rules::matches_any(&self.globs, device)
     }
 }
 

@@ -212,10 +212,7 @@ impl Upstream {
         self.counts.oldest_ms = self.backlog.oldest();
         self.counts.late_readings = self.periods.late();
         self.counts.realtime_s = self.spec.realtime.map(|d| d.as_secs());
-        self.counts.minutes = self.spec.levels.iter().find_map(|l| match l {
-            Level::Minutes(m) => Some(u32::from(*m)),
-            _ => None,
-        });
+        self.counts.minutes = self.minutes();
         let _ = self.counts_out.send(self.counts.clone());
     }
 
@@ -453,16 +450,19 @@ impl Upstream {
         Ok(())
     }
 
+    /// The minute level in force, in minutes (`None`: minute values off).
+    fn minutes(&self) -> Option<u32> {
+        self.spec.levels.iter().find_map(|l| match l {
+            Level::Minutes(m) => Some(u32::from(*m)),
+            _ => None,
+        })
+    }
+
     /// What a platform reads with CN=1061/1063.
     fn current(&self) -> commands::Current {
         commands::Current {
             rtd_interval_s: self.spec.realtime.map(|d| d.as_secs()),
-            min_interval_m: self.counts.minutes.or_else(|| {
-                self.spec.levels.iter().find_map(|l| match l {
-                    Level::Minutes(m) => Some(u32::from(*m)),
-                    _ => None,
-                })
-            }),
+            min_interval_m: self.minutes(),
         }
     }
 
