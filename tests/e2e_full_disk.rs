@@ -181,7 +181,7 @@ async fn modbus_readings_polled_while_the_disk_is_full_are_held_and_delivered_or
     // Before issue 11, readings polled while the store could not commit were discarded and
     // not counted. Now they are held in memory (capped; what the cap drops is counted) and
     // committed when the disk takes them again.
-    let influx = Influx1::start();
+    let mut influx = Influx1::start();
     influx.create_db("fullmb").await;
     let (spec, _) = common::site::dust_monitor_unit(1);
     let mut sim = common::ModbusSim::tcp(&serde_json::json!({ "devices": [spec] }));
@@ -197,17 +197,28 @@ async fn modbus_readings_polled_while_the_disk_is_full_are_held_and_delivered_or
     gw.wait_started();
     wait_pm10_count(&influx, "fullmb", 5, Duration::from_secs(60)).await;
 
+    // The store refuses a commit only when it needs a page the full disk cannot give: a queue
+    // drained as fast as it fills may go on reusing the pages it has (seen in CI: 50 polls, 0
+    // refused commits). InfluxDB is paused so the queue grows into new pages.
     fs.fill();
+    influx.proc().signal("STOP");
     let readings = |http| metric_value(http, "dustgate_readings_total").unwrap_or(0.0);
+    let failures = |http| metric_value(http, "dustgate_store_write_failures_total").unwrap_or(0.0);
     let at_fill = readings(http);
+    let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(10)).await;
+    while failures(http) < 1.0 && t0.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let polled_while_full = (readings(http) - at_fill) / 9.0;
-    let failures = metric_value(http, "dustgate_store_write_failures_total").unwrap_or(0.0);
+    let failures = failures(http);
     assert!(
         polled_while_full >= 10.0 && failures >= 1.0,
-        "polled {polled_while_full} times with {failures} refused commits: the disk was not full\n{}",
+        "polled {polled_while_full} times with {failures} refused commits in {:?}: the disk was not full\n{}",
+        t0.elapsed(),
         gw.log()
     );
+    influx.proc().signal("CONT");
     fs.free();
     // No more polls that succeed: then every reading taken must be in InfluxDB or counted.
     sim.stop();
