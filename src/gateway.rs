@@ -11,9 +11,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::diff::{self, Changes};
 use crate::config::rules::Severity;
 use crate::config::upstream::{Sm4Length, UplinkVersion};
+use crate::config::{BusConfig, Config};
 use crate::edge::{CoilSender, SiteEdge, UplinkTap};
 use crate::health::Health;
 use crate::health::uplink::UplinkHealth;
@@ -37,7 +38,7 @@ use crate::pipeline::aqi::Aqi;
 use crate::pipeline::compliance::Compliance;
 use crate::pipeline::periods::{Level, Policy};
 use crate::pipeline::rules::Engine;
-use crate::pipeline::{CoilWrite, Judge, SiteCore};
+use crate::pipeline::{Judge, Keep, SiteCore};
 use crate::sources::ingest::Ingest;
 use crate::sources::modbus::bus::BusTask;
 use crate::sources::mqtt::broker::{BrokerTask, MqttSetupError};
@@ -79,6 +80,11 @@ pub struct Gateway {
     reporter_stop: watch::Sender<bool>,
     writer_stop: watch::Sender<bool>,
     sources: Vec<JoinHandle<()>>,
+    /// Modbus buses, each with its own stop so a reload can restart one alone.
+    buses: Vec<RunningBus>,
+    /// The config running: what a reload applied, and the sections it did not (they wait
+    /// for a restart) as they were at start.
+    cfg: Config,
     http: JoinHandle<()>,
     http_stop: watch::Sender<bool>,
     ticker: JoinHandle<()>,
@@ -116,14 +122,12 @@ impl Gateway {
             .offline_after_ms
             .store(cfg.alerts.offline_after.as_millis() as i64, Relaxed);
         let outboxes = open_outboxes(cfg)?;
-        let (coil_writers, mut coil_rx) = coil_channels(cfg);
         let (taps, uplinks) = build_uplinks(cfg, &health)?;
         let site = Arc::new(build_site(
             cfg,
             queue.clone(),
             health.clone(),
             &outboxes,
-            coil_writers,
             taps,
         ));
         let control = crate::control::MqttPolicy {
@@ -162,14 +166,12 @@ impl Gateway {
         for l in hj212 {
             sources.push(tokio::spawn(l.run(sources_rx.clone())));
         }
-        for bus in &cfg.buses {
-            let ingest: Arc<dyn Ingest> = site.clone();
-            let mut task = BusTask::new(bus.clone(), &cfg.site.id, &cfg.site.tags, &health, ingest);
-            if let Some(rx) = coil_rx.remove(&bus.name) {
-                task = task.with_commands(rx);
-            }
-            sources.push(tokio::spawn(task.run(sources_rx.clone())));
-        }
+        let buses: Vec<RunningBus> = cfg
+            .buses
+            .iter()
+            .map(|b| RunningBus::spawn(cfg, b, &site, &health))
+            .collect();
+        site.set_coil_writers(coil_writers(&buses));
         let ticker = tokio::spawn(tick(site.clone(), reporter_rx.clone()));
         let reporter = tokio::spawn(report_health(
             cfg.site.id.clone(),
@@ -189,6 +191,11 @@ impl Gateway {
             control_token,
         });
         let http = tokio::spawn(crate::http::serve(cfg.http.clone(), api, http_rx));
+        health.config.update(|c| {
+            c.file = cfg.file.display().to_string();
+            c.sha256 = cfg.sha256.clone();
+            c.loaded_ms = now_ms();
+        });
         info!(site = %cfg.site.id, buses = cfg.buses.len(), brokers = cfg.brokers.len(), store = %store.path().display(), destination = %destination, "gateway started");
         Ok(Gateway {
             health,
@@ -200,6 +207,8 @@ impl Gateway {
             reporter_stop,
             writer_stop,
             sources,
+            buses,
+            cfg: cfg.clone(),
             http,
             http_stop,
             ticker,
@@ -209,6 +218,59 @@ impl Gateway {
             uplinks,
             uplinks_stop,
         })
+    }
+
+    /// Applies a new config, already validated, in place: the site core is rebuilt (rules,
+    /// standards, thresholds, six 100%, actuators, alert wording), taking over the running
+    /// one's windows, open alerts and compliance counts; the Modbus buses whose settings or
+    /// devices changed are started again, the others keep polling on their connections.
+    /// Sections a reload does not apply are listed and logged; they wait for a restart.
+    pub async fn reload(&mut self, new: Config) -> Changes {
+        let running = diff::applied(&self.cfg, &new);
+        let changes = diff::compare(&self.cfg, &running);
+        let pending = diff::compare(&running, &new).need_restart;
+        for name in &changes.buses_stopped {
+            if let Some(i) = self.buses.iter().position(|b| &b.name == name) {
+                self.buses.remove(i).stop().await;
+            }
+            let keep: Vec<&str> = running
+                .buses
+                .iter()
+                .filter(|b| &b.name == name)
+                .flat_map(|b| b.devices.iter().map(|d| d.id.as_str()))
+                .collect();
+            self.health.remove_devices(name, &keep);
+        }
+        for name in &changes.buses_started {
+            if let Some(b) = running.buses.iter().find(|b| &b.name == name) {
+                self.buses
+                    .push(RunningBus::spawn(&running, b, &self.site, &self.health));
+            }
+        }
+        self.site.set_coil_writers(coil_writers(&self.buses));
+        if changes.core {
+            self.health
+                .offline_after_ms
+                .store(running.alerts.offline_after.as_millis() as i64, Relaxed);
+            let old = &self.cfg;
+            let keep = Keep {
+                aqi: old.site.id == running.site.id
+                    && old.site.tags == running.site.tags
+                    && old.site.timezone_name == running.site.timezone_name
+                    && format!("{:?}", aqi_table(old)) == format!("{:?}", aqi_table(&running)),
+                linkage: format!("{:?}", old.actuators) == format!("{:?}", running.actuators)
+                    && old.control.max_for == running.control.max_for,
+            };
+            self.site.replace_core(build_core(&running), keep);
+        }
+        self.health.config.update(|c| {
+            c.sha256 = running.sha256.clone();
+            c.loaded_ms = now_ms();
+            c.reloads_ok += 1;
+            c.pending_restart = pending.iter().map(|s| s.to_string()).collect();
+        });
+        self.cfg = running;
+        changes
     }
 
     /// Stops the sources (a poll in progress finishes), writes a last health snapshot (so its
@@ -236,8 +298,14 @@ impl Gateway {
             http.abort();
         }
         let _ = self.sources_stop.send(true);
+        for b in &self.buses {
+            let _ = b.stop.send(true);
+        }
         for s in self.sources {
             let _ = s.await;
+        }
+        for b in self.buses {
+            let _ = b.task.await;
         }
         // The platforms' tasks keep what the sources handed them (open periods) and stop.
         let _ = self.uplinks_stop.send(true);
@@ -274,6 +342,11 @@ impl Gateway {
         }
         crate::outputs::blocking(|| self.store.close());
     }
+}
+
+/// The AQI table a config pins, if any.
+fn aqi_table(cfg: &Config) -> Option<&String> {
+    cfg.packs.iter().find_map(|p| p.aqi.as_ref())
 }
 
 /// How long shutdown waits for a writer to stop (its grace is 10 s).
@@ -325,31 +398,71 @@ fn open_outboxes(cfg: &Config) -> Result<Vec<Outbox>, StoreError> {
     Ok(out)
 }
 
-/// Linkage: one channel per bus that owns a relay device; the senders by device.
-fn coil_channels(
-    cfg: &Config,
-) -> (
-    HashMap<String, CoilSender>,
-    HashMap<String, mpsc::UnboundedReceiver<CoilWrite>>,
-) {
-    let (mut writers, mut receivers) = (HashMap::new(), HashMap::new());
-    for bus in &cfg.buses {
-        let devices: Vec<&str> = cfg
+/// A Modbus bus's task, with its own stop and, when it owns relay devices, the channel their
+/// switches go through.
+struct RunningBus {
+    name: String,
+    relays: Vec<String>,
+    coils: Option<CoilSender>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningBus {
+    fn spawn(cfg: &Config, bus: &BusConfig, site: &Arc<SiteEdge>, health: &Arc<Health>) -> Self {
+        let ingest: Arc<dyn Ingest> = site.clone();
+        let task = BusTask::new(bus.clone(), &cfg.site.id, &cfg.site.tags, health, ingest);
+        let relays: Vec<String> = cfg
             .actuators
             .iter()
             .filter(|a| bus.devices.iter().any(|d| d.id == a.device))
-            .map(|a| a.device.as_str())
+            .map(|a| a.device.clone())
             .collect();
-        if devices.is_empty() {
-            continue;
+        let (task, coils) = if relays.is_empty() {
+            (task, None)
+        } else {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (task.with_commands(rx), Some(tx))
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        Self {
+            name: bus.name.clone(),
+            relays,
+            coils,
+            stop,
+            task: tokio::spawn(task.run(stop_rx)),
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        for d in devices {
-            writers.insert(d.to_string(), tx.clone());
-        }
-        receivers.insert(bus.name.clone(), rx);
     }
-    (writers, receivers)
+
+    /// Stops the task: a poll in progress finishes; bounded, since a serial line that hangs
+    /// must not hold a reload.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(BUS_STOP_BOUND, &mut task)
+            .await
+            .is_err()
+        {
+            tracing::error!(bus = %self.name, "bus not stopped within the bound: stopped");
+            task.abort();
+        }
+    }
+}
+
+/// How long a reload waits for a bus it restarts to finish its poll.
+const BUS_STOP_BOUND: Duration = Duration::from_secs(10);
+
+/// Per relay device, the channel of the bus that owns it.
+fn coil_writers(buses: &[RunningBus]) -> HashMap<String, CoilSender> {
+    let mut writers = HashMap::new();
+    for b in buses {
+        if let Some(tx) = &b.coils {
+            for d in &b.relays {
+                writers.insert(d.clone(), tx.clone());
+            }
+        }
+    }
+    writers
 }
 
 /// The site core (rules, six 100%, AQI, linkage) behind its edge.
@@ -358,9 +471,21 @@ fn build_site(
     queue: Arc<dyn PointQueue>,
     health: Arc<Health>,
     outboxes: &[Outbox],
-    coil_writers: HashMap<String, CoilSender>,
     taps: Vec<UplinkTap>,
 ) -> SiteEdge {
+    let mut site =
+        SiteEdge::new(build_core(cfg), queue, health).with_state_dir(cfg.store.dir.clone());
+    for o in outboxes {
+        site = site.with_outbox(o.min, o.store.clone());
+    }
+    for t in taps {
+        site = site.with_uplink(t);
+    }
+    site
+}
+
+/// The site core of a config: rules, six 100%, AQI, linkage (at start, and again at a reload).
+fn build_core(cfg: &Config) -> SiteCore {
     let mut core = SiteCore::new(&cfg.site.id, &cfg.site.tags).with_max_future(cfg.site.max_future);
     if !cfg.rules.is_empty() || cfg.compliance.is_some() || !cfg.hj212.listeners.is_empty() {
         let mut engine = Engine::new(cfg.rules.clone(), cfg.site.timezone.clone());
@@ -412,16 +537,7 @@ fn build_site(
         let linkage = Linkage::new(cfg.actuators.clone(), cfg.site.timezone.clone());
         core = core.with_linkage(linkage, cfg.control.max_for);
     }
-    let mut site = SiteEdge::new(core, queue, health)
-        .with_coil_writers(coil_writers)
-        .with_state_dir(cfg.store.dir.clone());
-    for o in outboxes {
-        site = site.with_outbox(o.min, o.store.clone());
-    }
-    for t in taps {
-        site = site.with_uplink(t);
-    }
-    site
+    core
 }
 
 /// One platform's task, built and not yet spawned.

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod notify;
 pub mod probe;
 pub mod run;
 

@@ -13,6 +13,7 @@
 pub mod alerts;
 pub mod common;
 pub mod control;
+pub mod diff;
 pub mod factors;
 pub mod hj212;
 pub mod http;
@@ -56,6 +57,9 @@ use rules::{Pack, PackLoader, RuleConfig};
 pub struct Config {
     /// The file this was loaded from.
     pub file: PathBuf,
+    /// Hex SHA-256 of the file's text as loaded (as `sha256sum` prints it), so a crew can tell
+    /// which version runs.
+    pub sha256: String,
     pub site: Site,
     /// `None`: series go to daily line-protocol files under `[store].dir`.
     pub influx: Option<InfluxConfig>,
@@ -219,6 +223,7 @@ pub fn validate(
 
     Some(Config {
         file: config_path.to_path_buf(),
+        sha256: String::new(),
         site: site?,
         influx,
         store,
@@ -270,7 +275,10 @@ pub fn load_from(
     };
     diags.sort();
     match config {
-        Some(c) if diags.is_empty() => Ok(c),
+        Some(mut c) if diags.is_empty() => {
+            c.sha256 = source::sha256_hex(file.text.as_bytes());
+            Ok(c)
+        }
         _ => {
             if diags.is_empty() {
                 diags.push(file.diagnostic(&(0..0), "", "configuration is incomplete"));

@@ -175,3 +175,21 @@ mod tests {
         assert_eq!(f.position(x), (2, 13));
     }
 }
+
+/// The hex SHA-256 of `bytes`, as `sha256sum` prints it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod sha_tests {
+    #[test]
+    fn the_hash_is_sha256sum_s() {
+        // printf 'abc' | sha256sum
+        assert_eq!(
+            super::sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

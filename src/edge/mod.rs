@@ -34,7 +34,7 @@ use crate::pipeline::actuate::{ActuatorStatus, Switch};
 use crate::pipeline::alerts::Locale;
 use crate::pipeline::compliance::ItemFigures;
 use crate::pipeline::rules::{AlertEvent, Limit};
-use crate::pipeline::{CoilWrite, Effects, Saved, SiteCore};
+use crate::pipeline::{CoilWrite, Effects, Keep, Saved, SiteCore};
 use crate::sources::ingest::Ingest;
 
 pub type CoilSender = mpsc::UnboundedSender<CoilWrite>;
@@ -162,8 +162,9 @@ pub struct SiteEdge {
     /// Alert outputs besides InfluxDB (MQTT topic, webhooks): their durable queues, each with
     /// the lowest severity it takes.
     outboxes: Vec<(Severity, Arc<dyn PointQueue>)>,
-    /// Per relay device, the channel to the bus that owns it.
-    coil_writers: HashMap<String, CoilSender>,
+    /// Per relay device, the channel to the bus that owns it (replaced when a reload
+    /// restarts a bus).
+    coil_writers: Mutex<HashMap<String, CoilSender>>,
     state: Option<StateFiles>,
     uplinks: Vec<UplinkTap>,
 }
@@ -178,7 +179,7 @@ impl SiteEdge {
             queue,
             health,
             outboxes: Vec::new(),
-            coil_writers: HashMap::new(),
+            coil_writers: Mutex::new(HashMap::new()),
             state: None,
             uplinks: Vec::new(),
         }
@@ -198,7 +199,7 @@ impl SiteEdge {
 
     /// The buses that own relay devices.
     pub fn with_coil_writers(mut self, writers: HashMap<String, CoilSender>) -> Self {
-        self.coil_writers = writers;
+        self.coil_writers = Mutex::new(writers);
         self
     }
 
@@ -244,6 +245,8 @@ impl SiteEdge {
                 let sw = w.switch.clone();
                 let sent = self
                     .coil_writers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
                     .get(&w.device)
                     .is_some_and(|tx| tx.send(w).is_ok());
                 if !sent {
@@ -339,7 +342,29 @@ impl SiteEdge {
             .as_ref()
             .map(|s| load_saved(&s.dir))
             .unwrap_or_default();
+        if !saved.open.is_empty() {
+            tracing::info!(
+                open = saved.open.len(),
+                "alerts still open from before the restart"
+            );
+        }
         self.run(|core, now, fx| core.restore(saved, now, fx));
+    }
+
+    /// After a reload: `core`, built from the new config, takes the place of the running one
+    /// and takes over its state (see [`SiteCore::take_over`]).
+    pub fn replace_core(&self, mut core: SiteCore, keep: Keep) {
+        self.run(|running, now, fx| {
+            core.take_over(running, keep, now, fx);
+            std::mem::swap(running, &mut core);
+        });
+        // The open alerts and the windows as the new rules hold them.
+        self.save_state();
+    }
+
+    /// The buses that own relay devices, after a reload restarted some of them.
+    pub fn set_coil_writers(&self, writers: HashMap<String, CoilSender>) {
+        *self.coil_writers.lock().unwrap_or_else(|p| p.into_inner()) = writers;
     }
 
     /// Time passes: reminders, daily rollovers, linkage guards.

@@ -3,6 +3,7 @@
 //! Plain atomics shared by the tasks; the health task turns them into `gateway` points and a
 //! log line, and the demo prints them.
 
+pub mod config;
 pub mod hj212;
 pub mod uplink;
 
@@ -128,6 +129,8 @@ pub struct Health {
     pub latest: std::sync::Mutex<std::collections::HashMap<Arc<str>, LatestValues>>,
     /// `[alerts].offline_after` in ms (0: the default): silent this long, a device is down.
     pub offline_after_ms: AtomicI64,
+    /// The config in force and its reloads.
+    pub config: config::ConfigHealth,
 }
 
 /// A device as the status page, `/api/status`, `/metrics` and the `gateway` points show it.
@@ -265,9 +268,23 @@ impl LatestValues {
 }
 
 impl Health {
-    pub fn add_device(&self, d: Arc<DeviceHealth>) {
+    /// Adds a device's health; when the same device of the same bus is there already (its bus
+    /// was started again by a reload) that one is kept and returned, so its counters go on.
+    pub fn add_device(&self, d: Arc<DeviceHealth>) -> Arc<DeviceHealth> {
+        let Ok(mut v) = self.devices.lock() else {
+            return d;
+        };
+        if let Some(known) = v.iter().find(|k| k.id == d.id && k.bus == d.bus) {
+            return known.clone();
+        }
+        v.push(d.clone());
+        d
+    }
+
+    /// Forgets the devices of `bus` not in `keep` (a reload removed them).
+    pub fn remove_devices(&self, bus: &str, keep: &[&str]) {
         if let Ok(mut v) = self.devices.lock() {
-            v.push(d);
+            v.retain(|d| d.bus != bus || keep.contains(&d.id.as_str()));
         }
     }
 

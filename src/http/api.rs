@@ -157,8 +157,24 @@ pub(super) async fn status(State(api): State<Arc<Api>>) -> Response {
         "brokers": brokers,
         "hj212": hj212,
         "hj212_upstreams": upstreams,
+        "config": config_json(&health.config.get(), &api.tz),
     }))
     .into_response()
+}
+
+/// The config in force: which file, its SHA-256, when it was loaded, the reloads, and what
+/// waits for a restart.
+fn config_json(c: &crate::health::config::ConfigStatus, tz: &jiff::tz::TimeZone) -> Value {
+    json!({
+        "file": c.file,
+        "sha256": c.sha256,
+        "loaded_at": rfc3339(c.loaded_ms, tz),
+        "reloads": c.reloads_ok,
+        "reloads_failed": c.reloads_failed,
+        "last_failure": c.last_failure_ms.and_then(|t| rfc3339(t, tz)),
+        "last_errors": c.last_errors,
+        "pending_restart": c.pending_restart,
+    })
 }
 
 /// The writer's state: whether its destination is missing (since when, and the server's

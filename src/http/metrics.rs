@@ -234,6 +234,28 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         "Alerts opened since start.",
         counter(&health.alerts_opened),
     );
+    let config = health.config.get();
+    e.family(
+        "dustgate_config_reloads_total",
+        Counter,
+        "Config reloads (SIGHUP, systemctl reload): applied, and refused for errors in the file.",
+    );
+    e.sample(
+        "dustgate_config_reloads_total",
+        &[("result", "ok")],
+        config.reloads_ok as f64,
+    );
+    e.sample(
+        "dustgate_config_reloads_total",
+        &[("result", "failed")],
+        config.reloads_failed as f64,
+    );
+    e.single(
+        "dustgate_config_loaded_timestamp_seconds",
+        Gauge,
+        "When the config in force was loaded (Unix seconds).",
+        config.loaded_ms as f64 / 1000.0,
+    );
     let open = api.site.open_alerts();
     e.family(
         "dustgate_open_alerts",

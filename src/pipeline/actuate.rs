@@ -225,6 +225,14 @@ impl Linkage {
         self.stopping = true;
     }
 
+    /// Forgets which alerts hold each actuator on (after a reload the open alerts ask again,
+    /// perhaps for other actuators); states and hand overrides stay.
+    pub fn clear_demands(&mut self) {
+        for s in &mut self.states {
+            s.demand.clear();
+        }
+    }
+
     /// Whether every actuator is confirmed in its safe state (or cannot be reached).
     pub fn settled(&self) -> bool {
         self.specs

@@ -12,4 +12,4 @@ pub mod rules;
 pub mod site;
 pub mod validate;
 
-pub use site::{AlertOut, CoilWrite, Effects, Judge, OverrideError, Saved, SiteCore};
+pub use site::{AlertOut, CoilWrite, Effects, Judge, Keep, OverrideError, Saved, SiteCore};

@@ -111,6 +111,15 @@ impl Judge {
     }
 }
 
+/// What a rebuilt core takes over from the one it replaces (see [`SiteCore::take_over`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Keep {
+    /// The AQI's inputs (site, tags, zone, pinned table) did not change.
+    pub aqi: bool,
+    /// The actuators did not change.
+    pub linkage: bool,
+}
+
 /// What the core keeps across restarts (the edge writes it to files).
 #[derive(Debug, Default)]
 pub struct Saved {
@@ -214,12 +223,6 @@ impl SiteCore {
             }
         }
         if let Some(j) = &mut self.judge {
-            if !saved.open.is_empty() {
-                tracing::info!(
-                    open = saved.open.len(),
-                    "alerts still open from before the restart"
-                );
-            }
             j.engine
                 .restore(saved.windows, saved.open, now_ms, &mut self.events);
             if let (Some(c), Some(s)) = (&mut j.compliance, saved.compliance) {
@@ -231,6 +234,27 @@ impl SiteCore {
             self.demand(&e);
         }
         self.actuate(now_ms, fx);
+    }
+
+    /// Takes over from `old`, the core of the config before a reload, what it holds: the AQI's
+    /// rolling hour when `keep.aqi`, the actuators' states and hand overrides when
+    /// `keep.linkage` (otherwise `old`'s actuators go to their safe state and the new ones
+    /// start as after a restart); then the rule windows, open alerts (same ids, not announced
+    /// again; those of rules now gone are closed) and today's compliance counts.
+    pub fn take_over(&mut self, old: &mut SiteCore, keep: Keep, now_ms: i64, fx: &mut Effects) {
+        if keep.aqi {
+            self.aqi = old.aqi.take();
+        }
+        if keep.linkage {
+            self.linkage = old.linkage.take();
+            if let Some(l) = &mut self.linkage {
+                l.clear_demands();
+            }
+        } else {
+            old.stop_actuators(now_ms, fx);
+        }
+        let saved = old.saved(now_ms);
+        self.restore(saved, now_ms, fx);
     }
 
     /// What to keep across a restart, now.

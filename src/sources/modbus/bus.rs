@@ -198,9 +198,8 @@ impl BusTask {
                 for (slot, loc) in plan.locations.iter().enumerate() {
                     slots_by_read[loc.read].push(slot);
                 }
-                let dh = Arc::new(DeviceHealth::new(&d.id, &cfg.name));
+                let dh = health.add_device(Arc::new(DeviceHealth::new(&d.id, &cfg.name)));
                 dh.interval_ms.store(d.interval.as_millis() as i64, Relaxed);
-                health.add_device(dh.clone());
                 // Stagger first polls across the interval so devices do not all fire at once.
                 let offset =
                     crate::clock::real(d.interval).mul_f64(f64::from(i as u32) / f64::from(n));
