@@ -249,3 +249,81 @@ async fn sighup_applies_a_threshold_keeps_open_alerts_and_refuses_a_broken_file(
     );
     gw.proc.stop();
 }
+
+/// The readiness protocol the unit's `Type=notify` and `WatchdogSec=` rely on, on a socket the
+/// test binds as systemd would: READY=1 once running, WATCHDOG=1 at half the period asked for,
+/// RELOADING=1 then READY=1 around a SIGHUP, STOPPING=1 at SIGTERM.
+#[test]
+fn systemd_hears_ready_watchdog_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = scratch_dir("e2e-notify");
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("the notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("a read timeout");
+    let http = free_port();
+    let config = common::site::write_site(
+        &dir,
+        &format!(
+            "[site]\nid = \"notify\"\n\n[store]\ndir = \"store\"\n\n[http]\nlisten = \"127.0.0.1:{http}\"\n"
+        ),
+        &[],
+    );
+    let stderr = std::fs::File::create(dir.join("dustgate.stderr.log")).expect("log file");
+    let mut child = std::process::Command::new(Gateway::binary())
+        .args(["run", "--config"])
+        .arg(&config)
+        .current_dir(&dir)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stdin(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("dustgate run");
+    let pid = child.id().to_string();
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = sock.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "no notification in 20 s ({e}); log:\n{}",
+                std::fs::read_to_string(dir.join("dustgate.stderr.log")).unwrap_or_default()
+            )
+        });
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let mut seen = Vec::new();
+    // Ready, then watchdog pings (every 0.5 s).
+    let first = next();
+    assert!(first.starts_with("READY=1"), "{first}");
+    let mut pings = 0;
+    while pings < 2 {
+        let m = next();
+        assert_eq!(m, "WATCHDOG=1");
+        pings += 1;
+    }
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args(["-s", sig, &pid])
+            .status()
+            .expect("kill");
+    };
+    signal("HUP");
+    // Pings may interleave; the order of the others is the protocol.
+    while seen.len() < 2 {
+        let m = next();
+        if m != "WATCHDOG=1" {
+            seen.push(m.lines().next().unwrap_or_default().to_string());
+        }
+    }
+    assert_eq!(seen, ["RELOADING=1", "READY=1"]);
+    signal("TERM");
+    let stopping = loop {
+        let m = next();
+        if m != "WATCHDOG=1" {
+            break m;
+        }
+    };
+    assert!(stopping.starts_with("STOPPING=1"), "{stopping}");
+    let status = child.wait().expect("exit");
+    assert!(status.success(), "{status}");
+}
