@@ -38,6 +38,22 @@ enum Command {
         #[command(subcommand)]
         what: Probe,
     },
+    /// What the store holds: queues, outboxes, HJ 212 backlogs, dead letters.
+    Store {
+        #[command(subcommand)]
+        what: Store,
+    },
+    /// Send dead-lettered InfluxDB batches again, once their cause is fixed.
+    Replay(cli::store::ReplayArgs),
+}
+
+#[derive(Subcommand)]
+enum Store {
+    /// Depth, oldest, outboxes and dead letters, per destination.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,6 +93,10 @@ fn main() -> ExitCode {
         Command::Probe {
             what: Probe::Modbus(a),
         } => cli::probe::modbus(a),
+        Command::Store {
+            what: Store::Status { config },
+        } => cli::store::status(&config),
+        Command::Replay(a) => cli::store::replay(a),
     };
     match result {
         Ok(code) => code,

@@ -397,6 +397,62 @@ async fn a_missing_database_is_not_an_excuse_for_bad_content_which_is_still_dead
     assert!(gw.log().contains("set aside in the dead-letter file"));
     assert!(!gw.log().contains(MISSING_LINE));
     drop(sim);
+
+    // The cause fixed (the string field gone), `dustgate replay` puts the batches in, once.
+    let pm10_lines = dead_letters(&dir)
+        .lines()
+        .filter(|l| l.starts_with("air,device=dust-01,") && l.contains(",pm10="))
+        .count();
+    assert!(pm10_lines >= 1);
+    influx.query("conflict", "DROP MEASUREMENT air").await;
+    let pm10_count = || async {
+        let rows = influx
+            .query_rows("conflict", "SELECT count(pm10) FROM air")
+            .await;
+        rows.first().and_then(|r| r[1].as_u64()).unwrap_or(0)
+    };
+    assert_eq!(pm10_count().await, 0);
+    let config = dir.join("site.toml");
+    let dustgate = |args: &[&str]| {
+        let out = std::process::Command::new(Gateway::binary())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(&dir)
+            .output()
+            .expect("dustgate");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, status) = dustgate(&["store", "status"]);
+    assert!(ok, "{status}");
+    assert!(status.contains("influx: 1 files,"), "{status}");
+    let (ok, dry) = dustgate(&["replay", "--dry-run"]);
+    assert!(ok && dry.contains("nothing sent"), "{dry}");
+    assert_eq!(pm10_count().await, 0, "a dry run sends nothing");
+    let (ok, out) = dustgate(&["replay"]);
+    assert!(ok, "{out}");
+    assert!(out.contains(" kept") && out.contains(", 0 kept"), "{out}");
+    assert_eq!(pm10_count().await, pm10_lines as u64, "{out}");
+    let (ok, again) = dustgate(&["replay"]);
+    assert!(
+        ok && again.contains("no dead-lettered InfluxDB batches"),
+        "{again}"
+    );
+    assert_eq!(pm10_count().await, pm10_lines as u64, "once");
+    let (_, status) = dustgate(&["store", "status"]);
+    assert!(status.contains("influx: 0 files,"), "{status}");
+    assert!(
+        dir.join("store/dead-letter/replayed").exists(),
+        "the replayed batches are kept for the record"
+    );
+    eprintln!("replay: {pm10_lines} dead-lettered readings in InfluxDB once\n{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

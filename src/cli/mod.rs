@@ -5,6 +5,7 @@ pub mod demo;
 pub mod notify;
 pub mod probe;
 pub mod run;
+pub mod store;
 
 use std::path::Path;
 

@@ -197,6 +197,63 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What a store holds, read without changing it (`dustgate store status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Summary {
+    pub chunks: u64,
+    pub points: u64,
+    pub bytes: u64,
+    /// When the oldest waiting chunk was appended (ms).
+    pub oldest_ms: Option<i64>,
+}
+
+/// A store file as `dustgate store status` finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inspected {
+    /// No file: nothing was ever queued there.
+    Missing,
+    /// A running gateway has it open (its figures are in its `/api/status`).
+    InUse,
+    Held(Summary),
+    Unreadable(String),
+}
+
+/// Reads `dir/queue.redb`'s index read-only: no file is created, repaired or moved aside.
+pub fn inspect(dir: &Path) -> Inspected {
+    let path = dir.join("queue.redb");
+    if !path.exists() {
+        return Inspected::Missing;
+    }
+    let db = match redb::ReadOnlyDatabase::open(&path) {
+        Ok(db) => db,
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Inspected::InUse,
+        Err(e) => return Inspected::Unreadable(e.to_string()),
+    };
+    let read = || -> Result<Summary, redb::Error> {
+        let rtx = db.begin_read()?;
+        let t = match rtx.open_table(INDEX) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Summary::default()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut s = Summary::default();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            let (points, bytes, appended_ms) = v.value();
+            s.chunks += 1;
+            s.points += points;
+            s.bytes += bytes;
+            s.oldest_ms = Some(s.oldest_ms.map_or(appended_ms, |o: i64| o.min(appended_ms)));
+        }
+        Ok(s)
+    };
+    match catch_unwind(AssertUnwindSafe(read)) {
+        Ok(Ok(s)) => Inspected::Held(s),
+        Ok(Err(e)) => Inspected::Unreadable(e.to_string()),
+        Err(p) => Inspected::Unreadable(panic_message(&*p)),
+    }
+}
+
 impl DiskStore {
     /// Opens (or creates) `dir/queue.redb` and starts the committer thread.
     pub fn open(

@@ -97,6 +97,31 @@ fn unpack(v: &[u8]) -> Option<(i64, &str)> {
         .flatten()
 }
 
+/// What a platform's backlog holds, read without changing it (`dustgate store status`):
+/// `Ok(None)` when a running gateway has it open.
+pub fn inspect(path: &Path) -> Result<Option<(usize, Option<i64>)>, BacklogError> {
+    let db = match redb::ReadOnlyDatabase::open(path) {
+        Ok(db) => db,
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Ok(None),
+        Err(e) => return Err(BacklogError::Db(e.into())),
+    };
+    let rx = db.begin_read()?;
+    let t = match rx.open_table(FRAMES) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Some((0, None))),
+        Err(e) => return Err(e.into()),
+    };
+    let (mut frames, mut oldest) = (0, None::<i64>);
+    for row in t.iter()? {
+        let (_, v) = row?;
+        if let Some((queued, _)) = unpack(v.value()) {
+            frames += 1;
+            oldest = Some(oldest.map_or(queued, |o| o.min(queued)));
+        }
+    }
+    Ok(Some((frames, oldest)))
+}
+
 impl Backlog {
     /// Opens (or creates) the backlog at `path` and reads its index.
     pub fn open(path: &Path) -> Result<Backlog, BacklogError> {
