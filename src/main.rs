@@ -16,6 +16,9 @@ use clap::{Parser, Subcommand};
 struct Args {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text, or as one JSON object a line (journald, log shippers).
+    #[arg(long, global = true, value_enum, default_value_t)]
+    log_format: cli::logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -86,6 +89,7 @@ fn limit_malloc_arenas() {}
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let args = Args::parse();
+    let _ = cli::logging::FORMAT.set(args.log_format);
     let result = match args.command {
         Command::Run { config } => cli::run::run(&config),
         Command::Check { config } => cli::check::check(&config),

@@ -216,7 +216,7 @@ async fn create_v1_database(url: &str, db: &str) {
 }
 
 pub fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
-    super::init_logging("warn");
+    super::init_logging("warn", jiff::tz::TimeZone::system());
     super::install_crypto();
     if !(a.speed.is_finite() && (1.0..=MAX_SPEED).contains(&a.speed)) {
         bail!("--speed must be between 1 and {MAX_SPEED} (a day in 30 s)");

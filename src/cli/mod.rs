@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod logging;
 pub mod notify;
 pub mod probe;
 pub mod run;
@@ -11,17 +12,19 @@ use std::path::Path;
 
 use dustgate::config::{self, Config};
 
-/// Logs to stderr; `DUSTGATE_LOG` (or `RUST_LOG`) overrides the default level, e.g.
-/// `DUSTGATE_LOG=dustgate=debug`.
-pub fn init_logging(default: &str) {
+/// Logs to stderr, stamped in `tz` (the site's zone; the machine's for commands without a
+/// site), as `--log-format` asks; `DUSTGATE_LOG` (or `RUST_LOG`) overrides the default level,
+/// e.g. `DUSTGATE_LOG=dustgate=debug`.
+pub fn init_logging(default: &str, tz: jiff::tz::TimeZone) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DUSTGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let format = logging::FORMAT.get().copied().unwrap_or_default();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
+        .with_writer(std::io::stderr)
+        .event_format(logging::SiteFormat::new(tz, format))
         .try_init();
 }
 

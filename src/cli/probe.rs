@@ -111,7 +111,7 @@ fn parse_raw(spec: &str) -> anyhow::Result<Read> {
 }
 
 pub fn modbus(a: ModbusArgs) -> anyhow::Result<ExitCode> {
-    super::init_logging("warn");
+    super::init_logging("warn", jiff::tz::TimeZone::system());
     let timeout: Duration = parse_duration(&a.timeout).map_err(anyhow::Error::msg)?;
     let transport = transport(&a)?;
     let profile = match &a.profile {

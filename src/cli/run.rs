@@ -14,7 +14,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let Some(cfg) = super::load_or_report(path) else {
         return Ok(ExitCode::FAILURE);
     };
-    super::init_logging("info");
+    super::init_logging("info", cfg.site.timezone.clone());
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
