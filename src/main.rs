@@ -63,6 +63,8 @@ enum Store {
 enum Probe {
     /// Read a Modbus device once.
     Modbus(cli::probe::ModbusArgs),
+    /// Decode a sample MQTT payload with a JSON profile.
+    Mqtt(cli::probe::MqttArgs),
 }
 
 /// glibc's malloc gives threads that allocate at once arenas of their own (up to 8 a core);
@@ -97,6 +99,9 @@ fn main() -> ExitCode {
         Command::Probe {
             what: Probe::Modbus(a),
         } => cli::probe::modbus(a),
+        Command::Probe {
+            what: Probe::Mqtt(a),
+        } => cli::probe::mqtt(a),
         Command::Store {
             what: Store::Status { config },
         } => cli::store::status(&config),

@@ -191,6 +191,96 @@ fn probe_reads_a_device_with_its_profile_and_raw() {
     assert!(out.contains("exception"), "{out}");
 }
 
+#[test]
+fn probe_shows_byte_orders_warns_on_absurd_values_reads_a_configured_device_and_decodes_mqtt() {
+    // pm10 at 60000 µg/m³ (a wrong scale or address shows so); a float 25.5 at 20..21 (ABCD).
+    let (mut spec, _) = dust_monitor_unit(1);
+    spec["holding"]["1"] = json!(60000);
+    spec["holding"]["20"] = json!(0x41CC);
+    spec["holding"]["21"] = json!(0);
+    let sim = ModbusSim::tcp(&json!({ "devices": [spec] }));
+    let addr = format!("127.0.0.1:{}", sim.port());
+    let (code, out, err) = dustgate(&[
+        "probe",
+        "modbus",
+        "--tcp",
+        &addr,
+        "--unit",
+        "0x01",
+        "--raw",
+        "holding:0x14:2",
+        "--orders",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for needle in [
+        "[20]=16844 (0x41CC) [21]=0 (0x0000)",
+        "f32: ABCD 25.5   CDAB 2.3603e-41   BADC -50593792   DCBA 7.3272e-41",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+
+    let dir = scratch_dir("probe-config");
+    let config = write_site(
+        &dir,
+        &format!(
+            "[site]\nid = \"probe\"\n\n[store]\ndir = \"store\"\n\n[[modbus]]\nname = \"gate\"\ntransport = \"tcp\"\naddress = \"{addr}\"\n  [[modbus.device]]\n  id = \"dust-01\"\n  unit = 1\n  profile = \"generic-dust-monitor\"\n"
+        ),
+        &[],
+    );
+    let config = config.to_str().expect("utf-8 path");
+    let (code, out, _) = dustgate(&[
+        "probe", "modbus", "--config", config, "--device", "dust-01", "--orders",
+    ]);
+    assert_eq!(code, 1, "an absurd value exits 1:\n{out}");
+    for needle in [
+        "device dust-01 on bus gate",
+        "pm10                   60000 µg/m³",
+        "WARNING: outside the sensor's range 0..1000",
+        "temperature            -3.5 °C",
+        "1 value(s) outside their sensor's range",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    let (code, _, err) = dustgate(&["probe", "modbus", "--config", config, "--device", "dust-09"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no Modbus device \"dust-09\"") && err.contains("it has: dust-01"),
+        "{err}"
+    );
+
+    let (code, out, err) = dustgate(&[
+        "probe",
+        "mqtt",
+        "--profile",
+        "json-dust-monitor",
+        "--topic",
+        "sensors/d7/telemetry",
+        "--payload",
+        r#"{"ts": 1790000000000, "data": {"pm10": 81.5, "pm25": "n/a"}}"#,
+    ]);
+    assert_eq!(
+        code, 1,
+        "a field that is not a number exits 1:\n{out}\n{err}"
+    );
+    for needle in [
+        "device d7 at 2026-09-21T",
+        "pm10                   81.5 µg/m³",
+        "pm25                   NOT A NUMBER",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    let (code, out, _) = dustgate(&[
+        "probe",
+        "mqtt",
+        "--profile",
+        "json-dust-monitor",
+        "--payload",
+        "{not json",
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("REJECTED: not JSON"), "{out}");
+}
+
 /// The demo's day, replayed at 1440x: the dust episode trips the 15-minute PM10 rule and the
 /// mist cannons switch on and off with it; sixteen trucks leave, one unwashed and uncovered;
 /// the wet-work gap, the uncovered pile, the sensor outage and the night work each raise their

@@ -1,24 +1,41 @@
-//! `dustgate probe modbus`: one read, decoded with a profile or shown raw, for commissioning.
+//! `dustgate probe modbus`: one read, decoded with a profile or shown raw, for commissioning;
+//! a device as it stands in `site.toml` (`--config --device`); a 32-bit value in all four byte
+//! orders (`--orders`); a warning where a value is outside the sensor's range (a wrong byte
+//! order or scale shows so). `dustgate probe mqtt`: a sample payload decoded with a profile.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::ArgGroup;
-use dustgate::config::metrics::unit_of;
-use dustgate::config::profile::{ProfileError, ProfileLoader};
+use dustgate::config::json_profile::JsonKind;
+use dustgate::config::metrics::{Catalog, unit_of};
+use dustgate::config::profile::{ModbusProfile, ProfileError, ProfileLoader};
 use dustgate::config::reader::parse_duration;
-use dustgate::config::{Diagnostics, Parity, SerialLine, Transport};
+use dustgate::config::{DeviceFrom, Diagnostics, Parity, SerialLine, Subscription, Transport};
 use dustgate::sources::modbus::link;
 use dustgate::sources::modbus::planner::{self, Read};
-use dustgate::sources::modbus::registers::Table;
+use dustgate::sources::modbus::registers::{ByteOrder, Table, ValueType, decode};
 use dustgate::sources::modbus::request::{self, Data};
+use dustgate::sources::mqtt::mapping::{self, Mapped};
 
 #[derive(clap::Args)]
-#[command(group(ArgGroup::new("link").required(true).args(["tcp", "rtu", "rtu_over_tcp"])))]
-#[command(group(ArgGroup::new("what").required(true).args(["profile", "raw"])))]
+#[command(group(ArgGroup::new("link").args(["tcp", "rtu", "rtu_over_tcp", "config"])))]
+#[command(group(ArgGroup::new("what").args(["profile", "raw", "device"])))]
 pub struct ModbusArgs {
+    /// Probe a device as it stands in this site.toml (with --device): its bus, unit and
+    /// profile.
+    #[arg(long, requires = "device")]
+    config: Option<PathBuf>,
+    /// The device's id in --config.
+    #[arg(long, requires = "config")]
+    device: Option<String>,
+    /// Show every 32-bit value in all four byte orders (ABCD, CDAB, BADC, DCBA), to find the
+    /// device's.
+    #[arg(long)]
+    orders: bool,
     /// Modbus TCP device or gateway, HOST:PORT.
     #[arg(long)]
     tcp: Option<String>,
@@ -37,9 +54,9 @@ pub struct ModbusArgs {
     data_bits: u8,
     #[arg(long, default_value_t = 1)]
     stop_bits: u8,
-    /// Modbus unit (slave) id.
+    /// Modbus unit (slave) id, decimal or 0x hex.
     #[arg(long)]
-    unit: u8,
+    unit: Option<String>,
     /// Decode with this device profile (built in, or in --devices).
     #[arg(long)]
     profile: Option<String>,
@@ -110,24 +127,137 @@ fn parse_raw(spec: &str) -> anyhow::Result<Read> {
     })
 }
 
+/// What to read and how: from the command line, or from a device in a site.toml.
+struct Target {
+    transport: Transport,
+    unit: u8,
+    profile: Option<Arc<ModbusProfile>>,
+    timeout: Duration,
+}
+
+fn load_profile(name: &str, devices: &Path) -> anyhow::Result<Arc<ModbusProfile>> {
+    let mut loader = ProfileLoader::new(vec![devices.to_path_buf()]);
+    let mut diags = Diagnostics::default();
+    match loader.load(name, &mut diags) {
+        Ok(p) => Ok(p),
+        Err(ProfileError::NotFound(msg)) => bail!(msg),
+        Err(ProfileError::Invalid) => bail!("profile \"{name}\" has errors:\n{diags}"),
+    }
+}
+
+fn target(a: &ModbusArgs) -> anyhow::Result<Target> {
+    if let (Some(path), Some(id)) = (&a.config, &a.device) {
+        let cfg = dustgate::config::load(path).map_err(|d| anyhow::anyhow!("{d}"))?;
+        let found = cfg
+            .buses
+            .iter()
+            .find_map(|b| b.devices.iter().find(|d| &d.id == id).map(|d| (b, d)));
+        let Some((bus, d)) = found else {
+            let known: Vec<&str> = cfg
+                .buses
+                .iter()
+                .flat_map(|b| b.devices.iter().map(|d| d.id.as_str()))
+                .collect();
+            bail!(
+                "no Modbus device \"{id}\" in {}; it has: {}",
+                path.display(),
+                known.join(", ")
+            );
+        };
+        println!("device {id} on bus {} of {}", bus.name, path.display());
+        return Ok(Target {
+            transport: bus.transport.clone(),
+            unit: d.unit,
+            profile: Some(d.profile.clone()),
+            timeout: bus.timeout,
+        });
+    }
+    if a.tcp.is_none() && a.rtu.is_none() && a.rtu_over_tcp.is_none() {
+        bail!("give --tcp, --rtu or --rtu-over-tcp (or --config site.toml --device ID)");
+    }
+    let Some(unit) = &a.unit else {
+        bail!("give --unit (the device's Modbus address)");
+    };
+    let unit = parse_u16(unit)?;
+    let Ok(unit) = u8::try_from(unit) else {
+        bail!("--unit {unit}: a Modbus unit is 0 to 255 (247 at most on RS-485)");
+    };
+    if a.profile.is_none() && a.raw.is_none() {
+        bail!("give --profile or --raw");
+    }
+    Ok(Target {
+        transport: transport(a)?,
+        unit,
+        profile: a
+            .profile
+            .as_deref()
+            .map(|n| load_profile(n, &a.devices))
+            .transpose()?,
+        timeout: parse_duration(&a.timeout).map_err(anyhow::Error::msg)?,
+    })
+}
+
+/// A number short enough to compare by eye: tiny and huge floats (what a wrong byte order
+/// makes of a float) in scientific notation.
+fn show(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() || (1e-4..1e10).contains(&v.abs()) {
+        format!("{v}")
+    } else {
+        format!("{v:.4e}")
+    }
+}
+
+/// A 32-bit register's two words in every byte order, as its type.
+fn in_all_orders(ty: ValueType, words: &[u16]) -> String {
+    ByteOrder::ALL
+        .iter()
+        .map(|&o| format!("{} {}", o.name(), show(decode(words, ty, o, None))))
+        .collect::<Vec<_>>()
+        .join("   ")
+}
+
+/// Two consecutive raw registers read as a 32-bit value in every order and type.
+fn raw_orders(r: &Read, words: &[u16]) -> Vec<String> {
+    words
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| {
+            let types = [ValueType::F32, ValueType::U32, ValueType::I32]
+                .iter()
+                .map(|&t| format!("{}: {}", t.name(), in_all_orders(t, w)))
+                .collect::<Vec<_>>()
+                .join("\n      ");
+            format!(
+                "  [{}..{}]\n      {types}",
+                u32::from(r.start) + i as u32,
+                u32::from(r.start) + i as u32 + 1
+            )
+        })
+        .collect()
+}
+
+/// Why a decoded value looks wrong, if it does: outside the device's range, or the metric's
+/// physical one (data/metrics.toml).
+fn absurd(metric: &str, range: Option<(f64, f64)>, v: f64) -> Option<String> {
+    if !v.is_finite() {
+        return Some("not a number: check the type and the byte order".into());
+    }
+    let (lo, hi) = range.or_else(|| Catalog::builtin().get(metric).and_then(|i| i.range))?;
+    (v < lo || v > hi).then(|| {
+        format!(
+            "outside the sensor's range {lo}..{hi}: check the byte order, the scale and the address"
+        )
+    })
+}
+
 pub fn modbus(a: ModbusArgs) -> anyhow::Result<ExitCode> {
     super::init_logging("warn", jiff::tz::TimeZone::system());
-    let timeout: Duration = parse_duration(&a.timeout).map_err(anyhow::Error::msg)?;
-    let transport = transport(&a)?;
-    let profile = match &a.profile {
-        None => None,
-        Some(name) => {
-            let mut loader = ProfileLoader::new(vec![a.devices.clone()]);
-            let mut diags = Diagnostics::default();
-            match loader.load(name, &mut diags) {
-                Ok(p) => Some(p),
-                Err(ProfileError::NotFound(msg)) => bail!(msg),
-                Err(ProfileError::Invalid) => {
-                    bail!("profile \"{name}\" has errors:\n{diags}")
-                }
-            }
-        }
-    };
+    let Target {
+        transport,
+        unit,
+        profile,
+        timeout,
+    } = target(&a)?;
     let reads: Vec<Read> = match (&profile, &a.raw) {
         (Some(p), _) => {
             let spans: Vec<_> = p.registers.iter().map(|r| r.span()).collect();
@@ -139,7 +269,7 @@ pub fn modbus(a: ModbusArgs) -> anyhow::Result<ExitCode> {
 
     let rt = super::runtime()?;
     rt.block_on(async move {
-        println!("unit {} on {}", a.unit, transport.describe());
+        println!("unit {unit} on {}", transport.describe());
         if let Some(p) = &profile {
             println!(
                 "profile {} {}: {}",
@@ -148,8 +278,9 @@ pub fn modbus(a: ModbusArgs) -> anyhow::Result<ExitCode> {
                 p.description
             );
         }
-        let mut ctx = link::open(&transport, a.unit, timeout).await?;
+        let mut ctx = link::open(&transport, unit, timeout).await?;
         let mut failed = false;
+        let mut absurd_values = 0;
         let mut replies: Vec<Option<Data>> = Vec::new();
         for r in &reads {
             let head = format!(
@@ -165,13 +296,13 @@ pub fn modbus(a: ModbusArgs) -> anyhow::Result<ExitCode> {
                     failed = true;
                     replies.push(None);
                     // The connection may now carry a late reply: start afresh.
-                    ctx = link::open(&transport, a.unit, timeout).await?;
+                    ctx = link::open(&transport, unit, timeout).await?;
                 }
                 Ok(Err(e)) => {
                     println!("{head}: link error: {e}");
                     failed = true;
                     replies.push(None);
-                    ctx = link::open(&transport, a.unit, timeout).await?;
+                    ctx = link::open(&transport, unit, timeout).await?;
                 }
                 Ok(Ok(Err(exc))) => {
                     println!("{head}: exception {exc}");
@@ -180,6 +311,15 @@ pub fn modbus(a: ModbusArgs) -> anyhow::Result<ExitCode> {
                 }
                 Ok(Ok(Ok(data))) => {
                     println!("{head}: {}", show_raw(r, &data));
+                    if a.orders
+                        && profile.is_none()
+                        && let Data::Words(w) = &data
+                    {
+                        println!("  as 32-bit values (registers [n..n+1]):");
+                        for line in raw_orders(r, w) {
+                            println!("{line}");
+                        }
+                    }
                     replies.push(Some(data));
                 }
             }
@@ -188,10 +328,24 @@ pub fn modbus(a: ModbusArgs) -> anyhow::Result<ExitCode> {
             let spans: Vec<_> = p.registers.iter().map(|r| r.span()).collect();
             let plan = planner::plan(&spans, &p.limits());
             println!();
+            let mut warnings = 0;
             for (reg, loc) in p.registers.iter().zip(&plan.locations) {
+                let mut notes = Vec::new();
                 let shown = match &replies[loc.read] {
                     Some(data) => {
-                        let v = request::value_of(reg, data, usize::from(loc.offset));
+                        let off = usize::from(loc.offset);
+                        let v = request::value_of(reg, data, off);
+                        if let Some(why) = absurd(&reg.metric, reg.range, v) {
+                            notes.push(format!("WARNING: {why}"));
+                            warnings += 1;
+                        }
+                        if a.orders
+                            && reg.ty.width() == 2
+                            && let Data::Words(w) = data
+                            && let Some(words) = w.get(off..off + 2)
+                        {
+                            notes.push(format!("byte orders: {}", in_all_orders(reg.ty, words)));
+                        }
                         format!("{v} {}", unit_of(&reg.metric))
                     }
                     None => "(not read)".to_string(),
@@ -209,9 +363,18 @@ pub fn modbus(a: ModbusArgs) -> anyhow::Result<ExitCode> {
                         String::new()
                     }
                 );
+                for n in notes {
+                    println!("      {n}");
+                }
             }
+            if warnings > 0 {
+                println!(
+                    "\n{warnings} value(s) outside their sensor's range: see the warnings above"
+                );
+            }
+            absurd_values = warnings;
         }
-        anyhow::Ok(if failed {
+        anyhow::Ok(if failed || absurd_values > 0 {
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS
@@ -233,5 +396,118 @@ fn show_raw(r: &Read, data: &Data) -> String {
             .map(|(i, v)| format!("[{}]={}", u32::from(r.start) + i as u32, u8::from(*v)))
             .collect::<Vec<_>>()
             .join(" "),
+    }
+}
+
+#[derive(clap::Args)]
+pub struct MqttArgs {
+    /// The JSON profile to decode with (built in, or in --devices).
+    #[arg(long)]
+    profile: String,
+    /// The sample payload: JSON text, or @FILE to read it from a file.
+    #[arg(long)]
+    payload: String,
+    /// The topic it came on (for `device = "{1}"`-style ids).
+    #[arg(long, default_value = "sensors/probe/telemetry")]
+    topic: String,
+    /// Where the device id comes from, as in `[[mqtt.subscribe]]`: `{N}` a topic level,
+    /// `/pointer` into the payload, or a fixed id.
+    #[arg(long, default_value = "{1}")]
+    device: String,
+    /// A folder of your own profiles, searched before the built-in ones.
+    #[arg(long, default_value = "devices")]
+    devices: PathBuf,
+}
+
+/// `{N}`, `/pointer` or a fixed id, as the config reads `device`.
+fn device_from(s: &str) -> anyhow::Result<DeviceFrom> {
+    if let Some(n) = s.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+        return Ok(DeviceFrom::TopicLevel(n.parse().with_context(|| {
+            format!("--device {s}: a topic level is {{0}}, {{1}}, ...")
+        })?));
+    }
+    if s.starts_with('/') {
+        return Ok(DeviceFrom::Pointer(s.to_string()));
+    }
+    Ok(DeviceFrom::Fixed(s.to_string()))
+}
+
+pub fn mqtt(a: MqttArgs) -> anyhow::Result<ExitCode> {
+    let payload = match a.payload.strip_prefix('@') {
+        Some(file) => std::fs::read(file).with_context(|| format!("reading {file}"))?,
+        None => a.payload.clone().into_bytes(),
+    };
+    let mut loader = ProfileLoader::new(vec![a.devices.clone()]);
+    let mut diags = Diagnostics::default();
+    let profile = match loader.load_json(&a.profile, &mut diags) {
+        Ok(p) => p,
+        Err(ProfileError::NotFound(msg)) => bail!(msg),
+        Err(ProfileError::Invalid) => bail!("profile \"{}\" has errors:\n{diags}", a.profile),
+    };
+    let sub = Subscription {
+        topic: a.topic.clone(),
+        device: device_from(&a.device)?,
+        profile: profile.clone(),
+        qos: 1,
+        max_devices: 1,
+    };
+    println!("profile {}: {}", profile.name, profile.description);
+    let now = dustgate::model::now_ms();
+    match mapping::map(&sub, &a.topic, &payload, now) {
+        Err(why) => {
+            println!("REJECTED: {why}");
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(Mapped::Readings(items)) => {
+            let JsonKind::Readings(fields) = &profile.kind else {
+                bail!("a readings profile gave no fields");
+            };
+            let mut warnings = 0;
+            for item in items {
+                let stamp = jiff::Timestamp::from_millisecond(item.time_ms)
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|_| item.time_ms.to_string());
+                let age_s = (now - item.time_ms) as f64 / 1000.0;
+                println!("device {} at {stamp} ({age_s:.0} s ago)", item.device);
+                if age_s < -300.0 {
+                    println!(
+                        "  WARNING: stamped more than 5 min in the future: the gateway refuses it ([site].max_future)"
+                    );
+                    warnings += 1;
+                }
+                for (f, v) in fields.iter().zip(&item.values) {
+                    let shown = match v {
+                        Some(v) => format!("{v} {}", unit_of(&f.metric)),
+                        None if item.invalid.contains(&f.metric) => {
+                            warnings += 1;
+                            "NOT A NUMBER: refused and counted (dustgate_invalid_values_total)"
+                                .into()
+                        }
+                        None => "(absent)".into(),
+                    };
+                    println!(
+                        "  {:<22} {:<18} from {}",
+                        f.metric,
+                        shown.trim_end(),
+                        f.pointer
+                    );
+                    if let Some(v) = v
+                        && let Some(why) = absurd(&f.metric, None, *v)
+                    {
+                        println!("      WARNING: {why}");
+                        warnings += 1;
+                    }
+                }
+            }
+            Ok(if warnings == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Ok(other) => {
+            println!("{other:#?}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
