@@ -19,7 +19,7 @@ use crate::edge::{CoilSender, SiteEdge, UplinkTap};
 use crate::health::Health;
 use crate::health::uplink::UplinkHealth;
 use crate::hj212::segment::Version;
-use crate::model::now_ms;
+use crate::model::{FieldKey, FieldValue, Point, SeriesKey, now_ms};
 use crate::outputs::dead_letter::DeadLetter;
 use crate::outputs::files::FileSink;
 use crate::outputs::hj212::backlog::Backlog;
@@ -176,6 +176,7 @@ impl Gateway {
         let reporter = tokio::spawn(report_health(
             cfg.site.id.clone(),
             cfg.site.tags.clone(),
+            site_point(&cfg.site),
             cfg.site.health_interval,
             health.clone(),
             site.clone(),
@@ -866,9 +867,34 @@ async fn tick(site: Arc<SiteEdge>, mut stop: watch::Receiver<bool>) {
 }
 
 /// Every `interval`, stores `gateway` points and logs one health line; once more at stop.
+/// The `site` point: the site's name and permit number for the dashboards, written with every
+/// health snapshot so any time range finds it. Its `label` tag, "name (id)", is what the
+/// dashboards' site picker shows (a regex splits it back into text and value).
+fn site_point(site: &crate::config::Site) -> Point {
+    let name = site.name.clone().unwrap_or_else(|| site.id.clone());
+    let label = format!("{name} ({})", site.id);
+    let mut tags: Vec<(&str, &str)> = site
+        .tags
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    tags.push(("site", &site.id));
+    tags.push(("label", &label));
+    let mut fields = vec![(FieldKey::new("name"), FieldValue::Str(name.clone()))];
+    if let Some(p) = &site.permit {
+        fields.push((FieldKey::new("permit"), FieldValue::Str(p.clone())));
+    }
+    Point {
+        series: SeriesKey::new("site", &tags),
+        fields,
+        time_ms: 0,
+    }
+}
+
 async fn report_health(
     site_id: String,
     site_tags: Vec<(String, String)>,
+    site_info: Point,
     interval: Duration,
     health: Arc<Health>,
     site: Arc<SiteEdge>,
@@ -886,13 +912,17 @@ async fn report_health(
         };
         let queue = site.queue();
         let depth = queue.depth();
-        let points = health.snapshot_points(
+        let mut points = health.snapshot_points(
             &site_id,
             &site_tags,
             depth,
             queue.dropped_points(),
             now_ms(),
         );
+        points.push(Point {
+            time_ms: now_ms(),
+            ..site_info.clone()
+        });
         site.points(&points);
         let (up, total) = health.devices_up(now_ms());
         let w = &health.writer;

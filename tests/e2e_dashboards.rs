@@ -614,4 +614,41 @@ async fn every_dashboard_query_returns_rows_on_the_demo_data() {
         failures.len(),
         failures.join("\n")
     );
+
+    // The site picker shows names: every dashboard's $site lists the `site` measurement's
+    // labels, "name (id)", and its regex gives Grafana the name as the text, the id as the value.
+    let (_, labels) = run_query(
+        &http,
+        &influx,
+        "SHOW TAG VALUES FROM \"site\" WITH KEY = \"label\"",
+    )
+    .await
+    .expect("the site labels");
+    let labels = labels.to_string();
+    assert!(
+        labels.contains("演示工地 Demo site (demo-site)"),
+        "{labels}"
+    );
+    for (file, dash) in &dashes {
+        let site = variables(dash)
+            .iter()
+            .find(|v| v["name"] == "site")
+            .unwrap_or_else(|| panic!("{file}: no $site"));
+        assert_eq!(
+            site["query"], "SHOW TAG VALUES FROM \"site\" WITH KEY = \"label\"",
+            "{file}"
+        );
+        assert_eq!(
+            site["regex"], r"/^(?<text>.*) \((?<value>[^()]+)\)$/",
+            "{file}"
+        );
+    }
+    let (_, names) = run_query(
+        &http,
+        &influx,
+        "SELECT last(\"name\") FROM \"site\" WHERE time >= now() - 24h GROUP BY \"site\"",
+    )
+    .await
+    .expect("the site names");
+    assert!(names.to_string().contains("演示工地 Demo site"), "{names}");
 }

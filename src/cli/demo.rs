@@ -125,7 +125,7 @@ fn site_toml(
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "# Written by `dustgate demo`: a simulated site on loopback.\n\n[site]\nid = \"demo-site\"\nname = \"演示工地 Demo site\"\ntimezone = {:?}\ntags = {{ district = \"demo\" }}\nhealth_interval = \"5m\"\nstandards = [\"gb3095-2026\", \"gb12523-2011\", \"gb3838-2002-class-3\"]\n",
+        "# Written by `dustgate demo`: a simulated site on loopback.\n\n[site]\nid = \"demo-site\"\nname = \"演示工地 Demo site\"\npermit = \"510104202604150101\"\ntimezone = {:?}\ntags = {{ district = \"demo\" }}\nhealth_interval = \"5m\"\nstandards = [\"gb3095-2026\", \"gb12523-2011\", \"gb3838-2002-class-3\"]\n",
         a.timezone
     );
     t.push_str(&influx_section(a)?);

@@ -59,12 +59,13 @@ pub fn compare(old: &Config, new: &Config) -> Changes {
     // The site's identity goes into every series key, its zone into every period: a restart.
     if o.id != n.id
         || o.name != n.name
+        || o.permit != n.permit
         || o.tags != n.tags
         || o.timezone_name != n.timezone_name
         || o.health_interval != n.health_interval
     {
         c.need_restart
-            .push("[site] id, name, tags, timezone, health_interval");
+            .push("[site] id, name, permit, tags, timezone, health_interval");
     }
     for (changed, what) in [
         (!same(&old.influx, &new.influx), "[influx]"),
@@ -124,6 +125,7 @@ pub fn applied(running: &Config, file: &Config) -> Config {
     let (site, old) = (&mut c.site, &running.site);
     site.id = old.id.clone();
     site.name = old.name.clone();
+    site.permit = old.permit.clone();
     site.tags = old.tags.clone();
     site.timezone = old.timezone.clone();
     site.timezone_name = old.timezone_name.clone();
@@ -242,7 +244,10 @@ above = 150
         let c = compare(&a, &b);
         assert_eq!(
             c.need_restart,
-            vec!["[site] id, name, tags, timezone, health_interval", "[http]"]
+            vec![
+                "[site] id, name, permit, tags, timezone, health_interval",
+                "[http]"
+            ]
         );
         assert!(!c.core);
         // Applied, they stay as they run, and are still pending against the file.

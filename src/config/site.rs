@@ -12,6 +12,7 @@ pub struct RawSite {
     pub span: Span,
     pub id: Option<Sp<String>>,
     pub name: Option<Sp<String>>,
+    pub permit: Option<Sp<String>>,
     pub timezone: Option<Sp<String>>,
     pub tags: Vec<(Sp<String>, Sp<String>)>,
     pub standards: Option<Sp<Vec<String>>>,
@@ -25,6 +26,9 @@ pub struct RawSite {
 pub struct Site {
     pub id: String,
     pub name: Option<String>,
+    /// The construction permit number (施工许可证号), shown on the gate board and the
+    /// dashboards.
+    pub permit: Option<String>,
     pub timezone: jiff::tz::TimeZone,
     pub timezone_name: String,
     /// Extra tags on every point.
@@ -47,6 +51,7 @@ pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> Option<RawSite> 
             span: t.span(),
             id: t.req(cx, "id"),
             name: t.opt(cx, "name"),
+            permit: t.opt(cx, "permit"),
             timezone: t.opt(cx, "timezone"),
             tags: t.string_map(cx, "tags"),
             standards: t.opt(cx, "standards"),
@@ -108,6 +113,7 @@ pub fn validate(cx: &mut Cx<'_>, raw: Option<RawSite>) -> Option<Site> {
                 (Some(id), Some(timezone)) => Some(Site {
                     id,
                     name: s.name.map(|n| n.value),
+                    permit: s.permit.map(|p| p.value),
                     timezone,
                     timezone_name: tz_name,
                     tags,
