@@ -27,7 +27,7 @@ use crate::outputs::hj212::frames::Identity;
 use crate::outputs::hj212::session::{LinkConfig, Sm4};
 use crate::outputs::hj212::upstream::{self, UpReading, UpstreamCounts, UpstreamSpec};
 use crate::outputs::influx::{InfluxSetupError, InfluxSink};
-use crate::outputs::mqtt::MqttSink;
+use crate::outputs::mqtt::{MqttSink, PublishRequest};
 use crate::outputs::queue::PointQueue;
 use crate::outputs::store::{DiskStore, StoreError};
 use crate::outputs::webhook::WebhookSink;
@@ -90,8 +90,10 @@ pub struct Gateway {
     ticker: JoinHandle<()>,
     reporter: JoinHandle<()>,
     writer: JoinHandle<()>,
-    /// Alert outputs: their writers and queues.
-    outputs: Vec<(JoinHandle<()>, Arc<DiskStore>)>,
+    /// Alert outputs: their writers and queues, each with its own stop.
+    outputs: Vec<RunningOutput>,
+    /// Each broker's publishing channel, for the MQTT alert output (also after a reload).
+    publishers: HashMap<String, mpsc::Sender<PublishRequest>>,
     /// HJ 212 platforms' tasks, stopped after the sources (they take the last readings).
     uplinks: Vec<JoinHandle<()>>,
     uplinks_stop: watch::Sender<bool>,
@@ -123,13 +125,7 @@ impl Gateway {
             .store(cfg.alerts.offline_after.as_millis() as i64, Relaxed);
         let outboxes = open_outboxes(cfg)?;
         let (taps, uplinks) = build_uplinks(cfg, &health)?;
-        let site = Arc::new(build_site(
-            cfg,
-            queue.clone(),
-            health.clone(),
-            &outboxes,
-            taps,
-        ));
+        let site = Arc::new(build_site(cfg, queue.clone(), health.clone(), taps));
         let control = crate::control::MqttPolicy {
             max_age_ms: cfg.control.max_age.as_millis() as i64,
             hmac: cfg
@@ -142,14 +138,26 @@ impl Gateway {
         };
         let mut brokers = build_brokers(cfg, &site, &health, &control)?;
         let hj212 = bind_hj212(cfg, &site, &health)?;
-        let output_writers = build_alert_sinks(cfg, &outboxes, &mut brokers)?;
+        let publishers: HashMap<String, mpsc::Sender<PublishRequest>> = brokers
+            .iter_mut()
+            .map(|b| (b.name().to_string(), b.publisher()))
+            .collect();
+        let mut sinks = Vec::new();
+        for o in outboxes {
+            let sink = output_sink(cfg, &o.name, &publishers).map_err(StartError::Output)?;
+            sinks.push((o, sink));
+        }
 
         // Spawn: sources → site → store → writers; the tick, the health report and HTTP.
         let (sources_stop, sources_rx) = watch::channel(false);
         let (writer_stop, writer_rx) = watch::channel(false);
         let (reporter_stop, reporter_rx) = watch::channel(false);
         let (writer, destination) = spawn_writer(cfg, influx, &queue, &health, &writer_rx);
-        let outputs = spawn_alert_writers(cfg, output_writers, &health, &writer_rx);
+        let outputs: Vec<RunningOutput> = sinks
+            .into_iter()
+            .map(|(o, sink)| RunningOutput::spawn(cfg, o, sink, &health))
+            .collect();
+        site.set_outboxes(outboxes_of(&outputs));
         // Alerts still open from before a restart ask for their actuators again (the coil
         // writes wait in the buses' channels); the others are set to off (their state is
         // unknown until written and read back).
@@ -216,6 +224,7 @@ impl Gateway {
             reporter,
             writer,
             outputs,
+            publishers,
             uplinks,
             uplinks_stop,
         })
@@ -226,10 +235,13 @@ impl Gateway {
     /// one's windows, open alerts and compliance counts; the Modbus buses whose settings or
     /// devices changed are started again, the others keep polling on their connections.
     /// Sections a reload does not apply are listed and logged; they wait for a restart.
-    pub async fn reload(&mut self, new: Config) -> Changes {
+    pub async fn reload(&mut self, new: Config) -> Result<Changes, String> {
         let running = diff::applied(&self.cfg, &new);
-        let changes = diff::compare(&self.cfg, &running);
+        let mut changes = diff::compare(&self.cfg, &running);
         let pending = diff::compare(&running, &new).need_restart;
+        // Alert outputs first: a sink or a queue that cannot be made refuses the reload before
+        // anything has changed.
+        changes.outputs = self.reload_outputs(&running).await?;
         for name in &changes.buses_stopped {
             if let Some(i) = self.buses.iter().position(|b| &b.name == name) {
                 self.buses.remove(i).stop().await;
@@ -271,7 +283,69 @@ impl Gateway {
             c.pending_restart = pending.iter().map(|s| s.to_string()).collect();
         });
         self.cfg = running;
-        changes
+        Ok(changes)
+    }
+
+    /// Starts the alert outputs that are new or changed and stops those removed or changed;
+    /// the others keep running. A changed output keeps its queue (what waits is delivered
+    /// with the new settings); a removed one's queue stays on disk. Returns their names.
+    async fn reload_outputs(&mut self, running: &Config) -> Result<Vec<String>, String> {
+        let wanted = output_specs(running);
+        let same = |o: &RunningOutput| {
+            wanted
+                .iter()
+                .any(|(n, _, k)| n == &o.outbox.name && k == &o.key)
+        };
+        // Build first: nothing changes unless every new sink and queue could be made.
+        let mut built = Vec::new();
+        for (name, min, key) in &wanted {
+            let running_now = self.outputs.iter().find(|o| &o.outbox.name == name);
+            if running_now.is_some_and(|o| &o.key == key) {
+                continue;
+            }
+            let sink = output_sink(running, name, &self.publishers)?;
+            let queue = match running_now {
+                Some(_) => None,
+                None => Some(open_outbox(running, name, *min).map_err(|e| e.to_string())?),
+            };
+            built.push((name.clone(), *min, sink, queue));
+        }
+        let mut changed = Vec::new();
+        let mut queues: HashMap<String, Outbox> = HashMap::new();
+        let mut kept = Vec::new();
+        for o in std::mem::take(&mut self.outputs) {
+            if same(&o) {
+                kept.push(o);
+                continue;
+            }
+            let name = o.outbox.name.clone();
+            let outbox = o.stop().await;
+            if wanted.iter().any(|(n, _, _)| n == &name) {
+                queues.insert(name.clone(), outbox);
+            } else {
+                let waiting = outbox.store.depth().points;
+                crate::outputs::blocking(|| outbox.store.close());
+                if let Ok(mut list) = self.health.outputs.lock() {
+                    list.retain(|(n, _)| n != &name);
+                }
+                info!(output = %name, waiting, "alert output removed; what it had not delivered stays in its outbox");
+            }
+            changed.push(name);
+        }
+        self.outputs = kept;
+        for (name, min, sink, queue) in built {
+            let Some(mut outbox) = queue.or_else(|| queues.remove(&name)) else {
+                continue;
+            };
+            outbox.min = min;
+            self.outputs
+                .push(RunningOutput::spawn(running, outbox, sink, &self.health));
+            if !changed.contains(&name) {
+                changed.push(name);
+            }
+        }
+        self.site.set_outboxes(outboxes_of(&self.outputs));
+        Ok(changed)
     }
 
     /// Stops the sources (a poll in progress finishes), writes a last health snapshot (so its
@@ -317,10 +391,13 @@ impl Gateway {
         let _ = self.ticker.await;
         let _ = self.reporter.await;
         crate::outputs::blocking(|| self.store.flush());
-        for (_, q) in &self.outputs {
-            crate::outputs::blocking(|| q.flush());
+        for o in &self.outputs {
+            crate::outputs::blocking(|| o.outbox.store.flush());
         }
         let _ = self.writer_stop.send(true);
+        for o in &self.outputs {
+            let _ = o.stop.send(true);
+        }
         // A writer gets its grace (10 s) to deliver; past a bound it is stopped, so a disk or
         // destination that misbehaves cannot hold the shutdown (what it holds stays stored).
         let bounded = |mut w: JoinHandle<()>, what: &'static str| async move {
@@ -337,9 +414,9 @@ impl Gateway {
             }
         };
         bounded(self.writer, "series").await;
-        for (w, q) in self.outputs {
-            bounded(w, "alerts").await;
-            crate::outputs::blocking(|| q.close());
+        for o in self.outputs {
+            bounded(o.task, "alerts").await;
+            crate::outputs::blocking(|| o.outbox.store.close());
         }
         crate::outputs::blocking(|| self.store.close());
     }
@@ -374,29 +451,27 @@ fn open_store(cfg: &Config) -> Result<Arc<DiskStore>, StoreError> {
     )?))
 }
 
+/// An alert output's durable queue (`[store].dir/outbox/<name>/`).
+fn open_outbox(cfg: &Config, name: &str, min: Severity) -> Result<Outbox, StoreError> {
+    DiskStore::open(
+        &cfg.store.dir.join("outbox").join(name),
+        256 << 20,
+        1,
+        cfg.store.commit_interval,
+    )
+    .map(|s| Outbox {
+        name: name.to_string(),
+        min,
+        store: Arc::new(s),
+    })
+}
+
 /// Alert outputs, each behind its own durable queue.
 fn open_outboxes(cfg: &Config) -> Result<Vec<Outbox>, StoreError> {
-    let open = |name: &str, min: Severity| {
-        DiskStore::open(
-            &cfg.store.dir.join("outbox").join(name),
-            256 << 20,
-            1,
-            cfg.store.commit_interval,
-        )
-        .map(|s| Outbox {
-            name: name.to_string(),
-            min,
-            store: Arc::new(s),
-        })
-    };
-    let mut out = Vec::new();
-    if let Some(m) = &cfg.alerts.mqtt {
-        out.push(open("mqtt", m.min_severity)?);
-    }
-    for w in &cfg.alerts.webhooks {
-        out.push(open(&w.name, w.min_severity)?);
-    }
-    Ok(out)
+    output_specs(cfg)
+        .into_iter()
+        .map(|(name, min, _)| open_outbox(cfg, &name, min))
+        .collect()
 }
 
 /// A Modbus bus's task, with its own stop and, when it owns relay devices, the channel their
@@ -471,14 +546,10 @@ fn build_site(
     cfg: &Config,
     queue: Arc<dyn PointQueue>,
     health: Arc<Health>,
-    outboxes: &[Outbox],
     taps: Vec<UplinkTap>,
 ) -> SiteEdge {
     let mut site =
         SiteEdge::new(build_core(cfg), queue, health).with_state_dir(cfg.store.dir.clone());
-    for o in outboxes {
-        site = site.with_outbox(o.min, o.store.clone());
-    }
     for t in taps {
         site = site.with_uplink(t);
     }
@@ -710,34 +781,121 @@ fn build_brokers(
         .collect()
 }
 
-/// Alert outputs' sinks: the MQTT one publishes through its broker's connection.
-fn build_alert_sinks(
+/// An alert output's sink: the MQTT one publishes through its broker's connection (a broker
+/// runs from the start, so one added by a reload waits for a restart).
+fn output_sink(
     cfg: &Config,
-    outboxes: &[Outbox],
-    brokers: &mut [BrokerTask],
-) -> Result<Vec<(String, Arc<DiskStore>, OutputSink)>, StartError> {
-    let mut out = Vec::new();
-    for o in outboxes {
-        let sink = if o.name == "mqtt" {
-            let Some(m) = &cfg.alerts.mqtt else { continue };
-            let Some(b) = brokers.iter_mut().find(|b| b.name() == m.broker) else {
-                return Err(StartError::Output(format!(
-                    "alerts.mqtt: no broker {}",
-                    m.broker
-                )));
-            };
-            OutputSink::Mqtt(MqttSink::new(&m.broker, &m.topic, b.publisher()))
-        } else {
-            let Some(w) = cfg.alerts.webhooks.iter().find(|w| w.name == o.name) else {
-                continue;
-            };
-            OutputSink::Webhook(
-                WebhookSink::new(w, Duration::from_secs(10)).map_err(StartError::Output)?,
-            )
+    name: &str,
+    publishers: &HashMap<String, mpsc::Sender<PublishRequest>>,
+) -> Result<OutputSink, String> {
+    if name == "mqtt" {
+        let Some(m) = &cfg.alerts.mqtt else {
+            return Err("alerts.mqtt: not configured".into());
         };
-        out.push((o.name.clone(), o.store.clone(), sink));
+        let Some(p) = publishers.get(&m.broker) else {
+            return Err(format!(
+                "alerts.mqtt: broker {} is not running (a new [[mqtt]] broker needs a restart)",
+                m.broker
+            ));
+        };
+        return Ok(OutputSink::Mqtt(MqttSink::new(
+            &m.broker,
+            &m.topic,
+            p.clone(),
+        )));
     }
-    Ok(out)
+    let Some(w) = cfg.alerts.webhooks.iter().find(|w| w.name == name) else {
+        return Err(format!("no webhook {name}"));
+    };
+    WebhookSink::new(w, Duration::from_secs(10)).map(OutputSink::Webhook)
+}
+
+/// The alert outputs a config asks for: name, lowest severity, and its settings as written
+/// (to tell whether a reload changed them).
+fn output_specs(cfg: &Config) -> Vec<(String, Severity, String)> {
+    let mut out = Vec::new();
+    if let Some(m) = &cfg.alerts.mqtt {
+        out.push(("mqtt".to_string(), m.min_severity, format!("{m:?}")));
+    }
+    for w in &cfg.alerts.webhooks {
+        out.push((w.name.clone(), w.min_severity, format!("{w:?}")));
+    }
+    out
+}
+
+/// An alert output's writer, with its own stop so a reload can restart it alone.
+struct RunningOutput {
+    outbox: Outbox,
+    /// Its settings as written, see [`output_specs`].
+    key: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningOutput {
+    fn spawn(cfg: &Config, outbox: Outbox, sink: OutputSink, health: &Arc<Health>) -> Self {
+        let opts = WriterOptions {
+            batch_size: 1,
+            flush_interval: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(5),
+        };
+        // A writer started again by a reload goes on with the same counters.
+        let wh = {
+            let mut list = health.outputs.lock().unwrap_or_else(|p| p.into_inner());
+            match list.iter().find(|(n, _)| n == &outbox.name) {
+                Some((_, wh)) => wh.clone(),
+                None => {
+                    let wh = Arc::new(crate::health::WriterHealth::default());
+                    list.push((outbox.name.clone(), wh.clone()));
+                    wh
+                }
+            }
+        };
+        let dl = DeadLetter::new(cfg.store.dir.join("dead-letter"), "alerts");
+        let q: Arc<dyn PointQueue> = outbox.store.clone();
+        let (stop, stop_rx) = watch::channel(false);
+        let task = match sink {
+            OutputSink::Mqtt(s) => tokio::spawn(Writer::new(q, s, opts, dl, wh).run(stop_rx)),
+            OutputSink::Webhook(s) => tokio::spawn(Writer::new(q, s, opts, dl, wh).run(stop_rx)),
+        };
+        let key = output_specs(cfg)
+            .into_iter()
+            .find(|(n, _, _)| n == &outbox.name)
+            .map(|(_, _, k)| k)
+            .unwrap_or_default();
+        Self {
+            outbox,
+            key,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops the writer (what it holds stays in its outbox).
+    async fn stop(self) -> Outbox {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(WRITER_STOP_BOUND, &mut task)
+            .await
+            .is_err()
+        {
+            tracing::error!(output = %self.outbox.name, "alert writer not stopped within the bound: stopped");
+            task.abort();
+        }
+        self.outbox
+    }
+}
+
+/// What the site fills: each output's queue with the lowest severity it takes.
+fn outboxes_of(outputs: &[RunningOutput]) -> Vec<(Severity, Arc<dyn PointQueue>)> {
+    outputs
+        .iter()
+        .map(|o| {
+            let q: Arc<dyn PointQueue> = o.outbox.store.clone();
+            (o.outbox.min, q)
+        })
+        .collect()
 }
 
 /// The series writer: to InfluxDB, or to daily line-protocol files without `[influx]`.
@@ -805,40 +963,6 @@ fn spawn_writer(
             )
         }
     }
-}
-
-/// One writer per alert output, each with its own health.
-fn spawn_alert_writers(
-    cfg: &Config,
-    sinks: Vec<(String, Arc<DiskStore>, OutputSink)>,
-    health: &Arc<Health>,
-    stop: &watch::Receiver<bool>,
-) -> Vec<(JoinHandle<()>, Arc<DiskStore>)> {
-    let opts = WriterOptions {
-        batch_size: 1,
-        flush_interval: Duration::from_secs(1),
-        retry_max: Duration::from_secs(60),
-        shutdown_grace: Duration::from_secs(5),
-    };
-    let mut outputs = Vec::new();
-    for (name, store, sink) in sinks {
-        let wh = Arc::new(crate::health::WriterHealth::default());
-        if let Ok(mut o) = health.outputs.lock() {
-            o.push((name.clone(), wh.clone()));
-        }
-        let dl = DeadLetter::new(cfg.store.dir.join("dead-letter"), "alerts");
-        let q: Arc<dyn PointQueue> = store.clone();
-        let handle = match sink {
-            OutputSink::Mqtt(s) => {
-                tokio::spawn(Writer::new(q, s, opts.clone(), dl, wh).run(stop.clone()))
-            }
-            OutputSink::Webhook(s) => {
-                tokio::spawn(Writer::new(q, s, opts.clone(), dl, wh).run(stop.clone()))
-            }
-        };
-        outputs.push((handle, store));
-    }
-    outputs
 }
 
 /// The site's clock: reminders, day boundaries and linkage guards once a (site) second, but

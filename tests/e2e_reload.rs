@@ -6,6 +6,7 @@
 //!   `alert` measurement holds one "open" of it and no "closed";
 //! - the Modbus bus keeps polling on its connection when only rules change, and is started again
 //!   when its own settings change;
+//! - a webhook added by a reload receives the alerts opened after it;
 //! - a broken file changes nothing: every error is logged with file:line:col, the config's
 //!   hash stays, the alerts stay;
 //! - `/api/status` shows the hash (as `sha256sum` prints it) and the reloads.
@@ -16,6 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::site::{Gateway, dust_monitor_unit, influx_v1, metric_value};
+use common::webhook::Receiver;
 use common::{Influx1, ModbusSim, eventually, free_port, http_get_blocking, scratch_dir};
 use serde_json::Value;
 
@@ -210,21 +212,47 @@ async fn sighup_applies_a_threshold_keeps_open_alerts_and_refuses_a_broken_file(
         ]
     );
 
-    // The bus's own settings change: it is started again; the alerts stay.
-    std::fs::write(&file, site_toml(&influx, sim.port(), http, 60, "500ms")).expect("site.toml");
+    // The bus's own settings change, a webhook and a TSP rule are added: the bus is started
+    // again, the webhook gets the new rule's alert (tsp 136 > 100); the open alerts stay.
+    let hook = Receiver::start("ok");
+    let with_hook = format!(
+        "{}\n[[rule]]\nid = \"tsp-high\"\nmetric = \"tsp\"\nabove = 100\nseverity = \"warning\"\n\n[alerts]\n  [[alerts.webhook]]\n  name = \"crew\"\n  url = \"{}\"\n  format = \"generic\"\n",
+        site_toml(&influx, sim.port(), http, 60, "500ms"),
+        hook.url("/hook")
+    );
+    std::fs::write(&file, with_hook).expect("site.toml");
     gw.proc.signal("HUP");
     eventually("the bus started again", Duration::from_secs(20), || async {
         (count(&gw.log(), "bus started") == 2).then_some(())
     })
     .await;
-    assert_eq!(status(http)["config"]["reloads"], 2);
-    assert_eq!(
-        open_alerts(http),
-        vec![
-            ("pm10-high".to_string(), pm10_id),
-            ("pm25-high".to_string(), pm25_id.clone())
-        ]
+    let delivered = eventually(
+        "the tsp alert at the new webhook",
+        Duration::from_secs(30),
+        || async {
+            let r = hook.requests();
+            r.iter()
+                .any(|r| r.json()["rule"] == "tsp-high" && r.json()["state"] == "open")
+                .then_some(r)
+        },
+    )
+    .await;
+    assert!(
+        delivered.iter().all(|r| r.json()["rule"] == "tsp-high"),
+        "only the new alert goes out (the open ones were announced before): {:?}",
+        delivered.iter().map(|r| r.json()).collect::<Vec<_>>()
     );
+    assert_eq!(status(http)["config"]["reloads"], 2);
+    let open = open_alerts(http);
+    assert!(
+        open.contains(&("pm10-high".to_string(), pm10_id.clone())),
+        "{open:?}"
+    );
+    assert!(
+        open.contains(&("pm25-high".to_string(), pm25_id.clone())),
+        "{open:?}"
+    );
+    assert_eq!(open.len(), 3, "{open:?}");
 
     // InfluxDB: the pm25 alert opened once and never closed across the three reloads.
     let rows = eventually(

@@ -76,7 +76,18 @@ async fn reload(gw: &mut Gateway, path: &Path) {
         warn!("{w}");
     }
     let sha = cfg.sha256.clone();
-    let changes = gw.reload(cfg).await;
+    let changes = match gw.reload(cfg).await {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "reload refused: the running configuration stays");
+            gw.health.config.update(|c| {
+                c.reloads_failed += 1;
+                c.last_failure_ms = Some(now_ms());
+                c.last_errors = vec![e];
+            });
+            return;
+        }
+    };
     if changes.is_empty() {
         info!(sha256 = %sha, "configuration reloaded: nothing changed");
     } else {
@@ -85,6 +96,7 @@ async fn reload(gw: &mut Gateway, path: &Path) {
             core = changes.core,
             buses_stopped = ?changes.buses_stopped,
             buses_started = ?changes.buses_started,
+            alert_outputs = ?changes.outputs,
             "configuration reloaded"
         );
     }

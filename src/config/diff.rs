@@ -22,6 +22,9 @@ pub struct Changes {
     pub buses_stopped: Vec<String>,
     /// Modbus buses to start (new, or changed).
     pub buses_started: Vec<String>,
+    /// Alert outputs started again (new or changed settings) or stopped (removed): filled by
+    /// the gateway, which holds them.
+    pub outputs: Vec<String>,
     /// Changed sections a reload does not apply (their connections, listeners or files are
     /// opened at start): they take effect at the next restart.
     pub need_restart: Vec<&'static str>,
@@ -32,6 +35,7 @@ impl Changes {
         !self.core
             && self.buses_stopped.is_empty()
             && self.buses_started.is_empty()
+            && self.outputs.is_empty()
             && self.need_restart.is_empty()
     }
 }
@@ -75,11 +79,6 @@ pub fn compare(old: &Config, new: &Config) -> Changes {
         (
             !same(&old.hj212, &new.hj212),
             "[[hj212.listen]] / [[hj212.upstream]]",
-        ),
-        (
-            !same(&old.alerts.mqtt, &new.alerts.mqtt)
-                || !same(&old.alerts.webhooks, &new.alerts.webhooks),
-            "[alerts.mqtt] / [[alerts.webhook]]",
         ),
         (!same(&old.control, &new.control), "[control]"),
     ] {
@@ -135,8 +134,6 @@ pub fn applied(running: &Config, file: &Config) -> Config {
     c.http = running.http.clone();
     c.brokers = running.brokers.clone();
     c.hj212 = running.hj212.clone();
-    c.alerts.mqtt = running.alerts.mqtt.clone();
-    c.alerts.webhooks = running.alerts.webhooks.clone();
     c.control = running.control.clone();
     c
 }

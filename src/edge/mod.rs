@@ -161,7 +161,7 @@ pub struct SiteEdge {
     health: Arc<Health>,
     /// Alert outputs besides InfluxDB (MQTT topic, webhooks): their durable queues, each with
     /// the lowest severity it takes.
-    outboxes: Vec<(Severity, Arc<dyn PointQueue>)>,
+    outboxes: Mutex<Vec<(Severity, Arc<dyn PointQueue>)>>,
     /// Per relay device, the channel to the bus that owns it (replaced when a reload
     /// restarts a bus).
     coil_writers: Mutex<HashMap<String, CoilSender>>,
@@ -178,7 +178,7 @@ impl SiteEdge {
             }),
             queue,
             health,
-            outboxes: Vec::new(),
+            outboxes: Mutex::new(Vec::new()),
             coil_writers: Mutex::new(HashMap::new()),
             state: None,
             uplinks: Vec::new(),
@@ -192,9 +192,17 @@ impl SiteEdge {
     }
 
     /// Alerts of at least `min` severity also go, as JSON lines, into `queue`.
-    pub fn with_outbox(mut self, min: Severity, queue: Arc<dyn PointQueue>) -> Self {
-        self.outboxes.push((min, queue));
+    pub fn with_outbox(self, min: Severity, queue: Arc<dyn PointQueue>) -> Self {
+        self.outboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((min, queue));
         self
+    }
+
+    /// The alert outputs' queues, after a reload changed them.
+    pub fn set_outboxes(&self, outboxes: Vec<(Severity, Arc<dyn PointQueue>)>) {
+        *self.outboxes.lock().unwrap_or_else(|p| p.into_inner()) = outboxes;
     }
 
     /// The buses that own relay devices.
@@ -307,7 +315,8 @@ impl SiteEdge {
         }
         for a in &fx.alerts {
             let mut line: Option<Vec<u8>> = None;
-            for (min, q) in &self.outboxes {
+            let outboxes = self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
+            for (min, q) in outboxes.iter() {
                 if a.event.severity >= *min {
                     let l = line.get_or_insert_with(|| {
                         let mut l = a.json.clone().into_bytes();
