@@ -196,6 +196,7 @@ impl Gateway {
             control: site.clone(),
             site_id: cfg.site.id.clone(),
             site_name: cfg.site.name.clone().unwrap_or_default(),
+            site_permit: cfg.site.permit.clone(),
             tz: cfg.site.timezone.clone(),
             control_token,
         });

@@ -4,7 +4,10 @@
 //! The page shows the device up and its latest values with the limit in force; when the
 //! simulator raises PM10 the open alert appears without a reload; the language switch turns
 //! every label; a screenshot is kept for review (target/status-page.png). `/metrics` is parsed strictly as Prometheus text, and the `/api/*` answers carry the
-//! contract's fields.
+//! contract's fields. The pictures: a monitor hands over its last day over HJ 212 and the
+//! tiles show its values in the colours of their limits, the charts its minutes with the limits
+//! and alerts, the gate board (/board) everything inside 1920×1080 and 1280×720, in Chinese;
+//! screenshots in target/screenshots/ (status.png, board-1920.png, board-1280.png).
 
 mod common;
 
@@ -122,10 +125,34 @@ impl Drop for Browser {
                 "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
                 self.session
             );
-            let mut sink = Vec::new();
-            let _ = s.read_to_end(&mut sink);
+            // chromedriver answers once the browser is gone, but keeps the connection open:
+            // read the answer (headers, then Content-Length bytes), not to the end, which
+            // took the whole 10 s timeout.
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                if answer_complete(&got) {
+                    break;
+                }
+            }
         }
     }
+}
+
+/// Whether `got` holds a whole HTTP answer with a `Content-Length`.
+fn answer_complete(got: &[u8]) -> bool {
+    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|len| got.len() >= end + 4 + len)
 }
 
 /// A WebDriver error: its `error` code and message.
@@ -332,6 +359,59 @@ impl Browser {
                 |v| v.as_str().unwrap_or("").to_string(),
             );
         format!("browser console: {log}\npage DOM:\n{dom}")
+    }
+
+    /// Runs `script` (a function body) in the page; its return value.
+    async fn exec(&self, script: &str) -> Value {
+        self.cmd(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    }
+
+    /// The computed value of a CSS property of the first element at `css` (what is painted).
+    async fn css(&self, css: &str, property: &str) -> Option<String> {
+        let id = self.find(css).await?;
+        match self
+            .cmd(
+                reqwest::Method::GET,
+                &format!("/element/{id}/css/{property}"),
+                None,
+            )
+            .await
+        {
+            Ok(v) => v.as_str().map(str::to_string),
+            Err(e) if e.code == "stale element reference" => None,
+            Err(e) => panic!("css {property} of {css}: {e}"),
+        }
+    }
+
+    /// Makes the page's viewport `width` × `height` CSS pixels (the window's frame, if any,
+    /// is measured and added).
+    async fn set_viewport(&self, width: u32, height: u32) {
+        let (mut w, mut h) = (width, height);
+        for _ in 0..3 {
+            self.cmd(
+                reqwest::Method::POST,
+                "/window/rect",
+                Some(json!({ "width": w, "height": h })),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("window size {w}x{h}: {e}"));
+            let v = self
+                .exec("return [window.innerWidth, window.innerHeight];")
+                .await;
+            let (iw, ih) = (v[0].as_u64().unwrap_or(0), v[1].as_u64().unwrap_or(0));
+            if (iw, ih) == (u64::from(width), u64::from(height)) {
+                return;
+            }
+            w = (i64::from(w) + i64::from(width) - iw as i64).max(100) as u32;
+            h = (i64::from(h) + i64::from(height) - ih as i64).max(100) as u32;
+        }
+        panic!("could not make the viewport {width}x{height}");
     }
 
     async fn screenshot(&self) -> Vec<u8> {
@@ -1330,4 +1410,509 @@ async fn a_sites_page_lists_its_hj212_platforms_and_their_metrics_parse() {
         "an hj212_upstreams entry",
     );
     gw.proc.stop();
+}
+
+// ---------------------------------------------------------------------------
+// Pictures: the tiles, the charts and the gate board
+// ---------------------------------------------------------------------------
+
+const BOARD_MN: &str = "010000A8900016F000169DC0";
+const PERMIT: &str = "510104202612020101";
+
+/// A monitor that reports over HJ 212 (so the test can hand it the past hour with its
+/// DataTimes), a relay module, rules on PM2.5, PM10 and TSP, the mist cannons on TSP.
+fn pictures_site(hj: u16, relays: u16, http: u16) -> String {
+    format!(
+        r#"[site]
+id = "board-site"
+name = "锦江区 B 地块"
+timezone = "Asia/Shanghai"
+permit = "{PERMIT}"
+tags = {{ district = "jinjiang" }}
+health_interval = "1s"
+
+[store]
+dir = "store"
+commit_interval = "50ms"
+
+[http]
+listen = "127.0.0.1:{http}"
+
+[[hj212.listen]]
+name = "monitors"
+listen = "127.0.0.1:{hj}"
+max_frame_rate = 1000
+
+  [[hj212.listen.station]]
+  mn = "{BOARD_MN}"
+  device = "dust-01"
+
+[[modbus]]
+name = "relays"
+transport = "tcp"
+address = "127.0.0.1:{relays}"
+interval = "1s"
+
+  [[modbus.device]]
+  id = "relay-01"
+  unit = 1
+  profile = "relay-module-8ch"
+
+[[rule]]
+id = "pm25-high"
+metric = "pm25"
+above = 75
+severity = "warning"
+
+[[rule]]
+id = "pm10-high"
+metric = "pm10"
+above = 150
+clear = 120
+severity = "warning"
+
+[[rule]]
+id = "tsp-high"
+metric = "tsp"
+above = 200
+clear = 180
+severity = "warning"
+actuate = "mist-cannons"
+
+[[actuator]]
+id = "mist-cannons"
+device = "relay-01"
+coil = "fog_cannon_on"
+min_on = "5s"
+min_off = "1s"
+"#
+    )
+}
+
+/// What the monitor sent `k` minutes ago (HJ 212 code, value). The last minute holds what the
+/// tiles and the board show: PM2.5 68 (91 % of 75: amber), PM10 60 (40 %: green), TSP 260
+/// (over 200, its alert open: red), noise 65.2 (no limit: grey), wind 2.3 m/s from the west.
+/// PM10 spikes to 300 thirty minutes ago (an alert that opens and closes). Every value moves a
+/// little from minute to minute, so that none looks stuck.
+fn monitor_at(k: i64) -> Vec<(&'static str, f64)> {
+    let w = (k % 3) as f64;
+    let now = k == 0;
+    let pm10 = match k {
+        0 => 60.0,
+        29 => 100.0,
+        30 => 300.0,
+        _ => 90.0 + w,
+    };
+    vec![
+        ("a34004", if now { 68.0 } else { 40.0 + w }),
+        ("a34002", pm10),
+        ("a34001", if k <= 5 { 260.0 + w } else { 120.0 + w }),
+        ("LA", if now { 65.2 } else { 62.0 + w / 2.0 }),
+        ("a01001", if now { -3.5 } else { -3.0 + w / 10.0 }),
+        ("a01002", if now { 60.9 } else { 58.0 + w }),
+        ("a01007", if now { 2.3 } else { 2.0 + w / 10.0 }),
+        ("a01008", if now { 270.0 } else { 265.0 + w * 2.0 }),
+    ]
+}
+
+/// A CN=2011 frame of `k` minutes ago, no answer asked.
+fn monitor_frame(now: jiff::Timestamp, k: i64) -> String {
+    let tz = jiff::tz::TimeZone::get("Asia/Shanghai").expect("zone");
+    let at = now - jiff::SignedDuration::from_secs(k * 60);
+    let ts = common::hj212_time(tz.to_datetime(at));
+    let cp: Vec<String> = monitor_at(k)
+        .iter()
+        .map(|(code, v)| format!("{code}-Rtd={v},{code}-Flag=N"))
+        .collect();
+    let seg = format!(
+        "QN={ts}000;ST=39;CN=2011;PW=123456;MN={BOARD_MN};Flag=4;CP=&&DataTime={ts};{}&&",
+        cp.join(";")
+    );
+    format!(
+        "##{:04}{seg}{:04X}\r\n",
+        seg.len(),
+        dustgate::hj212::crc::hj212(seg.as_bytes())
+    )
+}
+
+fn save_screenshot(png: &[u8], name: &str) {
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{name} is a PNG");
+    // Only under target/: a test never rewrites tracked files (docs/img/ is copied by hand).
+    let dir = common::repo_root().join("target/screenshots");
+    std::fs::create_dir_all(&dir).expect("create target/screenshots");
+    let path = dir.join(name);
+    std::fs::write(&path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    println!("screenshot: {} bytes → {}", png.len(), path.display());
+}
+
+/// The board at one size: every value inside the viewport and inside its cell, nothing
+/// clipped, no scrolling, in Chinese.
+async fn check_board(b: &Browser, width: u32, height: u32, aqi: &str) {
+    b.set_viewport(width, height).await;
+    let v = b
+        .exec(
+            r#"const de = document.documentElement;
+const r = e => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; };
+const ids = ['b-name', 'b-permit', 'b-time', 'b-date', 'v-aqi', 'v-aqi-cat', 'n-aqi', 'v-pm25', 'n-pm25',
+  'v-pm10', 'v-noise', 'v-temperature', 'v-humidity', 'v-wind', 'n-wind', 'wind-arrow'];
+const h1 = document.querySelector('h1');
+return {
+  iw: innerWidth, ih: innerHeight, sw: de.scrollWidth, sh: de.scrollHeight,
+  name_cut: h1.scrollWidth > h1.clientWidth,
+  els: ids.map(id => { const e = document.getElementById(id); const c = e.closest('.cell');
+    return { id, text: e.textContent, rect: r(e), cell: c ? r(c) : null }; }),
+  clipped: [...document.querySelectorAll('.cell')].filter(c => c.scrollHeight > c.clientHeight + 1
+    || c.scrollWidth > c.clientWidth + 1).map(c => c.dataset.cell)
+};"#,
+        )
+        .await;
+    let (iw, ih) = (
+        v["iw"].as_f64().unwrap_or(0.0),
+        v["ih"].as_f64().unwrap_or(0.0),
+    );
+    assert_eq!((iw, ih), (f64::from(width), f64::from(height)), "{v}");
+    assert!(
+        v["sw"].as_f64() <= Some(iw) && v["sh"].as_f64() <= Some(ih),
+        "no scrolling at {width}x{height}: {v}"
+    );
+    assert_eq!(v["clipped"], json!([]), "cells clipped at {width}x{height}");
+    assert_eq!(
+        v["name_cut"], false,
+        "the site's name is cut at {width}x{height}"
+    );
+    let mut texts = BTreeMap::new();
+    for e in v["els"].as_array().expect("elements") {
+        let id = e["id"].as_str().unwrap_or("?");
+        let rect: Vec<f64> = e["rect"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
+        let [l, t, r, btm] = rect[..] else {
+            panic!("{id}: no rect in {e}")
+        };
+        assert!(
+            r > l && btm > t && l >= 0.0 && t >= 0.0 && r <= iw && btm <= ih,
+            "{id} {rect:?} not inside the {width}x{height} viewport"
+        );
+        if let Some(c) = e["cell"].as_array() {
+            let c: Vec<f64> = c.iter().filter_map(Value::as_f64).collect();
+            assert!(
+                l >= c[0] - 0.5 && t >= c[1] - 0.5 && r <= c[2] + 0.5 && btm <= c[3] + 0.5,
+                "{id} {rect:?} not inside its cell {c:?} at {width}x{height}"
+            );
+        }
+        texts.insert(id.to_string(), e["text"].as_str().unwrap_or("").to_string());
+    }
+    println!("board {width}x{height}: {texts:?}");
+    for (id, want) in [
+        ("b-name", "锦江区 B 地块"),
+        ("b-permit", PERMIT),
+        ("v-aqi", aqi),
+        ("v-pm25", "68"),
+        ("v-pm10", "60"),
+        ("v-noise", "65.2"),
+        ("v-temperature", "-3.5"),
+        ("v-humidity", "61"),
+        ("v-wind", "2.3"),
+    ] {
+        assert_eq!(texts[id], want, "{id} at {width}x{height}");
+    }
+    for (id, want) in [
+        ("n-wind", "西风 2 级"),
+        ("v-aqi-cat", "良"),
+        ("n-aqi", "首要污染物 PM10"),
+        ("n-pm25", "限值 75 · 接近限值"),
+        ("b-date", "星期"),
+    ] {
+        assert!(
+            texts[id].contains(want),
+            "{id} at {width}x{height}: {:?}",
+            texts[id]
+        );
+    }
+    let time = &texts["b-time"];
+    assert!(
+        time.len() == 8 && time.as_bytes()[2] == b':',
+        "the clock: {time:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiles_charts_and_the_gate_board_show_what_a_person_sees() {
+    for (path, what) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromedriver")] {
+        assert!(
+            std::path::Path::new(path).exists(),
+            "{what} is missing ({path}): run `{INSTALL}` (scripts/test does)"
+        );
+    }
+    let t0 = Instant::now();
+    let relays = ModbusSim::tcp(&relay_spec());
+    let (port, hj) = (free_port(), free_port());
+    let dir = scratch_dir("status-page-pictures");
+    let mut gw = Gateway::start(&dir, &pictures_site(hj, relays.port(), port), &[]);
+    gw.wait_log("HJ 212 listener listening", Duration::from_secs(20));
+    gw.wait_log("HTTP API listening", Duration::from_secs(10));
+    let base = format!("http://127.0.0.1:{port}");
+    let http = http_client();
+    println!("gateway up after {:?}", t0.elapsed());
+
+    // --- The monitor hands over its day: a little of ten hours ago, then the last 70 minutes.
+    let now = jiff::Timestamp::now();
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", hj)).expect("connect");
+    let send = |sock: &mut std::net::TcpStream, ks: &mut dyn Iterator<Item = i64>| {
+        let frames: String = ks.map(|k| monitor_frame(now, k)).collect();
+        std::io::Write::write_all(sock, frames.as_bytes()).expect("send");
+    };
+    send(&mut sock, &mut (590..=600).rev().chain((30..=70).rev()));
+    // The PM10 spike's alert is seen open (a chart request looks at the open alerts) before
+    // the next minute closes it.
+    let pm10_url = format!("{base}/api/history?device=dust-01&metric=pm10");
+    eventually("the PM10 alert open in /api/history", PAGE, || async {
+        let v = get_json(&http, &pm10_url).await;
+        v["series"][0]["alerts"]
+            .as_array()?
+            .iter()
+            .any(|a| a["rule"] == "pm10-high" && a["open"] == true)
+            .then_some(())
+    })
+    .await;
+    send(&mut sock, &mut (0..=29).rev());
+    let pm10 = eventually("the PM10 alert closed, 82 minutes kept", PAGE, || async {
+        let v = get_json(&http, &pm10_url).await;
+        let s = &v["series"][0];
+        let closed = s["alerts"]
+            .as_array()?
+            .iter()
+            .any(|a| a["rule"] == "pm10-high" && a["open"] == false);
+        (closed && s["points"].as_array()?.len() >= 82).then(|| v.clone())
+    })
+    .await;
+    has_keys(
+        &pm10,
+        &[
+            "from",
+            "to",
+            "from_ms",
+            "to_ms",
+            "step_s",
+            "series",
+            "kept_series",
+            "max_series",
+            "refused_values",
+        ],
+        "/api/history",
+    );
+    let s = &pm10["series"][0];
+    has_keys(
+        s,
+        &[
+            "device", "metric", "unit", "label", "limit", "points", "alerts",
+        ],
+        "a series",
+    );
+    assert_eq!(
+        (&s["unit"], &s["limit"]["value"]),
+        (&json!("µg/m³"), &json!(150.0))
+    );
+    let points = s["points"].as_array().expect("points");
+    let last = points.last().expect("a point");
+    assert_eq!(
+        (&last[1], &last[2]),
+        (&json!(60.0), &json!(1)),
+        "the newest minute: {last}"
+    );
+    assert!(
+        points.iter().any(|p| p[1] == json!(300.0)),
+        "the spike among the minutes"
+    );
+    let (st, _, body) = get(&http, &format!("{base}/api/history?device=nobody")).await;
+    assert_eq!(st, 404, "{body}");
+    assert!(body.contains("first 64 device-metric pairs"), "{body}");
+
+    let board = eventually("the AQI in /api/board", PAGE, || async {
+        let v = get_json(&http, &format!("{base}/api/board")).await;
+        (v["aqi"].is_object() && v["values"]["tsp"]["level"] == "over").then_some(v)
+    })
+    .await;
+    println!("/api/board: {board}");
+    has_keys(
+        &board,
+        &["site", "name", "permit", "time", "values", "wind", "aqi"],
+        "/api/board",
+    );
+    assert_eq!(board["permit"], PERMIT, "[site].permit");
+    for (metric, level) in [
+        ("pm25", "near"),
+        ("pm10", "ok"),
+        ("tsp", "over"),
+        ("noise", "none"),
+    ] {
+        assert_eq!(board["values"][metric]["level"], level, "{metric}");
+        assert_eq!(board["values"][metric]["device"], "dust-01", "{metric}");
+    }
+    assert_eq!(board["wind"]["from"]["zh"], "西风");
+    assert_eq!(
+        (&board["wind"]["level"], &board["wind"]["direction_deg"]),
+        (&json!(2), &json!(270.0))
+    );
+    let aqi = &board["aqi"];
+    assert_eq!(
+        (&aqi["category"]["zh"], &aqi["primary"]),
+        (&json!("良"), &json!("PM10"))
+    );
+    let aqi_value = aqi["value"].as_u64().expect("an AQI number");
+    assert!((51..=100).contains(&aqi_value), "{aqi}");
+
+    println!("history and board checked after {:?}", t0.elapsed());
+
+    // --- The status page: tiles, the equipment, the charts. ---
+    let b = Browser::start().await;
+    b.set_viewport(1280, 1100).await;
+    b.navigate(&format!("{base}/?lang=zh-CN&refresh=1")).await;
+    // The colours a person sees: green under 80 % of the limit, amber to 100 %, red over,
+    // grey without a limit.
+    for (metric, value, colour, note) in [
+        ("pm25", "68", "rgb(154, 91, 0)", "接近限值 · 限值 75"),
+        ("pm10", "60", "rgb(27, 122, 61)", "达标 · 限值 150"),
+        ("tsp", "260", "rgb(179, 38, 30)", "超标 · 限值 200"),
+        ("noise", "65.2", "rgb(95, 107, 115)", "无限值"),
+        ("wind_speed", "2.3", "rgb(95, 107, 115)", "箭头指向风的去向"),
+    ] {
+        let tile = format!("#tiles [data-tile=\"{metric}\"]");
+        b.wait_text(&format!("{tile} .t-val b"), value, |t| t == value)
+            .await;
+        // chromedriver gives `rgba(r, g, b, 1)` for an opaque colour.
+        let bg = b.css(&tile, "background-color").await.map(|c| {
+            c.strip_prefix("rgba(")
+                .and_then(|c| c.strip_suffix(", 1)"))
+                .map_or(c.clone(), |c| format!("rgb({c})"))
+        });
+        assert_eq!(bg.as_deref(), Some(colour), "the {metric} tile");
+        let text = b.text(&format!("{tile} .t-note")).await.unwrap_or_default();
+        assert_eq!(text, note, "the {metric} tile's note");
+    }
+    let wind = b.text("#tiles [data-tile=\"wind_speed\"] .t-wind").await;
+    assert_eq!(wind.as_deref(), Some("西风 2 级"));
+    assert_eq!(
+        b.attribute(
+            "#tiles [data-tile=\"wind_speed\"] svg.arrow path",
+            "transform"
+        )
+        .await
+        .as_deref(),
+        Some("rotate(90)"),
+        "from the west (270°), blowing to the east"
+    );
+    b.wait_text(
+        "#equipment [data-actuator=\"mist-cannons\"]",
+        "the mist cannons on, in auto",
+        |t| t.contains("开") && t.contains("自动"),
+    )
+    .await;
+    let charts = b
+        .exec(
+            r#"const out = {};
+for (const m of ['pm25', 'pm10', 'tsp']) {
+  const svg = document.querySelector('#charts svg.chart[data-metric="' + m + '"]');
+  if (!svg) { out[m] = null; continue; }
+  const n = (e, a) => Number(e.getAttribute(a));
+  out[m] = {
+    view: svg.getAttribute('viewBox').split(' ').map(Number),
+    runs: [...svg.querySelectorAll('polyline.series')].map(p =>
+      p.getAttribute('points').trim().split(/\s+/).map(q => q.split(',').map(Number))),
+    limits: [...svg.querySelectorAll('line.limit')].map(l =>
+      ({ value: Number(l.dataset.value), x1: n(l, 'x1'), x2: n(l, 'x2'), y1: n(l, 'y1'), y2: n(l, 'y2') })),
+    alerts: [...svg.querySelectorAll('g.alert')].map(g => ({ class: g.getAttribute('class'),
+      rule: g.dataset.rule, mark: g.querySelector('path.mark') ? g.querySelector('path.mark').getAttribute('d') : null }))
+  };
+}
+return out;"#,
+        )
+        .await;
+    let pm10 = &charts["pm10"];
+    assert!(pm10.is_object(), "a PM10 chart: {charts}");
+    let view: Vec<f64> = serde_json::from_value(pm10["view"].clone()).expect("viewBox");
+    let runs: Vec<Vec<[f64; 2]>> = serde_json::from_value(pm10["runs"].clone()).expect("runs");
+    assert!(
+        runs.len() >= 2,
+        "ten hours ago and the last 70 minutes, apart: {pm10}"
+    );
+    let all: Vec<[f64; 2]> = runs.iter().flatten().copied().collect();
+    assert!(all.len() >= 82, "{} points", all.len());
+    assert!(
+        all.iter()
+            .all(|[x, y]| *x >= 0.0 && *x <= view[2] && *y >= 0.0 && *y <= view[3]),
+        "points inside the chart {view:?}: {all:?}"
+    );
+    let limit = &pm10["limits"][0];
+    assert_eq!(limit["value"].as_f64(), Some(150.0), "{pm10}");
+    let ly = limit["y1"].as_f64().unwrap_or(-1.0);
+    assert_eq!(limit["y2"].as_f64(), Some(ly), "the limit is level");
+    let spike = all
+        .iter()
+        .copied()
+        .min_by(|a, b| a[1].total_cmp(&b[1]))
+        .expect("a point");
+    let newest = *all.last().expect("a point");
+    assert!(
+        spike[1] < ly && ly < newest[1] && ly > 0.0 && ly < view[3],
+        "300 above the limit line at y {ly}, 60 below it: spike {spike:?}, newest {newest:?}"
+    );
+    assert!(
+        newest[0] > spike[0] && spike[0] > view[2] * 0.9,
+        "the last hour at the right: {spike:?} {newest:?}"
+    );
+    let closed = pm10["alerts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["rule"] == "pm10-high"))
+        .unwrap_or_else(|| panic!("the PM10 alert marked: {pm10}"));
+    assert!(
+        closed["class"]
+            .as_str()
+            .is_some_and(|c| c.contains("closed")),
+        "{closed}"
+    );
+    let mark_x = closed["mark"]
+        .as_str()
+        .and_then(|d| d.strip_prefix('M')?.split(',').next()?.parse::<f64>().ok())
+        .map(|x| x + 5.0)
+        .unwrap_or_else(|| panic!("a marker: {closed}"));
+    assert!(
+        (mark_x - spike[0]).abs() < 1.5,
+        "the marker at the spike's minute: {mark_x} vs {}",
+        spike[0]
+    );
+    assert!(
+        charts["tsp"]["alerts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["rule"] == "tsp-high"
+                && a["class"].as_str().is_some_and(|c| c.contains("open")))),
+        "the open TSP alert: {}",
+        charts["tsp"]
+    );
+    assert_eq!(charts["pm25"]["limits"][0]["value"].as_f64(), Some(75.0));
+    assert_eq!(charts["pm25"]["alerts"], json!([]));
+    save_screenshot(&b.screenshot().await, "status.png");
+    println!("status page checked after {:?}", t0.elapsed());
+
+    // --- The gate board, at the two screens of a site gate. ---
+    b.navigate(&format!("{base}/board?refresh=1")).await;
+    b.wait_text("#v-aqi", "the AQI on the board", |t| {
+        t.parse::<u32>().is_ok()
+    })
+    .await;
+    b.wait_text("#b-permit", "the permit number", |t| t == PERMIT)
+        .await;
+    let aqi_text = aqi_value.to_string();
+    for (w, h, name) in [
+        (1920, 1080, "board-1920.png"),
+        (1280, 720, "board-1280.png"),
+    ] {
+        check_board(&b, w, h, &aqi_text).await;
+        save_screenshot(&b.screenshot().await, name);
+    }
+    drop(b);
+    drop(sock);
+    gw.proc.stop();
+    println!("pictures test took {:?}", t0.elapsed());
 }

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::rules::Severity;
 use crate::control::Overrides;
 use crate::health::Health;
+use crate::health::history::AlertMark;
 use crate::http::SiteView;
 use crate::model::{Detection, Point, Readings, Vehicle, now_ms};
 use crate::outputs::blocking;
@@ -33,6 +34,7 @@ use crate::outputs::queue::{Depth, PointQueue};
 use crate::pipeline::actuate::{ActuatorStatus, Switch};
 use crate::pipeline::alerts::Locale;
 use crate::pipeline::compliance::ItemFigures;
+use crate::pipeline::rules::AlertState;
 use crate::pipeline::rules::{AlertEvent, Limit};
 use crate::pipeline::{CoilWrite, Effects, Keep, Saved, SiteCore};
 use crate::sources::ingest::Ingest;
@@ -314,6 +316,25 @@ impl SiteEdge {
             }
         }
         for a in &fx.alerts {
+            let e = &a.event;
+            let closed = match e.state {
+                AlertState::Open => Some(None),
+                AlertState::Closed => Some(Some(e.at_ms)),
+                _ => None,
+            };
+            if let Some(closed_ms) = closed
+                && !e.metric.is_empty()
+            {
+                h.history.alert_transition(AlertMark {
+                    alert_id: e.alert_id.clone(),
+                    rule: e.rule_id.clone(),
+                    device: e.device.clone(),
+                    metric: e.metric.clone(),
+                    severity: e.severity.name(),
+                    opened_ms: e.since_ms,
+                    closed_ms,
+                });
+            }
             let mut line: Option<Vec<u8>> = None;
             let outboxes = self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
             for (min, q) in outboxes.iter() {
@@ -505,5 +526,9 @@ impl SiteView for SiteEdge {
 
     fn actuators(&self) -> Vec<ActuatorStatus> {
         self.lock().core.actuators(now_ms())
+    }
+
+    fn aqi_now(&self) -> Vec<(String, crate::pipeline::aqi::AqiNow)> {
+        self.lock().core.aqi_now()
     }
 }

@@ -4,6 +4,7 @@
 //! log line, and the demo prints them.
 
 pub mod config;
+pub mod history;
 pub mod hj212;
 pub mod uplink;
 
@@ -131,6 +132,8 @@ pub struct Health {
     pub offline_after_ms: AtomicI64,
     /// The config in force and its reloads.
     pub config: config::ConfigHealth,
+    /// The last 24 h of per-minute means, for the status page's charts and the gate board.
+    pub history: history::History,
 }
 
 /// A device as the status page, `/api/status`, `/metrics` and the `gateway` points show it.
@@ -312,6 +315,7 @@ impl Health {
 
     /// Records a device's readings, arrived at `now` (site time), as its latest values.
     pub fn record_latest(&self, r: &crate::model::Readings, now: i64) {
+        self.history.record(r, now);
         let Ok(mut latest) = self.latest.lock() else {
             return;
         };

@@ -190,7 +190,7 @@ fn writer_json(w: &crate::health::WriterHealth, tz: &jiff::tz::TimeZone) -> Valu
 }
 
 /// A limit as JSON: `{value, rule, kind: above | below | outside, low, window_s, aggregate}`.
-fn limit_json(l: &crate::pipeline::rules::Limit) -> Value {
+pub(super) fn limit_json(l: &crate::pipeline::rules::Limit) -> Value {
     let (kind, value, low) = match l.condition {
         Condition::Above(a) => ("above", a, None),
         Condition::Below(b) => ("below", b, None),
@@ -227,6 +227,7 @@ pub(super) async fn readings_latest(State(api): State<Arc<Api>>) -> Response {
                 "time": rfc3339(t, &api.tz),
                 "over": limit.as_ref().is_some_and(|l| l.breached_by(v)),
                 "alert_open": limit.as_ref().is_some_and(|l| l.alert_open),
+                "level": super::board::level(limit.as_ref(), v).0.name(),
                 "limit": limit.as_ref().map(limit_json),
             }));
         }

@@ -806,6 +806,7 @@ mod tests {
             control: site,
             site_id: "s1".into(),
             site_name: "工地".into(),
+            site_permit: None,
             tz: jiff::tz::TimeZone::UTC,
             control_token: None,
         };

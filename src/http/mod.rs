@@ -3,11 +3,14 @@
 //!
 //! | route | module | |
 //! |---|---|---|
-//! | `GET /` (+ `/status.css`, `/status.js`) | [`page`] | the status page for the site crew (zh-CN / en) |
+//! | `GET /` (+ `/status.css`, `/status.js`) | [`page`] | the status page for the site crew (zh-CN / en): tiles, equipment, 24-h charts, tables |
+//! | `GET /board` (+ `/board.css`, `/board.js`) | [`page`] | the gate board (公示牌), full screen, for the TV or LED screen at the gate |
 //! | `GET /healthz` | here | `ok` while the gateway runs |
 //! | `GET /metrics` | [`metrics`] | Prometheus text exposition 0.0.4, every name `dustgate_…` |
 //! | `GET /api/status` | [`api`] | site, gateway time, devices, store depth, uplink lag, brokers |
-//! | `GET /api/readings/latest` | [`api`] | every device's latest value per metric, with the limit in force |
+//! | `GET /api/readings/latest` | [`api`] | every device's latest value per metric, with the limit in force and its `level` |
+//! | `GET /api/board` | [`board`] | the main values (one device per metric), levels, wind in words, AQI, name, permit |
+//! | `GET /api/history` (`?device=`, `?metric=`) | [`charts`] | 24 h of per-minute means, the limit, the alerts of the window |
 //! | `GET /api/alerts?state=open` | [`api`] | the open alerts as the contract's alert JSON |
 //! | `GET /api/compliance/today` | [`api`] | each item's percentage, checked count and violations today |
 //! | `GET /api/actuators` | [`actuators`] | each actuator: on/off, mode (auto, manual, guard, link-lost), why |
@@ -15,6 +18,8 @@
 
 mod actuators;
 mod api;
+mod board;
+mod charts;
 pub mod limits;
 pub mod metrics;
 mod page;
@@ -43,6 +48,8 @@ pub struct Api {
     pub site_id: String,
     /// The site's name for people (`[site].name`; may be empty).
     pub site_name: String,
+    /// The construction permit number (`[site].permit`), for the gate board.
+    pub site_permit: Option<String>,
     pub tz: jiff::tz::TimeZone,
     /// The bearer token of `POST /api/actuators/{id}`; `None`: the endpoint is off.
     pub control_token: Option<String>,
@@ -86,12 +93,17 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/", get(page::index))
         .route("/status.css", get(page::css))
         .route("/status.js", get(page::js))
+        .route("/board", get(page::board))
+        .route("/board.css", get(page::board_css))
+        .route("/board.js", get(page::board_js))
         // No icon: an empty answer keeps browsers from logging a 404 on every visit.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::handler))
         .route("/api/status", get(api::status))
         .route("/api/readings/latest", get(api::readings_latest))
+        .route("/api/board", get(board::board))
+        .route("/api/history", get(charts::history))
         .route("/api/alerts", get(api::alerts))
         .route("/api/compliance/today", get(api::compliance_today))
         .route("/api/actuators", get(actuators::list))
@@ -115,6 +127,7 @@ pub async fn serve(cfg: crate::config::HttpConfig, api: Arc<Api>, mut stop: watc
     };
     tracing::info!(listen = %listen, max_connections = cfg.max_connections, idle_timeout_s = cfg.idle_timeout.as_secs(), "HTTP API listening");
     let listener = limits::LimitedListener::new(listener, cfg.max_connections, cfg.idle_timeout);
+    // The charts' closed alerts: only the HTTP layer asks the site which alerts are open.
     let shutdown = async move {
         while !*stop.borrow() {
             if stop.changed().await.is_err() {

@@ -6,6 +6,7 @@ use crate::health::Health;
 use crate::outputs::queue::Depth;
 use crate::pipeline::actuate::ActuatorStatus;
 use crate::pipeline::alerts::Locale;
+use crate::pipeline::aqi::AqiNow;
 use crate::pipeline::compliance::ItemFigures;
 use crate::pipeline::rules::{AlertEvent, Limit};
 
@@ -26,4 +27,6 @@ pub trait SiteView: Send + Sync {
     /// Today's six-100% figures and the paving declaration's date.
     fn compliance_today(&self) -> Option<([ItemFigures; 6], Option<String>)>;
     fn actuators(&self) -> Vec<ActuatorStatus>;
+    /// Every device's AQI as last written to the `aqi` measurement, by device id.
+    fn aqi_now(&self) -> Vec<(String, AqiNow)>;
 }

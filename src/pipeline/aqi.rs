@@ -239,6 +239,22 @@ struct DeviceAqi {
     hour: Box<HourRing>,
     last_emit: i64,
     series: SeriesKey,
+    /// The last AQI written (the `aqi` point), for the status page and the gate board.
+    now: Option<Box<AqiNow>>,
+}
+
+/// A device's AQI as last written to the `aqi` measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AqiNow {
+    pub time_ms: i64,
+    pub aqi: u32,
+    pub iaqi_pm25: Option<u32>,
+    pub iaqi_pm10: Option<u32>,
+    /// The hour means it was computed from (µg/m³).
+    pub pm25_1h: Option<f64>,
+    pub pm10_1h: Option<f64>,
+    /// The HJ 633 table's id.
+    pub table: String,
 }
 
 /// Rolling AQI per device.
@@ -268,6 +284,17 @@ impl Aqi {
     }
 
     /// Feeds a reading; returns an `aqi` point when one is due.
+    /// Every device's AQI as last written, by device id.
+    pub fn now(&self) -> Vec<(String, AqiNow)> {
+        let mut v: Vec<(String, AqiNow)> = self
+            .devices
+            .iter()
+            .filter_map(|(d, a)| a.now.as_ref().map(|n| (d.to_string(), (**n).clone())))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     pub fn reading(&mut self, device: &str, metric: &str, t: i64, v: f64) -> Option<Point> {
         if metric != "pm25" && metric != "pm10" {
             return None;
@@ -281,6 +308,7 @@ impl Aqi {
                     hour: HourRing::new(),
                     last_emit: i64::MIN,
                     series,
+                    now: None,
                 })
             }
         };
@@ -295,10 +323,20 @@ impl Aqi {
             Some(id) => tables.by_id(id),
             None => tables.for_day(day),
         }?;
-        let i25 = d.hour.mean(Pm::Pm25).map(|c| tables.iaqi(&table.pm25, c));
-        let i10 = d.hour.mean(Pm::Pm10).map(|c| tables.iaqi(&table.pm10, c));
+        let (c25, c10) = (d.hour.mean(Pm::Pm25), d.hour.mean(Pm::Pm10));
+        let i25 = c25.map(|c| tables.iaqi(&table.pm25, c));
+        let i10 = c10.map(|c| tables.iaqi(&table.pm10, c));
         let aqi = i25.max(i10)?;
         d.last_emit = t;
+        d.now = Some(Box::new(AqiNow {
+            time_ms: t,
+            aqi,
+            iaqi_pm25: i25,
+            iaqi_pm10: i10,
+            pm25_1h: c25,
+            pm10_1h: c10,
+            table: table.id.clone(),
+        }));
         let (zh, _) = tables.category(aqi);
         let f = |k: &str, v: FieldValue| (FieldKey::new(k), v);
         let mut fields = vec![

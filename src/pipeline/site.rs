@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::actuate::{self, ActuatorStatus, Linkage, Switch};
 use super::alerts::{AlertContext, Locale};
-use super::aqi::Aqi;
+use super::aqi::{Aqi, AqiNow};
 use super::compliance::{self, Compliance, Detection, ItemFigures, Vehicle};
 use super::rules::{self, AlertEvent, AlertKind, AlertState, Engine, Limit, OpenSnapshot};
 use super::validate;
@@ -267,6 +267,11 @@ impl SiteCore {
                 compliance: j.compliance.as_ref().map(|c| c.snapshot()),
             },
         }
+    }
+
+    /// Every device's AQI as last written to the `aqi` measurement.
+    pub fn aqi_now(&self) -> Vec<(String, AqiNow)> {
+        self.aqi.as_ref().map_or_else(Vec::new, |a| a.now())
     }
 
     /// The open alerts as saved (the edge writes them whenever they change).

@@ -27,7 +27,13 @@
       frames: 'Frames', rejected: 'Refused', idle: 'not connected', no_stations: 'No station has sent yet.',
       platforms: 'HJ 212 platforms (reporting)', platform: 'Platform', last_ack: 'Last answer',
       backlog: 'Backlog (frames)', oldest: 'Oldest waiting', resent: 'Resent', expired: 'Expired',
-      delivered: 'Delivered', stray: 'Stray answers', address: 'Address'
+      delivered: 'Delivered', stray: 'Stray answers', address: 'Address',
+      m_pm25: 'PM2.5', m_pm10: 'PM10', m_tsp: 'TSP', m_noise: 'Noise', m_wind_speed: 'Wind',
+      lv_ok: 'under the limit', lv_near: 'near the limit', lv_over: 'over the limit', lv_none: 'no limit',
+      no_data: 'no data', offline: 'offline', force: 'force', wind_word: 'wind',
+      wind_to: 'arrow: where the wind blows to', equipment: 'Equipment', until: 'until', board: 'Gate board',
+      charts: 'Last 24 hours (per-minute means)', no_history: 'No history yet (kept in memory since the gateway started).',
+      chart_legend: 'Line: per-minute mean · dashed red: limit in force · ▼ alert opened (red: still open, amber: closed)'
     },
     zh: {
       gw_time: '网关时间', updated: '更新于', alerts: '当前告警', readings: '最新数据',
@@ -53,13 +59,20 @@
       frames: '数据包', rejected: '拒收', idle: '未连接', no_stations: '尚无监测站上报。',
       platforms: 'HJ 212 上报平台', platform: '平台', last_ack: '最后应答',
       backlog: '待补传（包）', oldest: '最早待传', resent: '重发', expired: '过期',
-      delivered: '已送达', stray: '无效应答', address: '地址'
+      delivered: '已送达', stray: '无效应答', address: '地址',
+      m_pm25: 'PM2.5', m_pm10: 'PM10', m_tsp: 'TSP', m_noise: '噪声', m_wind_speed: '风速',
+      lv_ok: '达标', lv_near: '接近限值', lv_over: '超标', lv_none: '无限值',
+      no_data: '无数据', offline: '离线', force: '级', wind_word: '',
+      wind_to: '箭头指向风的去向', equipment: '降尘设备', until: '至', board: '公示牌',
+      charts: '近 24 小时（每分钟均值）', no_history: '暂无历史数据（网关启动后在内存中保存）。',
+      chart_legend: '实线：每分钟均值 · 红色虚线：执行限值 · ▼ 告警开始（红色：未解除，黄色：已解除）'
     }
   };
   const params = new URLSearchParams(location.search);
   const every = Math.max(1, Number(params.get('refresh')) || 5) * 1000;
   let lang = pick(params.get('lang')) || pick(stored()) || pick((navigator.languages || [])[0] || navigator.language) || 'en';
   let data = null;
+  let historyAt = -Infinity;
 
   function pick(l) { return !l ? null : (/^zh/i.test(l) ? 'zh' : (/^en/i.test(l) ? 'en' : null)); }
   function stored() { try { return localStorage.getItem('dustgate.lang'); } catch (e) { return null; } }
@@ -99,6 +112,130 @@
   }
   function badge(key, cls) { return el('span', 'badge ' + (cls || key), t(key)); }
 
+  // SVG is drawn here, element by element: no library, and text only ever as textContent.
+  const SVG = 'http://www.w3.org/2000/svg';
+  function sv(tag, attrs, text) {
+    const e = document.createElementNS(SVG, tag);
+    for (const k in attrs) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = String(text);
+    return e;
+  }
+  function one(v) { return v === null || v === undefined ? '—' : String(Math.round(v * 10) / 10); }
+  function nameOf(x, m) { return x && x.label ? x.label[lang] : t('m_' + m); }
+  // The site's UTC offset (ms), from the gateway's RFC 3339 time.
+  function offset(s) {
+    const m = /([+-])(\d\d):(\d\d)$/.exec(s || '');
+    return m ? (m[1] === '-' ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3])) * 60000 : 0;
+  }
+  function hhmm(ms) {
+    const d = new Date(ms + offset(data.status.time));
+    return String(d.getUTCHours()).padStart(2, '0') + ':' + String(d.getUTCMinutes()).padStart(2, '0');
+  }
+
+  // The main values, each in the colour of where it stands against the limit in force.
+  const TILES = ['pm25', 'pm10', 'tsp', 'noise', 'wind_speed'];
+  function tiles() {
+    const b = data.board || { values: {} };
+    $('tiles').replaceChildren(...TILES.map(m => {
+      const v = b.values[m];
+      const lvl = v && v.up ? v.level : 'none';
+      const tile = el('div', 'tile ' + lvl, null, { 'data-tile': m, 'data-level': lvl });
+      const val = el('div', 't-val');
+      val.append(el('b', null, v ? one(v.value) : '—'), el('span', 't-unit', v ? v.unit : ''));
+      tile.append(el('div', 't-name', nameOf(v, m)), val);
+      let note = !v ? t('no_data') : !v.up ? t('offline') : t('lv_' + v.level);
+      if (v && v.limit) note += ' · ' + t(v.limit.kind) + ' ' + num(v.limit.value);
+      if (m === 'wind_speed' && b.wind) {
+        const w = b.wind;
+        const words = (w.from ? w.from[lang] + (lang === 'zh' ? ' ' : ' ' + t('wind_word') + ', ') : '') +
+          (lang === 'zh' ? w.level + ' ' + t('force') : t('force') + ' ' + w.level);
+        tile.append(el('div', 't-wind', words));
+        if (w.direction_deg !== null) {
+          // Drawn pointing north, turned to where the air goes: the direction it comes from + 180°.
+          const svg = sv('svg', { viewBox: '-12 -12 24 24', class: 'arrow', 'data-to': (w.direction_deg + 180) % 360 });
+          svg.append(sv('path', { d: 'M0,-11 L7,8 L0,4 L-7,8 Z', transform: 'rotate(' + ((w.direction_deg + 180) % 360) + ')' }));
+          tile.append(svg);
+          note = t('wind_to') + (v && v.limit ? ' · ' + note : '');
+        }
+      }
+      tile.append(el('div', 't-note', note), el('div', 't-dev', v ? v.device : ''));
+      return tile;
+    }));
+    const eq = data.actuators;
+    $('equipment-section').hidden = !eq.length;
+    $('equipment').replaceChildren(...eq.map(a => {
+      const st = a.on === null ? 'unknown' : a.on ? 'on' : 'off';
+      const c = el('span', 'chip ' + st + ' m-' + a.mode, null, { 'data-actuator': a.id, 'data-on': st, 'data-mode': a.mode });
+      c.append(el('b', null, a.id), ' ', t(st), ' · ', t(a.mode) + (a.manual_until ? ' ' + t('until') + ' ' + when(a.manual_until) : ''));
+      return c;
+    }));
+  }
+
+  // One chart: per-minute means as polylines (broken where minutes are missing), the limit in
+  // force as a dashed line, a marker where each alert of the window opened.
+  function chart(s, from, to) {
+    const W = 640, H = 170, L = 42, R = 10, T = 12, B = 22;
+    const pts = s.points.filter(p => p[0] >= from && p[0] <= to);
+    const lim = s.limit;
+    const edges = lim ? (lim.low === null || lim.low === undefined ? [lim.value] : [lim.low, lim.value]) : [];
+    const vals = pts.map(p => p[1]).concat(edges);
+    // From 0 (or below, for a temperature) to a round number above the highest value.
+    const nice = v => { const p = Math.pow(10, Math.floor(Math.log10(v))); return [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10].find(m => m * p >= v) * p; };
+    const top = vals.length ? Math.max(...vals) : 0, bottom = Math.min(0, ...vals);
+    const hi = top > 0 ? nice(top * 1.05) : 1, lo = bottom < 0 ? -nice(-bottom * 1.05) : 0;
+    const x = ms => L + (ms - from) / (to - from) * (W - L - R);
+    const y = v => T + (hi - v) / (hi - lo) * (H - T - B);
+    const svg = sv('svg', { viewBox: '0 0 ' + W + ' ' + H, class: 'chart', role: 'img', 'data-device': s.device, 'data-metric': s.metric });
+    svg.append(sv('rect', { class: 'frame', x: L, y: T, width: W - L - R, height: H - T - B }));
+    for (const v of [lo, (lo + hi) / 2, hi]) {
+      svg.append(sv('line', { class: 'grid', x1: L, x2: W - R, y1: y(v), y2: y(v) }),
+        sv('text', { x: L - 4, y: y(v) + 3, 'text-anchor': 'end' }, one(v)));
+    }
+    // Every 6 hours of site time.
+    const step = 6 * 3600000, off = offset(data.status.time);
+    for (let k = Math.ceil((from + off) / step) * step - off; k <= to; k += step) {
+      svg.append(sv('line', { class: 'grid', x1: x(k), x2: x(k), y1: T, y2: H - B }),
+        sv('text', { x: x(k), y: H - 6, 'text-anchor': 'middle' }, hhmm(k)));
+    }
+    for (const a of s.alerts) {
+      const x0 = x(Math.max(a.opened_ms, from)), x1 = x(Math.min(a.closed_ms === null ? to : a.closed_ms, to));
+      const g = sv('g', { class: 'alert ' + (a.open ? 'open' : 'closed'), 'data-alert': a.alert_id, 'data-rule': a.rule });
+      g.append(sv('title', {}, a.rule + ' · ' + t(a.severity) + ' · ' + hhmm(a.opened_ms) + (a.closed_ms === null ? '' : '–' + hhmm(a.closed_ms))));
+      // An open alert is shaded to now; a closed one is only marked: its close is known to
+      // the page only as "seen closed", up to a few seconds late, or later for replayed data.
+      if (a.open) g.append(sv('rect', { class: 'span', x: x0, y: T, width: Math.max(1, x1 - x0), height: H - T - B }));
+      if (a.opened_ms >= from) g.append(sv('path', { class: 'mark', d: 'M' + (x0 - 5) + ',' + T + ' h10 l-5,9 z' }));
+      svg.append(g);
+    }
+    for (const v of edges) {
+      svg.append(sv('line', { class: 'limit', 'data-value': v, x1: L, x2: W - R, y1: y(v), y2: y(v) }),
+        sv('text', { class: 'limit-label', x: L + 4, y: y(v) - 3 }, t(lim.kind) + ' ' + num(v)));
+    }
+    let run = [];
+    const flush = () => {
+      if (run.length > 1) svg.append(sv('polyline', { class: 'series', points: run.join(' ') }));
+      else if (run.length === 1) { const c = run[0].split(','); svg.append(sv('circle', { class: 'dot', cx: c[0], cy: c[1], r: 2 })); }
+      run = [];
+    };
+    let prev = null;
+    for (const p of pts) {
+      if (prev !== null && p[0] - prev > 120000) flush();
+      run.push(x(p[0]).toFixed(1) + ',' + y(p[1]).toFixed(1));
+      prev = p[0];
+    }
+    flush();
+    const fig = el('figure', 'chart-card', null, { 'data-device': s.device, 'data-metric': s.metric });
+    fig.append(el('figcaption', null, nameOf(s, s.metric) + (s.unit ? ' (' + s.unit + ')' : '') + ' · ' + s.device), svg);
+    return fig;
+  }
+
+  function charts() {
+    const h = data.history;
+    const list = h ? h.series.filter(s => s.points.length) : [];
+    $('charts').replaceChildren(...list.map(s => chart(s, h.from_ms, h.to_ms)));
+    if (!list.length) $('charts').appendChild(el('p', 'muted', t('no_history')));
+  }
+
   function labels() {
     document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
     for (const e of document.querySelectorAll('[data-t]')) e.textContent = t(e.dataset.t);
@@ -134,6 +271,8 @@
       return c;
     });
     $('summary').replaceChildren(...cards);
+    tiles();
+    charts();
 
     const alerts = data.alerts.slice().sort((a, b) => String(b.since).localeCompare(String(a.since)));
     const list = $('alerts');
@@ -227,11 +366,15 @@
 
   async function refresh() {
     try {
-      const [status, readings, alerts, compliance, actuators] = await Promise.all([
+      // The charts' minutes change once a minute: their history is fetched every 30 s.
+      const due = Date.now() - historyAt >= 30000;
+      const [status, readings, alerts, compliance, actuators, board, hist] = await Promise.all([
         get('api/status'), get('api/readings/latest'), get(alertsUrl()),
-        get('api/compliance/today', true), get('api/actuators')
+        get('api/compliance/today', true), get('api/actuators'), get('api/board'),
+        due ? get('api/history') : Promise.resolve(data && data.history)
       ]);
-      data = { status, readings, alerts, compliance, actuators };
+      if (due) historyAt = Date.now();
+      data = { status, readings, alerts, compliance, actuators, board, history: hist };
       $('error').hidden = true;
       render();
     } catch (e) {
