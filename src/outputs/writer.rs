@@ -703,6 +703,32 @@ mod tests {
         assert!((4..=14).contains(&r.sent.len()), "{} tries", r.sent.len());
     }
 
+    /// Wants nothing, but asks to be asked about every event (see [`logged`]).
+    struct AskEveryTime;
+
+    impl tracing::Subscriber for AskEveryTime {
+        fn register_callsite(
+            &self,
+            _: &'static tracing::Metadata<'static>,
+        ) -> tracing::subscriber::Interest {
+            tracing::subscriber::Interest::sometimes()
+        }
+        fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+            Some(tracing::level_filters::LevelFilter::TRACE)
+        }
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            false
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {}
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
     /// The log lines `f` emits at WARN and above (and the "there again" INFO), as text.
     fn logged<F: std::future::Future<Output = ()>>(f: F) -> String {
         #[derive(Clone, Default)]
@@ -716,6 +742,14 @@ mod tests {
                 Ok(())
             }
         }
+        // A callsite first reached by another test thread while no subscriber wanted it is
+        // cached as "never"; rebuilding the cache below races with a registration in flight
+        // (seen: 0 lines). A global subscriber that answers "sometimes" to every callsite
+        // means none is ever cached as never: each event asks the scoped one.
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let _ = tracing::subscriber::set_global_default(AskEveryTime);
+        });
         let buf = Buf::default();
         let out = buf.clone();
         let subscriber = tracing_subscriber::fmt()
