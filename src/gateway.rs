@@ -161,6 +161,14 @@ impl Gateway {
         // Alerts still open from before a restart ask for their actuators again (the coil
         // writes wait in the buses' channels); the others are set to off (their state is
         // unknown until written and read back).
+        let prepared: Vec<PreparedBus> = cfg
+            .buses
+            .iter()
+            .map(|b| PreparedBus::new(cfg, b, &site, &health))
+            .collect();
+        site.set_coil_writers(coil_writers(
+            prepared.iter().map(|b| (b.relays.as_slice(), &b.coils)),
+        ));
         site.restore();
         let (uplinks_stop, uplinks_rx) = watch::channel(false);
         let uplinks = uplinks
@@ -174,12 +182,7 @@ impl Gateway {
         for l in hj212 {
             sources.push(tokio::spawn(l.run(sources_rx.clone())));
         }
-        let buses: Vec<RunningBus> = cfg
-            .buses
-            .iter()
-            .map(|b| RunningBus::spawn(cfg, b, &site, &health))
-            .collect();
-        site.set_coil_writers(coil_writers(&buses));
+        let buses: Vec<RunningBus> = prepared.into_iter().map(PreparedBus::start).collect();
         let ticker = tokio::spawn(tick(site.clone(), reporter_rx.clone()));
         let reporter = tokio::spawn(report_health(
             cfg.site.id.clone(),
@@ -258,10 +261,12 @@ impl Gateway {
         for name in &changes.buses_started {
             if let Some(b) = running.buses.iter().find(|b| &b.name == name) {
                 self.buses
-                    .push(RunningBus::spawn(&running, b, &self.site, &self.health));
+                    .push(PreparedBus::new(&running, b, &self.site, &self.health).start());
             }
         }
-        self.site.set_coil_writers(coil_writers(&self.buses));
+        self.site.set_coil_writers(coil_writers(
+            self.buses.iter().map(|b| (b.relays.as_slice(), &b.coils)),
+        ));
         if changes.core {
             self.health
                 .offline_after_ms
@@ -475,18 +480,17 @@ fn open_outboxes(cfg: &Config) -> Result<Vec<Outbox>, StoreError> {
         .collect()
 }
 
-/// A Modbus bus's task, with its own stop and, when it owns relay devices, the channel their
-/// switches go through.
-struct RunningBus {
+/// A Modbus bus built and not yet polling. Its relay channel exists already, so the coil
+/// writes the site asks for at start (alerts open from before a restart) wait in it.
+struct PreparedBus {
     name: String,
     relays: Vec<String>,
     coils: Option<CoilSender>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: BusTask,
 }
 
-impl RunningBus {
-    fn spawn(cfg: &Config, bus: &BusConfig, site: &Arc<SiteEdge>, health: &Arc<Health>) -> Self {
+impl PreparedBus {
+    fn new(cfg: &Config, bus: &BusConfig, site: &Arc<SiteEdge>, health: &Arc<Health>) -> Self {
         let ingest: Arc<dyn Ingest> = site.clone();
         let task = BusTask::new(bus.clone(), &cfg.site.id, &cfg.site.tags, health, ingest);
         let relays: Vec<String> = cfg
@@ -501,16 +505,37 @@ impl RunningBus {
             let (tx, rx) = mpsc::unbounded_channel();
             (task.with_commands(rx), Some(tx))
         };
-        let (stop, stop_rx) = watch::channel(false);
         Self {
             name: bus.name.clone(),
             relays,
             coils,
-            stop,
-            task: tokio::spawn(task.run(stop_rx)),
+            task,
         }
     }
 
+    fn start(self) -> RunningBus {
+        let (stop, stop_rx) = watch::channel(false);
+        RunningBus {
+            name: self.name,
+            relays: self.relays,
+            coils: self.coils,
+            stop,
+            task: tokio::spawn(self.task.run(stop_rx)),
+        }
+    }
+}
+
+/// A Modbus bus's task, with its own stop and, when it owns relay devices, the channel their
+/// switches go through.
+struct RunningBus {
+    name: String,
+    relays: Vec<String>,
+    coils: Option<CoilSender>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningBus {
     /// Stops the task: a poll in progress finishes; bounded, since a serial line that hangs
     /// must not hold a reload.
     async fn stop(self) {
@@ -529,12 +554,14 @@ impl RunningBus {
 /// How long a reload waits for a bus it restarts to finish its poll.
 const BUS_STOP_BOUND: Duration = Duration::from_secs(10);
 
-/// Per relay device, the channel of the bus that owns it.
-fn coil_writers(buses: &[RunningBus]) -> HashMap<String, CoilSender> {
+/// Per relay device, the channel of the bus that owns it (from each bus's relays and channel).
+fn coil_writers<'a>(
+    buses: impl Iterator<Item = (&'a [String], &'a Option<CoilSender>)>,
+) -> HashMap<String, CoilSender> {
     let mut writers = HashMap::new();
-    for b in buses {
-        if let Some(tx) = &b.coils {
-            for d in &b.relays {
+    for (relays, coils) in buses {
+        if let Some(tx) = coils {
+            for d in relays {
                 writers.insert(d.clone(), tx.clone());
             }
         }
