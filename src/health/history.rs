@@ -167,6 +167,20 @@ struct Inner {
 }
 
 impl Inner {
+    /// Keeps `mark`; when the ring is full the oldest closed one goes (the oldest open one if
+    /// none is closed).
+    fn push_alert(&mut self, mark: AlertMark) {
+        if self.alerts.len() >= MAX_ALERTS {
+            let oldest = self
+                .alerts
+                .iter()
+                .position(|a| a.closed_ms.is_some())
+                .unwrap_or(0);
+            self.alerts.remove(oldest);
+        }
+        self.alerts.push_back(mark);
+    }
+
     fn find(&self, device: &str, metric: &str) -> Option<usize> {
         self.by_device
             .get(device)?
@@ -341,17 +355,9 @@ impl History {
             if seen || inner.find(&o.device, &o.metric).is_none() {
                 continue;
             }
-            if inner.alerts.len() >= MAX_ALERTS {
-                let oldest = inner
-                    .alerts
-                    .iter()
-                    .position(|a| a.closed_ms.is_some())
-                    .unwrap_or(0);
-                inner.alerts.remove(oldest);
-            }
             let mut mark = o.clone();
             mark.closed_ms = None;
-            inner.alerts.push_back(mark);
+            inner.push_alert(mark);
         }
     }
 
@@ -375,15 +381,7 @@ impl History {
         if seen || inner.find(&mark.device, &mark.metric).is_none() {
             return;
         }
-        if inner.alerts.len() >= MAX_ALERTS {
-            let oldest = inner
-                .alerts
-                .iter()
-                .position(|a| a.closed_ms.is_some())
-                .unwrap_or(0);
-            inner.alerts.remove(oldest);
-        }
-        inner.alerts.push_back(mark);
+        inner.push_alert(mark);
     }
 
     /// The transitions kept of one pair that were open at some time since `since_ms`.
