@@ -123,7 +123,10 @@ impl Gateway {
         health
             .offline_after_ms
             .store(cfg.alerts.offline_after.as_millis() as i64, Relaxed);
-        let outboxes = open_outboxes(cfg)?;
+        let outboxes = output_specs(cfg)
+            .into_iter()
+            .map(|(name, min, key)| open_outbox(cfg, &name, min).map(|o| (o, key)))
+            .collect::<Result<Vec<_>, _>>()?;
         let (taps, uplinks) = build_uplinks(cfg, &health)?;
         let site = Arc::new(build_site(cfg, queue.clone(), health.clone(), taps));
         let control = crate::control::MqttPolicy {
@@ -143,9 +146,9 @@ impl Gateway {
             .map(|b| (b.name().to_string(), b.publisher()))
             .collect();
         let mut sinks = Vec::new();
-        for o in outboxes {
+        for (o, key) in outboxes {
             let sink = output_sink(cfg, &o.name, &publishers).map_err(StartError::Output)?;
-            sinks.push((o, sink));
+            sinks.push((o, key, sink));
         }
 
         // Spawn: sources → site → store → writers; the tick, the health report and HTTP.
@@ -155,7 +158,7 @@ impl Gateway {
         let (writer, destination) = spawn_writer(cfg, influx, &queue, &health, &writer_rx);
         let outputs: Vec<RunningOutput> = sinks
             .into_iter()
-            .map(|(o, sink)| RunningOutput::spawn(cfg, o, sink, &health))
+            .map(|(o, key, sink)| RunningOutput::spawn(cfg, o, key, sink, &health))
             .collect();
         site.set_outboxes(outboxes_of(&outputs));
         // Alerts still open from before a restart ask for their actuators again (the coil
@@ -271,14 +274,12 @@ impl Gateway {
             self.health
                 .offline_after_ms
                 .store(running.alerts.offline_after.as_millis() as i64, Relaxed);
+            // The site's id, tags and zone and [control] wait for a restart (`running` has
+            // them as they were): only the pinned table and the actuators can differ here.
             let old = &self.cfg;
             let keep = Keep {
-                aqi: old.site.id == running.site.id
-                    && old.site.tags == running.site.tags
-                    && old.site.timezone_name == running.site.timezone_name
-                    && format!("{:?}", aqi_table(old)) == format!("{:?}", aqi_table(&running)),
-                linkage: format!("{:?}", old.actuators) == format!("{:?}", running.actuators)
-                    && old.control.max_for == running.control.max_for,
+                aqi: aqi_table(old) == aqi_table(&running),
+                linkage: old.actuators == running.actuators,
             };
             self.site.replace_core(build_core(&running), keep);
         }
@@ -314,7 +315,7 @@ impl Gateway {
                 Some(_) => None,
                 None => Some(open_outbox(running, name, *min).map_err(|e| e.to_string())?),
             };
-            built.push((name.clone(), *min, sink, queue));
+            built.push((name.clone(), *min, key.clone(), sink, queue));
         }
         let mut changed = Vec::new();
         let mut queues: HashMap<String, Outbox> = HashMap::new();
@@ -339,13 +340,18 @@ impl Gateway {
             changed.push(name);
         }
         self.outputs = kept;
-        for (name, min, sink, queue) in built {
+        for (name, min, key, sink, queue) in built {
             let Some(mut outbox) = queue.or_else(|| queues.remove(&name)) else {
                 continue;
             };
             outbox.min = min;
-            self.outputs
-                .push(RunningOutput::spawn(running, outbox, sink, &self.health));
+            self.outputs.push(RunningOutput::spawn(
+                running,
+                outbox,
+                key,
+                sink,
+                &self.health,
+            ));
             if !changed.contains(&name) {
                 changed.push(name);
             }
@@ -470,14 +476,6 @@ fn open_outbox(cfg: &Config, name: &str, min: Severity) -> Result<Outbox, StoreE
         min,
         store: Arc::new(s),
     })
-}
-
-/// Alert outputs, each behind its own durable queue.
-fn open_outboxes(cfg: &Config) -> Result<Vec<Outbox>, StoreError> {
-    output_specs(cfg)
-        .into_iter()
-        .map(|(name, min, _)| open_outbox(cfg, &name, min))
-        .collect()
 }
 
 /// A Modbus bus built and not yet polling. Its relay channel exists already, so the coil
@@ -861,7 +859,13 @@ struct RunningOutput {
 }
 
 impl RunningOutput {
-    fn spawn(cfg: &Config, outbox: Outbox, sink: OutputSink, health: &Arc<Health>) -> Self {
+    fn spawn(
+        cfg: &Config,
+        outbox: Outbox,
+        key: String,
+        sink: OutputSink,
+        health: &Arc<Health>,
+    ) -> Self {
         let opts = WriterOptions {
             batch_size: 1,
             flush_interval: Duration::from_secs(1),
@@ -887,11 +891,6 @@ impl RunningOutput {
             OutputSink::Mqtt(s) => tokio::spawn(Writer::new(q, s, opts, dl, wh).run(stop_rx)),
             OutputSink::Webhook(s) => tokio::spawn(Writer::new(q, s, opts, dl, wh).run(stop_rx)),
         };
-        let key = output_specs(cfg)
-            .into_iter()
-            .find(|(n, _, _)| n == &outbox.name)
-            .map(|(_, _, k)| k)
-            .unwrap_or_default();
         Self {
             outbox,
             key,

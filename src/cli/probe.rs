@@ -135,10 +135,15 @@ struct Target {
     timeout: Duration,
 }
 
-fn load_profile(name: &str, devices: &Path) -> anyhow::Result<Arc<ModbusProfile>> {
+/// A profile from `devices/` (then the built-ins) by `load` (Modbus or JSON), or why not.
+fn load_profile<T>(
+    name: &str,
+    devices: &Path,
+    load: impl FnOnce(&mut ProfileLoader, &str, &mut Diagnostics) -> Result<T, ProfileError>,
+) -> anyhow::Result<T> {
     let mut loader = ProfileLoader::new(vec![devices.to_path_buf()]);
     let mut diags = Diagnostics::default();
-    match loader.load(name, &mut diags) {
+    match load(&mut loader, name, &mut diags) {
         Ok(p) => Ok(p),
         Err(ProfileError::NotFound(msg)) => bail!(msg),
         Err(ProfileError::Invalid) => bail!("profile \"{name}\" has errors:\n{diags}"),
@@ -191,7 +196,7 @@ fn target(a: &ModbusArgs) -> anyhow::Result<Target> {
         profile: a
             .profile
             .as_deref()
-            .map(|n| load_profile(n, &a.devices))
+            .map(|n| load_profile(n, &a.devices, |l, n, d| l.load(n, d)))
             .transpose()?,
         timeout: parse_duration(&a.timeout).map_err(anyhow::Error::msg)?,
     })
@@ -437,13 +442,7 @@ pub fn mqtt(a: MqttArgs) -> anyhow::Result<ExitCode> {
         Some(file) => std::fs::read(file).with_context(|| format!("reading {file}"))?,
         None => a.payload.clone().into_bytes(),
     };
-    let mut loader = ProfileLoader::new(vec![a.devices.clone()]);
-    let mut diags = Diagnostics::default();
-    let profile = match loader.load_json(&a.profile, &mut diags) {
-        Ok(p) => p,
-        Err(ProfileError::NotFound(msg)) => bail!(msg),
-        Err(ProfileError::Invalid) => bail!("profile \"{}\" has errors:\n{diags}", a.profile),
-    };
+    let profile = load_profile(&a.profile, &a.devices, |l, n, d| l.load_json(n, d))?;
     let sub = Subscription {
         topic: a.topic.clone(),
         device: device_from(&a.device)?,

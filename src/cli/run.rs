@@ -49,6 +49,19 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A reload that changed nothing: counted, its errors kept for `/api/status`.
+fn refused(gw: &Gateway, errors: Vec<String>) {
+    error!(
+        problems = errors.len(),
+        "reload refused: the running configuration stays"
+    );
+    gw.health.config.update(|c| {
+        c.reloads_failed += 1;
+        c.last_failure_ms = Some(now_ms());
+        c.last_errors = errors;
+    });
+}
+
 /// Reads and checks the file again; on any error the running config stays and every problem
 /// is logged with its position.
 async fn reload(gw: &mut Gateway, path: &Path) {
@@ -59,16 +72,7 @@ async fn reload(gw: &mut Gateway, path: &Path) {
             for d in &diags.0 {
                 error!("{d}");
             }
-            let errors: Vec<String> = diags.0.iter().map(|d| d.to_string()).collect();
-            error!(
-                problems = errors.len(),
-                "reload refused: the running configuration stays"
-            );
-            gw.health.config.update(|c| {
-                c.reloads_failed += 1;
-                c.last_failure_ms = Some(now_ms());
-                c.last_errors = errors;
-            });
+            refused(gw, diags.0.iter().map(|d| d.to_string()).collect());
             return;
         }
     };
@@ -79,12 +83,8 @@ async fn reload(gw: &mut Gateway, path: &Path) {
     let changes = match gw.reload(cfg).await {
         Ok(c) => c,
         Err(e) => {
-            error!(error = %e, "reload refused: the running configuration stays");
-            gw.health.config.update(|c| {
-                c.reloads_failed += 1;
-                c.last_failure_ms = Some(now_ms());
-                c.last_errors = vec![e];
-            });
+            error!(error = %e, "cannot apply the configuration");
+            refused(gw, vec![e]);
             return;
         }
     };

@@ -193,24 +193,10 @@ impl SiteEdge {
         self
     }
 
-    /// Alerts of at least `min` severity also go, as JSON lines, into `queue`.
-    pub fn with_outbox(self, min: Severity, queue: Arc<dyn PointQueue>) -> Self {
-        self.outboxes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((min, queue));
-        self
-    }
-
-    /// The alert outputs' queues, after a reload changed them.
+    /// The alert outputs' queues, each with the lowest severity it takes (at start, and
+    /// after a reload changed them).
     pub fn set_outboxes(&self, outboxes: Vec<(Severity, Arc<dyn PointQueue>)>) {
         *self.outboxes.lock().unwrap_or_else(|p| p.into_inner()) = outboxes;
-    }
-
-    /// The buses that own relay devices.
-    pub fn with_coil_writers(mut self, writers: HashMap<String, CoilSender>) -> Self {
-        self.coil_writers = Mutex::new(writers);
-        self
     }
 
     /// Keeps the core's state in `dir` (open alerts, windows, today's compliance).
@@ -392,7 +378,8 @@ impl SiteEdge {
         self.save_state();
     }
 
-    /// The buses that own relay devices, after a reload restarted some of them.
+    /// Per relay device, the bus channel its switches go through (at start, and after a
+    /// reload restarted some buses).
     pub fn set_coil_writers(&self, writers: HashMap<String, CoilSender>) {
         *self.coil_writers.lock().unwrap_or_else(|p| p.into_inner()) = writers;
     }
