@@ -278,31 +278,25 @@ impl Browser {
     /// The rendered text of the first element matching `css` (what a person reads: hidden
     /// elements have none). `None` while it is missing or being replaced by a re-render.
     async fn text(&self, css: &str) -> Option<String> {
+        self.element_string(css, "text").await
+    }
+
+    /// A string property of the first element at `css` (`text`, `attribute/NAME`,
+    /// `css/PROPERTY`); `None` while it is missing or being replaced by a re-render.
+    async fn element_string(&self, css: &str, what: &str) -> Option<String> {
         let id = self.find(css).await?;
         match self
-            .cmd(reqwest::Method::GET, &format!("/element/{id}/text"), None)
+            .cmd(reqwest::Method::GET, &format!("/element/{id}/{what}"), None)
             .await
         {
             Ok(v) => v.as_str().map(str::to_string),
             Err(e) if e.code == "stale element reference" => None,
-            Err(e) => panic!("text of {css}: {e}"),
+            Err(e) => panic!("{what} of {css}: {e}"),
         }
     }
 
     async fn attribute(&self, css: &str, name: &str) -> Option<String> {
-        let id = self.find(css).await?;
-        match self
-            .cmd(
-                reqwest::Method::GET,
-                &format!("/element/{id}/attribute/{name}"),
-                None,
-            )
-            .await
-        {
-            Ok(v) => v.as_str().map(str::to_string),
-            Err(e) if e.code == "stale element reference" => None,
-            Err(e) => panic!("attribute {name} of {css}: {e}"),
-        }
+        self.element_string(css, &format!("attribute/{name}")).await
     }
 
     async fn click(&self, css: &str) {
@@ -374,19 +368,7 @@ impl Browser {
 
     /// The computed value of a CSS property of the first element at `css` (what is painted).
     async fn css(&self, css: &str, property: &str) -> Option<String> {
-        let id = self.find(css).await?;
-        match self
-            .cmd(
-                reqwest::Method::GET,
-                &format!("/element/{id}/css/{property}"),
-                None,
-            )
-            .await
-        {
-            Ok(v) => v.as_str().map(str::to_string),
-            Err(e) if e.code == "stale element reference" => None,
-            Err(e) => panic!("css {property} of {css}: {e}"),
-        }
+        self.element_string(css, &format!("css/{property}")).await
     }
 
     /// Makes the page's viewport `width` × `height` CSS pixels (the window's frame, if any,
@@ -723,6 +705,15 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     assert_eq!(status, 200, "GET {url}: {body}");
     assert!(ct.starts_with("application/json"), "GET {url}: {ct}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"))
+}
+
+/// The JSON at `url` once it answers 200 (`None` before: a series the gateway has not seen
+/// yet is a 404 until its first reading is in).
+async fn get_json_when_there(http: &reqwest::Client, url: &str) -> Option<Value> {
+    let (status, _, body) = get(http, url).await;
+    (status == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
 }
 
 fn has_keys(v: &Value, keys: &[&str], what: &str) {
@@ -1668,7 +1659,7 @@ async fn tiles_charts_and_the_gate_board_show_what_a_person_sees() {
     // the next minute closes it.
     let pm10_url = format!("{base}/api/history?device=dust-01&metric=pm10");
     eventually("the PM10 alert open in /api/history", PAGE, || async {
-        let v = get_json(&http, &pm10_url).await;
+        let v = get_json_when_there(&http, &pm10_url).await?;
         v["series"][0]["alerts"]
             .as_array()?
             .iter()
@@ -1678,7 +1669,7 @@ async fn tiles_charts_and_the_gate_board_show_what_a_person_sees() {
     .await;
     send(&mut sock, &mut (0..=29).rev());
     let pm10 = eventually("the PM10 alert closed, 82 minutes kept", PAGE, || async {
-        let v = get_json(&http, &pm10_url).await;
+        let v = get_json_when_there(&http, &pm10_url).await?;
         let s = &v["series"][0];
         let closed = s["alerts"]
             .as_array()?
