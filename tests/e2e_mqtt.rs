@@ -570,3 +570,93 @@ async fn readings_stamped_in_the_future_are_refused_and_counted() {
     gw.proc.stop();
     assert!(gw.log().contains("stamped too far in the future"));
 }
+
+/// Two hubs in one shared subscription (`$share/hubs/...`) split a feed of 20 devices: every
+/// message is stored once across the group (each hub writes under its own site id, so a
+/// message delivered to both would show as two rows), both hubs take part, and while one hub
+/// is stopped nothing is lost (Mosquitto gives its share to the other or keeps it in the
+/// stopped hub's persistent session until it is back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_subscription_delivers_each_message_once_across_the_group() {
+    const DEVICES: usize = 20;
+    let influx = Influx1::start();
+    influx.create_db("share").await;
+    let mosq = Mosquitto::start();
+    let hub_toml = |id: &str| {
+        format!(
+            "[site]\nid = \"{id}\"\n\n{}\n[store]\ndir = \"store\"\ncommit_interval = \"50ms\"\n\n{}",
+            influx_v1(&influx.url(), "share"),
+            broker(
+                "bureau",
+                &mosq.url_plain(),
+                "$share/hubs/sensors/+/telemetry",
+                ""
+            )
+        )
+    };
+    let mut hubs: Vec<Gateway> = ["hub-a", "hub-b"]
+        .iter()
+        .map(|id| {
+            let mut g = Gateway::start(
+                &scratch_dir(&format!("mqtt-share-{id}")),
+                &hub_toml(id),
+                &[],
+            );
+            g.wait_log("subscribing", Duration::from_secs(30));
+            g
+        })
+        .collect();
+    // Both hubs' SUBSCRIBE reached the broker before the first message.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let feed = |range: std::ops::Range<usize>| -> Vec<(String, String)> {
+        range
+            .map(|i| (format!("sensors/d{:02}/telemetry", i % DEVICES), reading(i)))
+            .collect()
+    };
+    let port = mosq.port_plain();
+    publish_many(port, feed(0..2000), 1);
+    wait_pm10_count(&influx, "share", 2000, Duration::from_secs(60)).await;
+
+    // One hub stopped, 500 more messages, the hub back: all 2,500 once.
+    hubs[1].proc.stop();
+    publish_many(port, feed(2000..2500), 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let while_down = pm10_count(
+        &influx,
+        "share",
+        "WHERE site = 'hub-a' AND time >= 1790000002000ms",
+    )
+    .await;
+    hubs[1].proc.respawn();
+    wait_pm10_count(&influx, "share", 2500, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let a = pm10_count(&influx, "share", "WHERE site = 'hub-a'").await;
+    let b = pm10_count(&influx, "share", "WHERE site = 'hub-b'").await;
+    assert_eq!(
+        a + b,
+        2500,
+        "hub-a {a} + hub-b {b}: a message stored twice or lost"
+    );
+    assert!(
+        a > 0 && b > 0,
+        "one hub took everything: hub-a {a}, hub-b {b}"
+    );
+    // Every message's own timestamp once: 2,500 distinct times, the expected ones.
+    let rows = influx
+        .query_rows("share", "SELECT pm10, device FROM air")
+        .await;
+    let mut seen: Vec<i64> = rows
+        .iter()
+        .filter_map(|r| r.first().and_then(Value::as_i64))
+        .collect();
+    seen.sort_unstable();
+    let expected: Vec<i64> = (0..2500).map(|i| BASE_MS + i).collect();
+    assert_eq!(seen, expected, "each message's timestamp exactly once");
+    eprintln!(
+        "shared subscription: hub-a {a}, hub-b {b}; of the 500 sent while hub-b was stopped, hub-a stored {while_down} at once"
+    );
+    for h in &mut hubs {
+        h.proc.stop();
+    }
+}

@@ -445,6 +445,7 @@ pub fn mqtt(a: MqttArgs) -> anyhow::Result<ExitCode> {
     let profile = load_profile(&a.profile, &a.devices, |l, n, d| l.load_json(n, d))?;
     let sub = Subscription {
         topic: a.topic.clone(),
+        filter: a.topic.clone(),
         device: device_from(&a.device)?,
         profile: profile.clone(),
         qos: 1,

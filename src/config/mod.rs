@@ -512,6 +512,31 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_subscription_counts_topic_levels_after_its_group() {
+        let site = |topic: &str, device: &str| {
+            format!(
+                "[site]\nid = \"s\"\n[[mqtt]]\nname = \"m\"\nurl = \"mqtt://127.0.0.1:1883\"\n  [[mqtt.subscribe]]\n  topic = \"{topic}\"\n  device = \"{device}\"\n  profile = \"json-dust-monitor\"\n"
+            )
+        };
+        let c = load_ok(&site("$share/hubs/sensors/+/telemetry", "{1}"));
+        let s = &c.brokers[0].subscriptions[0];
+        assert_eq!(s.topic, "$share/hubs/sensors/+/telemetry");
+        assert_eq!(s.filter, "sensors/+/telemetry");
+        assert_eq!(
+            errors(&site("$share/hubs/sensors/+/telemetry", "{3}")),
+            "t.toml:8:12: mqtt[0].subscribe[0].device: topic level 3 does not exist: the topic filter has 3 levels (counted from 0)"
+        );
+        assert_eq!(
+            errors(&site("$share/+/sensors/#", "{1}")),
+            "t.toml:7:11: mqtt[0].subscribe[0].topic: \"$share/+/sensors/#\": a shared subscription is \"$share/<group>/<filter>\", the group a name without '+' or '#'"
+        );
+        assert_eq!(
+            errors(&site("$share/hubs/sensors/a#", "{1}")),
+            "t.toml:7:11: mqtt[0].subscribe[0].topic: \"sensors/a#\": '#' must be a whole level and the last one"
+        );
+    }
+
+    #[test]
     fn a_rule_device_glob_that_matches_nothing_is_a_warning() {
         let rule = "[[rule]]\nid = \"r\"\nmetric = \"pm10\"\ndevices = [\"dust-*\", \"dsut-02\"]\nabove = 1\n";
         let fixed = "[[mqtt]]\nname = \"m\"\nurl = \"mqtt://127.0.0.1:1883\"\n  [[mqtt.subscribe]]\n  topic = \"x/air\"\n  device = \"air-01\"\n  profile = \"json-dust-monitor\"\n";

@@ -67,7 +67,13 @@ pub enum DeviceFrom {
 
 #[derive(Debug, Clone)]
 pub struct Subscription {
+    /// What is subscribed to, as written: a filter, or a shared subscription
+    /// `$share/<group>/<filter>`.
     pub topic: String,
+    /// The filter messages' topics are matched against and `{N}` levels count in: `topic`
+    /// without a shared subscription's `$share/<group>/` (the broker delivers messages under
+    /// their own topics).
+    pub filter: String,
     pub device: DeviceFrom,
     pub profile: Arc<JsonProfile>,
     pub qos: u8,
@@ -270,6 +276,23 @@ pub fn unused_brokers(
 /// only 23); 256 is plenty for `dustgate-<site>-<broker>`.
 const MAX_CLIENT_ID: usize = 256;
 
+/// A shared subscription's group and filter: `$share/<group>/<filter>` (MQTT 5 §4.8.2, which
+/// Mosquitto and EMQX also accept from MQTT 3.1.1 clients [P: their manuals]); `None` for a
+/// plain filter. The group must be a non-empty level without `+` or `#`.
+pub fn split_shared(topic: &str) -> Option<Result<(&str, &str), String>> {
+    let rest = topic.strip_prefix("$share/")?;
+    Some(match rest.split_once('/') {
+        Some((group, filter))
+            if !group.is_empty() && !group.contains(['+', '#']) && !filter.is_empty() =>
+        {
+            Ok((group, filter))
+        }
+        _ => Err(format!(
+            "\"{topic}\": a shared subscription is \"$share/<group>/<filter>\", the group a name without '+' or '#'"
+        )),
+    })
+}
+
 pub fn check_topic_filter(filter: &str) -> Result<(), String> {
     if filter.is_empty() {
         return Err("a topic filter must not be empty".into());
@@ -456,23 +479,28 @@ fn broker(
     let mut subscriptions = Vec::new();
     for s in &b.subscribe {
         let skey = |k: &str| format!("{}.{k}", s.path_key);
-        let topic = s
-            .topic
-            .as_ref()
-            .and_then(|t| match check_topic_filter(&t.value) {
-                Ok(()) => Some(t.value.clone()),
+        let topic = s.topic.as_ref().and_then(|t| {
+            let filter = match split_shared(&t.value) {
+                None => Ok(t.value.as_str()),
+                Some(shared) => shared.map(|(_, filter)| filter),
+            };
+            match filter.and_then(|f| check_topic_filter(f).map(|()| f)) {
+                Ok(f) => Some((t.value.clone(), f.to_string())),
                 Err(e) => {
                     cx.error(&t.span, &skey("topic"), e);
                     None
                 }
-            });
+            }
+        });
         let device = s.device.as_ref().and_then(|d| {
             let v = d.value.as_str();
             if let Some(n) = v.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
                 match n.parse::<usize>() {
                     Ok(level) => {
-                        let levels = topic.as_deref().map_or(usize::MAX, |t| t.split('/').count());
-                        let hash_last = topic.as_deref().is_some_and(|t| t.ends_with('#'));
+                        // Levels of the filter the messages arrive under (without `$share/<group>/`).
+                        let filter = topic.as_ref().map(|(_, f)| f.as_str());
+                        let levels = filter.map_or(usize::MAX, |f| f.split('/').count());
+                        let hash_last = filter.is_some_and(|f| f.ends_with('#'));
                         if level >= levels && !hash_last {
                             cx.error(&d.span, &skey("device"), format!("topic level {level} does not exist: the topic filter has {levels} levels (counted from 0)"));
                             None
@@ -538,11 +566,12 @@ fn broker(
                 in_range::<usize>(cx, m, &skey("max_devices"), 1, MAX_MAX_DEVICES).map(|v| v.value)
             }
         };
-        if let (Some(topic), Some(device), Some(profile), Some(qos), Some(max_devices)) =
+        if let (Some((topic, filter)), Some(device), Some(profile), Some(qos), Some(max_devices)) =
             (topic, device, profile, qos, max_devices)
         {
             subscriptions.push(Subscription {
                 topic,
+                filter,
                 device,
                 profile,
                 qos,
@@ -579,4 +608,31 @@ fn broker(
         max_message_size,
         subscriptions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_subscriptions_split_into_group_and_filter() {
+        assert_eq!(
+            split_shared("$share/hubs/sites/+/air"),
+            Some(Ok(("hubs", "sites/+/air")))
+        );
+        assert_eq!(split_shared("sites/+/air"), None);
+        // `$share` without the slash is an ordinary (if odd) topic level.
+        assert_eq!(split_shared("$shared/x"), None);
+        for bad in [
+            "$share/",
+            "$share/hubs",
+            "$share/hubs/",
+            "$share//a",
+            "$share/+/a",
+            "$share/h#/a",
+        ] {
+            let e = split_shared(bad).expect("a $share topic").unwrap_err();
+            assert!(e.contains("$share/<group>/<filter>"), "{bad}: {e}");
+        }
+    }
 }

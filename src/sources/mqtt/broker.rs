@@ -466,7 +466,7 @@ impl BrokerTask {
             .cfg
             .subscriptions
             .iter()
-            .position(|s| topic::matches(&s.topic, &topic_name))
+            .position(|s| topic::matches(&s.filter, &topic_name))
         else {
             // A subscription of an earlier configuration, still in the broker's session.
             debug!(broker = %self.cfg.name, topic = %topic_name, "message on a topic no subscription matches: acknowledged and dropped");
@@ -516,7 +516,7 @@ impl BrokerTask {
             .cfg
             .subscriptions
             .iter()
-            .position(|s| topic::matches(&s.topic, &p.topic));
+            .position(|s| topic::matches(&s.filter, &p.topic));
         if let Some(i) = idx {
             let sh = &self.bh.subscriptions[i];
             sh.messages.fetch_add(1, Relaxed);

@@ -340,6 +340,7 @@ mod tests {
     fn sub(profile: JsonProfile, device: DeviceFrom) -> Subscription {
         Subscription {
             topic: "sensors/+/telemetry".into(),
+            filter: "sensors/+/telemetry".into(),
             device,
             profile: Arc::new(profile),
             qos: 1,
