@@ -870,6 +870,7 @@ impl RunningOutput {
             batch_size: 1,
             flush_interval: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
+            retry_jitter: crate::config::influx::DEFAULT_RETRY_JITTER,
             shutdown_grace: Duration::from_secs(5),
         };
         // A writer started again by a reload goes on with the same counters.
@@ -968,6 +969,7 @@ fn spawn_writer(
                 batch_size: icfg.batch_size,
                 flush_interval: icfg.flush_interval,
                 retry_max: icfg.retry_max,
+                retry_jitter: icfg.retry_jitter,
                 shutdown_grace: grace,
             });
             (
@@ -982,6 +984,7 @@ fn spawn_writer(
                 batch_size: 5000,
                 flush_interval: Duration::from_secs(1),
                 retry_max: Duration::from_secs(30),
+                retry_jitter: crate::config::influx::DEFAULT_RETRY_JITTER,
                 shutdown_grace: grace,
             });
             (

@@ -25,6 +25,7 @@ pub struct RawInflux {
     pub timeout: Option<Sp<Duration>>,
     pub gzip: Option<Sp<bool>>,
     pub retry_max: Option<Sp<Duration>>,
+    pub retry_jitter: Option<Sp<f64>>,
     pub create_database: Option<Sp<bool>>,
 }
 
@@ -56,6 +57,9 @@ pub struct InfluxConfig {
     pub gzip: bool,
     /// Ceiling of the retry backoff.
     pub retry_max: Duration,
+    /// Each retry's wait is drawn from its upper `retry_jitter` share (0: none), so gateways
+    /// that lost the database together do not come back together.
+    pub retry_jitter: f64,
     /// v1: `CREATE DATABASE` at start when the database is missing (as Telegraf does).
     pub create_database: bool,
 }
@@ -96,6 +100,7 @@ pub fn read(cx: &mut Cx<'_>, root: &mut TableReader<'_, '_>) -> Option<RawInflux
             timeout: t.opt(cx, "timeout"),
             gzip: t.opt(cx, "gzip"),
             retry_max: t.opt(cx, "retry_max"),
+            retry_jitter: t.opt(cx, "retry_jitter"),
             create_database: t.opt(cx, "create_database"),
         });
         t.finish(cx);
@@ -214,6 +219,21 @@ pub fn validate(cx: &mut Cx<'_>, i: RawInflux, base: &Path) -> Option<InfluxConf
     let timeout = positive(cx, i.timeout, "influx.timeout").unwrap_or(Duration::from_secs(10));
     let retry_max =
         positive(cx, i.retry_max, "influx.retry_max").unwrap_or(Duration::from_secs(60));
+    let retry_jitter = match &i.retry_jitter {
+        None => DEFAULT_RETRY_JITTER,
+        Some(j) if (0.0..=1.0).contains(&j.value) => j.value,
+        Some(j) => {
+            cx.error(
+                &j.span,
+                "influx.retry_jitter",
+                format!(
+                    "{} is not a share: from 0 (no jitter) to 1 (each wait anywhere up to its full length)",
+                    j.value
+                ),
+            );
+            DEFAULT_RETRY_JITTER
+        }
+    };
     let gzip = i
         .gzip
         .map_or_else(|| !url_is_loopback(url.as_deref()), |g| g.value);
@@ -236,8 +256,12 @@ pub fn validate(cx: &mut Cx<'_>, i: RawInflux, base: &Path) -> Option<InfluxConf
         timeout,
         gzip,
         retry_max,
+        retry_jitter,
     })
 }
+
+/// `retry_jitter` when not set: each wait in the upper half of its length.
+pub const DEFAULT_RETRY_JITTER: f64 = 0.5;
 
 /// Whether a URL points at this machine: gzip saves no uplink there and costs CPU on both sides.
 fn url_is_loopback(url: Option<&str>) -> bool {

@@ -620,6 +620,23 @@ mod tests {
     }
 
     #[test]
+    fn retry_jitter_is_a_share() {
+        let site = |extra: &str| {
+            format!(
+                "[site]\nid = \"s\"\n[influx]\nurl = \"http://x:8086\"\napi = \"v1\"\ndatabase = \"d\"\n{extra}"
+            )
+        };
+        let jitter = |extra: &str| load_ok(&site(extra)).influx.map(|i| i.retry_jitter);
+        assert_eq!(jitter(""), Some(0.5));
+        assert_eq!(jitter("retry_jitter = 0.0"), Some(0.0));
+        assert_eq!(jitter("retry_jitter = 0"), Some(0.0));
+        assert_eq!(
+            errors(&site("retry_jitter = 1.5")),
+            "t.toml:7:16: influx.retry_jitter: 1.5 is not a share: from 0 (no jitter) to 1 (each wait anywhere up to its full length)"
+        );
+    }
+
+    #[test]
     fn durations_and_transports_are_checked() {
         let e = errors(
             "[site]\nid = \"s\"\n[[modbus]]\nname = \"b\"\ntransport = \"tcp\"\naddress = \"10.0.0.1\"\ninterval = \"100000h\"\nbaud = 9600\n",

@@ -86,6 +86,10 @@ pub struct WriterHealth {
     /// Points that could not even be set aside (dead-letter file not writable).
     pub lost_points: AtomicU64,
     pub retries: AtomicU64,
+    /// Answers that said the server is overloaded (429, 503).
+    pub busy_answers: AtomicU64,
+    /// Pauses taken after a slow answer (the server is busy: it gets as long again).
+    pub paced: AtomicU64,
     /// Batches sent and answered 2xx.
     pub batches: AtomicU64,
     pub last_success_ms: AtomicI64,

@@ -305,6 +305,18 @@ pub fn render(api: &Api, now_ms: i64) -> String {
         up.retries as f64,
     );
     e.single(
+        "dustgate_write_busy_answers_total",
+        Counter,
+        "Write answers saying the server is overloaded (HTTP 429, 503): retried after Retry-After or the jittered backoff.",
+        counter(&health.writer.busy_answers),
+    );
+    e.single(
+        "dustgate_write_paced_total",
+        Counter,
+        "Pauses after a write the server took over 0.5 s to accept: it gets as long again before the next batch.",
+        counter(&health.writer.paced),
+    );
+    e.single(
         "dustgate_queue_points",
         Gauge,
         "Points waiting in the durable store.",

@@ -41,6 +41,7 @@ impl Sink for FileSink {
             Ok(()) => SendOutcome::Accepted,
             Err(e) => SendOutcome::Retry {
                 after: None,
+                busy: false,
                 reason: format!("cannot write {}: {e}", self.current_file().display()),
             },
         }

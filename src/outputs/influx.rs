@@ -139,6 +139,7 @@ impl InfluxSink {
         match req.send().await {
             Err(e) => SendOutcome::Retry {
                 after: None,
+                busy: false,
                 reason: crate::redact::http_error(e),
             },
             Ok(resp) => {

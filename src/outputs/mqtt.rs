@@ -47,6 +47,7 @@ impl Sink for MqttSink {
         if self.handle.send(req).await.is_err() {
             return SendOutcome::Retry {
                 after: None,
+                busy: false,
                 reason: format!("broker {} is stopping", self.broker),
             };
         }
@@ -54,14 +55,17 @@ impl Sink for MqttSink {
             Ok(Ok(Ok(()))) => SendOutcome::Accepted,
             Ok(Ok(Err(e))) => SendOutcome::Retry {
                 after: None,
+                busy: false,
                 reason: format!("broker {}: {e}", self.broker),
             },
             Ok(Err(_)) => SendOutcome::Retry {
                 after: None,
+                busy: false,
                 reason: format!("broker {}: connection reset", self.broker),
             },
             Err(_) => SendOutcome::Retry {
                 after: None,
+                busy: false,
                 reason: format!(
                     "broker {}: no PUBACK within {:?}",
                     self.broker, self.timeout

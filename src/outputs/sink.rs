@@ -10,6 +10,9 @@ pub enum SendOutcome {
     /// Try again later: 408, 429, 5xx, or the network. `after` is the server's Retry-After.
     Retry {
         after: Option<Duration>,
+        /// The server said it is overloaded (429 Too Many Requests, 503 Service Unavailable):
+        /// counted apart, as what a city of gateways coming back must keep low.
+        busy: bool,
         reason: String,
     },
     /// 413: the batch is too large; send it in smaller parts.
@@ -42,6 +45,7 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> SendO
         413 => SendOutcome::TooLarge,
         408 | 429 | 500..=599 => SendOutcome::Retry {
             after: retry_after,
+            busy: matches!(status, 429 | 503),
             reason: format!("HTTP {status}: {}", truncate(body, 300)),
         },
         _ => SendOutcome::Rejected {
@@ -92,9 +96,9 @@ mod tests {
     fn statuses() {
         assert_eq!(classify(204, None, ""), SendOutcome::Accepted);
         assert_eq!(classify(413, None, ""), SendOutcome::TooLarge);
-        for s in [408, 429, 500, 503] {
+        for (s, overloaded) in [(408, false), (429, true), (500, false), (503, true)] {
             assert!(
-                matches!(classify(s, None, "x"), SendOutcome::Retry { .. }),
+                matches!(classify(s, None, "x"), SendOutcome::Retry { busy, .. } if busy == overloaded),
                 "{s}"
             );
         }

@@ -90,6 +90,7 @@ pub fn classify_robot(format: WebhookFormat, body: &str) -> SendOutcome {
     if throttled {
         SendOutcome::Retry {
             after: Some(Duration::from_secs(60)),
+            busy: false,
             reason,
         }
     } else {
@@ -169,6 +170,7 @@ impl Sink for WebhookSink {
             // reqwest's error names the URL, and a robot's URL holds its access token.
             Err(e) => SendOutcome::Retry {
                 after: None,
+                busy: false,
                 reason: format!(
                     "webhook {} ({}): {}",
                     self.name,

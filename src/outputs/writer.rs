@@ -31,6 +31,8 @@ pub struct WriterOptions {
     pub batch_size: usize,
     pub flush_interval: Duration,
     pub retry_max: Duration,
+    /// The share of each retry wait drawn at random (0: none; 0.5: the upper half).
+    pub retry_jitter: f64,
     /// How long to keep trying to deliver what is queued once shutdown is signalled.
     pub shutdown_grace: Duration,
 }
@@ -43,7 +45,7 @@ pub struct Writer<S: Sink> {
     health: Arc<WriterHealth>,
     /// Lowered after a 413, so later batches fit.
     batch_limit: usize,
-    /// 500 ms doubling to `retry_max`, in the upper half (jitter).
+    /// 500 ms doubling to `retry_max`, jittered by `retry_jitter`.
     backoff: Backoff,
     failing_since: Option<i64>,
     /// While the destination is missing: when that was last logged.
@@ -51,6 +53,17 @@ pub struct Writer<S: Sink> {
     /// The last batch acknowledged to the queue: peeking it again means the queue could not
     /// delete it (a full disk), and the writer backs off instead of resending it at once.
     acked: Option<u64>,
+}
+
+/// A batch accepted after this long means a busy server: the writer pauses (see [`pace_after`]).
+const SLOW_ANSWER: Duration = Duration::from_millis(500);
+/// The longest pause after a slow answer.
+const MAX_PACE: Duration = Duration::from_secs(30);
+
+/// The pause before the next batch when the last one took `took` to be accepted: as long
+/// again (so a slow server gets at most half of this writer's time), none when it was quick.
+fn pace_after(took: Duration) -> Option<Duration> {
+    (took >= SLOW_ANSWER).then(|| took.min(MAX_PACE))
 }
 
 /// How often a missing destination is logged while it lasts.
@@ -79,7 +92,8 @@ impl<S: Sink> Writer<S> {
         health: Arc<WriterHealth>,
     ) -> Self {
         let batch_limit = opts.batch_size;
-        let backoff = Backoff::new(Duration::from_millis(500), opts.retry_max).jittered(0.5);
+        let backoff =
+            Backoff::new(Duration::from_millis(500), opts.retry_max).jittered(opts.retry_jitter);
         Self {
             queue,
             sink,
@@ -167,6 +181,7 @@ impl<S: Sink> Writer<S> {
                     }
                 },
             };
+            let sent_at = tokio::time::Instant::now();
             match self.deliver(&batch, owed).await {
                 Delivery::Done => {
                     blocking(|| self.queue.ack(batch.last_seq));
@@ -176,6 +191,18 @@ impl<S: Sink> Writer<S> {
                     self.acked = Some(batch.last_seq);
                     if let Some(since) = self.failing_since.take() {
                         info!(sink = %self.sink.describe(), outage_s = (wall_ms() - since) / 1000, "writes succeed again");
+                    }
+                    if let Some(pause) = pace_after(sent_at.elapsed()) {
+                        // A slow answer is a busy server (a bureau's database taking back a
+                        // city's backlogs): give it as long again before the next batch.
+                        self.wh().paced.fetch_add(1, Relaxed);
+                        let Some(rx) = shutdown.as_deref_mut() else {
+                            continue;
+                        };
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = rx.changed() => return false,
+                        }
                     }
                 }
                 Delivery::Later {
@@ -255,7 +282,14 @@ impl<S: Sink> Writer<S> {
                 SendOutcome::Rejected { reason, .. } => {
                     self.set_aside(part, lines, &reason);
                 }
-                SendOutcome::Retry { after, reason } => {
+                SendOutcome::Retry {
+                    after,
+                    reason,
+                    busy,
+                } => {
+                    if busy {
+                        self.wh().busy_answers.fetch_add(1, Relaxed);
+                    }
                     stack.push((start, end));
                     stack.reverse();
                     return Delivery::Later {
@@ -373,6 +407,17 @@ fn split_point(part: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slow_answer_gets_as_long_again_before_the_next_batch() {
+        assert_eq!(pace_after(Duration::from_millis(120)), None);
+        assert_eq!(pace_after(Duration::from_millis(499)), None);
+        assert_eq!(
+            pace_after(Duration::from_millis(800)),
+            Some(Duration::from_millis(800))
+        );
+        assert_eq!(pace_after(Duration::from_secs(300)), Some(MAX_PACE));
+    }
     use crate::outputs::queue::MemoryQueue;
     use std::collections::VecDeque;
     use std::sync::Mutex;
@@ -432,6 +477,7 @@ mod tests {
                 batch_size: 100,
                 flush_interval: Duration::from_millis(100),
                 retry_max: Duration::from_secs(30),
+                retry_jitter: 0.5,
                 shutdown_grace: Duration::from_secs(1),
             },
             DeadLetter::new(dir.clone(), "influx"),
@@ -517,6 +563,7 @@ mod tests {
                 batch_size: 100,
                 flush_interval: Duration::from_millis(100),
                 retry_max: Duration::from_secs(30),
+                retry_jitter: 0.5,
                 shutdown_grace: Duration::from_secs(1),
             },
             DeadLetter::new(dir.clone(), "influx"),
@@ -550,6 +597,7 @@ mod tests {
             &["a 1", "b 2"],
             vec![SendOutcome::Retry {
                 after: Some(Duration::from_secs(7)),
+                busy: false,
                 reason: "HTTP 503".into(),
             }],
         )
@@ -567,6 +615,7 @@ mod tests {
     async fn backoff_grows_while_failing() {
         let fail = || SendOutcome::Retry {
             after: None,
+            busy: false,
             reason: "connection refused".into(),
         };
         let r = run(&["a 1"], vec![fail(), fail(), fail(), fail()]).await;
@@ -619,6 +668,7 @@ mod tests {
                 Accepted,
                 Retry {
                     after: Some(Duration::from_secs(1)),
+                    busy: false,
                     reason: "HTTP 500".into(),
                 },
                 Accepted,
