@@ -214,8 +214,16 @@ pub fn validate(cx: &mut Cx<'_>, i: RawInflux, base: &Path) -> Option<InfluxConf
         .batch_size
         .and_then(|b| in_range::<usize>(cx, &b, "influx.batch_size", 1, 1_000_000))
         .map_or(5000, |b| b.value);
-    let flush_interval =
-        positive(cx, i.flush_interval, "influx.flush_interval").unwrap_or(Duration::from_secs(1));
+    // A remote database is reached over the site's uplink, often 4G: a request a second with a
+    // point or two costs ~800 bytes each (BENCHMARKS.md, "Bytes over the 4G link": 43 MB a
+    // site-day), ten seconds' batches a quarter of that. Telegraf's default is 10 s too.
+    let flush_interval = positive(cx, i.flush_interval, "influx.flush_interval").unwrap_or(
+        if url_is_loopback(url.as_deref()) {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(10)
+        },
+    );
     let timeout = positive(cx, i.timeout, "influx.timeout").unwrap_or(Duration::from_secs(10));
     let retry_max =
         positive(cx, i.retry_max, "influx.retry_max").unwrap_or(Duration::from_secs(60));

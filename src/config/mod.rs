@@ -594,7 +594,7 @@ mod tests {
     }
 
     #[test]
-    fn gzip_is_off_for_a_local_influxdb_and_on_otherwise() {
+    fn gzip_and_a_longer_flush_for_a_remote_influxdb_only() {
         let gzip = |url: &str, extra: &str| {
             let text = format!(
                 "[site]\nid = \"s\"\n[influx]\nurl = \"{url}\"\napi = \"v1\"\ndatabase = \"d\"\n{extra}"
@@ -617,6 +617,19 @@ mod tests {
         assert!(gzip("http://192.168.1.5:8086", ""));
         assert!(gzip("http://127.0.0.1:8086", "gzip = true"));
         assert!(!gzip("https://influx.bureau.example", "gzip = false"));
+        let flush = |url: &str, extra: &str| {
+            load_ok(&format!(
+                "[site]\nid = \"s\"\n[influx]\nurl = \"{url}\"\napi = \"v1\"\ndatabase = \"d\"\n{extra}"
+            ))
+            .influx
+            .map(|i| i.flush_interval.as_secs_f64())
+        };
+        assert_eq!(flush("http://127.0.0.1:8086", ""), Some(1.0));
+        assert_eq!(flush("https://influx.bureau.example", ""), Some(10.0));
+        assert_eq!(
+            flush("https://influx.bureau.example", "flush_interval = \"2s\""),
+            Some(2.0)
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ Subcommands:
       real), and prints one JSON verdict a frame (see `verdict`).
 
   serve  [--port P] [--withhold N] [--no-ack] [--log FILE] [--command CN:CP]...
-      Listens on 127.0.0.1:P (0: a free port) and prints "listening PORT" when ready. Each
+      Listens on 127.0.0.1:P (--host H: on H) (0: a free port) and prints "listening PORT" when ready. Each
       frame received is written to FILE (default stdout) as a JSON verdict line with the
       arrival time ("t", seconds) and the connection's number ("conn", from 1). A valid frame whose Flag asks for an answer (bit 0) gets
       CN=9014 with its QN (ST=91, its PW and MN, Flag with its version bits), except the
@@ -177,7 +177,7 @@ def cmd_check(_args):
 def cmd_serve(args):
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", args.port))
+    srv.bind((args.host, args.port))
     srv.listen(16)
     log = open(args.log, "a") if args.log else sys.stdout
     lock = threading.Lock()
@@ -222,6 +222,7 @@ def cmd_serve(args):
                     v = verdict(f)
                     v["t"] = time.time()
                     v["conn"] = conn_no
+                    v["bytes"] = len(f)
                     reply = None
                     with lock:
                         wants = v["ok"] and int(v.get("flag", "0")) & 1
@@ -232,6 +233,7 @@ def cmd_serve(args):
                             else:
                                 reply = answer_9014(v)
                                 v["acked"] = True
+                                v["answer_bytes"] = len(reply)
                         log.write(json.dumps(v) + "\n")
                         log.flush()
                     if reply:
@@ -254,6 +256,7 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("check")
     s = sub.add_parser("serve")
+    s.add_argument("--host", default="127.0.0.1", help="the address to listen on (a benchmark's namespace)")
     s.add_argument("--port", type=int, default=0)
     s.add_argument("--withhold", type=int, default=0)
     s.add_argument("--no-ack", action="store_true")
