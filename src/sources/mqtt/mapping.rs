@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::topic;
-use crate::config::json_profile::{JsonKind, JsonProfile};
+use crate::config::json_profile::{JsonKind, JsonProfile, Pointer};
 use crate::config::{DeviceFrom, Subscription};
 
 /// One reading of one device: values slot by slot (the profile's fields), and the names of
@@ -41,16 +41,30 @@ pub fn lookup<'a>(v: &'a Value, pointer: &str) -> Option<&'a Value> {
         } else {
             token
         };
-        cur = match cur {
-            Value::Object(m) => m.get(t)?,
-            Value::Array(a) => {
-                if t.starts_with('+') || (t.len() > 1 && t.starts_with('0')) {
-                    return None;
-                }
-                a.get(t.parse::<usize>().ok()?)?
+        cur = step(cur, t)?;
+    }
+    Some(cur)
+}
+
+/// One token of a pointer: an object's member, or an array's element by its decimal index.
+fn step<'a>(cur: &'a Value, t: &str) -> Option<&'a Value> {
+    match cur {
+        Value::Object(m) => m.get(t),
+        Value::Array(a) => {
+            if t.starts_with('+') || (t.len() > 1 && t.starts_with('0')) {
+                return None;
             }
-            _ => return None,
-        };
+            a.get(t.parse::<usize>().ok()?)
+        }
+        _ => None,
+    }
+}
+
+/// A lookup by a pointer split when its profile was loaded (see [`Pointer`]): the hot path.
+pub fn lookup_tokens<'a>(v: &'a Value, pointer: &Pointer) -> Option<&'a Value> {
+    let mut cur = v;
+    for t in pointer.tokens() {
+        cur = step(cur, t)?;
     }
     Some(cur)
 }
@@ -117,7 +131,7 @@ fn device_of(sub: &Subscription, topic_name: &str, item: &Value) -> Result<Strin
 fn time_of(profile: &JsonProfile, item: &Value, received_ms: i64) -> Result<i64, String> {
     match &profile.timestamp {
         None => Ok(received_ms),
-        Some(p) => match lookup(item, p) {
+        Some(p) => match lookup_tokens(item, p) {
             None | Some(Value::Null) => Err(format!("no timestamp at {p}")),
             Some(v) => timestamp_ms(v),
         },
@@ -204,7 +218,7 @@ pub fn map(
                 let mut invalid = Vec::new();
                 let values: Vec<Option<f64>> = fields
                     .iter()
-                    .map(|f| match lookup(item, &f.pointer) {
+                    .map(|f| match lookup_tokens(item, &f.pointer) {
                         None | Some(Value::Null) => None,
                         Some(v) => match number(v) {
                             Ok(x) => Some(f.apply_scale(x)),
@@ -352,7 +366,7 @@ mod tests {
         let f = |m: &str, p: &str, scale: f64| JsonField {
             metric: m.into(),
             measurement: "air".into(),
-            pointer: p.into(),
+            pointer: Pointer::new(p),
             scale,
             offset: 0.0,
             range: None,
@@ -362,7 +376,7 @@ mod tests {
             origin: "t".into(),
             description: "t".into(),
             source: "t".into(),
-            timestamp: ts.map(Into::into),
+            timestamp: ts.map(Pointer::new),
             items: items.map(Into::into),
             kind: JsonKind::Readings(vec![f("pm10", "/pm10", 1.0), f("noise", "/noise", 0.1)]),
         }
@@ -390,6 +404,9 @@ mod tests {
             "/a/b/-",
         ] {
             assert_eq!(lookup(&v, p), v.pointer(p), "{p}");
+            if p.is_empty() || p.starts_with('/') {
+                assert_eq!(lookup_tokens(&v, &Pointer::new(p)), v.pointer(p), "{p}");
+            }
         }
     }
 
