@@ -313,7 +313,7 @@ pub fn render(api: &Api, now_ms: i64) -> String {
     e.single(
         "dustgate_write_paced_total",
         Counter,
-        "Pauses after a write the server took over 0.5 s to accept: it gets as long again before the next batch.",
+        "Pauses after a write the server took over 2 s to accept: it gets as long again before the next batch.",
         counter(&health.writer.paced),
     );
     e.single(
