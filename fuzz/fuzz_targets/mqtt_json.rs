@@ -47,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let sub = Subscription {
         topic: "sensors/+/telemetry".into(),
+        filter: "sensors/+/telemetry".into(),
         device,
         profile,
         qos: 1,
