@@ -68,10 +68,6 @@ impl Pointer {
         }
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
     pub fn tokens(&self) -> &[String] {
         &self.tokens
     }

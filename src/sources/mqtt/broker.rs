@@ -124,8 +124,9 @@ pub struct BrokerTask {
     health: Arc<Health>,
     bh: Arc<BrokerHealth>,
     devices: Vec<HashMap<String, Arc<DeviceMeta>>>,
-    /// `cfg.subscriptions`, shared: a message borrows its subscription from here while the
-    /// task is borrowed mutably (a clone of the subscription a message cost three allocations).
+    /// The broker's subscriptions (taken out of `cfg`), shared: a message borrows its
+    /// subscription from here while the task is borrowed mutably (a clone of the subscription
+    /// a message cost three allocations).
     subs: Arc<[Subscription]>,
     reject_log: Throttle,
     invalid_log: Throttle,
@@ -145,7 +146,7 @@ impl BrokerTask {
     /// Builds the connection options; secrets and TLS files are read now, so a mistake stops
     /// the start instead of looping on reconnects.
     pub fn new(
-        cfg: MqttConfig,
+        mut cfg: MqttConfig,
         site_id: &str,
         site_tags: &[(String, String)],
         ingest: Arc<dyn Ingest>,
@@ -175,7 +176,7 @@ impl BrokerTask {
         let bh = Arc::new(BrokerHealth::new(&cfg.name, &topics));
         health.add_broker(bh.clone());
         let devices = vec![HashMap::new(); cfg.subscriptions.len()];
-        let subs: Arc<[Subscription]> = cfg.subscriptions.clone().into();
+        let subs: Arc<[Subscription]> = std::mem::take(&mut cfg.subscriptions).into();
         Ok(Self {
             subs,
             site_id: site_id.to_string(),
@@ -301,11 +302,7 @@ impl BrokerTask {
                 Ok(Event::Incoming(Packet::SubAck(s))) => {
                     for (i, code) in s.return_codes.iter().enumerate() {
                         if matches!(code, SubscribeReasonCode::Failure) {
-                            let topic = self
-                                .cfg
-                                .subscriptions
-                                .get(i)
-                                .map_or("?", |s| s.topic.as_str());
+                            let topic = self.subs.get(i).map_or("?", |s| s.topic.as_str());
                             error!(broker = %self.cfg.name, topic, "the broker refused the subscription (check its ACL)");
                         }
                     }
@@ -432,7 +429,7 @@ impl BrokerTask {
                 info!(broker = %self.cfg.name, topic = %t, "subscribing to override commands");
             }
         }
-        for s in &self.cfg.subscriptions {
+        for s in self.subs.iter() {
             let qos = if s.qos == 0 {
                 QoS::AtMostOnce
             } else {
@@ -517,8 +514,7 @@ impl BrokerTask {
     fn on_oversized(&mut self, client: &AsyncClient, p: &Publish) {
         let size = p.payload.len();
         let idx = self
-            .cfg
-            .subscriptions
+            .subs
             .iter()
             .position(|s| topic::matches(&s.filter, &p.topic));
         if let Some(i) = idx {
