@@ -153,10 +153,137 @@ impl Tables {
     }
 }
 
-/// The rolling 1-hour means of a device's PM2.5 and PM10, kept as per-minute sums: 60 minutes
-/// whatever the reading rate (a stream of thousands of readings a second must not hold an hour
-/// of them in memory), in one fixed ring of 1.2 KB allocated once (a hub holds one for each of
-/// thousands of stations; two growing queues of minute buckets were 2 KB after an hour).
+/// The rolling 1-hour means of a device's PM2.5 and PM10, in the smaller of two forms: a
+/// hub holds one for each of thousands of stations, so its size is most of a station's cost.
+enum Hour {
+    /// While each minute holds at most one reading of each metric, every one a multiple of
+    /// 0.1 in 0 ..= 6553.4 (a monitor reporting once a minute in µg/m³ with at most one
+    /// decimal, the common case): the readings themselves, 248 bytes.
+    Tenths(Box<TenthsRing>),
+    /// From the first reading that does not fit (a second one in a minute, a finer value):
+    /// per-minute sums and counts, 1.2 KB, for any rate.
+    Sums(Box<HourRing>),
+}
+
+impl Hour {
+    fn new() -> Hour {
+        Hour::Tenths(Box::new(TenthsRing {
+            newest: i64::MIN,
+            tenths: [[TenthsRing::EMPTY; 2]; 60],
+        }))
+    }
+
+    fn push(&mut self, k: Pm, t: i64, v: f64) {
+        match self {
+            Hour::Tenths(r) => {
+                if !r.push(k, t, v) {
+                    let mut wide = r.widen();
+                    wide.push(k, t, v);
+                    *self = Hour::Sums(wide);
+                }
+            }
+            Hour::Sums(r) => r.push(k, t, v),
+        }
+    }
+
+    fn mean(&self, k: Pm) -> Option<f64> {
+        match self {
+            Hour::Tenths(r) => r.mean(k),
+            Hour::Sums(r) => r.mean(k),
+        }
+    }
+}
+
+/// The hour as the readings themselves, in tenths (see [`Hour::Tenths`]). Its mean adds the
+/// same `f64` values in the same slot order as [`HourRing::mean`] would, so both forms give
+/// the same bits: the form never changes an AQI.
+struct TenthsRing {
+    /// As in [`HourRing::newest`].
+    newest: i64,
+    /// Per slot (minute `m` in slot `m mod 60`): the reading of PM2.5 and PM10 in tenths,
+    /// [`Self::EMPTY`] for none.
+    tenths: [[u16; 2]; 60],
+}
+
+impl TenthsRing {
+    const EMPTY: u16 = u16::MAX;
+
+    /// `v` in tenths, when that holds it exactly: `q / 10` is the one `f64` nearest to the
+    /// decimal, as parsing it was, so the comparison is exact.
+    fn encode(v: f64) -> Option<u16> {
+        let q = (v * 10.0).round();
+        if !(0.0..f64::from(Self::EMPTY)).contains(&q) {
+            return None;
+        }
+        let q = q as u16;
+        (Self::decode(q) == v).then_some(q)
+    }
+
+    fn decode(q: u16) -> f64 {
+        f64::from(q) / 10.0
+    }
+
+    /// Takes the reading; `false` when it does not fit this form (nothing is changed then
+    /// but the minutes that left the hour, which the wider form would drop as well).
+    fn push(&mut self, k: Pm, t: i64, v: f64) -> bool {
+        let m = t.div_euclid(60_000);
+        if m > self.newest {
+            let from = if self.newest == i64::MIN {
+                m - 59
+            } else {
+                (self.newest + 1).max(m - 59)
+            };
+            for x in from..=m {
+                self.tenths[HourRing::slot(x)] = [Self::EMPTY; 2];
+            }
+            self.newest = m;
+        } else if m <= self.newest - 60 {
+            return true; // older than the hour held: left out, as the wider form does
+        }
+        let cell = &mut self.tenths[HourRing::slot(m)][k as usize];
+        match Self::encode(v) {
+            Some(q) if *cell == Self::EMPTY => {
+                *cell = q;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn mean(&self, k: Pm) -> Option<f64> {
+        let i = k as usize;
+        let held = self
+            .tenths
+            .iter()
+            .map(|c| c[i])
+            .filter(|&q| q != Self::EMPTY);
+        let minutes = held.clone().count();
+        if minutes < 45 {
+            return None;
+        }
+        // Empty slots add 0.0 in the wider form: x + 0.0 is x, so skipping them is the same.
+        let sum = held.fold(0.0, |s, q| s + Self::decode(q));
+        Some(sum / minutes as f64)
+    }
+
+    fn widen(&self) -> Box<HourRing> {
+        let mut r = HourRing::new();
+        r.newest = self.newest;
+        for (slot, cells) in self.tenths.iter().enumerate() {
+            for (i, &q) in cells.iter().enumerate() {
+                if q != Self::EMPTY {
+                    r.sum[slot][i] = Self::decode(q);
+                    r.count[slot][i] = 1;
+                }
+            }
+        }
+        r
+    }
+}
+
+/// The hour as per-minute sums: 60 minutes whatever the reading rate (a stream of thousands of
+/// readings a second must not hold an hour of them in memory), in one fixed ring of 1.2 KB
+/// allocated once (two growing queues of minute buckets were 2 KB after an hour).
 struct HourRing {
     /// The newest minute held (minutes since the Unix epoch; `i64::MIN`: none yet); minute `m`
     /// is in slot `m mod 60`, and the ring holds the minutes `newest - 59 ..= newest`. An
@@ -236,7 +363,7 @@ impl HourRing {
 }
 
 struct DeviceAqi {
-    hour: Box<HourRing>,
+    hour: Hour,
     last_emit: i64,
     series: SeriesKey,
     /// The last AQI written (the `aqi` point), for the status page and the gate board.
@@ -305,7 +432,7 @@ impl Aqi {
                 let tags = crate::model::device_tags(&self.site_id, device, &self.site_tags);
                 let series = SeriesKey::new("aqi", &tags);
                 self.devices.entry(device_key(device)).or_insert(DeviceAqi {
-                    hour: HourRing::new(),
+                    hour: Hour::new(),
                     last_emit: i64::MIN,
                     series,
                     now: None,
@@ -445,6 +572,70 @@ mod tests {
         h.push(Pm::Pm10, t0 + 500 * 60_000, 7.0);
         assert_eq!(h.count.iter().map(|c| u32::from(c[1])).sum::<u32>(), 1);
         assert_eq!(h.count.iter().map(|c| u32::from(c[0])).sum::<u32>(), 0);
+    }
+
+    #[test]
+    fn a_once_a_minute_monitor_stays_in_tenths_and_a_second_reading_widens() {
+        let t0 = 1_795_000_000_000 - 1_795_000_000_000 % 60_000;
+        let mut h = Hour::new();
+        for i in 0..120 {
+            h.push(
+                Pm::Pm25,
+                t0 + i * 60_000,
+                f64::from(351 + (i as u16 % 7) * 10) / 10.0,
+            );
+            h.push(Pm::Pm10, t0 + i * 60_000 + 500, 80.0);
+        }
+        assert!(matches!(h, Hour::Tenths(_)));
+        assert_eq!(h.mean(Pm::Pm10), Some(80.0));
+        let before = h.mean(Pm::Pm25);
+        // A second PM2.5 reading in the newest minute: the sums take over, nothing is lost.
+        h.push(Pm::Pm25, t0 + 119 * 60_000 + 30_000, 1000.0);
+        assert!(matches!(h, Hour::Sums(_)));
+        let want = before.map(|m| (m * 60.0 + 1000.0) / 61.0);
+        let got = h.mean(Pm::Pm25);
+        assert!(
+            got.zip(want).is_some_and(|(g, w)| (g - w).abs() < 1e-9),
+            "{got:?} {want:?}"
+        );
+        // A value finer than a tenth widens too.
+        let mut f = Hour::new();
+        f.push(Pm::Pm10, t0, 12.34);
+        assert!(matches!(f, Hour::Sums(_)));
+        for bad in [-0.1, 6553.5, f64::NAN, f64::INFINITY, 0.05] {
+            assert_eq!(TenthsRing::encode(bad), None, "{bad}");
+        }
+        assert_eq!(TenthsRing::encode(6553.4), Some(65534));
+        assert_eq!(TenthsRing::encode(0.3), Some(3));
+    }
+
+    proptest::proptest! {
+        /// Both forms of the hour give the same bits, for any readings, as the rate and the
+        /// values move between what the tenths hold and what they do not.
+        #[test]
+        fn both_forms_of_the_hour_give_the_same_means(
+            steps in proptest::collection::vec(
+                (0i64..150_000, proptest::bool::ANY, 0u32..30_000, 0u8..8), 1..400),
+        ) {
+            let mut t = 1_795_000_000_000i64;
+            let (mut compact, mut wide) = (Hour::new(), HourRing::new());
+            for (dt, pm10, q, kind) in steps {
+                // Mostly forward, sometimes late (up to 70 minutes back).
+                t += if kind == 0 { -(dt * 28) } else { dt };
+                let v = match kind {
+                    1 => f64::from(q) / 1000.0,    // finer than tenths
+                    2 => -f64::from(q) / 10.0,     // negative
+                    _ => f64::from(q) / 10.0,      // tenths
+                };
+                let k = if pm10 { Pm::Pm10 } else { Pm::Pm25 };
+                compact.push(k, t, v);
+                wide.push(k, t, v);
+                for k in [Pm::Pm25, Pm::Pm10] {
+                    let (a, b) = (compact.mean(k), wide.mean(k));
+                    proptest::prop_assert_eq!(a.map(f64::to_bits), b.map(f64::to_bits));
+                }
+            }
+        }
     }
 
     #[test]

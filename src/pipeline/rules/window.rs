@@ -23,9 +23,11 @@ pub struct Window {
     /// Candidates for the max, decreasing values with increasing times.
     maxq: VecDeque<(i64, f64)>,
     removals: u32,
-    /// The last few gaps between readings, to estimate the interval when it is not known.
-    gaps: [i64; GAPS],
-    gap_count: usize,
+    /// The last few gaps between readings (ms), to estimate the interval when it is not
+    /// known. `u32`: a gap of more than 49 days counts as 49 days, which estimates no coverage
+    /// differently, and a hub's windows are 60 bytes smaller each.
+    gaps: [u32; GAPS],
+    gap_count: u32,
 }
 
 /// How many recent gaps the interval estimate looks at (their median).
@@ -78,8 +80,15 @@ impl Window {
             _ => {}
         }
         if let Some(&(last, _)) = self.items.back() {
-            self.gaps[self.gap_count % GAPS] = t - last;
-            self.gap_count += 1;
+            let gap = u32::try_from(t - last).unwrap_or(u32::MAX);
+            self.gaps[self.gap_count as usize % GAPS] = gap;
+            // Wrapping: only the last GAPS matter, and GAPS divides no power of two, so keep
+            // the count below a multiple of GAPS instead of letting it wrap.
+            self.gap_count = if self.gap_count >= 2 * GAPS as u32 {
+                self.gap_count - GAPS as u32 + 1
+            } else {
+                self.gap_count + 1
+            };
         }
         self.items.push_back((t, v));
         self.sum += self.term(v);
@@ -167,14 +176,14 @@ impl Window {
         let interval = match interval_ms {
             Some(i) if i > 0 => i,
             _ => {
-                let k = self.gap_count.min(GAPS);
+                let k = (self.gap_count as usize).min(GAPS);
                 if k == 0 {
                     return 0.0;
                 }
                 let mut g = self.gaps;
                 let recent = &mut g[..k];
                 recent.sort_unstable();
-                recent[k / 2]
+                i64::from(recent[k / 2])
             }
         };
         let expected = (self.span_ms as f64 / interval.max(1) as f64).max(1.0);
