@@ -55,17 +55,16 @@ pub(super) fn devices(api: &Api, now: i64) -> Vec<DeviceRow> {
 
 pub(super) async fn status(State(api): State<Arc<Api>>) -> Response {
     let now = now_ms();
-    let devices: Vec<Value> = devices(&api, now)
-        .into_iter()
-        .map(|d| {
-            json!({
-                "id": d.id,
-                "bus": d.bus,
-                "state": d.state,
-                "last_ok": d.last_ok_ms.and_then(|t| rfc3339(t, &api.tz)),
-                "polls": d.polls,
-                "poll_errors": d.poll_errors,
-            })
+    let rows = devices(&api, now);
+    let devices: Vec<StatusDevice> = rows
+        .iter()
+        .map(|d| StatusDevice {
+            id: &d.id,
+            bus: d.bus.as_deref(),
+            state: d.state,
+            last_ok: d.last_ok_ms.and_then(|t| rfc3339(t, &api.tz)),
+            polls: d.polls,
+            poll_errors: d.poll_errors,
         })
         .collect();
     let up = api.uplink();
@@ -139,13 +138,12 @@ pub(super) async fn status(State(api): State<Arc<Api>>) -> Response {
             })
         })
         .collect();
-    Json(json!({
+    let rest = json!({
         "site": api.site_id,
         "name": api.site_name,
         "time": rfc3339(now, &api.tz),
         "timezone": api.tz.iana_name(),
         "version": env!("CARGO_PKG_VERSION"),
-        "devices": devices,
         "queue": { "points": up.points, "bytes": up.bytes, "dropped": up.dropped },
         "uplink_lag_s": (up.lag_s * 10.0).round() / 10.0,
         "written_points": up.written,
@@ -158,8 +156,28 @@ pub(super) async fn status(State(api): State<Arc<Api>>) -> Response {
         "hj212": hj212,
         "hj212_upstreams": upstreams,
         "config": config_json(&health.config.get(), &api.tz),
-    }))
-    .into_response()
+    });
+    Json(Status { devices, rest }).into_response()
+}
+
+/// `/api/status`: its devices serialized straight from their rows, the rest as a `json!` map.
+/// A `json!` object per device was a map with its own copies of six keys: 1.8 KB a device
+/// while the answer was built, 18 MB for a hub of 10,000 stations.
+#[derive(serde::Serialize)]
+struct Status<'a> {
+    devices: Vec<StatusDevice<'a>>,
+    #[serde(flatten)]
+    rest: Value,
+}
+
+#[derive(serde::Serialize)]
+struct StatusDevice<'a> {
+    id: &'a str,
+    bus: Option<&'a str>,
+    state: &'static str,
+    last_ok: Option<String>,
+    polls: Option<u64>,
+    poll_errors: Option<u64>,
 }
 
 /// The config in force: which file, its SHA-256, when it was loaded, the reloads, and what

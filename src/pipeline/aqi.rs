@@ -381,7 +381,7 @@ pub struct AqiNow {
     pub pm25_1h: Option<f64>,
     pub pm10_1h: Option<f64>,
     /// The HJ 633 table's id.
-    pub table: String,
+    pub table: &'static str,
 }
 
 /// Rolling AQI per device.
@@ -462,7 +462,7 @@ impl Aqi {
             iaqi_pm10: i10,
             pm25_1h: c25,
             pm10_1h: c10,
-            table: table.id.clone(),
+            table: &table.id,
         }));
         let (zh, _) = tables.category(aqi);
         let f = |k: &str, v: FieldValue| (FieldKey::new(k), v);

@@ -251,6 +251,11 @@ impl Engine {
                     .window
                     .filter(|_| r.aggregate != Aggregate::Each)
                     .map(|w| Window::new(w.as_millis() as i64, r.aggregate));
+                if self.series.len() == self.series.capacity() {
+                    // By a quarter, not doubling: the series are most of a hub's rule state
+                    // (a device each), and a doubled `Vec` keeps up to twice their room.
+                    self.series.reserve_exact((self.series.len() / 4).max(4));
+                }
                 self.series.push(Series {
                     rule: ri,
                     device: device_key(device),
